@@ -1,0 +1,159 @@
+"""The metric catalogue: the one list of symbol-table columns.
+
+Every column of the shared-memory symbol table is named here once, with its dtype, unit,
+owning process (the single writer of that column) and a description. The table layout, the
+rule validator, the REST API and the checkpoint format all read this list; nothing else
+defines a column. Float columns live in the float64 block, integer columns (timestamps in
+ns, counts) in the int64 block, each in catalogue order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+
+class Owner(StrEnum):
+    """The process that writes a column (one writer per column)."""
+
+    INGEST = "ingest"
+    BARS = "bars"
+    INDICATORS = "indicators"
+    REFERENCE = "reference"  # the supervisor, from daily history / checkpoint, before workers start
+
+
+Dtype = Literal["f8", "i8"]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One column of the symbol table."""
+
+    name: str
+    dtype: Dtype
+    unit: str
+    owner: Owner
+    description: str
+    index: int = -1  # row of `data_f8` or `data_i8` in the table; set by the catalogue
+
+
+_I, _B, _X, _R = Owner.INGEST, Owner.BARS, Owner.INDICATORS, Owner.REFERENCE
+
+# (name, dtype, unit, owner, description)
+_COLUMNS: tuple[tuple[str, Dtype, str, Owner, str], ...] = (
+    # ---- ingest: the last trade as it arrives
+    ("price", "f8", "USD", _I, "Last trade price."),
+    ("last_size", "f8", "shares", _I, "Size of the last trade."),
+    ("last_ts_ns", "i8", "ns", _I, "Event time of the last trade, epoch nanoseconds (UTC)."),
+    ("tick_count", "i8", "trades", _I, "Trades accepted today for this symbol."),
+    # ---- bars: the live 1-minute bar and the session
+    ("bar_open", "f8", "USD", _B, "Open of the live (current, incomplete) 1-minute bar."),
+    ("bar_high", "f8", "USD", _B, "High of the live 1-minute bar."),
+    ("bar_low", "f8", "USD", _B, "Low of the live 1-minute bar."),
+    ("bar_close", "f8", "USD", _B, "Last price in the live 1-minute bar."),
+    ("bar_volume", "f8", "shares", _B, "Volume of the live 1-minute bar so far."),
+    ("bar_vwap", "f8", "USD", _B, "VWAP of the live 1-minute bar."),
+    ("bar_start_ns", "i8", "ns", _B, "Start of the live 1-minute bar, epoch ns; 0 when none."),
+    ("bar_trades", "i8", "trades", _B, "Trades in the live 1-minute bar."),
+    ("bars_closed", "i8", "bars", _B, "1-minute bars closed today for this symbol."),
+    ("day_open", "f8", "USD", _B, "First regular-session trade price (from 09:30 America/New_York)."),
+    ("day_high", "f8", "USD", _B, "Regular-session high of day."),
+    ("day_low", "f8", "USD", _B, "Regular-session low of day."),
+    ("day_volume", "f8", "shares", _B, "Volume today, pre-market included."),
+    ("day_trades", "i8", "trades", _B, "Trades today, pre-market included."),
+    ("hod_ts_ns", "i8", "ns", _B, "Event time the regular-session high of day was set, epoch ns."),
+    ("new_hod_count", "f8", "count", _B, "How many times the regular-session high of day was raised today."),
+    ("vwap", "f8", "USD", _B, "Session VWAP from 09:30 America/New_York (pre-market trades excluded)."),
+    ("premarket_high", "f8", "USD", _B, "Pre-market (04:00-09:30 ET) high."),
+    ("premarket_low", "f8", "USD", _B, "Pre-market (04:00-09:30 ET) low."),
+    ("premarket_volume", "f8", "shares", _B, "Pre-market (04:00-09:30 ET) volume."),
+    # ---- indicators: vectorised over all symbols at the scan cadence, finalised on bar close
+    ("rsi_14", "f8", "0-100", _X, "RSI(14), Wilder smoothing, on 1-minute closes (live bar included)."),
+    ("sma_20", "f8", "USD", _X, "Simple moving average of the last 20 1-minute closes."),
+    ("sma_50", "f8", "USD", _X, "Simple moving average of the last 50 1-minute closes."),
+    ("sma_200", "f8", "USD", _X, "Simple moving average of the last 200 1-minute closes."),
+    ("ema_9", "f8", "USD", _X, "Exponential moving average (9) of 1-minute closes."),
+    ("ema_20", "f8", "USD", _X, "Exponential moving average (20) of 1-minute closes."),
+    ("atr_14", "f8", "USD", _X, "Average true range (14), Wilder smoothing, on 1-minute bars."),
+    ("volume_1m", "f8", "shares", _X, "Volume in the current minute (live 1-minute bar)."),
+    ("volume_5m", "f8", "shares", _X, "Volume in the live bar plus the previous four 1-minute bars."),
+    ("avg_volume_1m", "f8", "shares", _X, "Average 1-minute volume today (closed bars)."),
+    (
+        "relative_volume",
+        "f8",
+        "ratio",
+        _X,
+        "Day volume so far vs. the average volume up to the same minute over past days when daily "
+        "history is loaded, else vs. the intraday 1-minute average times minutes elapsed.",
+    ),
+    ("change_pct", "f8", "%", _X, "Change of the last price from the previous close, percent."),
+    ("change_from_open_pct", "f8", "%", _X, "Change of the last price from the day open, percent."),
+    ("gap_pct", "f8", "%", _X, "Day open vs. previous close, percent."),
+    ("dist_from_hod_pct", "f8", "%", _X, "Distance of the last price below the high of day, percent."),
+    ("minutes_since_hod", "f8", "min", _X, "Minutes since the high of day was set."),
+    ("range_pct", "f8", "%", _X, "Day range (high - low) as a percent of the low."),
+    ("range_position", "f8", "0-100", _X, "Position of the last price in today's range, 0 = low, 100 = high."),
+    ("minutes_since_open", "f8", "min", _X, "Minutes since 09:30 America/New_York, by event time."),
+    ("consecutive_up", "f8", "bars", _X, "Consecutive closed 1-minute bars closing above the previous close."),
+    ("consecutive_down", "f8", "bars", _X, "Consecutive closed 1-minute bars closing below the previous close."),
+    # ---- reference data, loaded before the loop starts
+    ("prev_close", "f8", "USD", _R, "Previous session's close."),
+    ("avg_daily_volume", "f8", "shares", _R, "Average daily volume over the loaded history."),
+)
+
+
+class Catalogue:
+    """Lookup over the metric list; `layout_hash` changes whenever a column changes."""
+
+    def __init__(self, columns: tuple[tuple[str, Dtype, str, Owner, str], ...]) -> None:
+        counts = {"f8": 0, "i8": 0}
+        metrics: list[Metric] = []
+        for name, dtype, unit, owner, desc in columns:
+            metrics.append(Metric(name, dtype, unit, owner, desc, counts[dtype]))
+            counts[dtype] += 1
+        self.metrics: tuple[Metric, ...] = tuple(metrics)
+        self.by_name: dict[str, Metric] = {m.name: m for m in metrics}
+        if len(self.by_name) != len(metrics):
+            raise ValueError("duplicate metric name in the catalogue")
+        self.n_f8: int = counts["f8"]
+        self.n_i8: int = counts["i8"]
+        spec = "|".join(f"{m.name}:{m.dtype}:{m.owner}" for m in metrics)
+        self.layout_hash: str = hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    def __getitem__(self, name: str) -> Metric:
+        return self.by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.metrics]
+
+    def owned_by(self, owner: Owner) -> list[Metric]:
+        return [m for m in self.metrics if m.owner == owner]
+
+    def f8(self, name: str) -> int:
+        """Row of a float64 column; raises KeyError for an unknown or non-float metric."""
+        m = self.by_name[name]
+        if m.dtype != "f8":
+            raise KeyError(f"metric {name!r} is {m.dtype}, not f8")
+        return m.index
+
+    def i8(self, name: str) -> int:
+        """Row of an int64 column; raises KeyError for an unknown or non-int metric."""
+        m = self.by_name[name]
+        if m.dtype != "i8":
+            raise KeyError(f"metric {name!r} is {m.dtype}, not i8")
+        return m.index
+
+
+CATALOGUE = Catalogue(_COLUMNS)
+
+
+# Bar history (second segment, written by the bar process only): per symbol, a ring of the last
+# K closed 1-minute bars, field-major `hist[field, symbol, slot]`. The bar's start is stored as
+# epoch minutes so that float64 holds it exactly.
+HIST_FIELDS: tuple[str, ...] = ("minute", "open", "high", "low", "close", "volume", "vwap", "trades")
+HIST = {name: i for i, name in enumerate(HIST_FIELDS)}

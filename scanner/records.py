@@ -1,0 +1,41 @@
+"""Fixed-size record layouts that cross process boundaries through shared-memory rings.
+
+Defined once here; sizes asserted at import so a layout change is caught before it corrupts
+a ring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# One trade. `sym` is the row in this host's symbol table; `ts_ns` is event time (epoch ns,
+# UTC); `flags` carries TICK_* bits.
+TICK_DTYPE = np.dtype(
+    {"names": ["sym", "flags", "ts_ns", "price", "size"],
+     "formats": ["<u4", "<u4", "<i8", "<f8", "<f8"],
+     "offsets": [0, 4, 8, 16, 24], "itemsize": 32}
+)
+TICK_ODD_LOT = 1  # under 100 shares: counts for volume, not for last/high/low (as the SIPs do)
+TICK_NO_LAST = 2  # condition code says "does not update last" (e.g. out-of-sequence prints)
+
+# One closed 1-minute bar, produced by the bar process for the storage writer and indicators.
+BAR_DTYPE = np.dtype(
+    {"names": ["sym", "trades", "minute_ns", "open", "high", "low", "close", "volume", "vwap"],
+     "formats": ["<u4", "<u4", "<i8", "<f8", "<f8", "<f8", "<f8", "<f8", "<f8"],
+     "offsets": [0, 4, 8, 16, 24, 32, 40, 48, 56], "itemsize": 64}
+)
+
+# One alert, written by a scanner worker into its SPSC ring. `values` holds the values of up
+# to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads).
+ALERT_VALUES = 6
+ALERT_DTYPE = np.dtype(
+    {"names": ["seq", "event_ns", "scan_ns", "sym", "rule", "generation", "worker", "kind",
+               "values"],
+     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u4", "<u2", "<u2", ("<f8", ALERT_VALUES)],
+     "offsets": [0, 8, 16, 24, 28, 32, 36, 38, 40], "itemsize": 96}
+)
+ALERT_ENTER, ALERT_EXIT = 0, 1
+
+assert TICK_DTYPE.itemsize == 32
+assert BAR_DTYPE.itemsize == 64
+assert ALERT_DTYPE.itemsize == 96

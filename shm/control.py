@@ -1,0 +1,135 @@
+"""The control block: one small segment per instance with the header and per-process slots.
+
+Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at import):
+
+| offset | size | field |
+| --- | --- | --- |
+| 0 | 128 | header: magic, layout version, table layout hash, n_symbols, created, trading day, ... |
+| 128 | 64 | rules generation counter (own cache line: bumped by rule changes, read every cycle) |
+| 192 | 64 | shutdown flag (own cache line: written by the supervisor, read by every loop) |
+| 256 | 192 x MAX_SLOTS | process slots, one per process, each three cache lines |
+
+Each process writes only its own slot (heartbeat, counters, timings), from its work loop, so a
+stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts of a slot
+before the child starts and reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
+all processes of the host). All fields are aligned 8-byte words: see `shm.platform`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shm.segment import Segment
+
+MAGIC = int.from_bytes(b"SCANCTL1", "little")
+LAYOUT_VERSION = 1
+MAX_SLOTS = 64
+
+HEADER_DTYPE = np.dtype(
+    {
+        "names": [
+            "magic", "layout_version", "n_symbols", "created_ns", "trading_day",
+            "clock_offset_ns", "supervisor_pid", "n_slots", "layout_hash",
+        ],
+        "formats": ["<u8", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8", "S16"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64],
+        "itemsize": 128,
+    }
+)
+
+SLOT_DTYPE = np.dtype(
+    {
+        "names": [
+            "name", "pid", "core", "started_ns", "heartbeat_ns", "restarts", "state",
+            "n_in", "n_out", "drops", "errors", "overruns",
+            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles",
+        ],
+        "formats": [
+            "S24", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8",
+            "<i8", "<i8", "<i8", "<i8", "<i8",
+            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8",
+        ],
+        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152],
+        "itemsize": 192,
+    }
+)
+
+# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor.
+STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD = 0, 1, 2, 3, 4
+
+HEADER_OFF = 0
+GENERATION_OFF = 128
+SHUTDOWN_OFF = 192
+SLOTS_OFF = 256
+CONTROL_SIZE = SLOTS_OFF + SLOT_DTYPE.itemsize * MAX_SLOTS
+
+assert HEADER_DTYPE.itemsize == 128
+assert SLOT_DTYPE.itemsize % 64 == 0
+assert SLOTS_OFF % 64 == 0
+
+
+class ControlBlock:
+    """Typed views over the control segment."""
+
+    def __init__(self, seg: Segment) -> None:
+        if seg.size < CONTROL_SIZE:
+            raise ValueError(f"control segment {seg.name!r} is {seg.size} bytes, need {CONTROL_SIZE}")
+        self.seg = seg
+        self.header = np.ndarray((), HEADER_DTYPE, seg.buf, HEADER_OFF)
+        self._generation = np.ndarray((1,), "<i8", seg.buf, GENERATION_OFF)
+        self._shutdown = np.ndarray((1,), "<i8", seg.buf, SHUTDOWN_OFF)
+        self.slots = np.ndarray((MAX_SLOTS,), SLOT_DTYPE, seg.buf, SLOTS_OFF)
+
+    @classmethod
+    def create(cls, name: str, *, n_symbols: int, layout_hash: str, trading_day: int,
+               clock_offset_ns: int, supervisor_pid: int, created_ns: int) -> "ControlBlock":
+        cb = cls(Segment.create(name, CONTROL_SIZE, replace=True))
+        h = cb.header
+        h["layout_version"] = LAYOUT_VERSION
+        h["n_symbols"] = n_symbols
+        h["layout_hash"] = layout_hash.encode()
+        h["trading_day"] = trading_day
+        h["clock_offset_ns"] = clock_offset_ns
+        h["supervisor_pid"] = supervisor_pid
+        h["created_ns"] = created_ns
+        h["magic"] = MAGIC  # last: a reader that sees the magic sees a complete header
+        return cb
+
+    @classmethod
+    def attach(cls, name: str) -> "ControlBlock":
+        cb = cls(Segment.attach(name))
+        if int(cb.header["magic"]) != MAGIC:
+            raise ValueError(f"segment {name!r} is not a scanner control block")
+        if int(cb.header["layout_version"]) != LAYOUT_VERSION:
+            raise ValueError(
+                f"control block layout {int(cb.header['layout_version'])} != ours ({LAYOUT_VERSION})"
+            )
+        return cb
+
+    # -- rules generation: bumped (under the rule store's file lock) on every rule change
+    @property
+    def rules_generation(self) -> int:
+        return int(self._generation[0])
+
+    def bump_rules_generation(self) -> int:
+        self._generation[0] += 1
+        return int(self._generation[0])
+
+    @property
+    def shutdown(self) -> bool:
+        return bool(self._shutdown[0])
+
+    def request_shutdown(self) -> None:
+        self._shutdown[0] = 1
+
+    def slot_index(self, name: str) -> int:
+        """Index of the slot named `name`; KeyError if none."""
+        key = name.encode()
+        for i in range(MAX_SLOTS):
+            if self.slots[i]["name"] == key:
+                return i
+        raise KeyError(name)
+
+    def close(self) -> None:
+        del self.header, self._generation, self._shutdown, self.slots
+        self.seg.close()
