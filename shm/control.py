@@ -4,7 +4,8 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 
 | offset | size | field |
 | --- | --- | --- |
-| 0 | 128 | header: magic, layout version, table layout hash, n_symbols, created, trading day, ... |
+| 0 | 128 | header: magic, layout version, table layout hash, n_symbols, created, trading day,
+  feed clock anchor (event ns at wall ns, speed) so that a restarted feed continues the clock |
 | 128 | 64 | rules generation counter (own cache line: bumped by rule changes, read every cycle) |
 | 192 | 64 | shutdown flag (own cache line: written by the supervisor, read by every loop) |
 | 256 | 192 x MAX_SLOTS | process slots, one per process, each three cache lines |
@@ -29,10 +30,11 @@ HEADER_DTYPE = np.dtype(
     {
         "names": [
             "magic", "layout_version", "n_symbols", "created_ns", "trading_day",
-            "clock_offset_ns", "supervisor_pid", "n_slots", "layout_hash",
+            "clock_event_ns", "supervisor_pid", "n_slots", "layout_hash", "clock_wall_ns",
+            "clock_speed",
         ],
-        "formats": ["<u8", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8", "S16"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64],
+        "formats": ["<u8", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8", "S16", "<i8", "<f8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 88],
         "itemsize": 128,
     }
 )
@@ -82,21 +84,20 @@ class ControlBlock:
 
     @classmethod
     def create(cls, name: str, *, n_symbols: int, layout_hash: str, trading_day: int,
-               clock_offset_ns: int, supervisor_pid: int, created_ns: int) -> "ControlBlock":
+               supervisor_pid: int, created_ns: int) -> ControlBlock:
         cb = cls(Segment.create(name, CONTROL_SIZE, replace=True))
         h = cb.header
         h["layout_version"] = LAYOUT_VERSION
         h["n_symbols"] = n_symbols
         h["layout_hash"] = layout_hash.encode()
         h["trading_day"] = trading_day
-        h["clock_offset_ns"] = clock_offset_ns
         h["supervisor_pid"] = supervisor_pid
         h["created_ns"] = created_ns
         h["magic"] = MAGIC  # last: a reader that sees the magic sees a complete header
         return cb
 
     @classmethod
-    def attach(cls, name: str) -> "ControlBlock":
+    def attach(cls, name: str) -> ControlBlock:
         cb = cls(Segment.attach(name))
         if int(cb.header["magic"]) != MAGIC:
             raise ValueError(f"segment {name!r} is not a scanner control block")
@@ -121,6 +122,16 @@ class ControlBlock:
 
     def request_shutdown(self) -> None:
         self._shutdown[0] = 1
+
+    def set_clock(self, event_ns: int, wall_ns: int, speed: float) -> None:
+        """Anchor the feed clock: event time `event_ns` at wall time `wall_ns`, running at `speed`."""
+        self.header["clock_wall_ns"] = wall_ns
+        self.header["clock_speed"] = speed
+        self.header["clock_event_ns"] = event_ns
+
+    def event_time_ns(self, wall_ns: int) -> int:
+        h = self.header
+        return int(h["clock_event_ns"]) + int((wall_ns - int(h["clock_wall_ns"])) * float(h["clock_speed"]))
 
     def slot_index(self, name: str) -> int:
         """Index of the slot named `name`; KeyError if none."""

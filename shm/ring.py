@@ -68,7 +68,7 @@ class Ring:
         self.records = np.ndarray((self.capacity,), self.dtype, seg.buf, RECORDS_OFF)
 
     @classmethod
-    def create(cls, name: str, capacity: int, dtype: np.dtype) -> "Ring":
+    def create(cls, name: str, capacity: int, dtype: np.dtype) -> Ring:
         if capacity <= 0 or capacity & (capacity - 1):
             raise ValueError(f"'capacity' must be a positive power of two, was {capacity}")
         dtype = np.dtype(dtype)
@@ -79,17 +79,17 @@ class Ring:
         return cls(seg, dtype)
 
     @classmethod
-    def attach(cls, name: str, dtype: np.dtype) -> "Ring":
+    def attach(cls, name: str, dtype: np.dtype) -> Ring:
         return cls(Segment.attach(name), dtype)
 
     @property
     def head(self) -> int:
         return int(self._head[0])
 
-    def producer(self) -> "RingProducer":
+    def producer(self) -> RingProducer:
         return RingProducer(self)
 
-    def consumer(self, index: int, *, from_start: bool = False) -> "RingConsumer":
+    def consumer(self, index: int, *, from_start: bool = False) -> RingConsumer:
         return RingConsumer(self, index, from_start=from_start)
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ class Segment:
         return os.path.join(SHM_DIR, name)
 
     @classmethod
-    def create(cls, name: str, size: int, *, replace: bool = False) -> "Segment":
+    def create(cls, name: str, size: int, *, replace: bool = False) -> Segment:
         """Create a zero-filled segment; an existing one is an error unless `replace`."""
         path = cls.path(name)
         if replace:
@@ -58,7 +58,7 @@ class Segment:
         return cls(name, size, mm, owner=True)
 
     @classmethod
-    def attach(cls, name: str) -> "Segment":
+    def attach(cls, name: str) -> Segment:
         """Map an existing segment read-write."""
         try:
             fd = os.open(cls.path(name), os.O_RDWR)

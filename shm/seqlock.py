@@ -19,9 +19,8 @@ Contract (one writer per counter; see `shm.platform` for the hardware part):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -69,29 +68,23 @@ class SeqWriter:
 
 
 def read_blocks(
-    seqs: np.ndarray,
+    seq: np.ndarray,
+    writers: np.ndarray,
     copy_block_range: Callable[[int, int], None],
     b0: int,
     b1: int,
     max_retries: int = 10_000,
 ) -> int:
-    """Copy blocks [b0, b1) consistently; `seqs` is counters[writers, :, 0] (2-D view).
+    """Copy blocks [b0, b1) consistently against the counters of `writers`.
 
-    `copy_block_range(lo, hi)` copies blocks lo..hi-1. Returns the number of re-copy rounds.
+    `seq` is the live (n_writers, n_blocks) counter view; every `seq[writers, b0:b1]` is a
+    fresh load. `copy_block_range(lo, hi)` copies blocks lo..hi-1. Returns re-copy rounds.
     """
-    s1 = seqs[:, b0:b1].copy()
     rounds = 0
-    pending = None  # None = copy everything the first time
+    s1 = _wait_even(seq, writers, b0, b1)
+    copy_block_range(b0, b1)
     while True:
-        if pending is None:
-            if not (s1 & 1).any():
-                copy_block_range(b0, b1)
-            else:
-                pending = np.ones(b1 - b0, dtype=bool)
-        if pending is not None:
-            for i in np.flatnonzero(pending):
-                copy_block_range(b0 + int(i), b0 + int(i) + 1)
-        s2 = seqs[:, b0:b1]
+        s2 = seq[writers, b0:b1]
         bad = ((s1 != s2) | (s1 & 1).astype(bool)).any(axis=0)
         if not bad.any():
             return rounds
@@ -103,5 +96,18 @@ def read_blocks(
             )
         if rounds > 64:
             os.sched_yield()  # let a descheduled writer finish its critical section
-        s1 = s2.copy()
-        pending = bad
+        s1 = _wait_even(seq, writers, b0, b1)
+        # re-copy only the blocks that moved, as contiguous runs
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], bad, [False])).astype(np.int8)))
+        for run_lo, run_hi in zip(edges[::2], edges[1::2], strict=False):
+            copy_block_range(b0 + int(run_lo), b0 + int(run_hi))
+
+
+def _wait_even(seq: np.ndarray, writers: np.ndarray, b0: int, b1: int, spins: int = 2000) -> np.ndarray:
+    """Load the counters, spinning briefly while a writer is mid-write (odd counter)."""
+    s = seq[writers, b0:b1]
+    for _ in range(spins):
+        if not (s & 1).any():
+            break
+        s = seq[writers, b0:b1]
+    return s

@@ -86,7 +86,7 @@ class ColumnTable:
 
     @classmethod
     def create(cls, name: str, *, keys: list[str], writer_f8: list[int], writer_i8: list[int],
-               n_writers: int, layout_hash: str, block_shift: int = 8) -> "ColumnTable":
+               n_writers: int, layout_hash: str, block_shift: int = 8) -> ColumnTable:
         """Allocate a table; float columns start as NaN (unknown), int columns as 0."""
         lay = _Layout(len(keys), len(writer_f8), len(writer_i8), n_writers, block_shift)
         seg = Segment.create(name, lay.size, replace=True)
@@ -103,7 +103,7 @@ class ColumnTable:
         return t
 
     @classmethod
-    def attach(cls, name: str) -> "ColumnTable":
+    def attach(cls, name: str) -> ColumnTable:
         return cls(Segment.attach(name))
 
     def key_list(self) -> list[str]:
@@ -149,7 +149,7 @@ class ColumnTable:
             if i8_copy is not None:
                 i8_copy(r0, r1)
 
-        return read_blocks(self.seq[writers], copy, b0, b1, max_retries)
+        return read_blocks(self.seq, writers, copy, b0, b1, max_retries)
 
     def close(self) -> None:
         del self.header, self.f8, self.i8, self.writer_f8, self.writer_i8, self._counters

@@ -1,0 +1,245 @@
+"""`scanner`: start, stop, status, demo, rules, replay, bench, migrate.
+
+User errors (`ScannerError`, a bad setting, an instance already running) end in one line on
+stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from scanner.config import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Real-time stock market scanner (shared-memory engine).")
+SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS"
+
+
+class ScannerError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
+InstanceOpt = Annotated[Optional[str], typer.Option("--instance", "-i", help="Instance name (default: 'default').")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (pidfile, logs, rules).")]
+
+
+def settings_from(config: Path | None, instance: str | None, data_dir: Path | None, **more: object) -> Settings:
+    try:
+        return load_settings(config, instance=instance, data_dir=data_dir, **more)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ScannerError(f"invalid setting {field}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
+        raise ScannerError(f"cannot read configuration: {exc}") from None
+
+
+def fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _setup_logging(logfile: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), handlers=handlers,
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+
+
+def run_foreground(settings: Settings, on_ready: object = None) -> int:
+    from procs.supervisor import Supervisor, SupervisorError
+    from shm.platform import UnsupportedPlatform
+
+    _setup_logging()
+    try:
+        return Supervisor(settings, on_ready=on_ready).run()
+    except (SupervisorError, UnsupportedPlatform) as exc:
+        raise ScannerError(str(exc)) from None
+
+
+@app.command()
+def start(
+    config: ConfigOpt = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDirOpt = None,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Stay in the foreground (systemd).")] = False,
+    symbols: Annotated[Optional[int], typer.Option(help="Synthetic universe size.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")] = None,
+) -> None:
+    """Start an instance: supervisor plus all worker processes."""
+    try:
+        env_json = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
+        if env_json:
+            settings = Settings.model_validate_json(env_json)
+        else:
+            settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
+                                     http_port=port)
+        if foreground:
+            raise typer.Exit(run_foreground(settings))
+        daemonize(settings)
+    except ScannerError as exc:
+        fail(str(exc))
+
+
+def daemonize(settings: Settings) -> None:
+    """Start the supervisor detached (own session, output to the log file), wait until it
+    is up or has failed, and say which."""
+    from procs.supervisor import read_pid
+
+    run_dir = settings.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pid = read_pid(settings.pidfile())
+    if pid and _pid_alive(pid):
+        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid})")
+    log = open(settings.logfile(), "ab")
+    env = dict(os.environ)
+    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 60
+    from procs.status import collect
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = settings.logfile().read_text(errors="replace").splitlines()[-5:]
+            raise ScannerError(f"supervisor exited with code {proc.returncode}: {' | '.join(tail)}")
+        try:
+            st = collect(settings)
+            if st["processes"] and all(p["alive"] and p["state"] == "running" for p in st["processes"]):
+                typer.echo(f"instance {settings.instance!r} started (supervisor pid {proc.pid}); "
+                           f"dashboard http://{settings.http_host}:{settings.http_port}/ ; "
+                           f"log {settings.logfile()}")
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    raise ScannerError(f"instance did not come up within 60 s; see {settings.logfile()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@app.command()
+def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Stop a running instance cleanly (TERM; the supervisor stops its children)."""
+    from procs.supervisor import read_pid
+
+    try:
+        settings = settings_from(config, instance, data_dir)
+        pid = read_pid(settings.pidfile())
+        if not pid or not _pid_alive(pid):
+            raise ScannerError(f"instance {settings.instance!r} is not running")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + settings.stop_timeout_s + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            raise ScannerError(f"supervisor pid {pid} did not stop within the deadline")
+        typer.echo(f"instance {settings.instance!r} stopped")
+    except ScannerError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
+    from procs.status import collect
+
+    try:
+        settings = settings_from(config, instance, data_dir)
+        try:
+            st = collect(settings)
+        except FileNotFoundError as exc:
+            raise ScannerError(str(exc)) from None
+    except ScannerError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    typer.echo(f"instance {st['instance']}  supervisor pid {st['supervisor_pid']}  symbols {st['symbols']}  "
+               f"day {st['trading_day']}  rules gen {st['rules_generation']}")
+    typer.echo(f"ticks/s {st['ticks_per_s']:.0f}  scan p50 {st['scan_p50_ms']:.3f} ms  "
+               f"p99 {st['scan_p99_ms']:.3f} ms  overruns {st['scan_overruns']}  "
+               f"alerts/s {st['alerts_per_s']:.2f}  drops {st['drops']}  ring lost {st['ring_lost']}")
+    hdr = f"{'process':<12}{'pid':>8}{'alive':>7}{'restarts':>9}{'uptime':>9}{'hb ms':>8}{'core':>5}" \
+          f"{'in/s':>11}{'out/s':>10}{'drops':>7}{'p50 ms':>9}{'p99 ms':>9}"
+    typer.echo(hdr)
+    for p in st["processes"]:
+        typer.echo(
+            f"{p['name']:<12}{p['pid']:>8}{'yes' if p['alive'] else 'NO':>7}{p['restarts']:>9}"
+            f"{(p['uptime_s'] or 0):>9.0f}{(p['heartbeat_age_ms'] or 0):>8.0f}"
+            f"{'' if p['core'] is None else p['core']:>5}{p['rate_in']:>11.0f}{p['rate_out']:>10.0f}"
+            f"{p['drops']:>7}{p['p50_ms']:>9.3f}{p['p99_ms']:>9.3f}"
+        )
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDirOpt = None,
+    symbols: Annotated[Optional[int], typer.Option(help="Synthetic universe size.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Synthetic ticks per second.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")] = None,
+) -> None:
+    """Run everything in the foreground on a synthetic feed; Ctrl-C stops it cleanly."""
+    try:
+        settings = settings_from(config, instance, data_dir, feed="synthetic", symbols=symbols,
+                                 feed_rate=rate, http_port=port)
+        install_default_rules(settings)
+
+        def ready() -> None:
+            typer.echo(f"\n  dashboard: http://{settings.http_host}:{settings.http_port}/\n"
+                       f"  status:    scanner status --instance {settings.instance} "
+                       f"--data-dir {settings.data_dir}\n  Ctrl-C stops everything.\n", err=True)
+
+        raise typer.Exit(run_foreground(settings, on_ready=ready))
+    except ScannerError as exc:
+        fail(str(exc))
+
+
+def install_default_rules(settings: Settings) -> None:
+    """First run: put the default rule pack into the rule store."""
+    try:
+        from scanner.rules.store import install_default_pack
+    except ImportError:
+        return
+    install_default_pack(settings.rules_file())
+
+
+from cli import bench as _bench  # noqa: E402  (registers `scanner bench ...`)
+
+app.add_typer(_bench.app, name="bench")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

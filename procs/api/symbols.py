@@ -1,0 +1,85 @@
+"""The metric catalogue, symbol snapshots and top lists, read from shared memory."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query
+
+from procs.api.deps import StateDep
+from scanner.metrics import CATALOGUE
+
+router = APIRouter(tags=["symbols"])
+
+
+@router.get("/api/metrics")
+def metrics() -> list[dict]:
+    """Every column of the symbol table: name, dtype, unit, owning process, description."""
+    return [{"name": m.name, "dtype": m.dtype, "unit": m.unit, "owner": str(m.owner),
+             "description": m.description} for m in CATALOGUE.metrics]
+
+
+@router.get("/api/symbols")
+def symbols(state: StateDep) -> list[str]:
+    return state.keys
+
+
+@router.get("/api/symbols/{symbol}")
+def symbol(symbol: str, state: StateDep) -> dict:
+    """All metrics of one symbol (a seqlock-consistent read of its row)."""
+    row = state.row_of.get(symbol.upper())
+    if row is None:
+        raise HTTPException(404, detail=f"unknown symbol {symbol!r}")
+    return state.symbol_snapshot(row)
+
+
+F8_METRICS = tuple(m.name for m in CATALOGUE.metrics if m.dtype == "f8")
+
+
+@router.get("/api/top")
+def top(
+    state: StateDep,
+    metric: Annotated[str, Query(description="Float metric to sort by.")] = "change_pct",
+    order: Literal["desc", "asc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=500)] = 25,
+    min_price: float | None = None,
+    max_price: float | None = None,
+    min_volume: float | None = None,
+    columns: Annotated[str, Query(description="Comma-separated extra metrics to return.")] =
+        "price,change_pct,day_volume,relative_volume,rsi_14,vwap",
+) -> dict:
+    """Top list: sort any float metric, filter by price / day volume, limit."""
+    if metric not in F8_METRICS:
+        raise HTTPException(422, detail={"field": "metric", "msg": f"unknown metric {metric!r}",
+                                         "allowed": list(F8_METRICS)})
+    cols = [c for c in columns.split(",") if c]
+    bad = [c for c in cols if c not in F8_METRICS]
+    if bad:
+        raise HTTPException(422, detail={"field": "columns", "msg": f"unknown metrics {bad}",
+                                         "allowed": list(F8_METRICS)})
+    key = state.column(metric)
+    ok = np.isfinite(key)
+    if min_price is not None or max_price is not None:
+        price = state.column("price")
+        if min_price is not None:
+            ok &= price >= min_price
+        if max_price is not None:
+            ok &= price <= max_price
+    if min_volume is not None:
+        ok &= state.column("day_volume") >= min_volume
+    rows = np.flatnonzero(ok)
+    vals = key[rows] if order == "asc" else -key[rows]
+    if len(rows) > limit:
+        part = np.argpartition(vals, limit - 1)[:limit]
+        rows, vals = rows[part], vals[part]
+    rows = rows[np.argsort(vals, kind="stable")]
+    data = {c: state.column(c)[rows] for c in dict.fromkeys([metric, *cols])}
+    out = []
+    for j, r in enumerate(rows):
+        item = {"symbol": state.keys[int(r)]}
+        for c, v in data.items():
+            x = float(v[j])
+            item[c] = x if np.isfinite(x) else None
+        out.append(item)
+    return {"metric": metric, "order": order, "count": len(out), "rows": out}

@@ -1,0 +1,90 @@
+"""Ingest: feed -> validated tick batches -> tick ring + last-trade columns of the table.
+
+The only writer of the ingest-owned columns. Malformed ticks are dropped and counted (slot
+`drops`), never crash the loop. The synthetic feed runs on the feed clock anchored in the
+control block, so a restarted ingest continues the same event time and prices.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from procs.runtime import BootError, Context
+from procs.shared import WRITERS
+from scanner.feeds.synthetic import SyntheticTape, make_universe
+from scanner.metrics import CATALOGUE, Owner
+from scanner.session import session_bounds_ns
+from scanner.ticks import LastTradeWriter, validate_ticks
+
+log = logging.getLogger("scanner.ingest")
+PASS_S = 0.01  # one batch every 10 ms: small enough for latency, large enough to amortise numpy
+
+
+class TableSink:
+    """Publishes a tick batch to the ring and the last-trade columns under the seqlock."""
+
+    def __init__(self, ctx: Context) -> None:
+        t = ctx.shared.table
+        self.ctx = ctx
+        self.n_rows = t.n_rows
+        self.ring = ctx.shared.ticks.producer()
+        self.seq = t.writer(WRITERS[Owner.INGEST])
+        f8, i8 = t.f8, t.i8
+        self.last = LastTradeWriter(f8[CATALOGUE.f8("price")], f8[CATALOGUE.f8("last_size")],
+                                    i8[CATALOGUE.i8("last_ts_ns")], i8[CATALOGUE.i8("tick_count")])
+
+    def push(self, ticks: np.ndarray) -> int:
+        good, bad = validate_ticks(ticks, self.n_rows)
+        if bad:
+            log.warning("dropped %d malformed ticks", bad)
+        if len(good):
+            self.ring.publish(good)
+            blocks = self.seq.mark_rows(good["sym"].astype(np.intp))
+            self.seq.begin(blocks)
+            self.last.apply(good)
+            self.seq.end(blocks)
+        self.ctx.count(n_in=len(good), n_out=len(good), drops=bad)
+        return len(good)
+
+
+def run_synthetic(ctx: Context, sink: TableSink) -> None:
+    s = ctx.settings
+    ctl = ctx.shared.control
+    n = ctx.shared.table.n_rows
+    universe = make_universe(s.symbols, s.feed_seed)
+    rows = np.arange(n)
+    lo = s.range_start
+    # the table holds this host's range of the universe; index the universe by it
+    universe_rows = rows + lo
+    day = int(ctl.header["trading_day"])
+    open_ns = session_bounds_ns(day)["open"]
+    price = ctx.shared.table.f8[CATALOGUE.f8("price")].copy()
+    restarts = int(ctx.slot["restarts"][0])
+    tape = SyntheticTape(universe, universe_rows, s.feed_rate, s.feed_seed + restarts, open_ns, price)
+    tape.rows = rows.astype(np.uint32)  # ticks carry table rows, not universe rows
+    t_event = ctx.event_now_ns()
+    next_pass = time.monotonic()
+    while ctx.should_run():
+        ctx.beat()
+        now_event = ctx.event_now_ns()
+        if now_event > t_event:
+            sink.push(tape.generate(t_event, now_event))
+            t_event = now_event
+        next_pass += PASS_S
+        ctx.sleep_until(next_pass)
+
+
+def main(ctx: Context) -> None:
+    sink = TableSink(ctx)
+    feed = ctx.settings.feed
+    if feed == "synthetic":
+        run_synthetic(ctx, sink)
+    elif feed == "none":
+        while ctx.should_run():  # ticks come from elsewhere (tests, external ingest)
+            ctx.beat()
+            ctx.sleep_until(time.monotonic() + 0.1)
+    else:
+        raise BootError(f"feed {feed!r} is not handled by the ingest process")

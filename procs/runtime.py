@@ -1,0 +1,136 @@
+"""What every child process shares: attach, pin, heartbeat from the work loop, stop on TERM.
+
+A child is started by the supervisor as `python -m procs.run NAME --slot N` with its settings
+in the environment (`SCANNER_CHILD_SETTINGS`, JSON). Exit code `EXIT_CANNOT_BOOT` tells the
+supervisor not to restart it (configuration or platform error) but to stop the instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from procs.shared import Shared
+from scanner.config import Settings
+from shm.control import STATE_RUNNING, STATE_STARTING, STATE_STOPPING
+
+EXIT_CANNOT_BOOT = 3
+SETTINGS_ENV = "SCANNER_CHILD_SETTINGS"
+
+log = logging.getLogger("scanner")
+
+
+class BootError(RuntimeError):
+    """The process cannot start with this configuration; restarting would not help."""
+
+
+class Context:
+    """One process's handle on the instance: shared state, its slot, stop flag, counters."""
+
+    def __init__(self, name: str, slot: int, settings: Settings, shared: Shared) -> None:
+        self.name = name
+        self.slot_index = slot
+        self.settings = settings
+        self.shared = shared
+        self.slot = shared.control.slots[slot : slot + 1]  # 1-element view: field writes go to shm
+        self.stopping = False
+        self._rate_t = time.monotonic()
+        self._rate_in = int(self.slot["n_in"][0])
+        self._rate_out = int(self.slot["n_out"][0])
+        self._timings = np.zeros(1024, np.float64)
+        self._n_timings = 0
+
+    # -- the work loop calls these
+    def beat(self) -> None:
+        """Heartbeat: called every pass of the work loop (a stalled loop shows as a stale beat)."""
+        now = time.monotonic_ns()
+        self.slot["heartbeat_ns"] = now
+        if now / 1e9 - self._rate_t >= 1.0:
+            self._update_rates(now / 1e9)
+
+    def count(self, n_in: int = 0, n_out: int = 0, drops: int = 0, errors: int = 0) -> None:
+        s = self.slot
+        if n_in:
+            s["n_in"] += n_in
+        if n_out:
+            s["n_out"] += n_out
+        if drops:
+            s["drops"] += drops
+        if errors:
+            s["errors"] += errors
+
+    def record_cycle(self, seconds: float, overrun: bool = False) -> None:
+        """Record one cycle's duration; p50/p99/max of the last 1024 go to the slot."""
+        self._timings[self._n_timings % len(self._timings)] = seconds * 1e6
+        self._n_timings += 1
+        s = self.slot
+        s["cycles"] += 1
+        if overrun:
+            s["overruns"] += 1
+
+    def _update_rates(self, now: float) -> None:
+        s = self.slot
+        dt = now - self._rate_t
+        n_in, n_out = int(s["n_in"][0]), int(s["n_out"][0])
+        s["rate_in"] = (n_in - self._rate_in) / dt
+        s["rate_out"] = (n_out - self._rate_out) / dt
+        self._rate_in, self._rate_out, self._rate_t = n_in, n_out, now
+        if self._n_timings:
+            t = self._timings[: min(self._n_timings, len(self._timings))]
+            p50, p99 = np.percentile(t, [50, 99])
+            s["p50_us"], s["p99_us"], s["max_us"] = p50, p99, t.max()
+
+    def should_run(self) -> bool:
+        return not (self.stopping or self.shared.control.shutdown)
+
+    def sleep_until(self, deadline: float) -> None:
+        """Sleep until a time.monotonic() deadline in short steps, staying responsive to TERM."""
+        while self.should_run():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def event_now_ns(self) -> int:
+        """The feed clock (event time) now, as anchored by the supervisor in the control block."""
+        return self.shared.control.event_time_ns(time.time_ns())
+
+
+def run_child(name: str, slot: int, main: Callable[[Context], None]) -> int:
+    """Attach, run `main(ctx)` until stopped, mark the slot; returns the exit code."""
+    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    try:
+        settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+        from shm.platform import check_memory_model
+
+        check_memory_model()
+        shared = Shared.attach(settings.instance)
+    except Exception as exc:  # noqa: BLE001 - any boot failure is reported the same way
+        log.error("cannot boot: %s", exc)
+        return EXIT_CANNOT_BOOT
+    ctx = Context(name, slot, settings, shared)
+
+    def on_term(signum: int, frame: object) -> None:
+        ctx.stopping = True  # only set a flag: the loop notices it on its next pass
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which sends TERM
+    ctx.slot["pid"] = os.getpid()
+    ctx.slot["state"] = STATE_STARTING
+    ctx.slot["started_ns"] = time.time_ns()
+    ctx.beat()
+    try:
+        ctx.slot["state"] = STATE_RUNNING
+        main(ctx)
+    except BootError as exc:
+        log.error("cannot boot: %s", exc)
+        return EXIT_CANNOT_BOOT
+    finally:
+        ctx.slot["state"] = STATE_STOPPING
+    return 0

@@ -1,0 +1,117 @@
+"""The shared-memory segments of one instance, created by the supervisor, attached by children.
+
+| segment | name | writer | readers |
+| --- | --- | --- | --- |
+| control | `scanner.<instance>.ctl` | supervisor (header), each process (its slot) | all, `scanner status` |
+| table | `scanner.<instance>.table` | one process per column (catalogue owner) | scanners, gateway, checkpoint |
+| history | `scanner.<instance>.hist` | bars | indicators, scanners (bars_ago) |
+| tick ring | `scanner.<instance>.ticks` | ingest | bars (consumer 0), storage (1) |
+| bar ring | `scanner.<instance>.bars` | bars | indicators (0), storage (1) |
+| alert ring i | `scanner.<instance>.alerts.<i>` | scanner worker i | publisher (0) |
+| alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
+from scanner.records import ALERT_DTYPE, BAR_DTYPE, TICK_DTYPE
+from shm.control import ControlBlock
+from shm.history import History
+from shm.ring import Ring
+from shm.segment import SHM_DIR, Segment
+from shm.table import ColumnTable
+
+# Seqlock writer index of each owner in the table.
+WRITERS: dict[Owner, int] = {Owner.INGEST: 0, Owner.BARS: 1, Owner.INDICATORS: 2, Owner.REFERENCE: 3}
+
+TICK_CONSUMER_BARS, TICK_CONSUMER_STORAGE = 0, 1
+BAR_CONSUMER_INDICATORS, BAR_CONSUMER_STORAGE = 0, 1
+ALERT_CONSUMER_PUBLISHER = 0
+
+
+def seg_name(instance: str, part: str) -> str:
+    return f"scanner.{instance}.{part}"
+
+
+def instance_segments(instance: str) -> list[str]:
+    """Names of every segment of an instance that exists now."""
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(SHM_DIR, f"scanner.{instance}.*")))
+
+
+@dataclass
+class Shared:
+    """All segments of an instance, attached (or created) in this process."""
+
+    instance: str
+    control: ControlBlock
+    table: ColumnTable
+    history: History
+    ticks: Ring
+    bars: Ring
+    alerts: list[Ring]
+    feed: Ring
+    owner: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, instance: str, *, keys: list[str], n_workers: int, trading_day: int,
+               tick_capacity: int, bar_capacity: int, alert_capacity: int, hist_depth: int,
+               block_shift: int, supervisor_pid: int, created_ns: int) -> Shared:
+        n = len(keys)
+        metrics = CATALOGUE.metrics
+        table = ColumnTable.create(
+            seg_name(instance, "table"), keys=keys,
+            writer_f8=[WRITERS[m.owner] for m in metrics if m.dtype == "f8"],
+            writer_i8=[WRITERS[m.owner] for m in metrics if m.dtype == "i8"],
+            n_writers=len(WRITERS), layout_hash=CATALOGUE.layout_hash, block_shift=block_shift,
+        )
+        control = ControlBlock.create(
+            seg_name(instance, "ctl"), n_symbols=n, layout_hash=CATALOGUE.layout_hash,
+            trading_day=trading_day, supervisor_pid=supervisor_pid, created_ns=created_ns,
+        )
+        history = History.create(seg_name(instance, "hist"), n_fields=len(HIST_FIELDS), n_rows=n,
+                                 depth=hist_depth, block_shift=block_shift)
+        ticks = Ring.create(seg_name(instance, "ticks"), tick_capacity, TICK_DTYPE)
+        bars = Ring.create(seg_name(instance, "bars"), bar_capacity, BAR_DTYPE)
+        alerts = [Ring.create(seg_name(instance, f"alerts.{i}"), alert_capacity, ALERT_DTYPE)
+                  for i in range(n_workers)]
+        feed = Ring.create(seg_name(instance, "feed"), alert_capacity, ALERT_DTYPE)
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True)
+
+    @classmethod
+    def attach(cls, instance: str) -> Shared:
+        control = ControlBlock.attach(seg_name(instance, "ctl"))
+        table = ColumnTable.attach(seg_name(instance, "table"))
+        if table.layout_hash != CATALOGUE.layout_hash:
+            raise RuntimeError(
+                f"table layout {table.layout_hash} does not match this code's catalogue "
+                f"{CATALOGUE.layout_hash}: restart the instance after an upgrade"
+            )
+        history = History.attach(seg_name(instance, "hist"))
+        ticks = Ring.attach(seg_name(instance, "ticks"), TICK_DTYPE)
+        bars = Ring.attach(seg_name(instance, "bars"), BAR_DTYPE)
+        alerts = []
+        i = 0
+        while os.path.exists(Segment.path(seg_name(instance, f"alerts.{i}"))):
+            alerts.append(Ring.attach(seg_name(instance, f"alerts.{i}"), ALERT_DTYPE))
+            i += 1
+        feed = Ring.attach(seg_name(instance, "feed"), ALERT_DTYPE)
+        return cls(instance, control, table, history, ticks, bars, alerts, feed)
+
+    def segments(self) -> list[Segment]:
+        return [self.control.seg, self.table.seg, self.history.seg, self.ticks.seg, self.bars.seg,
+                *(r.seg for r in self.alerts), self.feed.seg]
+
+    def close(self) -> None:
+        """Unmap everything in this process (the data stays for the other processes)."""
+        for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed):
+            part.close()
+
+    def unlink(self) -> None:
+        """Remove every segment name; owner only, once, after all children stopped."""
+        for seg in self.segments():
+            seg.unlink()

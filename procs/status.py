@@ -1,0 +1,130 @@
+"""`scanner status`: read the control block of a running instance (no RPC, no locks)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from procs.shared import Shared, seg_name
+from scanner.config import Settings
+from shm.control import STATE_DEAD, ControlBlock
+
+STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead"}
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stat_start(pid: int) -> float | None:
+    """Process start time, seconds since boot (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def collect(settings: Settings) -> dict:
+    """Status of an instance as one JSON-able dict; raises FileNotFoundError if not running."""
+    try:
+        ctl = ControlBlock.attach(seg_name(settings.instance, "ctl"))
+    except Exception as exc:  # noqa: BLE001 - any attach failure means "not running" here
+        raise FileNotFoundError(f"instance {settings.instance!r} is not running ({exc})") from None
+    try:
+        return _collect(settings, ctl)
+    finally:
+        ctl.close()
+
+
+def _collect(settings: Settings, ctl: ControlBlock) -> dict:
+    now_mono = time.monotonic_ns()
+    now_wall = time.time_ns()
+    with open("/proc/uptime") as fh:
+        uptime_s = float(fh.read().split()[0])
+    procs = []
+    slots = ctl.slots.copy()
+    ticks_per_s = alerts_per_s = 0.0
+    drops = 0
+    scan_p50 = scan_p99 = scan_max = 0.0
+    overruns = 0
+    for _i, s in enumerate(slots):
+        name = bytes(s["name"]).decode()
+        if not name:
+            continue
+        pid = int(s["pid"])
+        alive = _alive(pid) and int(s["state"]) != STATE_DEAD
+        started = _stat_start(pid) if alive else None
+        hb = int(s["heartbeat_ns"])
+        procs.append({
+            "name": name,
+            "pid": pid,
+            "alive": alive,
+            "state": STATE_NAMES.get(int(s["state"]), "?"),
+            "restarts": int(s["restarts"]),
+            "uptime_s": round(uptime_s - started, 1) if started is not None else None,
+            "heartbeat_age_ms": round((now_mono - hb) / 1e6, 1) if hb else None,
+            "core": int(s["core"]) if int(s["core"]) >= 0 else None,
+            "in": int(s["n_in"]),
+            "out": int(s["n_out"]),
+            "rate_in": round(float(s["rate_in"]), 1),
+            "rate_out": round(float(s["rate_out"]), 1),
+            "drops": int(s["drops"]),
+            "errors": int(s["errors"]),
+            "cycles": int(s["cycles"]),
+            "overruns": int(s["overruns"]),
+            "p50_ms": round(float(s["p50_us"]) / 1e3, 3),
+            "p99_ms": round(float(s["p99_us"]) / 1e3, 3),
+            "max_ms": round(float(s["max_us"]) / 1e3, 3),
+        })
+        drops += int(s["drops"])
+        if name == "ingest":
+            ticks_per_s = float(s["rate_in"])
+        if name.startswith("scan-"):
+            alerts_per_s += float(s["rate_out"])
+            scan_p50 = max(scan_p50, float(s["p50_us"]) / 1e3)
+            scan_p99 = max(scan_p99, float(s["p99_us"]) / 1e3)
+            scan_max = max(scan_max, float(s["max_us"]) / 1e3)
+            overruns += int(s["overruns"])
+    h = ctl.header
+    return {
+        "instance": settings.instance,
+        "supervisor_pid": int(h["supervisor_pid"]),
+        "symbols": int(h["n_symbols"]),
+        "trading_day": int(h["trading_day"]),
+        "feed_time_ns": ctl.event_time_ns(now_wall),
+        "rules_generation": ctl.rules_generation,
+        "processes": procs,
+        "ticks_per_s": round(ticks_per_s, 1),
+        "scan_p50_ms": round(scan_p50, 3),
+        "scan_p99_ms": round(scan_p99, 3),
+        "scan_max_ms": round(scan_max, 3),
+        "scan_overruns": overruns,
+        "alerts_per_s": round(alerts_per_s, 2),
+        "drops": drops,
+        "ring_lost": _ring_lost(settings),
+    }
+
+
+def _ring_lost(settings: Settings) -> dict[str, int]:
+    """Records consumers lost to lapping, per ring (should stay 0)."""
+    try:
+        sh = Shared.attach(settings.instance)
+    except Exception:  # noqa: BLE001 - best effort: status must work while starting/stopping
+        return {}
+    try:
+        out = {"ticks": int(sh.ticks.consumers["lost"].sum()), "bars": int(sh.bars.consumers["lost"].sum()),
+               "alerts": int(sum(int(r.consumers["lost"].sum()) for r in sh.alerts)),
+               "feed": int(sh.feed.consumers["lost"].sum())}
+    finally:
+        sh.close()
+    return out

@@ -1,0 +1,120 @@
+"""Configuration: one pydantic-settings class, from `SCANNER_*` env vars and an optional TOML file.
+
+Precedence (highest first): explicit keyword arguments (CLI options), environment variables
+`SCANNER_<FIELD>`, the TOML file named by `SCANNER_CONFIG` (or `--config`), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Everything an instance needs to start; one instance per host and symbol range."""
+
+    model_config = SettingsConfigDict(env_prefix="SCANNER_", extra="forbid", validate_default=True)
+
+    instance: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                          description="Instance name: names the shared-memory segments and the pidfile.")
+    data_dir: Path = Field(Path("var"), description="Pidfile, logs, checkpoints, rule store, spool.")
+
+    # universe and feed
+    symbols: int = Field(5000, ge=1, le=100_000, description="Synthetic universe size.")
+    symbols_file: Path | None = Field(None, description="One symbol per line; replaces the synthetic names.")
+    range_start: int = Field(0, ge=0, description="First row of the universe this host scans.")
+    range_end: int | None = Field(None, description="End (exclusive) of this host's range; None = all.")
+    feed: Literal["synthetic", "replay", "none"] = "synthetic"
+    feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
+    feed_seed: int = 7
+    feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
+    replay_files: list[str] = Field(default_factory=list)
+    replay_max: bool = Field(False, description="Replay as fast as possible.")
+
+    # processes
+    scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")
+    scan_interval_ms: int = Field(1000, ge=50, le=60_000, description="Scan cadence.")
+    cpu_map: dict[str, int] = Field(default_factory=dict,
+                                    description="Process name -> core; unnamed ones round-robin.")
+    pin: bool = Field(True, description="Pin processes to cores with sched_setaffinity.")
+    heartbeat_timeout_s: float = Field(5.0, gt=0, description="A heartbeat older than this is a stall.")
+    boot_timeout_s: float = Field(30.0, gt=0, description="Time a child may take to send its first heartbeat.")
+    checkpoint_interval_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float = Field(10.0, gt=0, description="TERM -> KILL deadline on stop.")
+
+    # shared memory
+    tick_ring_capacity: int = Field(1 << 20, description="Tick ring records (power of two).")
+    bar_ring_capacity: int = Field(1 << 17)
+    alert_ring_capacity: int = Field(1 << 16)
+    bar_history: int = Field(400, ge=1, le=5000, description="Closed bars kept per symbol (K).")
+    block_rows: int = Field(256, description="Rows per seqlock block (power of two).")
+    bar_grace_ms: int = Field(2000, ge=0, description="Event-time grace before a minute closes.")
+
+    # gateway
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8700, ge=0, le=65535)
+
+    # external sinks (off unless configured)
+    redis_url: str | None = None
+    database_url: str | None = None
+
+    @field_validator("tick_ring_capacity", "bar_ring_capacity", "alert_ring_capacity", "block_rows")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v <= 0 or v & (v - 1):
+            raise ValueError(f"must be a positive power of two, was {v}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = os.environ.get("SCANNER_CONFIG")
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    # -- derived
+    def n_scan_workers(self) -> int:
+        return self.scan_workers or (os.cpu_count() or 1)
+
+    def block_shift(self) -> int:
+        return self.block_rows.bit_length() - 1
+
+    def run_dir(self) -> Path:
+        return self.data_dir.resolve()
+
+    def pidfile(self) -> Path:
+        return self.run_dir() / f"{self.instance}.pid"
+
+    def logfile(self) -> Path:
+        return self.run_dir() / f"{self.instance}.log"
+
+    def checkpoint_file(self) -> Path:
+        return self.run_dir() / f"{self.instance}.checkpoint.npz"
+
+    def rules_file(self) -> Path:
+        return self.run_dir() / "rules.json"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from env + TOML (`config_file` wins over `SCANNER_CONFIG`) + explicit overrides."""
+    if config_file is not None:
+        os.environ["SCANNER_CONFIG"] = str(config_file)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

@@ -1,0 +1,1 @@
+"""Market data feeds: the synthetic generator and decoders of recorded data files."""

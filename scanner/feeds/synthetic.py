@@ -1,0 +1,135 @@
+"""A deterministic synthetic US-equity market: the embedded default feed.
+
+The universe (names, previous close, average daily volume, volatility) is a pure function of
+the seed, so the supervisor (reference columns) and the ingest process (the generator) agree
+without talking. The tape has what makes scans fire: an opening gap per symbol (a few large
+ones), a U-shaped intraday volume curve, news bursts (one symbol at a time gets 10-40x
+activity and a strong drift for a few minutes), odd lots, and quiet symbols that go minutes
+without a trade.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanner.records import TICK_DTYPE, TICK_ODD_LOT
+
+NS = 1_000_000_000
+_LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+@dataclass(frozen=True)
+class Universe:
+    names: list[str]
+    prev_close: np.ndarray  # USD
+    avg_daily_volume: np.ndarray  # shares
+    daily_vol: np.ndarray  # daily return volatility (fraction)
+    gap: np.ndarray  # opening gap (log return)
+
+
+def make_universe(n: int, seed: int = 7) -> Universe:
+    """`n` symbols with lognormal prices ($1-$1000) and volumes, deterministic for `seed`."""
+    if n <= 0:
+        raise ValueError(f"'n' must be positive, was {n}")
+    rng = np.random.default_rng(seed)
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        lengths = rng.choice([1, 2, 3, 4, 4, 4, 5], size=n)
+        for ln in lengths:
+            s = "".join(rng.choice(_LETTERS, size=int(ln)))
+            if s not in seen:
+                seen.add(s)
+                names.append(s)
+                if len(names) == n:
+                    break
+    names.sort()
+    prev_close = np.round(np.clip(np.exp(rng.normal(math.log(35.0), 1.1, n)), 1.0, 1000.0), 2)
+    adv = np.round(np.clip(np.exp(rng.normal(math.log(900_000), 1.3, n)), 20_000, 80_000_000), -2)
+    daily_vol = np.clip(rng.lognormal(math.log(0.025), 0.4, n), 0.008, 0.12)
+    gap = rng.normal(0.0, 0.008, n)
+    movers = rng.random(n) < 0.03  # ~3% of names gap hard on "news"
+    gap[movers] = rng.choice([-1.0, 1.0], movers.sum()) * rng.uniform(0.04, 0.15, movers.sum())
+    return Universe(names, prev_close, adv, daily_vol, gap)
+
+
+def volume_curve(minute_of_session: np.ndarray | float) -> np.ndarray | float:
+    """Relative activity by minute since 09:30 (U-shape; mean about 1 over the session)."""
+    m = np.clip(minute_of_session, 0, 390)
+    return 0.55 + 2.2 * np.exp(-m / 25.0) + 1.4 * np.exp(-(390 - m) / 35.0)
+
+
+class SyntheticTape:
+    """Generates batches of ticks for an interval of event time at a target rate."""
+
+    def __init__(self, universe: Universe, rows: np.ndarray, rate: float, seed: int,
+                 session_open_ns: int, last_price: np.ndarray | None = None) -> None:
+        """`rows`: table rows this feed produces (the host's range); `last_price` resumes
+        prices after a restart (NaN rows start from the gapped open)."""
+        self.u = universe
+        self.rows = rows.astype(np.uint32)
+        self.rate = rate
+        self.rng = np.random.default_rng(seed)
+        self.open_ns = session_open_ns
+        n = len(rows)
+        start = universe.prev_close[rows] * np.exp(universe.gap[rows])
+        if last_price is not None:
+            ok = np.isfinite(last_price)
+            start = np.where(ok, last_price, start)
+        self.logp = np.log(start)
+        self.sigma_s = universe.daily_vol[rows] / math.sqrt(23_400.0)  # per second of session
+        w = universe.avg_daily_volume[rows] ** 0.8
+        self.base_w = w / w.sum()
+        self.weights = self.base_w.copy()
+        # mean trade size so that a session's volume comes out near the average daily volume
+        ticks_per_day = rate * 23_400.0 * self.base_w
+        self.mean_size = np.clip(universe.avg_daily_volume[rows] / ticks_per_day, 1.0, 50_000.0)
+        self.burst_sym = -1
+        self.burst_until = 0
+        self.burst_drift = 0.0
+        self._n = n
+
+    def _maybe_burst(self, now_ns: int, dt_s: float) -> None:
+        if self.burst_sym >= 0 and now_ns >= self.burst_until:
+            self.weights[self.burst_sym] = self.base_w[self.burst_sym]
+            self.burst_sym = -1
+        if self.burst_sym < 0 and self.rng.random() < min(1.0, dt_s / 20.0):  # one every ~20 s
+            s = int(self.rng.integers(self._n))
+            self.burst_sym = s
+            self.burst_until = now_ns + int(self.rng.uniform(60, 300) * NS)
+            self.burst_drift = float(self.rng.choice([-1.0, 1.0]) * self.rng.uniform(0.0002, 0.0008))
+            self.weights[s] = max(self.base_w[s] * 40.0, 0.01)
+
+    def generate(self, t0_ns: int, t1_ns: int) -> np.ndarray:
+        """Ticks with event times in [t0_ns, t1_ns), sorted by time."""
+        dt_s = max(0.0, (t1_ns - t0_ns) / NS)
+        if dt_s <= 0:
+            return np.empty(0, TICK_DTYPE)
+        self._maybe_burst(t0_ns, dt_s)
+        minute = (t0_ns - self.open_ns) / (60 * NS)
+        lam = self.rate * dt_s * float(volume_curve(minute))
+        n = int(self.rng.poisson(lam))
+        # prices: one random-walk step per symbol for the interval, burst drift on top
+        step = self.rng.standard_normal(self._n) * self.sigma_s * math.sqrt(dt_s)
+        if self.burst_sym >= 0:
+            step[self.burst_sym] += self.burst_drift * dt_s * 10
+        self.logp += step
+        out = np.empty(n, TICK_DTYPE)
+        if n == 0:
+            return out
+        cdf = np.cumsum(self.weights)
+        idx = np.searchsorted(cdf, self.rng.random(n) * cdf[-1]).clip(0, self._n - 1)
+        out["sym"] = self.rows[idx]
+        out["ts_ns"] = np.sort(self.rng.integers(t0_ns, t1_ns, n))
+        jitter = 1.0 + self.rng.standard_normal(n) * 0.0002
+        out["price"] = np.round(np.exp(self.logp[idx]) * jitter, 2).clip(0.01)
+        size = np.maximum(1.0, np.round(self.mean_size[idx] * self.rng.exponential(1.0, n)))
+        if self.burst_sym >= 0:
+            size[idx == self.burst_sym] *= 3
+        size = np.where(size >= 100, np.round(size, -2), size)
+        out["size"] = size
+        out["flags"] = np.where(size < 100, TICK_ODD_LOT, 0)
+        return out

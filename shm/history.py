@@ -1,0 +1,98 @@
+"""Per-row rings of the last K records, field-major: `hist[field, row, slot]` float64.
+
+Layout (64-byte aligned sections):
+
+| section | dtype | shape | holds |
+| --- | --- | --- | --- |
+| header | HIST_HEADER_DTYPE | () | magic, n_fields, n_rows, depth K, block_shift |
+| hist | float64 | (n_fields, n_rows, K) | record `j` of row `r` is in slot `j % K` |
+| head | int64 | (n_rows,) | records written per row (monotonic) |
+| seq | int64 | (n_blocks, 8) | one writer's seqlock counters per block of rows (see `shm.seqlock`) |
+
+One writer. It stores the record's fields and then `head` inside begin/end of the counters of
+the blocks it touches; readers use `read()` (seqlock-consistent per block) to get the value
+`bars_ago` records back for a range of rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shm.segment import Segment
+from shm.seqlock import PAD_WORDS, SeqWriter, read_blocks
+
+HIST_MAGIC = int.from_bytes(b"SCANHST1", "little")
+HIST_HEADER_DTYPE = np.dtype(
+    {"names": ["magic", "n_fields", "n_rows", "depth", "block_shift"],
+     "formats": ["<u8", "<i8", "<i8", "<i8", "<i8"], "offsets": [0, 8, 16, 24, 32], "itemsize": 64}
+)
+assert HIST_HEADER_DTYPE.itemsize == 64
+_ONLY_WRITER = np.zeros(1, np.intp)
+
+
+def _align(n: int) -> int:
+    return (n + 63) & ~63
+
+
+class History:
+    """Views over a history segment."""
+
+    def __init__(self, seg: Segment) -> None:
+        h = np.ndarray((), HIST_HEADER_DTYPE, seg.buf, 0)
+        if int(h["magic"]) != HIST_MAGIC:
+            raise ValueError(f"segment {seg.name!r} is not a history segment")
+        self.seg, self.header = seg, h
+        nf, nr, k, shift = (int(h[f]) for f in ("n_fields", "n_rows", "depth", "block_shift"))
+        self.n_fields, self.n_rows, self.depth, self.block_shift = nf, nr, k, shift
+        self.n_blocks = max(1, ((nr - 1) >> shift) + 1)
+        off = 64
+        self.hist = np.ndarray((nf, nr, k), np.float64, seg.buf, off)
+        off = _align(off + nf * nr * k * 8)
+        self.head = np.ndarray((nr,), np.int64, seg.buf, off)
+        off = _align(off + nr * 8)
+        self._counters = np.ndarray((self.n_blocks, PAD_WORDS), np.int64, seg.buf, off)
+        self.seq = self._counters[:, 0]
+
+    @staticmethod
+    def nbytes(n_fields: int, n_rows: int, depth: int, block_shift: int) -> int:
+        n_blocks = max(1, ((n_rows - 1) >> block_shift) + 1)
+        return _align(_align(64 + n_fields * n_rows * depth * 8) + n_rows * 8) + n_blocks * PAD_WORDS * 8
+
+    @classmethod
+    def create(cls, name: str, *, n_fields: int, n_rows: int, depth: int, block_shift: int = 8) -> History:
+        seg = Segment.create(name, cls.nbytes(n_fields, n_rows, depth, block_shift), replace=True)
+        h = np.ndarray((), HIST_HEADER_DTYPE, seg.buf, 0)
+        h["n_fields"], h["n_rows"], h["depth"], h["block_shift"] = n_fields, n_rows, depth, block_shift
+        h["magic"] = HIST_MAGIC
+        hs = cls(seg)
+        hs.hist[:] = np.nan
+        return hs
+
+    @classmethod
+    def attach(cls, name: str) -> History:
+        return cls(Segment.attach(name))
+
+    def writer(self) -> SeqWriter:
+        return SeqWriter(self.seq, self.block_shift)
+
+    def read(self, lo: int, hi: int, fields: np.ndarray, bars_ago: np.ndarray, out: np.ndarray) -> int:
+        """out[i, r] = field `fields[i]` of row lo+r, `bars_ago[i]` records back (1 = the last
+        record written); NaN where the row has fewer records. Returns retry rounds."""
+        shift, k = self.block_shift, self.depth
+        hist, head = self.hist, self.head
+
+        def copy(b0: int, b1: int) -> None:
+            r0, r1 = max(lo, b0 << shift), min(hi, b1 << shift)
+            h = head[r0:r1]
+            rows = np.arange(r0, r1)
+            for i in range(len(fields)):
+                j = h - int(bars_ago[i])
+                ok = (j >= 0) & (int(bars_ago[i]) <= k)
+                vals = hist[int(fields[i]), rows, j % k]
+                out[i, r0 - lo:r1 - lo] = np.where(ok, vals, np.nan)
+
+        return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1)
+
+    def close(self) -> None:
+        del self.header, self.hist, self.head, self._counters, self.seq
+        self.seg.close()
