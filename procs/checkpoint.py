@@ -1,7 +1,8 @@
 """Checkpoint of the day's shared state, so that restarting the host does not wipe the day.
 
 A checkpoint is one `.npz` file (written to a temp name, fsynced, renamed): the table's float
-and int blocks, the bar history and its heads, and a small meta record (layout hash, control
+and int blocks, the bar history and its heads, each process's private state arrays (the bar
+aggregator's running sums and day), and a small meta record (layout hash, control
 layout version, trading day, feed clock). `restore` refuses, with a message saying why, a file
 from another layout, another trading day or another universe size.
 """
@@ -42,8 +43,9 @@ def save(shared: Shared, path: Path, event_ns: int) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
+        states = {f"state.{proc}.{k}": a.copy() for proc, na in shared.state.items() for k, a in na.arrays.items()}
         np.savez(fh, f8=f8, i8=i8, keys=t.keys.copy(), hist=hist, head=head,
-                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **states)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -80,6 +82,14 @@ def restore(shared: Shared, path: Path, trading_day: int) -> dict:
         keys = z["keys"]
         if not np.array_equal(keys, t.keys):
             raise CheckpointRefused(f"checkpoint {path} holds another symbol list: not restored")
+        for proc, na in shared.state.items():
+            for k, a in na.arrays.items():
+                key = f"state.{proc}.{k}"
+                if key not in z.files or z[key].shape != a.shape:
+                    raise CheckpointRefused(f"checkpoint {path} lacks process state {key}: not restored")
+        for proc, na in shared.state.items():
+            for k, a in na.arrays.items():
+                a[...] = z[f"state.{proc}.{k}"]
         t.f8[:] = z["f8"]
         t.i8[:] = z["i8"]
         h.hist[:] = z["hist"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
-from procs.runtime import run_child
+from procs.runtime import EXIT_CANNOT_BOOT, run_child
 
 # process name prefix -> module with `main(ctx)`
 MODULES = {
@@ -25,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slot", type=int, required=True)
     args = ap.parse_args(argv)
     kind = args.name.split("-", 1)[0]
-    module = importlib.import_module(MODULES[kind])
+    try:
+        module = importlib.import_module(MODULES[kind])
+    except Exception:  # noqa: BLE001 - a broken install cannot boot; restarting will not help
+        logging.basicConfig()
+        logging.getLogger("scanner").exception("cannot boot %s: import of %s failed", args.name, MODULES.get(kind))
+        return EXIT_CANNOT_BOOT
     return run_child(args.name, args.slot, module.main)
 
 

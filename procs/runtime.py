@@ -39,6 +39,7 @@ class Context:
         self.shared = shared
         self.slot = shared.control.slots[slot : slot + 1]  # 1-element view: field writes go to shm
         self.stopping = False
+        self.parent = os.getppid()
         self._rate_t = time.monotonic()
         self._rate_in = int(self.slot["n_in"][0])
         self._rate_out = int(self.slot["n_out"][0])
@@ -86,7 +87,9 @@ class Context:
             s["p50_us"], s["p99_us"], s["max_us"] = p50, p99, t.max()
 
     def should_run(self) -> bool:
-        return not (self.stopping or self.shared.control.shutdown)
+        """False once TERM arrived, the supervisor asked for shutdown, or the supervisor died
+        (we were re-parented): an orphan must not keep writing into an abandoned table."""
+        return not (self.stopping or self.shared.control.shutdown or os.getppid() != self.parent)
 
     def sleep_until(self, deadline: float) -> None:
         """Sleep until a time.monotonic() deadline in short steps, staying responsive to TERM."""

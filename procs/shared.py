@@ -9,6 +9,7 @@
 | bar ring | `scanner.<instance>.bars` | bars | indicators (0), storage (1) |
 | alert ring i | `scanner.<instance>.alerts.<i>` | scanner worker i | publisher (0) |
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
+| state.NAME | `scanner.<instance>.state.<name>` | process NAME | only NAME (its private state across restarts) |
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import glob
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import ALERT_DTYPE, BAR_DTYPE, TICK_DTYPE
+from shm.arrays import NamedArrays
 from shm.control import ControlBlock
 from shm.history import History
 from shm.ring import Ring
@@ -55,12 +59,14 @@ class Shared:
     alerts: list[Ring]
     feed: Ring
     owner: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
+    state: dict[str, NamedArrays] = field(default_factory=dict)
 
     @classmethod
     def create(cls, instance: str, *, keys: list[str], n_workers: int, trading_day: int,
                tick_capacity: int, bar_capacity: int, alert_capacity: int, hist_depth: int,
-               block_shift: int, supervisor_pid: int, created_ns: int) -> Shared:
+               block_shift: int, supervisor_pid: int, created_ns: int,
+               states: dict[str, dict[str, np.ndarray]] | None = None) -> Shared:
+        """Create every segment; `states` gives each process's private arrays (initial values)."""
         n = len(keys)
         metrics = CATALOGUE.metrics
         table = ColumnTable.create(
@@ -80,7 +86,12 @@ class Shared:
         alerts = [Ring.create(seg_name(instance, f"alerts.{i}"), alert_capacity, ALERT_DTYPE)
                   for i in range(n_workers)]
         feed = Ring.create(seg_name(instance, "feed"), alert_capacity, ALERT_DTYPE)
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True)
+        state = {
+            name: NamedArrays.create(seg_name(instance, f"state.{name}"),
+                                     {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
+            for name, arrays in (states or {}).items()
+        }
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True, state=state)
 
     @classmethod
     def attach(cls, instance: str) -> Shared:
@@ -100,15 +111,19 @@ class Shared:
             alerts.append(Ring.attach(seg_name(instance, f"alerts.{i}"), ALERT_DTYPE))
             i += 1
         feed = Ring.attach(seg_name(instance, "feed"), ALERT_DTYPE)
-        return cls(instance, control, table, history, ticks, bars, alerts, feed)
+        prefix = seg_name(instance, "state.")
+        state = {name[len(prefix):]: NamedArrays.attach(name)
+                 for name in instance_segments(instance) if name.startswith(prefix)}
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, state=state)
 
     def segments(self) -> list[Segment]:
         return [self.control.seg, self.table.seg, self.history.seg, self.ticks.seg, self.bars.seg,
-                *(r.seg for r in self.alerts), self.feed.seg]
+                *(r.seg for r in self.alerts), self.feed.seg, *(a.seg for a in self.state.values())]
 
     def close(self) -> None:
         """Unmap everything in this process (the data stays for the other processes)."""
-        for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed):
+        for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed,
+                     *self.state.values()):
             part.close()
 
     def unlink(self) -> None:

@@ -21,20 +21,20 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from procs import checkpoint
 from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV
 from procs.shared import WRITERS, Shared, instance_segments
+from scanner.bars import BarAggregator
 from scanner.config import Settings
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
+from scanner.session import NY, session_bounds_ns, trading_day
 from shm.control import STATE_DEAD, STATE_STARTING
 from shm.platform import check_memory_model
 from shm.segment import Segment
 
 log = logging.getLogger("scanner.supervisor")
-NY = ZoneInfo("America/New_York")
 NS = 1_000_000_000
 
 # Writers whose death may leave odd seqlock counters behind.
@@ -59,15 +59,6 @@ class Child:
     def backoff(self) -> float:
         """Delay before the next restart: 0.1 s, doubling per quick death, capped at 5 s."""
         return min(5.0, 0.1 * (2 ** max(0, self.failures - 1))) if self.failures else 0.0
-
-
-def trading_day_now() -> int:
-    return int(datetime.now(NY).strftime("%Y%m%d"))
-
-
-def session_open_ns(day: int) -> int:
-    d = datetime.strptime(str(day), "%Y%m%d").replace(hour=9, minute=30, tzinfo=NY)
-    return int(d.timestamp()) * NS
 
 
 def process_names(settings: Settings) -> list[str]:
@@ -184,14 +175,18 @@ class Supervisor:
 
     def allocate(self) -> Shared:
         s = self.s
-        day = trading_day_now()
+        day = trading_day(time.time_ns())
         keys = self.symbols()
         shared = Shared.create(
             s.instance, keys=keys, n_workers=s.n_scan_workers(), trading_day=day,
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
             alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
             block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
+            states={"bars": BarAggregator.new_state(len(keys))},
         )
+        t = shared.table
+        BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
+                                    for m in CATALOGUE.owned_by(Owner.BARS)})
         self.load_reference(shared)
         event_ns = self.initial_event_time(day)
         path = s.checkpoint_file()
@@ -209,7 +204,7 @@ class Supervisor:
         """Event time the feed starts at: now during the regular session, else the open
         (the synthetic market then runs a session of its own from 09:30)."""
         now = time.time_ns()
-        open_ns = session_open_ns(day)
+        open_ns = session_bounds_ns(day)["open"]
         if self.s.feed == "synthetic" and not open_ns <= now < open_ns + 390 * 60 * NS:
             return open_ns
         return now
