@@ -1,0 +1,81 @@
+"""Bars: tick ring -> 1-minute bars (live bar, session VWAP, day stats) -> closed-bar ring.
+
+The only writer of the bars-owned table columns and of the bar history. The aggregator's private
+state (`scanner.bars.AGG_STATE` + meta) lives in the `state.bars` segment, so a restarted bars
+process carries on where it stopped. Event time drives closes: each pass raises the watermark
+to the feed clock minus the grace, so quiet symbols' bars close on time too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from procs.runtime import Context
+from procs.shared import TICK_CONSUMER_BARS, WRITERS
+from scanner.bars import BarAggregator
+from scanner.metrics import CATALOGUE, Owner
+
+log = logging.getLogger("scanner.bars")
+PASS_S = 0.005
+MAX_BATCH = 1 << 16
+
+
+def table_columns(ctx: Context, owner: Owner) -> dict[str, np.ndarray]:
+    """Views of the table columns owned by `owner` (1-D, length n_rows)."""
+    t = ctx.shared.table
+    return {m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index]) for m in CATALOGUE.owned_by(owner)}
+
+
+def main(ctx: Context) -> None:
+    sh = ctx.shared
+    t, h = sh.table, sh.history
+    agg = BarAggregator(table_columns(ctx, Owner.BARS), h.hist, h.head, state=sh.state["bars"].arrays,
+                        grace_ns=ctx.settings.bar_grace_ms * 1_000_000)
+    ticks = sh.ticks.consumer(TICK_CONSUMER_BARS)
+    out = sh.bars.producer()
+    seq = t.writer(WRITERS[Owner.BARS])
+    hseq = h.writer()
+    all_blocks = seq.block_range(0, t.n_rows)
+    all_hist = hseq.block_range(0, t.n_rows)
+    late_seen = agg.late_ticks
+    lost_seen = ticks.lost
+    grace = ctx.settings.bar_grace_ms * 1_000_000
+
+    def write(fn, *args) -> np.ndarray:  # type: ignore[no-untyped-def]
+        # any row may change (a tick's own row, or any row whose bar the watermark closes)
+        seq.begin(all_blocks)
+        hseq.begin(all_hist)
+        try:
+            return fn(*args)
+        finally:
+            hseq.end(all_hist)
+            seq.end(all_blocks)
+
+    while ctx.should_run():
+        ctx.beat()
+        batch = ticks.poll(MAX_BATCH)
+        closed = []
+        if len(batch):
+            closed.append(write(agg.on_ticks, batch))
+            ctx.count(n_in=len(batch))
+        wm = ctx.event_now_ns() - grace
+        if agg.day and wm > agg.watermark_ns:
+            closed.append(write(agg.close_due, wm))
+        bars = np.concatenate(closed) if len(closed) > 1 else (closed[0] if closed else None)
+        if bars is not None and len(bars):
+            out.publish(bars)
+            ctx.count(n_out=len(bars))
+        if agg.late_ticks != late_seen:
+            log.warning("%d late ticks dropped (beyond the %d ms grace)", agg.late_ticks - late_seen,
+                        ctx.settings.bar_grace_ms)
+            ctx.count(drops=agg.late_ticks - late_seen)
+            late_seen = agg.late_ticks
+        if ticks.lost != lost_seen:
+            log.error("tick ring lapped: %d ticks lost", ticks.lost - lost_seen)
+            ctx.count(drops=ticks.lost - lost_seen)
+            lost_seen = ticks.lost
+        if len(batch) < MAX_BATCH:
+            time.sleep(PASS_S)

@@ -1,0 +1,219 @@
+"""Decoder for Databento DBN files (`.dbn`, or zstd-compressed `.dbn.zst`): trades and ohlcv-1m.
+
+Prices are int64 in units of 1e-9; timestamps are epoch ns. Instrument ids map to symbols
+through the file's metadata mappings (raw_symbol -> instrument_id intervals), optionally
+overridden by a definitions file (`load_definitions`) or an explicit mapping.
+
+A file whose records all have one fixed layout (the normal case for a single-schema file) is
+read with one `np.frombuffer` over the record bytes; anything else (mixed record types, symbol
+mapping records of a live capture) goes through `databento_dbn.DBNDecoder` record by record.
+Record numbers (1-based, after the metadata) stand in for line numbers in `FeedStats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import databento_dbn as dbn
+import numpy as np
+import zstandard
+
+from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, in_batches, make_ticks
+from scanner.records import BAR_DTYPE
+
+PRICE_SCALE = 1e9  # price units per USD
+UNDEF_PRICE = np.iinfo(np.int64).max
+RTYPE_MBP_0 = 0x00  # trades
+RTYPE_OHLCV = (0x20, 0x21, 0x22, 0x23, 0x24)  # 1s, 1m, 1h, 1d, eod
+_HD = [("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"),
+       ("ts_event", "<u8")]
+TRADE_REC = np.dtype(_HD + [("price", "<i8"), ("size", "<u4"), ("action", "S1"), ("side", "S1"),
+                            ("flags", "u1"), ("depth", "u1"), ("ts_recv", "<u8"), ("ts_in_delta", "<i4"),
+                            ("sequence", "<u4")])
+OHLCV_REC = np.dtype(_HD + [("open", "<i8"), ("high", "<i8"), ("low", "<i8"), ("close", "<i8"),
+                            ("volume", "<u8")])
+assert TRADE_REC.itemsize == 48 and OHLCV_REC.itemsize == 56
+
+
+def read_raw(path: str | Path) -> bytes:
+    """File bytes, zstd-decompressed when the name ends in .zst."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        if p.suffix == ".zst":
+            return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+        return f.read()
+
+
+def split_dbn(raw: bytes) -> tuple[Any, bytes]:
+    """(Metadata, record bytes); ValueError when the bytes are not DBN."""
+    if len(raw) < 8 or raw[:3] != b"DBN":
+        raise ValueError("not a DBN stream (no 'DBN' magic)")
+    end = 8 + int.from_bytes(raw[4:8], "little")
+    dec = dbn.DBNDecoder()
+    dec.write(raw[:end])
+    meta = dec.decode()[0]
+    return meta, raw[end:]
+
+
+def symbols_from_metadata(meta: Any) -> dict[int, str]:
+    """instrument_id -> raw symbol from the metadata mappings (when stype_out is instrument_id)."""
+    out: dict[int, str] = {}
+    for raw_symbol, intervals in (meta.mappings or {}).items():
+        for iv in intervals:
+            sym = str(iv["symbol"])
+            if sym.isdigit():
+                out[int(sym)] = raw_symbol
+    return out
+
+
+def load_definitions(path: str | Path) -> dict[int, str]:
+    """instrument_id -> raw_symbol from a `definition` schema file."""
+    dec = dbn.DBNDecoder()
+    dec.write(read_raw(path))
+    return {int(r.instrument_id): str(r.raw_symbol) for r in dec.decode()[1:] if hasattr(r, "raw_symbol")}
+
+
+def _records(body: bytes, rec: np.dtype, rtypes: tuple[int, ...]) -> np.ndarray | None:
+    """All records as one structured array, or None when the stream is not uniform."""
+    if len(body) % rec.itemsize:
+        return None
+    arr = np.frombuffer(body, rec)
+    if len(arr) and not ((arr["length"] == rec.itemsize // 4).all() and np.isin(arr["rtype"], rtypes).all()):
+        return None
+    return arr
+
+
+def _complete_length(body: bytes) -> tuple[int, int]:
+    """(bytes of whole records, record count), walking the record headers' length words; a
+    stream cut inside a record stops before it."""
+    off = n = 0
+    while off < len(body):
+        size = body[off] * 4
+        if size == 0 or off + size > len(body):
+            break
+        off += size
+        n += 1
+    return off, n
+
+
+def _objects(raw: bytes, body: bytes, kind: type, instruments: dict[int, str], stats: FeedStats,
+             src: str) -> list[Any]:
+    """Records of type `kind` via the official decoder; symbol mapping records update
+    `instruments`, other records are skipped (counted); a cut-off tail is reported."""
+    whole, n = _complete_length(body)
+    if whole < len(body):
+        stats.bad(src, n + 1, f"truncated record: {len(body) - whole} trailing bytes")
+    dec = dbn.DBNDecoder()
+    dec.write(raw[:len(raw) - len(body) + whole])
+    try:
+        recs = dec.decode()[1:]
+    except Exception as exc:  # noqa: BLE001 - a corrupt stream is reported, not raised
+        stats.bad(src, 0, f"undecodable DBN stream: {exc}")
+        return []
+    out = []
+    for r in recs:
+        if isinstance(r, kind):
+            out.append(r)
+        else:
+            stats.skipped += 1
+            if isinstance(r, dbn.SymbolMappingMsg):
+                instruments[int(r.instrument_id)] = str(r.stype_out_symbol)
+    stats.rows += len(recs)
+    return out
+
+
+def _rows(ids: np.ndarray, instruments: Mapping[int, str], symbols: SymbolMap) -> np.ndarray:
+    """Table rows of instrument ids (-1 unknown)."""
+    uniq, inv = np.unique(ids, return_inverse=True)
+    rows = np.array([symbols.row(instruments.get(int(i), str(int(i)))) for i in uniq], np.int64)
+    return rows[inv.reshape(-1)]
+
+
+def _instrument_map(meta: Any, instruments: Mapping[int, str] | None) -> dict[int, str]:
+    out = symbols_from_metadata(meta)
+    out.update(instruments or {})
+    return out
+
+
+def read_dbn_trades(paths: Iterable[str | Path], symbols: SymbolMap | None = None, *,
+                    instruments: Mapping[int, str] | None = None, ts_field: str = "ts_event",
+                    batch_size: int = 65_536, stats: FeedStats | None = None) -> Iterator[TickBatch]:
+    """Ticks from DBN `trades` files, each file in its record order. `ts_field` is
+    "ts_event" (matching the vendor's bars) or "ts_recv"; an instrument without a symbol gets
+    its id as the symbol name."""
+    if ts_field not in ("ts_event", "ts_recv"):
+        raise ValueError(f"'ts_field' must be 'ts_event' or 'ts_recv', was {ts_field!r}")
+    symbols = symbols if symbols is not None else SymbolMap()
+    stats = stats if stats is not None else FeedStats()
+    for path in paths:
+        src = str(path)
+        try:
+            raw = read_raw(path)
+            meta, body = split_dbn(raw)
+        except (OSError, ValueError, zstandard.ZstdError) as exc:
+            stats.bad(src, 0, f"unreadable file: {exc}")
+            continue
+        imap = _instrument_map(meta, instruments)
+        arr = _records(body, TRADE_REC, (RTYPE_MBP_0,))
+        if arr is not None:
+            stats.rows += len(arr)
+            ids, ts, price, size = arr["instrument_id"], arr[ts_field], arr["price"], arr["size"]
+        else:
+            recs = _objects(raw, body, dbn.TradeMsg, imap, stats, src)
+            ids = np.array([r.instrument_id for r in recs], np.int64)
+            ts = np.array([getattr(r, ts_field) for r in recs], np.uint64)
+            price = np.array([r.price for r in recs], np.int64)
+            size = np.array([r.size for r in recs], np.int64)
+        ts = ts.astype(np.int64)
+        bad = (price == UNDEF_PRICE) | (price <= 0) | (size <= 0) | (ts <= 0)
+        if bad.any():
+            stats.bad_many(src, np.flatnonzero(bad) + 1, "undefined or non-positive price, size or time")
+        rows = _rows(ids, imap, symbols)
+        unknown = ~bad & (rows < 0)
+        stats.skipped += int(unknown.sum())
+        ok = ~bad & ~unknown
+        ticks = make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
+        yield from in_batches(ticks, symbols, batch_size, stats)
+
+
+def read_dbn_ohlcv(path: str | Path, symbols: SymbolMap | None = None, *,
+                   instruments: Mapping[int, str] | None = None,
+                   stats: FeedStats | None = None) -> np.ndarray:
+    """Bars of an ohlcv-* DBN file as BAR_DTYPE (minute_ns = ts_event, the bar start; trades 0;
+    vwap NaN), in file order."""
+    symbols = symbols if symbols is not None else SymbolMap()
+    stats = stats if stats is not None else FeedStats()
+    src = str(path)
+    try:
+        raw = read_raw(path)
+        meta, body = split_dbn(raw)
+    except (OSError, ValueError, zstandard.ZstdError) as exc:
+        stats.bad(src, 0, f"unreadable file: {exc}")
+        return np.empty(0, BAR_DTYPE)
+    imap = _instrument_map(meta, instruments)
+    arr = _records(body, OHLCV_REC, RTYPE_OHLCV)
+    if arr is None:
+        recs = _objects(raw, body, dbn.OHLCVMsg, imap, stats, src)
+        arr = np.zeros(len(recs), OHLCV_REC)
+        for name in ("instrument_id", "ts_event", "open", "high", "low", "close", "volume"):
+            arr[name] = [getattr(r, name) for r in recs]
+    else:
+        stats.rows += len(arr)
+    px = np.stack([arr[k] for k in ("open", "high", "low", "close")])
+    bad = ((px == UNDEF_PRICE) | (px <= 0)).any(axis=0)
+    if bad.any():
+        stats.bad_many(src, np.flatnonzero(bad) + 1, "undefined or non-positive price")
+    rows = _rows(arr["instrument_id"], imap, symbols)
+    ok = ~bad & (rows >= 0)
+    stats.skipped += int((~bad & (rows < 0)).sum())
+    a = arr[ok]
+    bars = np.zeros(len(a), BAR_DTYPE)
+    bars["sym"] = rows[ok]
+    bars["minute_ns"] = a["ts_event"].astype(np.int64)
+    for k in ("open", "high", "low", "close"):
+        bars[k] = a[k] / PRICE_SCALE
+    bars["volume"] = a["volume"]
+    bars["vwap"] = np.nan
+    return bars

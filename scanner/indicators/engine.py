@@ -1,0 +1,252 @@
+"""The indicator engine: per-symbol bar state in preallocated arrays, finalised on bar close,
+live values for every indicator-owned column of the symbol table.
+
+- `on_bars_closed(bars)` folds closed bars into the state, O(1) per bar (a numba loop in feed
+  order, so several bars of one symbol in a batch are fine). A bar not newer than the symbol's
+  last finalised bar is ignored, so replaying bars already seen (after `warm_up`) is harmless.
+- `update_live(columns, event_ns)` writes every Owner.INDICATORS column. RSI, SMA and EMA
+  include the live bar as if it closed now (computed by the same step functions on copies);
+  ATR, the consecutive counts and `avg_volume_1m` use closed bars only.
+- `warm_up(hist, hist_head)` rebuilds the state from the bar-history ring (start / restart).
+  With the default K = 400 bars the EMA/RSI/ATR seeds are forgotten to ~1e-12, and SMA(200)
+  is defined.
+
+Bars whose close is NaN (no price at all) are skipped. The SMA running sums are re-added from
+the ring every `RING` bars so that rounding cannot drift over long runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from numba import njit
+
+from scanner.indicators import session as sm
+from scanner.indicators.averages import ema_next, ema_value, sma_next, sma_value
+from scanner.indicators.momentum import rsi_next, rsi_value
+from scanner.indicators.volatility import atr_next, atr_value
+from scanner.indicators.volume import (
+    MINUTES_PER_DAY,
+    average_bar_volume,
+    expected_volume_flat,
+    expected_volume_profile,
+    relative_volume,
+)
+from scanner.metrics import CATALOGUE, HIST, Owner
+from scanner.session import DAY_NS, MINUTE_NS, local_ns, session_bounds_ns, trading_day
+
+SMA_PERIODS = (20, 50, 200)
+EMA_PERIODS = (9, 20)
+RSI_PERIOD = 14
+ATR_PERIOD = 14
+RING = 200  # closes kept per symbol: the longest SMA
+VOL_BARS = 5  # closed bars kept for volume_5m
+
+# columns the numba live kernel writes, in kernel order
+Arr = np.ndarray
+Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
+_KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
+               "volume_1m", "volume_5m", "consecutive_up", "consecutive_down")
+INDICATOR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.INDICATORS))
+assert set(_KERNEL_OUT) <= set(INDICATOR_COLUMNS)
+_H_MIN, _H_H, _H_L, _H_C, _H_V = HIST["minute"], HIST["high"], HIST["low"], HIST["close"], HIST["volume"]
+
+
+@njit(cache=True, nogil=True)
+def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, st_f: Rows, st_i: Rows,
+               ring: Arr, sma_sum: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+    """Fold closed bars, in order, into the state (one loop, no call per bar: a call with this
+    many array arguments costs ten times the work)."""
+    count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
+    gain, loss, atr = st_f[0], st_f[1], st_f[2]
+    for k in range(sym.shape[0]):
+        r = sym[k]
+        x = close[k]
+        mn = minute_ns[k]
+        if np.isnan(x) or mn <= last_min[r]:
+            continue
+        c = count[r]
+        prev = ring[(c - 1) % RING, r] if c > 0 else np.nan
+        for j in range(sma_p.shape[0]):
+            p = sma_p[j]
+            leaving = ring[(c - p) % RING, r] if c >= p else 0.0
+            sma_sum[j, r] = sma_next(sma_sum[j, r], c, p, leaving, x)
+        for j in range(ema_p.shape[0]):
+            ema[j, r] = ema_next(ema[j, r], c, ema_p[j], x)
+        gain[r], loss[r] = rsi_next(gain[r], loss[r], c, RSI_PERIOD, prev, x)
+        atr[r] = atr_next(atr[r], c, ATR_PERIOD, high[k], low[k], prev)
+        if c > 0 and x > prev:
+            up[r] += 1
+            down[r] = 0
+        elif c > 0 and x < prev:
+            down[r] += 1
+            up[r] = 0
+        else:
+            up[r] = 0
+            down[r] = 0
+        ring[c % RING, r] = x
+        v5m[c % VOL_BARS, r] = mn
+        v5v[c % VOL_BARS, r] = volume[k]
+        count[r] = c + 1
+        last_min[r] = mn
+        if (c + 1) % RING == 0:  # re-add the windows exactly: no rounding drift over long runs
+            for j in range(sma_p.shape[0]):
+                p = sma_p[j]
+                s = 0.0
+                for i in range(c + 1 - p, c + 1):
+                    s += ring[i % RING, r]
+                sma_sum[j, r] = s
+
+
+@njit(cache=True, nogil=True)
+def _fold_history(hist: Arr, head: Arr, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, ema: Arr, v5m: Arr,
+                  v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+    """Fold every row's bars from the history ring, oldest first (one `_fold_bars` per row)."""
+    k = hist.shape[2]
+    sym = np.empty(k, np.int64)
+    mn = np.empty(k, np.int64)
+    for r in range(head.shape[0]):
+        h = head[r]
+        j0 = max(0, h - k)
+        m = h - j0
+        slots = np.arange(j0, h) % k
+        sym[:m] = r
+        for i in range(m):
+            mn[i] = np.int64(hist[_H_MIN, r, slots[i]]) * MINUTE_NS
+        _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots],
+                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, ema, v5m, v5v, sma_p, ema_p)
+
+
+@njit(cache=True, nogil=True)
+def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
+          sma_sum: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, out: Rows) -> None:
+    """Live values of the kernel columns (`_KERNEL_OUT` order) for every row."""
+    count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
+    gain, loss, atr = st_f[0], st_f[1], st_f[2]
+    n_sma = sma_p.shape[0]
+    n_ema = ema_p.shape[0]
+    o_atr = 1 + n_sma + n_ema
+    for r in range(count.shape[0]):
+        c = count[r]
+        x = bar_close[r]
+        live = bar_start[r] != 0 and bar_start[r] > last_min[r] and not np.isnan(x)
+        if live:
+            prev = ring[(c - 1) % RING, r] if c > 0 else np.nan
+            g, lo = rsi_next(gain[r], loss[r], c, RSI_PERIOD, prev, x)
+            out[0][r] = rsi_value(g, lo, c + 1, RSI_PERIOD)
+            for j in range(n_sma):
+                p = sma_p[j]
+                leaving = ring[(c - p) % RING, r] if c >= p else 0.0
+                out[1 + j][r] = sma_value(sma_next(sma_sum[j, r], c, p, leaving, x), c + 1, p)
+            for j in range(n_ema):
+                out[1 + n_sma + j][r] = ema_value(ema_next(ema[j, r], c, ema_p[j], x), c + 1, ema_p[j])
+        else:
+            out[0][r] = rsi_value(gain[r], loss[r], c, RSI_PERIOD)
+            for j in range(n_sma):
+                out[1 + j][r] = sma_value(sma_sum[j, r], c, sma_p[j])
+            for j in range(n_ema):
+                out[1 + n_sma + j][r] = ema_value(ema[j, r], c, ema_p[j])
+        out[o_atr][r] = atr_value(atr[r], c, ATR_PERIOD)
+        v1 = bar_volume[r] if bar_start[r] != 0 else 0.0
+        out[o_atr + 1][r] = v1
+        v5 = v1 if bar_start[r] >= now_min - 4 * MINUTE_NS else 0.0
+        for j in range(min(c, VOL_BARS)):
+            if v5m[j, r] >= now_min - 4 * MINUTE_NS:
+                v5 += v5v[j, r]
+        out[o_atr + 2][r] = v5
+        out[o_atr + 3][r] = up[r]
+        out[o_atr + 4][r] = down[r]
+
+
+class IndicatorEngine:
+    """Indicator state for `n_rows` symbols (private arrays: rebuilt by `warm_up` on restart)."""
+
+    def __init__(self, n_rows: int) -> None:
+        if n_rows <= 0:
+            raise ValueError(f"'n_rows' must be positive, was {n_rows}")
+        self.n_rows = n_rows
+        self._sma_p = np.array(SMA_PERIODS, np.int64)
+        self._ema_p = np.array(EMA_PERIODS, np.int64)
+        self.ring = np.zeros((RING, n_rows))  # field-major like the table: [slot, row]
+        self.sma_sum = np.zeros((len(SMA_PERIODS), n_rows))
+        self.ema = np.zeros((len(EMA_PERIODS), n_rows))
+        self.v5_minute = np.zeros((VOL_BARS, n_rows), np.int64)
+        self.v5_volume = np.zeros((VOL_BARS, n_rows))
+        self.state_f = np.zeros((3, n_rows))  # rsi avg gain, rsi avg loss, atr
+        self.state_i = np.zeros((4, n_rows), np.int64)  # closes folded, last bar minute_ns, up, down
+        self.profile: np.ndarray | None = None
+        self._scratch = np.empty(n_rows)
+        self._day = (0, 0)  # (trading day, open_ns) cache for update_live
+
+    def reset(self) -> None:
+        """Forget every bar."""
+        for a in (self.ring, self.sma_sum, self.ema, self.v5_minute, self.v5_volume, self.state_f,
+                  self.state_i):
+            a[:] = 0
+
+    @property
+    def bars_seen(self) -> np.ndarray:
+        """Closed bars folded in, per row."""
+        return self.state_i[0]
+
+    def _args(self) -> tuple:
+        return (tuple(self.state_f), tuple(self.state_i), self.ring, self.sma_sum, self.ema, self.v5_minute,
+                self.v5_volume, self._sma_p, self._ema_p)
+
+    def warm_up(self, hist: np.ndarray, hist_head: np.ndarray) -> None:
+        """Rebuild the state from the bar-history ring `hist[field, row, slot]` (HIST_FIELDS
+        order) with `hist_head[row]` bars written per row."""
+        if hist.shape[1] != self.n_rows or len(hist_head) != self.n_rows:
+            raise ValueError(f"history holds {hist.shape[1]} rows, the engine {self.n_rows}")
+        self.reset()
+        _fold_history(hist, hist_head, *self._args())
+
+    def on_bars_closed(self, bars: np.ndarray) -> None:
+        """Fold closed bars (BAR_DTYPE, feed order) into the finalised state."""
+        if len(bars) == 0:
+            return
+        if int(bars["sym"].max()) >= self.n_rows:
+            raise ValueError(f"bar row {int(bars['sym'].max())} is outside the engine ({self.n_rows} rows)")
+        _fold_bars(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"],
+                   *self._args())
+
+    def load_volume_profile(self, profile: np.ndarray | None) -> None:
+        """Use an intraday volume profile (see `indicators.volume.volume_profile`, shape
+        (n_rows, 1440)) for `relative_volume`; None goes back to the flat daily average."""
+        if profile is not None and profile.shape != (self.n_rows, MINUTES_PER_DAY):
+            raise ValueError(f"'profile' must be ({self.n_rows}, {MINUTES_PER_DAY}), was {profile.shape}")
+        self.profile = profile
+
+    def _open_ns(self, event_ns: int) -> int:
+        day = trading_day(event_ns)
+        if self._day[0] != day:
+            self._day = (day, session_bounds_ns(day)["open"])
+        return self._day[1]
+
+    def update_live(self, columns: Mapping[str, np.ndarray], event_ns: int) -> None:
+        """Write every indicator-owned column of `columns` for event time `event_ns`. Reads
+        price, bar_start_ns, bar_close, bar_volume, bars_closed, day_open/high/low/volume,
+        hod_ts_ns, prev_close, avg_daily_volume from the same mapping."""
+        c = columns
+        now_min = event_ns - event_ns % MINUTE_NS
+        out = tuple(c[k] for k in _KERNEL_OUT)
+        _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), out)
+        price, high, low, day_open = c["price"], c["day_high"], c["day_low"], c["day_open"]
+        sm.change_pct(price, c["prev_close"], c["change_pct"])
+        sm.change_pct(price, day_open, c["change_from_open_pct"])
+        sm.change_pct(day_open, c["prev_close"], c["gap_pct"])
+        sm.dist_from_hod_pct(price, high, c["dist_from_hod_pct"])
+        sm.minutes_since(event_ns, c["hod_ts_ns"], c["minutes_since_hod"])
+        sm.range_pct(high, low, c["range_pct"])
+        sm.range_position(price, high, low, c["range_position"])
+        since_open = (event_ns - self._open_ns(event_ns)) / MINUTE_NS
+        c["minutes_since_open"][:] = since_open
+        average_bar_volume(c["day_volume"], c["bar_volume"], c["bars_closed"], c["avg_volume_1m"])
+        if self.profile is not None:
+            local = int(local_ns(np.array([event_ns]))[0]) % DAY_NS
+            minute, frac = divmod(local, MINUTE_NS)
+            expected = expected_volume_profile(self.profile, minute, frac / MINUTE_NS)
+        else:
+            expected = expected_volume_flat(c["avg_daily_volume"], since_open)
+        relative_volume(c["day_volume"], expected, c["relative_volume"])

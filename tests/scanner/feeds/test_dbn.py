@@ -1,0 +1,78 @@
+"""Databento DBN decoder: real trades / bars / definitions, format fixtures, and bad records
+reported by record number instead of raised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import databento_dbn as dbn
+import numpy as np
+
+from scanner.feeds.common import FeedStats, SymbolMap
+from scanner.feeds.dbn import (
+    TRADE_REC,
+    UNDEF_PRICE,
+    load_definitions,
+    read_dbn_ohlcv,
+    read_dbn_trades,
+    read_raw,
+)
+from tests.scanner.helpers import data_path
+
+TRADES = "futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
+OHLCV = "futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst"
+
+
+def _ticks(paths: list[Path], stats: FeedStats, syms: SymbolMap | None = None) -> np.ndarray:
+    return np.concatenate([b.ticks for b in read_dbn_trades(paths, syms, stats=stats)] or [np.empty(0)])
+
+
+def test_real_trades_match_the_official_decoder() -> None:
+    path = data_path("databento-glbx", TRADES)
+    stats = FeedStats()
+    syms = SymbolMap()
+    ticks = _ticks([path], stats, syms)
+    dec = dbn.DBNDecoder()
+    dec.write(read_raw(path))
+    recs = dec.decode()[1:]
+    assert syms.names == ["ESU4"] and stats.ticks == len(recs) == 120 and stats.malformed == 0
+    assert ticks["ts_ns"].tolist() == [r.ts_event for r in recs]
+    assert ticks["price"].tolist() == [r.pretty_price for r in recs]
+    assert ticks["size"].tolist() == [r.size for r in recs]
+    recv = np.concatenate([b.ticks for b in read_dbn_trades([path], ts_field="ts_recv")])
+    assert recv["ts_ns"].tolist() == [r.ts_recv for r in recs]
+
+
+def test_bars_definitions_and_format_fixtures() -> None:
+    syms = SymbolMap()
+    bars = read_dbn_ohlcv(data_path("databento-glbx", OHLCV), syms)
+    assert syms.names == ["ESU4", "NQU4"] and len(bars) == 60
+    assert bars[["sym", "open", "high", "low", "close", "volume"]][:2].tolist() == [
+        (0, 5527.25, 5527.5, 5527.0, 5527.5, 180.0), (1, 20014.25, 20016.25, 20013.5, 20016.25, 35.0)]
+    defs = load_definitions(data_path("databento-glbx", "futures_definition.dbn.zst"))
+    assert defs == {118: "ESU4", 4358: "NQU4"}
+    v2 = _ticks([data_path("dbn-format", "test_data.trades.dbn")], FeedStats())
+    v3 = _ticks([data_path("dbn-format", "test_data.trades.v3.dbn.zst")], FeedStats())
+    assert v2.tobytes() == v3.tobytes() and v2["price"].tolist() == [3720.25, 3720.25]
+    # this fixture stores prices x100 (see its SOURCE.md): decoded as stored
+    fx = read_dbn_ohlcv(data_path("dbn-format", "test_data.ohlcv-1m.v3.dbn.zst"))
+    assert fx["open"].tolist() == [372025.0, 372100.0] and fx["volume"].tolist() == [353.0, 152.0]
+
+
+def test_bad_records_are_reported(tmp_path: Path) -> None:
+    raw = bytearray(read_raw(data_path("databento-glbx", TRADES)))
+    body = 8 + int.from_bytes(raw[4:8], "little")
+    price_at = body + 2 * TRADE_REC.itemsize + TRADE_REC.fields["price"][1]
+    raw[price_at:price_at + 8] = UNDEF_PRICE.to_bytes(8, "little", signed=True)
+    bad = tmp_path / "bad.dbn"
+    bad.write_bytes(bytes(raw))
+    cut = tmp_path / "cut.dbn"
+    cut.write_bytes(bytes(raw[:body + 10 * TRADE_REC.itemsize + 20]))
+    junk = tmp_path / "junk.dbn.zst"
+    junk.write_bytes(b"not zstd at all")
+    stats = FeedStats()
+    ticks = _ticks([bad, cut, junk, tmp_path / "missing.dbn"], stats)
+    assert len(ticks) == 119 + 9
+    found = sorted((Path(s).name, ln) for s, ln, _ in stats.bad_lines)
+    assert found == [("bad.dbn", 3), ("cut.dbn", 3), ("cut.dbn", 11), ("junk.dbn.zst", 0), ("missing.dbn", 0)]
+    assert stats.malformed == 5

@@ -1,0 +1,69 @@
+"""New York exchange time: offsets, session boundaries, vectorised minute-of-day and days."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from scanner.session import (
+    HOUR_NS,
+    MINUTE_NS,
+    NS,
+    minute_of_day,
+    next_day,
+    session_bounds_ns,
+    session_of,
+    trading_day,
+    trading_days,
+    utc_offset_ns,
+)
+
+NY = ZoneInfo("America/New_York")
+
+
+def _ns(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> int:
+    return int(datetime(y, mo, d, h, mi, s, tzinfo=NY).timestamp()) * NS
+
+
+def test_offsets_summer_and_winter() -> None:
+    assert utc_offset_ns(20131008) == -4 * HOUR_NS
+    assert utc_offset_ns(20240110) == -5 * HOUR_NS
+    with pytest.raises(ValueError, match="yyyymmdd"):
+        utc_offset_ns(2013108)
+
+
+def test_session_bounds_match_zoneinfo() -> None:
+    for day in (20131008, 20240110, 20240311):  # EDT, EST, the Monday after the March switch
+        y, m, d = day // 10000, day // 100 % 100, day % 100
+        b = session_bounds_ns(day)
+        assert b["premarket"] == _ns(y, m, d, 4, 0)
+        assert b["open"] == _ns(y, m, d, 9, 30)
+        assert b["close"] == _ns(y, m, d, 16, 0)
+        assert b["after_close"] == _ns(y, m, d, 20, 0)
+        assert b["day_end"] - b["day_start"] == 24 * HOUR_NS
+
+
+def test_minute_of_day_vectorised_across_dst_switch() -> None:
+    # 2024-03-10 02:00 EST -> 03:00 EDT: the UTC offset changes inside the array
+    ts = np.array([_ns(2024, 3, 9, 9, 30), _ns(2024, 3, 10, 1, 59), _ns(2024, 3, 10, 3, 0),
+                   _ns(2024, 3, 11, 15, 59, 59), _ns(2024, 11, 3, 23, 0)])
+    assert minute_of_day(ts).tolist() == [570, 119, 180, 959, 1380]
+    assert trading_days(ts).tolist() == [20240309, 20240310, 20240310, 20240311, 20241103]
+    assert [trading_day(int(t)) for t in ts] == trading_days(ts).tolist()
+
+
+def test_trading_day_near_midnight_utc() -> None:
+    # 23:58 UTC on 2024-07-01 is 19:58 in New York; 00:01 UTC is still July 1st there
+    assert trading_day(1719878281 * NS) == 20240701
+    assert trading_day(1719878281 * NS + 3 * 60 * NS) == 20240701
+    assert next_day(20240229) == 20240301 and next_day(20231231) == 20240101
+
+
+def test_session_codes() -> None:
+    b = session_bounds_ns(20131008)
+    ts = np.array([b["day_start"], b["premarket"], b["open"] - 1, b["open"], b["close"] - MINUTE_NS,
+                   b["close"], b["after_close"] - 1, b["after_close"]])
+    assert session_of(ts).tolist() == [0, 1, 1, 2, 2, 3, 3, 0]
