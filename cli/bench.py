@@ -31,3 +31,28 @@ def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
     from procs.bench_engine import bench_engine
 
     emit(bench_engine(quick=quick), as_json)
+
+
+@app.command()
+def bars(
+    as_json: JsonOpt = False,
+    symbols: Annotated[int, typer.Option(help="Symbols in the table.")] = 10_000,
+    ticks: Annotated[int, typer.Option(help="Ticks to aggregate.")] = 2_000_000,
+    nautilus: Annotated[bool, typer.Option(help="Run nautilus_trader side by side when installed.")] = True,
+) -> None:
+    """Ticks/s through bar aggregation + live indicators, minute close time, nautilus_trader peer."""
+    from scanner.bars_bench import bench_bars
+
+    emit(bench_bars(symbols=symbols, ticks=ticks, nautilus=nautilus), as_json)
+
+
+@app.command()
+def scan(
+    as_json: JsonOpt = False,
+    symbols: Annotated[int, typer.Option(help="Symbols in the table.")] = 10_000,
+    rules: Annotated[int, typer.Option(help="Rules in the set.")] = 200,
+) -> None:
+    """Full scan: our compiled engine vs a pure-Python loop vs one polars select (same matches)."""
+    from scanner.rules.bench import bench_scan
+
+    emit(bench_scan(symbols=symbols, rules=rules), as_json)
