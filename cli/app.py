@@ -17,38 +17,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 
-from scanner.config import Settings, load_settings
+from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, ScannerError, fail, settings_from
+from scanner.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Real-time stock market scanner (shared-memory engine).")
 SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS"
-
-
-class ScannerError(Exception):
-    """A user-facing error: printed as one line, exit code 1."""
-
-
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
-InstanceOpt = Annotated[Optional[str], typer.Option("--instance", "-i", help="Instance name (default: 'default').")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (pidfile, logs, rules).")]
-
-
-def settings_from(config: Path | None, instance: str | None, data_dir: Path | None, **more: object) -> Settings:
-    try:
-        return load_settings(config, instance=instance, data_dir=data_dir, **more)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ScannerError(f"invalid setting {field}: {first['msg']}") from None
-    except (OSError, ValueError) as exc:
-        raise ScannerError(f"cannot read configuration: {exc}") from None
-
-
-def fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(1)
 
 
 def _setup_logging(logfile: Path | None = None) -> None:
@@ -211,7 +186,6 @@ def demo(
     try:
         settings = settings_from(config, instance, data_dir, feed="synthetic", symbols=symbols,
                                  feed_rate=rate, http_port=port)
-        install_default_rules(settings)
 
         def ready() -> None:
             typer.echo(f"\n  dashboard: http://{settings.http_host}:{settings.http_port}/\n"
@@ -223,18 +197,11 @@ def demo(
         fail(str(exc))
 
 
-def install_default_rules(settings: Settings) -> None:
-    """First run: put the default rule pack into the rule store."""
-    try:
-        from scanner.rules.store import install_default_pack
-    except ImportError:
-        return
-    install_default_pack(settings.rules_file())
-
-
-from cli import bench as _bench  # noqa: E402  (registers `scanner bench ...`)
+from cli import bench as _bench  # noqa: E402  (sub-apps register after the commands above)
+from cli import rules as _rules  # noqa: E402
 
 app.add_typer(_bench.app, name="bench")
+app.add_typer(_rules.app, name="rules")
 
 
 def main() -> None:

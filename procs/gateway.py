@@ -12,7 +12,7 @@ import logging
 
 import uvicorn
 
-from procs.api.app import create_app
+from procs.api.app import ConfigError, create_app
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
 
@@ -32,9 +32,12 @@ async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> No
 
 async def _serve(ctx: Context) -> None:
     state = GatewayState(ctx.settings, ctx.shared)
-    app = create_app(state)
+    try:
+        app = create_app(state)
+    except ConfigError as exc:
+        raise BootError(str(exc)) from None
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
-                            log_level="warning", loop="none", lifespan="on", ws="websockets")
+                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio")
     server = uvicorn.Server(config)
     pump = asyncio.create_task(_pump(ctx, state, server))
     try:

@@ -17,7 +17,7 @@ import numpy as np
 
 from procs.shared import Shared
 from scanner.config import Settings
-from shm.control import STATE_RUNNING, STATE_STARTING, STATE_STOPPING
+from shm.control import BUCKETS_US, STATE_RUNNING, STATE_STARTING, STATE_STOPPING
 
 EXIT_CANNOT_BOOT = 3
 SETTINGS_ENV = "SCANNER_CHILD_SETTINGS"
@@ -39,18 +39,26 @@ class Context:
         self.shared = shared
         self.slot = shared.control.slots[slot : slot + 1]  # 1-element view: field writes go to shm
         self.stopping = False
+        self._running = False
         self.parent = os.getppid()
         self._rate_t = time.monotonic()
         self._rate_in = int(self.slot["n_in"][0])
         self._rate_out = int(self.slot["n_out"][0])
+        self.cycle_hist = shared.control.cycle_hist[slot]
+        self._bucket_bounds = np.array(BUCKETS_US, np.float64)
         self._timings = np.zeros(1024, np.float64)
         self._n_timings = 0
 
     # -- the work loop calls these
     def beat(self) -> None:
-        """Heartbeat: called every pass of the work loop (a stalled loop shows as a stale beat)."""
+        """Heartbeat: called every pass of the work loop (a stalled loop shows as a stale beat).
+        The first beat ends the boot phase (the supervisor allows `boot_timeout_s` until then, so
+        slow start-up work such as compiling kernels goes before the loop)."""
         now = time.monotonic_ns()
         self.slot["heartbeat_ns"] = now
+        if not self._running:
+            self._running = True
+            self.slot["state"] = STATE_RUNNING
         if now / 1e9 - self._rate_t >= 1.0:
             self._update_rates(now / 1e9)
 
@@ -67,7 +75,10 @@ class Context:
 
     def record_cycle(self, seconds: float, overrun: bool = False) -> None:
         """Record one cycle's duration; p50/p99/max of the last 1024 go to the slot."""
-        self._timings[self._n_timings % len(self._timings)] = seconds * 1e6
+        us = seconds * 1e6
+        self._timings[self._n_timings % len(self._timings)] = us
+        self.cycle_hist[int(np.searchsorted(self._bucket_bounds, us))] += 1
+        self.cycle_hist[-1] += int(us)
         self._n_timings += 1
         s = self.slot
         s["cycles"] += 1
@@ -127,9 +138,7 @@ def run_child(name: str, slot: int, main: Callable[[Context], None]) -> int:
     ctx.slot["pid"] = os.getpid()
     ctx.slot["state"] = STATE_STARTING
     ctx.slot["started_ns"] = time.time_ns()
-    ctx.beat()
     try:
-        ctx.slot["state"] = STATE_RUNNING
         main(ctx)
     except BootError as exc:
         log.error("cannot boot: %s", exc)

@@ -29,8 +29,9 @@ from scanner.bars import BarAggregator
 from scanner.config import Settings
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
+from scanner.rules.store import install_default_pack
 from scanner.session import NY, session_bounds_ns, trading_day
-from shm.control import STATE_DEAD, STATE_STARTING
+from shm.control import STATE_DEAD, STATE_RUNNING, STATE_STARTING
 from shm.platform import check_memory_model
 from shm.segment import Segment
 
@@ -387,9 +388,13 @@ class Supervisor:
             for name in stale:
                 os.unlink(Segment.path(name))
         self.shared = self.allocate()
+        if install_default_pack(self.s.rules_file()):
+            log.info("no rule store yet: installed the default rule pack in %s", self.s.rules_file())
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
+        self.shared.control.slots[0]["state"] = STATE_RUNNING
+        self.shared.control.slots[0]["core"] = -1
         names = process_names(self.s)
         cores = assign_cores(names, self.s)
         for i, name in enumerate(names, start=1):

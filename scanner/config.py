@@ -62,10 +62,33 @@ class Settings(BaseSettings):
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = Field(8700, ge=0, le=65535)
+    api_keys: dict[str, Literal["read", "write"]] = Field(
+        default_factory=dict,
+        description="Bearer API keys -> scope. Empty: no auth (only allowed on a loopback address).")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    max_request_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted.")
 
     # external sinks (off unless configured)
     redis_url: str | None = None
     database_url: str | None = None
+
+    # storage (procs/storage.py; see docs/storage.md)
+    clickhouse_url: str | None = Field(
+        None, description="ClickHouse: http(s)://user:pass@host:8123/db, or chdb:///dir (embedded engine).")
+    s3_bucket: str | None = Field(None, description="Cold archive bucket (Parquet per day); None = no archive.")
+    s3_prefix: str = Field("scanner/", description="Key prefix of the archive inside the bucket.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); None = AWS.")
+    s3_region: str = "us-east-1"
+    spool_dir: Path | None = Field(None, description="Local spool of bars not yet committed; None = <data_dir>/spool.")
+    storage_flush_ms: int = Field(200, ge=1, le=60_000, description="Bars wait at most this long before a spool batch.")
+    capture_trades: bool = Field(False, description="Also store every trade (ClickHouse + archive).")
+    bar_retention_days: int = Field(30, ge=1, description="Days of 1-minute bars PostgreSQL keeps.")
+    bar_compress_after_days: int = Field(2, ge=1, description="TimescaleDB: compress bar chunks older than this.")
+    storage_flavor: Literal["auto", "native", "timescale"] = Field(
+        "auto", description="PostgreSQL bar storage: auto = TimescaleDB when available, else native partitions.")
+    warm_history_days: int = Field(5, ge=0, le=60,
+                                   description="Past trading days loaded at start for indicators (0 = off).")
+    archive_at_session_end: bool = Field(True, description="Archive the day to S3 when the session ends.")
 
     @field_validator("tick_ring_capacity", "bar_ring_capacity", "alert_ring_capacity", "block_rows")
     @classmethod
@@ -110,6 +133,13 @@ class Settings(BaseSettings):
 
     def rules_file(self) -> Path:
         return self.run_dir() / "rules.json"
+
+    def spool_path(self) -> Path:
+        return (self.spool_dir or self.data_dir / "spool").resolve()
+
+    def storage_enabled(self) -> bool:
+        """A storage writer runs when a database sink is configured."""
+        return bool(self.database_url or self.clickhouse_url)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

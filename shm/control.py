@@ -9,6 +9,8 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 | 128 | 64 | rules generation counter (own cache line: bumped by rule changes, read every cycle) |
 | 192 | 64 | shutdown flag (own cache line: written by the supervisor, read by every loop) |
 | 256 | 192 x MAX_SLOTS | process slots, one per process, each three cache lines |
+| 256 + 192 x MAX_SLOTS | 17 x 8 x MAX_SLOTS | cycle-time histogram per slot: 16 bucket counts
+  (BUCKETS_US, +Inf), then the sum in µs |
 
 Each process writes only its own slot (heartbeat, counters, timings), from its work loop, so a
 stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts of a slot
@@ -63,7 +65,14 @@ HEADER_OFF = 0
 GENERATION_OFF = 128
 SHUTDOWN_OFF = 192
 SLOTS_OFF = 256
-CONTROL_SIZE = SLOTS_OFF + SLOT_DTYPE.itemsize * MAX_SLOTS
+HIST_OFF = SLOTS_OFF + SLOT_DTYPE.itemsize * MAX_SLOTS
+# upper bounds (µs) of the cycle-time histogram buckets; the last bucket is +Inf
+BUCKETS_US = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+              1_000_000, 2_500_000, 5_000_000)
+N_BUCKETS = 16
+HIST_WORDS = N_BUCKETS + 1  # + running sum of cycle time, µs
+CONTROL_SIZE = HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS
+assert len(BUCKETS_US) == N_BUCKETS - 1
 
 assert HEADER_DTYPE.itemsize == 128
 assert SLOT_DTYPE.itemsize % 64 == 0
@@ -81,6 +90,7 @@ class ControlBlock:
         self._generation = np.ndarray((1,), "<i8", seg.buf, GENERATION_OFF)
         self._shutdown = np.ndarray((1,), "<i8", seg.buf, SHUTDOWN_OFF)
         self.slots = np.ndarray((MAX_SLOTS,), SLOT_DTYPE, seg.buf, SLOTS_OFF)
+        self.cycle_hist = np.ndarray((MAX_SLOTS, HIST_WORDS), "<i8", seg.buf, HIST_OFF)
 
     @classmethod
     def create(cls, name: str, *, n_symbols: int, layout_hash: str, trading_day: int,
@@ -142,5 +152,5 @@ class ControlBlock:
         raise KeyError(name)
 
     def close(self) -> None:
-        del self.header, self._generation, self._shutdown, self.slots
+        del self.header, self._generation, self._shutdown, self.slots, self.cycle_hist
         self.seg.close()

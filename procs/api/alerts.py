@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
-from procs.api.deps import StateDep
+from procs.api.deps import ReadAuth, StateDep, websocket_allowed
 from procs.api.state import Client
 
 router = APIRouter(tags=["alerts"])
 CLIENT_QUEUE = 1000
 
 
-@router.get("/api/alerts/recent")
+@router.get("/api/alerts/recent", dependencies=[ReadAuth])
 def recent(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
            rule: str | None = None, symbol: str | None = None) -> list[dict]:
     """The newest alerts seen by this gateway, newest first."""
@@ -46,6 +46,9 @@ async def ws(websocket: WebSocket) -> None:
     """Alerts as JSON frames. Send {"op":"subscribe","rules":[..],"symbols":[..],"tags":[..]}
     to filter (empty = everything). Invalid messages get an error frame; the socket stays."""
     state = websocket.app.state.gateway
+    if not websocket_allowed(websocket):
+        await websocket.close(code=4401, reason="missing or unknown API key")
+        return
     await websocket.accept()
     client = Client(asyncio.Queue(CLIENT_QUEUE))
     state.clients.add(client)

@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
 
-from procs.api import alerts, health, symbols
+from procs.api import alerts, health, prom, symbols
+from procs.api.deps import ReadAuth
 from procs.api.state import GatewayState
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
+class ConfigError(ValueError):
+    """The gateway's settings are unsafe or inconsistent."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(state: GatewayState) -> FastAPI:
+    s = state.settings
+    if not s.api_keys and not is_loopback(s.http_host):
+        raise ConfigError(f"refusing to serve {s.http_host} without API keys: set api_keys or bind 127.0.0.1")
     app = FastAPI(title="scanner gateway", version="0.1.0",
                   description="REST + WebSocket API of the real-time scanner.")
     app.state.gateway = state
-    app.include_router(health.router)
-    app.include_router(symbols.router)
-    app.include_router(alerts.router)
-    try:
-        from procs.api import rules
+    if s.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
 
-        app.include_router(rules.router)
-    except ImportError:
-        pass
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            return JSONResponse({"detail": "Content-Length required"}, status_code=411)
+        if length is not None and (not length.isdigit() or int(length) > s.max_request_bytes):
+            return JSONResponse({"detail": f"request body over {s.max_request_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    app.include_router(health.router)
+    app.include_router(prom.router)
+    app.include_router(symbols.router, dependencies=[ReadAuth])
+    app.include_router(alerts.router)
+    from procs.api import rules
+
+    app.include_router(rules.router)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

@@ -1,16 +1,61 @@
-"""`Annotated` dependency aliases for the routers."""
+"""`Annotated` dependency aliases for the routers: gateway state and API-key scopes."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import hmac
+from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, WebSocket, status
 
 from procs.api.state import GatewayState
+
+Scope = Literal["read", "write"]
 
 
 def get_state(request: Request) -> GatewayState:
     return request.app.state.gateway
 
 
+def key_scope(keys: dict[str, Scope], token: str | None) -> Scope | None:
+    """Scope of a bearer token (constant-time compare); None when unknown."""
+    if token is None:
+        return None
+    for key, scope in keys.items():
+        if hmac.compare_digest(key.encode(), token.encode()):
+            return scope
+    return None
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _require(scope: Scope):  # type: ignore[no-untyped-def]
+    def check(request: Request) -> None:
+        keys = request.app.state.gateway.settings.api_keys
+        if not keys:
+            return  # no keys configured: open (the gateway refuses this on a non-loopback bind)
+        got = key_scope(keys, _bearer(request.headers.get("authorization")))
+        if got is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or unknown API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if scope == "write" and got != "write":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this API key has read scope only")
+
+    return check
+
+
+def websocket_allowed(ws: WebSocket) -> bool:
+    """WebSocket auth: `Authorization: Bearer KEY` or `?token=KEY`; read scope suffices."""
+    keys = ws.app.state.gateway.settings.api_keys
+    if not keys:
+        return True
+    token = _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
+    return key_scope(keys, token) is not None
+
+
 StateDep = Annotated[GatewayState, Depends(get_state)]
+ReadAuth = Depends(_require("read"))
+WriteAuth = Depends(_require("write"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from procs.api.deps import StateDep
+from procs.api.deps import ReadAuth, StateDep
 from procs.status import collect
 
 router = APIRouter(tags=["health"])
@@ -16,7 +16,7 @@ def health(state: StateDep) -> dict:
     return {"status": "ok", "instance": state.settings.instance, "symbols": len(state.keys)}
 
 
-@router.get("/api/status")
+@router.get("/api/status", dependencies=[ReadAuth])
 def status(state: StateDep) -> dict:
     """Same object as `scanner status --json`."""
     return collect(state.settings)

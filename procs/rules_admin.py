@@ -1,0 +1,51 @@
+"""Rule changes from outside the workers (CLI, REST): write the store, then bump the generation.
+
+The generation counter lives in the running instance's control block; every writer (the CLI,
+each gateway) bumps it under one file lock, so no bump is lost to a concurrent read-increment.
+Workers compare it every cycle and reload the store when it moved: a change reaches them within
+one cycle. When the instance is not running, the store is simply written (the workers read it
+when they start).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from pathlib import Path
+
+from procs.shared import seg_name
+from scanner.config import Settings
+from scanner.rules.model import Rule
+from scanner.rules.store import RuleStore
+from shm.control import ControlBlock
+
+log = logging.getLogger("scanner.rules")
+
+
+def bump_generation(settings: Settings, control: ControlBlock | None = None) -> int | None:
+    """Bump the running instance's rules generation; None when the instance is not running."""
+    own = control is None
+    if control is None:
+        try:
+            control = ControlBlock.attach(seg_name(settings.instance, "ctl"))
+        except Exception:  # noqa: BLE001 - not running: nothing to notify
+            return None
+    lock = Path(settings.rules_file()).with_name("rules.json.gen.lock")
+    try:
+        with open(lock, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            gen = control.bump_rules_generation()
+        return gen
+    finally:
+        if own:
+            control.close()
+
+
+def store_for(settings: Settings, control: ControlBlock | None = None) -> RuleStore:
+    """The instance's rule store, bumping the generation after every write."""
+    return RuleStore(settings.rules_file(), on_change=lambda _rules: bump_generation(settings, control))
+
+
+def rule_summary(rule: Rule) -> dict:
+    return {"id": rule.id, "name": rule.name, "enabled": rule.enabled, "severity": rule.severity,
+            "alert_mode": rule.alert_mode, "tags": list(rule.tags)}

@@ -1,0 +1,118 @@
+"""Scanner worker `scan-<i>`: every cycle, all rules over this worker's symbol range.
+
+The range is a contiguous, block-aligned slice of the table. Cycles are aligned to the wall
+clock (every `scan_interval_ms`, default 1 s, down to 50 ms). A cycle reads only the columns
+the compiled rules need, as one seqlock-consistent snapshot, evaluates every rule at once, and
+writes new (edge-triggered) alerts into this worker's SPSC alert ring. No I/O in the cycle.
+A rule change (generation bump in the control block) is picked up at the next cycle. A cycle
+that overruns its period is counted and logged; missed boundaries are counted as overruns too,
+never skipped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from procs.runtime import Context
+from scanner.metrics import HIST
+from scanner.rules.engine import ScanEngine
+from scanner.rules.store import RuleStore
+from scanner.session import MINUTE_NS, minute_of_day, trading_day
+
+log = logging.getLogger("scanner.scan")
+
+
+def partition(n_rows: int, n_workers: int, index: int, block_rows: int) -> tuple[int, int]:
+    """Rows [lo, hi) of worker `index`: equal shares rounded to whole seqlock blocks."""
+    blocks = -(-n_rows // block_rows)
+    b0 = blocks * index // n_workers
+    b1 = blocks * (index + 1) // n_workers
+    return min(n_rows, b0 * block_rows), min(n_rows, b1 * block_rows)
+
+
+class Worker:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        sh = ctx.shared
+        self.index = int(ctx.name.split("-", 1)[1])
+        self.lo, self.hi = partition(sh.table.n_rows, len(sh.alerts), self.index, ctx.settings.block_rows)
+        self.keys = sh.table.key_list()[self.lo:self.hi]
+        self.ring = sh.alerts[self.index].producer()
+        self.store = RuleStore(ctx.settings.rules_file())
+        self.generation = -1
+        self.engine: ScanEngine | None = None
+        self.hist_fields = self.hist_ago = np.empty(0, np.int64)
+        self.seq = int(ctx.slot["n_out"][0])  # alert sequence numbers continue across restarts
+
+    def load_rules(self) -> None:
+        """Read the rule store and switch to it (unchanged rules keep their alert state)."""
+        gen = self.ctx.shared.control.rules_generation
+        self.generation = gen
+        try:
+            rules = self.store.list()
+            if self.engine is None:
+                self.engine = ScanEngine(rules, self.keys, self.lo, self.index, generation=gen, seq_start=self.seq)
+            else:
+                self.engine.set_rules(rules, gen)
+        except Exception as exc:  # noqa: BLE001 - a bad store keeps the previous rule set running
+            log.error("rule set of generation %d not loaded, keeping the previous one: %s", gen, exc)
+            self.ctx.count(errors=1)
+            return
+        refs = self.engine.hist_refs
+        self.hist_fields = np.array([HIST[f] for f, _ in refs], np.int64)
+        self.hist_ago = np.array([ago for _, ago in refs], np.int64)
+        log.info("generation %d: %d rules over rows %d..%d (%d columns, %d history operands)", gen, len(rules),
+                 self.lo, self.hi, len(self.engine.f8_cols), len(refs))
+
+    def cycle(self) -> int:
+        """One scan over the range; returns the number of alerts written."""
+        ctx = self.ctx
+        if ctx.shared.control.rules_generation != self.generation:
+            self.load_rules()
+        engine = self.engine
+        if engine is None or self.hi <= self.lo:
+            return 0
+        sh = ctx.shared
+        snap = engine.snapshot_buffer()
+        sh.table.snapshot(self.lo, self.hi, engine.f8_cols, snap)
+        hist = engine.hist_buffer()
+        if len(hist):
+            sh.history.read(self.lo, self.hi, self.hist_fields, self.hist_ago, hist)
+        now_ns = time.time_ns()
+        event_ns = ctx.event_now_ns()
+        minute = int(minute_of_day(np.array([event_ns]))[0])
+        alerts = engine.cycle(snap, hist, now_ns, event_ns, minute, event_ns // MINUTE_NS, trading_day(event_ns))
+        if len(alerts):
+            self.ring.publish(alerts)
+            self.seq += len(alerts)
+        return len(alerts)
+
+
+def main(ctx: Context) -> None:
+    w = Worker(ctx)
+    w.cycle()  # load and compile the rules, warm the kernels: the first timed cycle is a real one
+    period = ctx.settings.scan_interval_ms / 1000.0
+    next_at = (time.time() // period + 1) * period
+    while ctx.should_run():
+        ctx.beat()
+        ctx.sleep_until(time.monotonic() + max(0.0, next_at - time.time()))
+        if not ctx.should_run():
+            break
+        t0 = time.perf_counter()
+        n = w.cycle()
+        dt = time.perf_counter() - t0
+        overrun = dt > period
+        ctx.record_cycle(dt, overrun)
+        ctx.count(n_in=w.hi - w.lo, n_out=n)
+        next_at += period
+        now = time.time()
+        if overrun or now > next_at:
+            missed = int((now - next_at) // period) + 1 if now > next_at else 0
+            log.warning("scan cycle took %.1f ms (period %.0f ms); %d boundaries missed", dt * 1e3,
+                        period * 1e3, missed)
+            if missed:
+                ctx.slot["overruns"] += missed
+                next_at += missed * period
