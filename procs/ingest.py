@@ -54,7 +54,7 @@ def run_synthetic(ctx: Context, sink: TableSink) -> None:
     s = ctx.settings
     ctl = ctx.shared.control
     n = ctx.shared.table.n_rows
-    universe = make_universe(s.symbols, s.feed_seed)
+    universe = make_universe(s.symbols, s.feed_seed, s.feed_rate)
     rows = np.arange(n)
     lo = s.range_start
     # the table holds this host's range of the universe; index the universe by it

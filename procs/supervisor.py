@@ -24,6 +24,7 @@ from pathlib import Path
 
 from procs import checkpoint
 from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV
+from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
 from scanner.config import Settings
@@ -166,7 +167,7 @@ class Supervisor:
         if s.symbols_file:
             names = [ln.strip() for ln in Path(s.symbols_file).read_text().splitlines() if ln.strip()]
         else:
-            names = make_universe(s.symbols, s.feed_seed).names
+            names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
         end = s.range_end if s.range_end is not None else len(names)
         if not 0 <= s.range_start < end <= len(names):
             raise SupervisorError(
@@ -183,7 +184,8 @@ class Supervisor:
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
             alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
             block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
-            states={"bars": BarAggregator.new_state(len(keys))},
+            states={"bars": BarAggregator.new_state(len(keys)),
+                    "matches": match_state(len(keys), s.n_scan_workers())},
         )
         t = shared.table
         BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
@@ -214,7 +216,7 @@ class Supervisor:
         """Reference columns (previous close, average daily volume) before any worker runs."""
         if self.s.feed != "synthetic":
             return
-        u = make_universe(self.s.symbols, self.s.feed_seed)
+        u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
         lo, n = self.s.range_start, shared.table.n_rows
         t = shared.table
         w = t.writer(WRITERS[Owner.REFERENCE])

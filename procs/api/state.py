@@ -17,7 +17,7 @@ from scanner.config import Settings
 from scanner.metrics import CATALOGUE
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: clients live in a set
 class Client:
     """One WebSocket client: a bounded queue; when full the oldest frame is dropped and counted."""
 
@@ -53,6 +53,10 @@ class GatewayState:
         self.clients: set[Client] = set()
         self.all_f8 = np.arange(CATALOGUE.n_f8)
         self.all_i8 = np.arange(CATALOGUE.n_i8)
+        from procs.scan import partition
+
+        n_workers = len(shared.alerts)
+        self.partitions = [partition(len(self.keys), n_workers, i, settings.block_rows) for i in range(n_workers)]
         self.started = time.time()
 
     def poll_feed(self) -> int:
@@ -79,6 +83,62 @@ class GatewayState:
             v = f8[m.index, 0] if m.dtype == "f8" else i8[m.index, 0]
             out[m.name] = None if m.dtype == "f8" and not np.isfinite(v) else v.item()
         return out
+
+    def top(self, metric: str, order: str, limit: int, columns: list[str], *, min_price: float | None = None,
+            max_price: float | None = None, min_volume: float | None = None) -> list[dict[str, Any]]:
+        """Top `limit` rows by a float metric (NaN excluded), filtered, with extra columns."""
+        key = self.column(metric)
+        ok = np.isfinite(key)
+        if min_price is not None or max_price is not None:
+            price = self.column("price")
+            if min_price is not None:
+                ok &= price >= min_price
+            if max_price is not None:
+                ok &= price <= max_price
+        if min_volume is not None:
+            ok &= self.column("day_volume") >= min_volume
+        rows = np.flatnonzero(ok)
+        vals = key[rows] if order == "asc" else -key[rows]
+        if len(rows) > limit:
+            part = np.argpartition(vals, limit - 1)[:limit]
+            rows, vals = rows[part], vals[part]
+        rows = rows[np.argsort(vals, kind="stable")]
+        data = {c: self.column(c)[rows] for c in dict.fromkeys([metric, *columns])}
+        out = []
+        for j, r in enumerate(rows.tolist()):
+            item: dict[str, Any] = {"symbol": self.keys[r]}
+            for c, v in data.items():
+                x = float(v[j])
+                item[c] = x if np.isfinite(x) else None
+            out.append(item)
+        return out
+
+    def matches(self, rule_index: int) -> tuple[list[str], list[int]]:
+        """Symbols matching rule `rule_index` at each worker's last cycle, and the workers whose
+        last cycle ran an older rule generation (their rows are left out)."""
+        m = self.shared.state.get("matches")
+        if m is None:
+            return [], []
+        gen = self.shared.control.rules_generation
+        syms: list[str] = []
+        stale: list[int] = []
+        for w, (lo, hi) in enumerate(self.partitions):
+            for _ in range(100):  # seqlock read of one worker's rows
+                s1 = int(m["seq"][w, 0])
+                if s1 & 1:
+                    continue
+                row = m["match"][rule_index, lo:hi].copy() if rule_index < m["match"].shape[0] else None
+                wgen = int(m["gen"][w])
+                if int(m["seq"][w, 0]) == s1:
+                    break
+            else:
+                stale.append(w)
+                continue
+            if wgen != gen or row is None:
+                stale.append(w)
+                continue
+            syms.extend(self.keys[lo + i] for i in np.flatnonzero(row).tolist())
+        return syms, stale
 
     def column(self, name: str) -> np.ndarray:
         """A consistent copy of one float column over all rows."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
 from procs.api.deps import StateDep
@@ -58,28 +57,5 @@ def top(
     if bad:
         raise HTTPException(422, detail={"field": "columns", "msg": f"unknown metrics {bad}",
                                          "allowed": list(F8_METRICS)})
-    key = state.column(metric)
-    ok = np.isfinite(key)
-    if min_price is not None or max_price is not None:
-        price = state.column("price")
-        if min_price is not None:
-            ok &= price >= min_price
-        if max_price is not None:
-            ok &= price <= max_price
-    if min_volume is not None:
-        ok &= state.column("day_volume") >= min_volume
-    rows = np.flatnonzero(ok)
-    vals = key[rows] if order == "asc" else -key[rows]
-    if len(rows) > limit:
-        part = np.argpartition(vals, limit - 1)[:limit]
-        rows, vals = rows[part], vals[part]
-    rows = rows[np.argsort(vals, kind="stable")]
-    data = {c: state.column(c)[rows] for c in dict.fromkeys([metric, *cols])}
-    out = []
-    for j, r in enumerate(rows):
-        item = {"symbol": state.keys[int(r)]}
-        for c, v in data.items():
-            x = float(v[j])
-            item[c] = x if np.isfinite(x) else None
-        out.append(item)
+    out = state.top(metric, order, limit, cols, min_price=min_price, max_price=max_price, min_volume=min_volume)
     return {"metric": metric, "order": order, "count": len(out), "rows": out}

@@ -28,10 +28,15 @@ class Universe:
     avg_daily_volume: np.ndarray  # shares
     daily_vol: np.ndarray  # daily return volatility (fraction)
     gap: np.ndarray  # opening gap (log return)
+    share: np.ndarray  # usual share of the tape's trades (sums to 1)
+    trade_size: np.ndarray  # usual mean trade size, shares
+    today: np.ndarray  # today's activity vs usual (lognormal around 1: some names are "in play")
 
 
-def make_universe(n: int, seed: int = 7) -> Universe:
-    """`n` symbols with lognormal prices ($1-$1000) and volumes, deterministic for `seed`."""
+def make_universe(n: int, seed: int = 7, rate: float = 5_000.0) -> Universe:
+    """`n` symbols with lognormal prices ($1-$1000) and activity, deterministic for `seed`.
+    Average daily volume follows from the feed `rate` (ticks/s), each symbol's usual share of
+    the tape and its usual trade size, so relative volume is about 1 on an ordinary day."""
     if n <= 0:
         raise ValueError(f"'n' must be positive, was {n}")
     rng = np.random.default_rng(seed)
@@ -48,12 +53,16 @@ def make_universe(n: int, seed: int = 7) -> Universe:
                     break
     names.sort()
     prev_close = np.round(np.clip(np.exp(rng.normal(math.log(35.0), 1.1, n)), 1.0, 1000.0), 2)
-    adv = np.round(np.clip(np.exp(rng.normal(math.log(900_000), 1.3, n)), 20_000, 80_000_000), -2)
+    share = rng.lognormal(0.0, 1.2, n)
+    share /= share.sum()
+    trade_size = np.clip(rng.lognormal(math.log(160.0), 0.5, n), 100.0, 3_000.0)
+    adv = np.round(rate * 23_400.0 * share * trade_size, -2).clip(100.0)
+    today = rng.lognormal(0.0, 0.35, n)
     daily_vol = np.clip(rng.lognormal(math.log(0.025), 0.4, n), 0.008, 0.12)
     gap = rng.normal(0.0, 0.008, n)
     movers = rng.random(n) < 0.03  # ~3% of names gap hard on "news"
     gap[movers] = rng.choice([-1.0, 1.0], movers.sum()) * rng.uniform(0.04, 0.15, movers.sum())
-    return Universe(names, prev_close, adv, daily_vol, gap)
+    return Universe(names, prev_close, adv, daily_vol, gap, share, trade_size, today)
 
 
 def volume_curve(minute_of_session: np.ndarray | float) -> np.ndarray | float:
@@ -81,12 +90,10 @@ class SyntheticTape:
             start = np.where(ok, last_price, start)
         self.logp = np.log(start)
         self.sigma_s = universe.daily_vol[rows] / math.sqrt(23_400.0)  # per second of session
-        w = universe.avg_daily_volume[rows] ** 0.8
+        w = universe.share[rows] * universe.today[rows]
         self.base_w = w / w.sum()
         self.weights = self.base_w.copy()
-        # mean trade size so that a session's volume comes out near the average daily volume
-        ticks_per_day = rate * 23_400.0 * self.base_w
-        self.mean_size = np.clip(universe.avg_daily_volume[rows] / ticks_per_day, 1.0, 50_000.0)
+        self.mean_size = universe.trade_size[rows]
         self.burst_sym = -1
         self.burst_until = 0
         self.burst_drift = 0.0
@@ -126,10 +133,13 @@ class SyntheticTape:
         out["ts_ns"] = np.sort(self.rng.integers(t0_ns, t1_ns, n))
         jitter = 1.0 + self.rng.standard_normal(n) * 0.0002
         out["price"] = np.round(np.exp(self.logp[idx]) * jitter, 2).clip(0.01)
-        size = np.maximum(1.0, np.round(self.mean_size[idx] * self.rng.exponential(1.0, n)))
+        # mostly round lots around the symbol's usual size; ~12% odd lots (they don't set last)
+        lots = np.maximum(1.0, np.round(self.mean_size[idx] / 100.0 * self.rng.exponential(1.0, n)))
+        size = lots * 100.0
         if self.burst_sym >= 0:
             size[idx == self.burst_sym] *= 3
-        size = np.where(size >= 100, np.round(size, -2), size)
+        odd = self.rng.random(n) < 0.12
+        size[odd] = self.rng.integers(1, 100, int(odd.sum()))
         out["size"] = size
         out["flags"] = np.where(size < 100, TICK_ODD_LOT, 0)
         return out

@@ -1,0 +1,143 @@
+"""The gateway against a running instance: REST, auth, Prometheus, WebSocket, rule changes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import websockets
+
+from procs.shared import instance_segments
+from tests.procs.test_supervisor import Instance
+from tests.support import eventually
+
+READ, WRITE = "read-key-123", "write-key-456"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    tmp = tmp_path_factory.mktemp("gw")
+    inst = Instance(tmp, f"g{os.getpid()}", SCANNER_API_KEYS=json.dumps({READ: "read", WRITE: "write"}),
+                    SCANNER_FEED_RATE="20000", SCANNER_SCAN_INTERVAL_MS="100")
+    inst.start()
+    eventually(inst.all_running, 60, 0.2, "instance up")
+    yield inst
+    inst.stop()
+    for name in instance_segments(inst.name):
+        os.unlink(f"/dev/shm/{name}")
+
+
+def api(inst: Instance, key: str | None = READ) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=f"http://127.0.0.1:{inst.port}", headers=headers, timeout=10)
+
+
+def test_auth_scopes(gw: Instance) -> None:
+    assert api(gw, None).get("/health").status_code == 200  # liveness stays open
+    assert api(gw, None).get("/api/symbols").status_code == 401
+    assert api(gw, "wrong").get("/api/symbols").status_code == 401
+    assert api(gw, READ).get("/api/symbols").status_code == 200
+    rule = {"id": "t-auth", "type": "numeric", "metric": "price", "operator": ">", "value": 1}
+    assert api(gw, READ).post("/api/rules", json=rule).status_code == 403
+    assert api(gw, WRITE).delete("/api/rules/does-not-exist").status_code == 404
+
+
+def test_catalogue_snapshot_top(gw: Instance) -> None:
+    c = api(gw)
+    metrics = c.get("/api/metrics").json()
+    names = {m["name"] for m in metrics}
+    assert {"price", "vwap", "rsi_14", "relative_volume"} <= names
+    assert all({"unit", "owner", "description"} <= set(m) for m in metrics)
+    sym = c.get("/api/symbols").json()[0]
+    snap = eventually(lambda: (s := c.get(f"/api/symbols/{sym}").json())["tick_count"] > 0 and s, 20)
+    assert snap["symbol"] == sym and set(names) <= set(snap)
+    assert c.get("/api/symbols/NOSUCHSYM").status_code == 404
+    top = eventually(lambda: (t := c.get("/api/top", params={"metric": "day_volume", "limit": 5}).json())
+                     ["count"] == 5 and t, 20)
+    vols = [r["day_volume"] for r in top["rows"]]
+    assert vols == sorted(vols, reverse=True)
+    bad = c.get("/api/top", params={"metric": "nope"})
+    assert bad.status_code == 422 and bad.json()["detail"]["field"] == "metric"
+
+
+def test_rule_crud_validation_and_reload(gw: Instance) -> None:
+    c = api(gw, WRITE)
+    bad = c.post("/api/rules", json={"id": "x", "type": "numeric", "metric": "no_such_metric", "operator": ">",
+                                     "value": 1})
+    assert bad.status_code == 422
+    detail = json.dumps(bad.json()["detail"])
+    assert "metric" in detail and "relative_volume" in detail  # names the field and the allowed values
+    bad_op = c.post("/api/rules", json={"id": "x", "type": "numeric", "metric": "price", "operator": "~",
+                                        "value": 1})
+    assert bad_op.status_code == 422 and "operator" in json.dumps(bad_op.json()["detail"])
+    gen0 = c.get("/api/status").json()["rules_generation"]
+    rule = {"id": "t-all-priced", "name": "Any price", "type": "numeric", "metric": "price", "operator": ">",
+            "value": 0}
+    created = c.post("/api/rules", json=rule)
+    assert created.status_code == 201 and created.json()["generation"] > gen0
+    assert c.get("/api/rules/t-all-priced").json()["metric"] == "price"
+    # the workers run it from their next cycle: its current matches fill up
+    m = eventually(lambda: (r := c.get("/api/rules/t-all-priced/matches").json())["count"] > 0 and r, 10, 0.1)
+    assert m["workers_pending"] == []
+    assert c.delete("/api/rules/t-all-priced").status_code == 204
+    assert c.get("/api/rules/t-all-priced").status_code == 404
+
+
+def test_prometheus_metrics(gw: Instance) -> None:
+    text = api(gw).get("/metrics").text
+    for name in ("scanner_ticks_total", "scanner_alerts_total", "scanner_restarts_total",
+                 "scanner_cycle_seconds_bucket", "scanner_drops_total"):
+        assert name in text
+    assert api(gw, None).get("/metrics").status_code == 401
+
+
+def test_request_size_limit(gw: Instance) -> None:
+    big = {"id": "big", "type": "numeric", "metric": "price", "operator": ">", "value": 1, "name": "x" * 300_000}
+    assert api(gw, WRITE).post("/api/rules", json=big).status_code == 413
+
+
+def test_websocket_alerts_errors_and_top(gw: Instance) -> None:
+    async def run() -> None:
+        url = f"ws://127.0.0.1:{gw.port}/ws?token={READ}"
+        async with websockets.connect(url) as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            await ws.send("not json")
+            assert json.loads(await ws.recv())["type"] == "error"
+            await ws.send(json.dumps({"op": "subscribe", "rules": "not-a-list"}))
+            assert "rules" in json.loads(await ws.recv())["error"]
+            await ws.send(json.dumps({"op": "top", "metric": "day_volume", "limit": 3, "interval_s": 0.5}))
+            seen: set[str] = set()
+            async with asyncio.timeout(30):
+                while not {"top", "alert"} <= seen:
+                    msg = json.loads(await ws.recv())
+                    seen.add(msg["type"])
+                    if msg["type"] == "alert":
+                        assert {"rule", "symbol", "values", "event_ts", "seq"} <= set(msg["alert"])
+                    if msg["type"] == "top":
+                        assert len(msg["rows"]) == 3
+
+    asyncio.run(run())
+
+
+def test_websocket_rejects_unknown_key(gw: Instance) -> None:
+    async def run() -> int | None:
+        async with websockets.connect(f"ws://127.0.0.1:{gw.port}/ws?token=bad") as ws:
+            try:
+                await ws.recv()
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+        return None
+
+    assert asyncio.run(run()) == 4401
+
+
+def test_dashboard_page(gw: Instance) -> None:
+    page = httpx.get(f"http://127.0.0.1:{gw.port}/", timeout=10)
+    assert page.status_code == 200 and "<table" in page.text and "/ws" in page.text
+    assert "http://" not in page.text.replace("http://${", "")  # no CDN: every asset is local
+
+
