@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# System packages the tests start privately: Redis and PostgreSQL 15 servers (Debian names).
+# System packages the tests use privately: Redis and PostgreSQL 15 servers, Chromium (Debian names).
 sysdeps:
-	@command -v redis-server >/dev/null 2>&1 && [ -x /usr/lib/postgresql/15/bin/initdb ] || { \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server postgresql-15; }
+	@command -v redis-server >/dev/null 2>&1 && [ -x /usr/lib/postgresql/15/bin/initdb ] && \
+	  command -v chromium >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server postgresql-15 chromium; }
 
 demo: $(STAMP)
 	$(BIN)/scanner demo
