@@ -3,7 +3,8 @@
 * the alert feed ring in shared memory (gateways on this host read it: the embedded default,
   no Redis needed);
 * Redis, when `redis_url` is configured: PUBLISH (one channel for all, one per rule) and XADD
-  to the bounded `alerts` stream, in pipelines (see `procs.redis_out`).
+  to the bounded `alerts` stream, in pipelines (see `procs.redis_out`); and, once a second,
+  the live bar and indicator columns that changed, as hashes `live:<symbol>`.
 
 Redis down never stops the pass: alerts wait in a bounded buffer, the connection is retried
 with backoff, and what had to be dropped is counted in the slot (`drops`).
@@ -16,10 +17,11 @@ import time
 
 import numpy as np
 
-from procs.redis_out import RedisSink
+from procs.redis_out import LiveMirror, RedisSink
 from procs.runtime import Context
 from procs.shared import ALERT_CONSUMER_PUBLISHER
 from scanner.alert_json import AlertEncoder
+from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.publisher")
 PASS_S = 0.002
@@ -30,7 +32,16 @@ def main(ctx: Context) -> None:
     consumers = [r.consumer(ALERT_CONSUMER_PUBLISHER) for r in sh.alerts]
     feed = sh.feed.producer()
     encoder = AlertEncoder(sh.table.key_list(), ctx.settings.rules_file())
-    redis = RedisSink(ctx.settings.redis_url) if ctx.settings.redis_url else None
+    s = ctx.settings
+    redis = (RedisSink(s.redis_url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen)
+             if s.redis_url else None)
+    failures_seen = 0
+    mirror = None
+    if redis is not None:
+        names = [m.name for m in CATALOGUE.metrics if m.dtype == "f8" and m.owner != Owner.REFERENCE]
+        mirror = LiveMirror(redis.client, sh.table.key_list(), names)
+        mirror_cols = np.array([CATALOGUE.f8(n) for n in names])
+        mirror_buf = np.empty((len(names), sh.table.n_rows))
     lost_seen = sum(c.lost for c in consumers)
     while ctx.should_run():
         ctx.beat()
@@ -50,5 +61,11 @@ def main(ctx: Context) -> None:
             dropped = redis.flush()
             if dropped:
                 ctx.count(drops=dropped)
+            if redis.failures != failures_seen:
+                ctx.count(errors=redis.failures - failures_seen)
+                failures_seen = redis.failures
+        if mirror is not None and mirror.due():
+            sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
+            mirror.write(mirror_buf)
         if not batches:
             time.sleep(PASS_S)

@@ -37,8 +37,18 @@ class Settings(BaseSettings):
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
-    replay_files: list[str] = Field(default_factory=list)
+    replay_files: list[str] = Field(default_factory=list, description="Recorded trade files (feed 'replay').")
     replay_max: bool = Field(False, description="Replay as fast as possible.")
+    replay_speed: float = Field(1.0, gt=0, description="Replay pace: event seconds per wall second (1 = real time).")
+    replay_format: Literal["auto", "lean", "dbn", "csv", "flat"] = Field(
+        "auto", description="Format of the replay files; 'auto' decides per file from its name and header.")
+    replay_symbols: list[str] = Field(default_factory=list,
+                                      description="Replay only these symbols (empty: every symbol in the files).")
+    replay_daily: Path | None = Field(None, description="Lean daily/ folder for previous close and average "
+                                      "volume; default: the sibling daily/ of Lean tick files.")
+    replay_csv_layout: dict[str, str] = Field(
+        default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
+        "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
 
     # processes
     scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")
@@ -70,6 +80,9 @@ class Settings(BaseSettings):
 
     # external sinks (off unless configured)
     redis_url: str | None = None
+    alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
+    redis_buffer_limit: int = Field(100_000, ge=100,
+                                    description="Alerts held while Redis is down; older ones are dropped and counted.")
     database_url: str | None = None
 
     # storage (procs/storage.py; see docs/storage.md)
@@ -90,11 +103,31 @@ class Settings(BaseSettings):
                                    description="Past trading days loaded at start for indicators (0 = off).")
     archive_at_session_end: bool = Field(True, description="Archive the day to S3 when the session ends.")
 
+    # notifier (procs/notifier.py): runs when redis_url and at least one destination are configured
+    notify_destinations: list[dict[str, Any]] = Field(
+        default_factory=list, description="E-mail/webhook/SMS destinations (see scanner/notify/destinations.py).")
+    notify_file: Path | None = Field(None, description="TOML ([[destinations]]) or JSON file of more destinations.")
+    notify_group: str = Field("notifier", min_length=1, description="Consumer group on the alerts stream.")
+    notify_dead_stream: str = Field("alerts:dead", min_length=1, description="Deliveries that kept failing.")
+    notify_max_attempts: int = Field(6, ge=1, le=100, description="Attempts per delivery before dead-lettering.")
+    notify_retry_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
+    notify_retry_cap_s: float = Field(60.0, gt=0, description="Longest retry delay.")
+    notify_claim_idle_s: float = Field(60.0, gt=0, description="Reclaim entries another notifier left this idle.")
+    notify_workers: int = Field(8, ge=1, le=64, description="Delivery threads.")
+
     @field_validator("tick_ring_capacity", "bar_ring_capacity", "alert_ring_capacity", "block_rows")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
         if v <= 0 or v & (v - 1):
             raise ValueError(f"must be a positive power of two, was {v}")
+        return v
+
+    @field_validator("notify_destinations")
+    @classmethod
+    def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from scanner.notify.destinations import parse_destinations  # lazy: keeps config import light
+
+        parse_destinations(v)  # fail at load time, not in the child
         return v
 
     @classmethod
@@ -140,6 +173,10 @@ class Settings(BaseSettings):
     def storage_enabled(self) -> bool:
         """A storage writer runs when a database sink is configured."""
         return bool(self.database_url or self.clickhouse_url)
+
+    def notifier_enabled(self) -> bool:
+        """A notifier runs when Redis (its input) and at least one destination are configured."""
+        return bool(self.redis_url) and bool(self.notify_destinations or self.notify_file)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
