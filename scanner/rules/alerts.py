@@ -1,0 +1,155 @@
+"""Edge-triggered alerts from a cycle's match matrix, and their ALERT_DTYPE records.
+
+State per (rule, row) is one `latched` flag (the symbol alerted and has not been released
+since) plus, for rules with a cooldown, the time of the last ENTER. Per rule mode:
+
+* `enter`: ENTER when a symbol matches and is not latched and its cooldown has passed; the
+  latch is released when the symbol stops matching. A symbol that matches again inside its
+  cooldown alerts as soon as the cooldown is over if it still matches then.
+* `enter_exit`: as `enter`, plus an EXIT when a latched symbol stops matching.
+* `once_per_bar` / `once_per_day`: ENTER when a symbol matches and has not alerted in this
+  bar / trading day (latches are released when the bar / day given to `step` changes, not
+  when the symbol stops matching); the cooldown applies on top.
+
+Only cells where `match != latched` can produce anything, so `step` XORs the two matrices 8
+cells per uint64 and looks at the few changed words; the cost is two passes over
+n_rules x n_rows bytes, whatever the number of alerts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scanner.records import ALERT_DTYPE, ALERT_ENTER, ALERT_EXIT, ALERT_VALUES
+from scanner.rules.model import ALERT_MODES
+
+MODE_ENTER, MODE_ENTER_EXIT, MODE_BAR, MODE_DAY = (ALERT_MODES.index(m) for m in
+                                                   ("enter", "enter_exit", "once_per_bar", "once_per_day"))
+NEVER = np.iinfo(np.int64).min // 2  # "no alert yet": any cooldown has passed since
+
+
+class AlertState:
+    """Alert state of `n_rules` x `n_rows` cells; `modes` (index into ALERT_MODES) and
+    `cooldown_ns` are per rule."""
+
+    def __init__(self, n_rules: int, n_rows: int, modes: np.ndarray, cooldown_ns: np.ndarray) -> None:
+        modes = np.asarray(modes, np.int8)
+        cooldown_ns = np.asarray(cooldown_ns, np.int64)
+        if modes.shape != (n_rules,) or cooldown_ns.shape != (n_rules,):
+            raise ValueError(f"'modes' and 'cooldown_ns' must have {n_rules} entries, "
+                             f"had {modes.shape} and {cooldown_ns.shape}")
+        if (cooldown_ns < 0).any():
+            raise ValueError("'cooldown_ns' must be >= 0")
+        self.n_rules, self.n_rows = n_rules, n_rows
+        self.modes, self.cooldown_ns = modes, cooldown_ns
+        self.latched = np.zeros((n_rules, n_rows), bool)
+        cd_rules = np.flatnonzero(cooldown_ns > 0)
+        self.cd_slot = np.full(n_rules, -1, np.int64)
+        self.cd_slot[cd_rules] = np.arange(len(cd_rules))
+        self.last_enter_ns = np.full((len(cd_rules), n_rows), NEVER, np.int64)
+        self._bar_rules = np.flatnonzero(modes == MODE_BAR)
+        self._day_rules = np.flatnonzero(modes == MODE_DAY)
+        self._edge = (modes == MODE_ENTER) | (modes == MODE_ENTER_EXIT)
+        self._exit = modes == MODE_ENTER_EXIT
+        self.bar: int | None = None
+        self.day: int | None = None
+        n = n_rules * n_rows
+        self._words = np.empty(n // 8, np.uint64)
+        self._wmask = np.empty(n // 8, bool)
+        self._lanes = np.arange(8, dtype=np.int64)
+
+    def carry(self, old: AlertState, old_of_new: np.ndarray) -> None:
+        """Take over the state of rule `old_of_new[i]` of `old` for rule i (-1 = fresh), e.g.
+        across a rule change for the rules that did not change (no duplicate ENTERs)."""
+        self.bar, self.day = old.bar, old.day
+        for new_i, old_i in enumerate(old_of_new.tolist()):
+            if old_i < 0:
+                continue
+            self.latched[new_i] = old.latched[old_i]
+            s_new, s_old = self.cd_slot[new_i], old.cd_slot[old_i]
+            if s_new >= 0 and s_old >= 0:
+                self.last_enter_ns[s_new] = old.last_enter_ns[s_old]
+
+    def changed(self, match: np.ndarray) -> np.ndarray:
+        """Flat indices (rule * n_rows + row, ascending) where `match` differs from the latches."""
+        fa, fb = match.reshape(-1), self.latched.reshape(-1)
+        nw = len(self._words)
+        np.bitwise_xor(fa[:nw * 8].view(np.uint64), fb[:nw * 8].view(np.uint64), out=self._words)
+        np.not_equal(self._words, 0, out=self._wmask)
+        words = np.flatnonzero(self._wmask)
+        cells = (words[:, None] * 8 + self._lanes).reshape(-1)
+        cells = cells[fa[cells] != fb[cells]]
+        tail = nw * 8 + np.flatnonzero(fa[nw * 8:] != fb[nw * 8:])
+        return np.concatenate((cells, tail)) if len(tail) else cells
+
+    def step(self, match: np.ndarray, now_ns: int, bar: int,
+             day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """New alerts for this cycle's bool (n_rules, n_rows) match matrix, ordered by (rule, row):
+        (rule int64, row int64, kind uint16 ALERT_ENTER / ALERT_EXIT). Updates the state."""
+        if match.shape != self.latched.shape or match.dtype != np.bool_ or not match.flags.c_contiguous:
+            raise ValueError(f"'match' must be C-contiguous bool {self.latched.shape}, "
+                             f"was {match.dtype} {match.shape}")
+        if bar != self.bar:
+            if self.bar is not None and len(self._bar_rules):
+                self.latched[self._bar_rules] = False
+            self.bar = bar
+        if day != self.day:
+            if self.day is not None and len(self._day_rules):
+                self.latched[self._day_rules] = False
+            self.day = day
+        idx = self.changed(match)
+        rule, row = np.divmod(idx, self.n_rows)
+        on = match.reshape(-1)[idx]  # True: matches, not latched; False: latched, stopped matching
+        flat = self.latched.reshape(-1)
+        release = ~on & self._edge[rule]
+        flat[idx[release]] = False
+        exits = release & self._exit[rule]
+        enters = on.copy()
+        slot = self.cd_slot[rule]
+        cd = on & (slot >= 0)
+        if cd.any():
+            last = self.last_enter_ns[slot[cd], row[cd]]
+            ok = now_ns - last >= self.cooldown_ns[rule[cd]]
+            enters[np.flatnonzero(cd)[~ok]] = False
+            hit = cd & enters
+            self.last_enter_ns[slot[hit], row[hit]] = now_ns
+        flat[idx[enters]] = True
+        emit = enters | exits
+        kind = np.where(exits[emit], ALERT_EXIT, ALERT_ENTER).astype(np.uint16)
+        return rule[emit], row[emit], kind
+
+
+class AlertWriter:
+    """Fills ALERT_DTYPE records into a reusable buffer (grown when a cycle needs more)."""
+
+    def __init__(self, worker: int, lo: int, seq: int = 0, capacity: int = 1024) -> None:
+        self.worker, self.lo, self.seq = worker, lo, seq
+        self._buf = np.zeros(capacity, ALERT_DTYPE)
+
+    def fill(self, rule: np.ndarray, row: np.ndarray, kind: np.ndarray, value_pos: np.ndarray,
+             snap: np.ndarray, hist: np.ndarray | None, event_ns: int, scan_ns: int,
+             generation: int) -> np.ndarray:
+        """Records for the alerts (rule, local row, kind); `values` from `value_pos` (see
+        CompiledRules). Returns a view of the buffer, valid until the next call; `seq` advances."""
+        k = len(rule)
+        if k > len(self._buf):
+            self._buf = np.zeros(max(k, 2 * len(self._buf)), ALERT_DTYPE)
+        rec = self._buf[:k]
+        if k == 0:
+            return rec
+        rec["seq"] = np.arange(self.seq, self.seq + k, dtype=np.int64)
+        self.seq += k
+        rec["event_ns"], rec["scan_ns"] = event_ns, scan_ns
+        rec["sym"] = row + self.lo
+        rec["rule"], rec["generation"], rec["worker"], rec["kind"] = rule, generation, self.worker, kind
+        pos = value_pos[rule]
+        rows = np.broadcast_to(row[:, None], pos.shape)
+        vals = np.full((k, ALERT_VALUES), np.nan)
+        m = len(snap)
+        live = (pos >= 0) & (pos < m)
+        vals[live] = snap[pos[live], rows[live]]
+        past = pos >= m
+        if past.any() and hist is not None:
+            vals[past] = hist[pos[past] - m, rows[past]]
+        rec["values"] = vals
+        return rec
