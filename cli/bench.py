@@ -56,3 +56,28 @@ def scan(
     from scanner.rules.bench import bench_scan
 
     emit(bench_scan(symbols=symbols, rules=rules), as_json)
+
+
+@app.command()
+def fanout(
+    as_json: JsonOpt = False,
+    clients: Annotated[int, typer.Option(help="Concurrent WebSocket clients.")] = 500,
+    seconds: Annotated[float, typer.Option(help="Measurement window.")] = 15.0,
+) -> None:
+    """Scan match -> WebSocket client latency with N clients; publisher alerts/s into Redis."""
+    from procs.bench_fanout import bench_fanout
+
+    emit(bench_fanout(clients=clients, seconds=seconds), as_json)
+
+
+@app.command()
+def storage(
+    as_json: JsonOpt = False,
+    symbols: Annotated[int, typer.Option(help="Bars per minute close.")] = 10_000,
+    minutes: Annotated[int, typer.Option(help="Minute closes timed (median).")] = 20,
+    s3_minutes: Annotated[int, typer.Option(help="Minutes of bars in the Parquet file sent to S3.")] = 120,
+) -> None:
+    """PostgreSQL COPY+upsert minute close, ClickHouse (chdb) rows/s, Parquet to S3 (moto) MB/s."""
+    from procs.storage_bench import bench_storage
+
+    emit(bench_storage(symbols=symbols, minutes=minutes, s3_minutes=s3_minutes), as_json)

@@ -1,8 +1,8 @@
 """Alerts to Redis: PUBLISH on `alerts` and `alerts:<rule id>`, XADD to the `alerts` stream.
 
-Batched in pipelines (one round trip per pass). Redis being down never blocks the caller:
-encoded alerts wait in a bounded buffer, reconnects back off (0.1 s doubling to 5 s), and the
-oldest alerts beyond the bound are dropped and counted.
+Batched: one write of packed RESP commands and one read of the replies per batch. Redis being
+down never blocks the caller: encoded alerts wait in a bounded buffer, reconnects back off
+(0.1 s doubling to 5 s), and the oldest alerts beyond the bound are dropped and counted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ class RedisSink:
         self.sent = 0
         self.dropped_total = 0
         self.failures = 0  # failed flush attempts (status shows them as publisher errors)
+        self.conn: redis.connection.AbstractConnection | None = None
+        self._channels: dict[str, bytes] = {}
+        self._pub_all = _resp_prefix(b"PUBLISH", CHANNEL_ALL.encode())
+        self._xadd = _resp_prefix(b"XADD", STREAM.encode(), b"MAXLEN", b"~", str(stream_maxlen).encode(), b"*",
+                                  b"alert")
 
     def send(self, items: list[tuple[str, bytes]]) -> None:
         """Queue (rule id, JSON) pairs for the next flush."""
@@ -54,27 +59,56 @@ class RedisSink:
         try:
             while self.buffer:
                 n = min(self.batch, len(self.buffer))
-                pipe = self.client.pipeline(transaction=False)
-                for i in range(n):
-                    rule_id, payload = self.buffer[i]
-                    pipe.publish(CHANNEL_ALL, payload)
-                    pipe.publish(f"{CHANNEL_ALL}:{rule_id}", payload)
-                    pipe.xadd(STREAM, {"alert": payload}, maxlen=self.stream_maxlen, approximate=True)
-                pipe.execute()
+                self._send_batch([self.buffer[i] for i in range(n)])
                 for _ in range(n):
                     self.buffer.popleft()
                 self.sent += n
             if not self.connected:
                 log.info("redis reconnected (%s)", self.url)
             self.connected, self.backoff = True, 0.0
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             self.failures += 1
             self.backoff = min(5.0, self.backoff * 2 if self.backoff else 0.1)
             self.retry_at = time.monotonic() + self.backoff
+            if self.conn is not None:
+                self.conn.disconnect()
+                self.conn = None
             if self.connected:
                 log.error("redis unavailable (%s); buffering, retry in %.1f s", exc, self.backoff)
             self.connected = False
         return dropped
+
+    def _send_batch(self, items: list[tuple[str, bytes]]) -> None:
+        """One write of pre-encoded RESP commands, then one read per reply. Packing the protocol
+        ourselves is ~2x faster than redis-py pipelines for these three small commands."""
+        if self.conn is None:
+            self.conn = self.client.connection_pool.make_connection()
+            self.conn.connect()
+        parts: list[bytes] = []
+        for rule_id, payload in items:
+            body = b"$%d\r\n%b\r\n" % (len(payload), payload)
+            chan = self._channels.get(rule_id)
+            if chan is None:
+                chan = self._channels[rule_id] = _resp_prefix(b"PUBLISH", f"{CHANNEL_ALL}:{rule_id}".encode())
+            parts += (self._pub_all, body, chan, body, self._xadd, body)
+        self.conn.send_packed_command([b"".join(parts)])
+        errors = 0
+        for _ in range(3 * len(items)):
+            try:
+                self.conn.read_response()
+            except redis.ResponseError as exc:  # a command refused (e.g. wrong type): counted, not retried
+                errors += 1
+                last = exc
+        if errors:
+            log.error("redis refused %d commands: %s", errors, last)
+            self.failures += errors
+
+
+def _resp_prefix(*args: bytes, n_more: int = 1) -> bytes:
+    """RESP array header and the leading bulk strings of a command with `n_more` args to follow."""
+    out = [b"*%d\r\n" % (len(args) + n_more)]
+    out += [b"$%d\r\n%b\r\n" % (len(a), a) for a in args]
+    return b"".join(out)
 
 
 class LiveMirror:

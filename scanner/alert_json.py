@@ -12,11 +12,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from scanner.records import ALERT_ENTER
 
 NS = 1_000_000_000
+_ENCODER = msgspec.json.Encoder()
 
 
 def rule_metrics(rule: dict[str, Any]) -> list[str]:
@@ -69,7 +71,7 @@ class AlertEncoder:
             metas = self._rules(gen)
             meta = metas[rule] if rule < len(metas) else None
             names = meta.metrics if meta else []
-            vals = {n: (v if v == v else None) for n, v in zip(names, values, strict=False)}
+            vals = {n: (v if v == v else None) for n, v in zip(names, values.tolist(), strict=False)}
             out.append({
                 "seq": seq,
                 "rule": meta.id if meta else f"#{rule}",
@@ -89,4 +91,5 @@ class AlertEncoder:
 
     def encode(self, recs: np.ndarray) -> list[tuple[str, bytes]]:
         """(rule id, JSON bytes) per alert, for Redis."""
-        return [(d["rule"], json.dumps(d, separators=(",", ":")).encode()) for d in self.to_dicts(recs)]
+        enc = _ENCODER.encode
+        return [(d["rule"], enc(d)) for d in self.to_dicts(recs)]

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
+
+_ENCODE = msgspec.json.Encoder().encode
 
 
 @dataclass(eq=False)  # identity semantics: clients live in a set
@@ -28,8 +30,12 @@ class Client:
     dropped: int = 0
     reported_dropped: int = 0
 
+    @property
+    def filtered(self) -> bool:
+        return bool(self.rules or self.symbols or self.tags)
+
     def wants(self, alert: dict[str, Any]) -> bool:
-        if not (self.rules or self.symbols or self.tags):
+        if not self.filtered:
             return True
         return (alert["rule"] in self.rules or alert["symbol"] in self.symbols
                 or bool(self.tags.intersection(alert.get("tags", ()))))
@@ -60,17 +66,24 @@ class GatewayState:
         self.started = time.time()
 
     def poll_feed(self) -> int:
-        """Move new alerts from the shared-memory feed to recent + every interested client."""
+        """Move new alerts from the shared-memory feed to `recent` and to every interested
+        client: one frame per client per poll ({"type": "alerts", "alerts": [...]}), encoded
+        once for all clients without a filter."""
         recs = self.feed.poll(8192)
         if not len(recs):
             return 0
-        for alert in self.encoder.to_dicts(recs):
-            self.recent.append(alert)
-            frame = None
-            for c in self.clients:
-                if c.wants(alert):
-                    frame = frame or json.dumps({"type": "alert", "alert": alert})
-                    c.offer(frame)
+        alerts = self.encoder.to_dicts(recs)
+        self.recent.extend(alerts)
+        shared_frame = None
+        for c in self.clients:
+            if c.filtered:
+                mine = [a for a in alerts if c.wants(a)]
+                if mine:
+                    c.offer(_ENCODE({"type": "alerts", "alerts": mine}).decode())
+            else:
+                if shared_frame is None:
+                    shared_frame = _ENCODE({"type": "alerts", "alerts": alerts}).decode()
+                c.offer(shared_frame)
         return len(recs)
 
     def symbol_snapshot(self, row: int) -> dict[str, Any]:

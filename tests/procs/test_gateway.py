@@ -112,11 +112,13 @@ def test_websocket_alerts_errors_and_top(gw: Instance) -> None:
             await ws.send(json.dumps({"op": "top", "metric": "day_volume", "limit": 3, "interval_s": 0.5}))
             seen: set[str] = set()
             async with asyncio.timeout(30):
-                while not {"top", "alert"} <= seen:
+                while not {"top", "alerts"} <= seen:
                     msg = json.loads(await ws.recv())
                     seen.add(msg["type"])
-                    if msg["type"] == "alert":
-                        assert {"rule", "symbol", "values", "event_ts", "seq"} <= set(msg["alert"])
+                    if msg["type"] == "alerts":
+                        assert msg["alerts"]
+                        for a in msg["alerts"]:
+                            assert {"rule", "symbol", "values", "event_ts", "seq"} <= set(a)
                     if msg["type"] == "top":
                         assert len(msg["rows"]) == 3
 
