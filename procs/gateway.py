@@ -8,7 +8,9 @@ stalled event loop shows as a stale heartbeat.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
 
 import uvicorn
 
@@ -21,6 +23,7 @@ POLL_S = 0.002
 
 
 async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
+    """Alerts of this host from the shared-memory feed ring."""
     while ctx.should_run():
         ctx.beat()
         n = state.poll_feed()
@@ -30,8 +33,55 @@ async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> No
     server.should_exit = True
 
 
+async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
+    """With Redis configured, alerts of every host come from the `alerts` channel (the local
+    feed ring is then not read, or local alerts would arrive twice)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(ctx.settings.redis_url)
+    backoff = 0.1
+    while ctx.should_run():
+        ctx.beat()
+        try:
+            pubsub = client.pubsub()
+            await pubsub.subscribe("alerts")
+            backoff = 0.1
+            while ctx.should_run():
+                ctx.beat()
+                batch = []
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                while msg is not None:
+                    batch.append(msg["data"])
+                    if len(batch) >= 2000:
+                        break
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                if batch:
+                    n = state.dispatch([json.loads(b) for b in batch])
+                    ctx.count(n_in=n, n_out=n * len(state.clients))
+        except (OSError, aioredis.RedisError) as exc:
+            log.error("redis subscription lost (%s); retrying in %.1f s", exc, backoff)
+            ctx.count(errors=1)
+            await asyncio.sleep(backoff)
+            backoff = min(5.0, backoff * 2)
+    await client.aclose()
+    server.should_exit = True
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT, so several gateway processes share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
 async def _serve(ctx: Context) -> None:
-    state = GatewayState(ctx.settings, ctx.shared)
+    index = int(ctx.name.split("-", 1)[1]) if "-" in ctx.name else 0
+    state = GatewayState(ctx.settings, ctx.shared, feed_consumer=index)
     try:
         app = create_app(state)
     except ConfigError as exc:
@@ -39,9 +89,14 @@ async def _serve(ctx: Context) -> None:
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
                             log_level="warning", loop="none", lifespan="on", ws="websockets-sansio")
     server = uvicorn.Server(config)
-    pump = asyncio.create_task(_pump(ctx, state, server))
+    pump_fn = _pump_redis if ctx.settings.redis_url else _pump
+    pump = asyncio.create_task(pump_fn(ctx, state, server))
     try:
-        await server.serve()
+        try:
+            sock = _listen_socket(ctx.settings.http_host, ctx.settings.http_port)
+        except OSError as exc:
+            raise SystemExit(f"cannot listen: {exc}") from None
+        await server.serve(sockets=[sock])
     except SystemExit:  # uvicorn exits when it cannot bind
         pass
     finally:

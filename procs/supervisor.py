@@ -28,6 +28,7 @@ from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
 from scanner.config import Settings
+from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
 from scanner.rules.store import install_default_pack
@@ -65,7 +66,11 @@ class Child:
 
 def process_names(settings: Settings) -> list[str]:
     scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
-    return ["ingest", "bars", "indicators", *scans, "publisher", "gateway"]
+    notifier = ["notifier"] if settings.notifier_enabled() else []
+    storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
+    n_gw = settings.gateway_workers
+    gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
+    return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
 
 
 def assign_cores(names: list[str], settings: Settings) -> dict[str, int | None]:
@@ -160,11 +165,23 @@ class Supervisor:
         self.on_ready = on_ready
         self._wake_r, self._wake_w = -1, -1
         self._last_checkpoint = time.monotonic()
+        self._replay: replay_feed.ReplayIndex | None = None
 
     # ------------------------------------------------------------------ setup
+    def replay_index(self) -> replay_feed.ReplayIndex:
+        """Feed "replay": the symbols in the replay files and their first day (read once)."""
+        if self._replay is None:
+            try:
+                self._replay = replay_feed.index(replay_feed.spec_from_settings(self.s))
+            except replay_feed.ReplayError as exc:
+                raise SupervisorError(str(exc)) from None
+        return self._replay
+
     def symbols(self) -> list[str]:
         s = self.s
-        if s.symbols_file:
+        if s.feed == "replay":
+            names = self.replay_index().symbols
+        elif s.symbols_file:
             names = [ln.strip() for ln in Path(s.symbols_file).read_text().splitlines() if ln.strip()]
         else:
             names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
@@ -177,8 +194,8 @@ class Supervisor:
 
     def allocate(self) -> Shared:
         s = self.s
-        day = trading_day(time.time_ns())
         keys = self.symbols()
+        day = (self.replay_index().first_day if s.feed == "replay" else None) or trading_day(time.time_ns())
         shared = Shared.create(
             s.instance, keys=keys, n_workers=s.n_scan_workers(), trading_day=day,
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
@@ -193,19 +210,22 @@ class Supervisor:
         self.load_reference(shared)
         event_ns = self.initial_event_time(day)
         path = s.checkpoint_file()
-        if path.exists():
+        if path.exists() and s.feed != "replay":  # a replay starts from an empty day
             try:
                 meta = checkpoint.restore(shared, path, day)
                 event_ns = max(event_ns, int(meta["event_ns"]))
                 log.info("restored checkpoint %s (feed clock %s)", path, _fmt_ns(event_ns))
             except checkpoint.CheckpointRefused as exc:
                 log.warning("%s", exc)
-        shared.control.set_clock(event_ns, time.time_ns(), s.feed_speed)
+        # a replay's clock stays at 0 until its ingest, which owns it, moves it (procs.ingest_replay)
+        shared.control.set_clock(event_ns, time.time_ns(), 0.0 if s.feed == "replay" else s.feed_speed)
         return shared
 
     def initial_event_time(self, day: int) -> int:
         """Event time the feed starts at: now during the regular session, else the open
         (the synthetic market then runs a session of its own from 09:30)."""
+        if self.s.feed == "replay":
+            return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
         if self.s.feed == "synthetic" and not open_ns <= now < open_ns + 390 * 60 * NS:
@@ -213,17 +233,24 @@ class Supervisor:
         return now
 
     def load_reference(self, shared: Shared) -> None:
-        """Reference columns (previous close, average daily volume) before any worker runs."""
-        if self.s.feed != "synthetic":
-            return
-        u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
+        """Reference columns (previous close, average daily volume) before any worker runs:
+        the synthetic universe's, or a replay's from daily history (Lean daily files)."""
         lo, n = self.s.range_start, shared.table.n_rows
+        if self.s.feed == "synthetic":
+            u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
+            prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
+        elif self.s.feed == "replay":
+            daily = replay_feed.spec_from_settings(self.s).daily
+            prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
+            log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
+        else:
+            return
         t = shared.table
         w = t.writer(WRITERS[Owner.REFERENCE])
         blocks = w.block_range(0, n)
         w.begin(blocks)
-        t.f8[CATALOGUE.f8("prev_close")] = u.prev_close[lo:lo + n]
-        t.f8[CATALOGUE.f8("avg_daily_volume")] = u.avg_daily_volume[lo:lo + n]
+        t.f8[CATALOGUE.f8("prev_close")] = prev
+        t.f8[CATALOGUE.f8("avg_daily_volume")] = adv
         w.end(blocks)
 
     # ------------------------------------------------------------------ children

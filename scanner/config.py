@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = Field(8700, ge=0, le=65535)
+    gateway_workers: int = Field(1, ge=1, le=8, description="Gateway processes sharing the port (SO_REUSEPORT).")
     api_keys: dict[str, Literal["read", "write"]] = Field(
         default_factory=dict,
         description="Bearer API keys -> scope. Empty: no auth (only allowed on a loopback address).")
@@ -113,7 +114,6 @@ class Settings(BaseSettings):
     notify_retry_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
     notify_retry_cap_s: float = Field(60.0, gt=0, description="Longest retry delay.")
     notify_claim_idle_s: float = Field(60.0, gt=0, description="Reclaim entries another notifier left this idle.")
-    notify_workers: int = Field(8, ge=1, le=64, description="Delivery threads.")
 
     @field_validator("tick_ring_capacity", "bar_ring_capacity", "alert_ring_capacity", "block_rows")
     @classmethod

@@ -72,7 +72,10 @@ class GatewayState:
         recs = self.feed.poll(8192)
         if not len(recs):
             return 0
-        alerts = self.encoder.to_dicts(recs)
+        return self.dispatch(self.encoder.to_dicts(recs))
+
+    def dispatch(self, alerts: list[dict[str, Any]]) -> int:
+        """Hand decoded alerts to `recent` and the clients (from the feed ring or Redis)."""
         self.recent.extend(alerts)
         shared_frame = None
         for c in self.clients:
@@ -84,7 +87,7 @@ class GatewayState:
                 if shared_frame is None:
                     shared_frame = _ENCODE({"type": "alerts", "alerts": alerts}).decode()
                 c.offer(shared_frame)
-        return len(recs)
+        return len(alerts)
 
     def symbol_snapshot(self, row: int) -> dict[str, Any]:
         t = self.shared.table

@@ -67,3 +67,48 @@ def test_alerts_stream_pubsub_live_hashes_and_outage(redis_inst: tuple[Instance,
     r2 = redis.Redis.from_url(srv.url)
     eventually(lambda: r2.xlen("alerts") > 0, 30, 0.2, "buffered alerts delivered after reconnect")
     assert child(inst.status(), "publisher")["restarts"] == 0
+
+
+def test_gateways_fan_out_alerts_of_every_host_through_redis(tmp_path: Path) -> None:
+    """Two gateway processes share the port; both deliver local alerts and an alert another
+    host published on the shared Redis channel."""
+    import asyncio
+
+    import websockets
+
+    srv = RedisServer(tmp_path / "redis")
+    inst = Instance(tmp_path, f"m{os.getpid()}", SCANNER_REDIS_URL=srv.url, SCANNER_GATEWAY_WORKERS="2",
+                    SCANNER_FEED_RATE="20000", SCANNER_SCAN_INTERVAL_MS="200")
+    inst.start()
+    try:
+        st = eventually(inst.all_running, 60, 0.2, "instance up")
+        assert {"gateway-0", "gateway-1"} <= {p["name"] for p in st["processes"]}
+
+        async def run() -> None:
+            url = f"ws://127.0.0.1:{inst.port}/ws"
+            conns = [await websockets.connect(url) for _ in range(8)]  # spread over both processes
+            try:
+                for ws in conns:
+                    assert json.loads(await ws.recv())["type"] == "hello"
+                remote = {"seq": 1, "rule": "remote-rule", "symbol": "ZZZZ", "kind": "enter", "values": {},
+                          "event_ts": 0.0, "scan_ts": 0.0, "host": "other-host", "tags": []}
+                redis.Redis.from_url(srv.url).publish("alerts", json.dumps(remote))
+                for ws in conns:
+                    async with asyncio.timeout(20):
+                        while True:
+                            msg = json.loads(await ws.recv())
+                            if msg["type"] == "alerts" and any(a["host"] == "other-host" for a in msg["alerts"]):
+                                break
+            finally:
+                for ws in conns:
+                    await ws.close()
+
+        asyncio.run(run())
+        served = [p for p in inst.status()["processes"] if p["name"].startswith("gateway-")]
+        assert all(p["in"] > 0 for p in served)  # both processes took alerts from Redis
+    finally:
+        if inst.proc and inst.proc.poll() is None:
+            inst.stop()
+        for name in instance_segments(inst.name):
+            os.unlink(f"/dev/shm/{name}")
+        srv.stop()
