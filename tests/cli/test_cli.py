@@ -56,3 +56,28 @@ def test_rules_add_list_rm_validate(tmp_path: Path) -> None:
     assert run("rules", "rm", "gap-up-4", *d).returncode == 0
     r = run("rules", "rm", "gap-up-4", *d)
     assert r.returncode == 1 and "no rule with id 'gap-up-4'" in r.stderr
+
+
+def test_daemon_start_status_stop(tmp_path: Path) -> None:
+    from procs.shared import instance_segments
+    from tests.support import free_port
+
+    name = f"dmn{os.getpid()}"
+    d = ["--data-dir", str(tmp_path), "--instance", name]
+    env = {"SCANNER_SYMBOLS": "300", "SCANNER_SCAN_WORKERS": "1", "SCANNER_HTTP_PORT": str(free_port())}
+    try:
+        r = run("start", *d, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "started" in r.stdout and "dashboard http://127.0.0.1:" in r.stdout
+        st = json.loads(run("status", "--json", *d).stdout)
+        assert st["instance"] == name and all(p["alive"] for p in st["processes"])
+        again = run("start", *d, env=env)
+        assert again.returncode == 1 and "already running" in again.stderr
+        r = run("stop", *d)
+        assert r.returncode == 0 and "stopped" in r.stdout
+        assert instance_segments(name) == []
+        assert not (tmp_path / f"{name}.pid").exists()
+    finally:
+        run("stop", *d)
+        for seg in instance_segments(name):
+            os.unlink(f"/dev/shm/{seg}")
