@@ -17,6 +17,8 @@ MODULES = {
     "scan": "procs.scan",
     "publisher": "procs.publisher",
     "gateway": "procs.gateway",
+    "notifier": "procs.notifier",
+    "storage": "procs.storage",
 }
 
 
