@@ -203,6 +203,10 @@ from cli import rules as _rules  # noqa: E402
 app.add_typer(_bench.app, name="bench")
 app.add_typer(_rules.app, name="rules")
 
+from cli.replay import replay_command  # noqa: E402
+
+app.command("replay")(replay_command)
+
 
 def main() -> None:
     app()

@@ -3,6 +3,11 @@
 The only writer of the ingest-owned columns. Malformed ticks are dropped and counted (slot
 `drops`), never crash the loop. The synthetic feed runs on the feed clock anchored in the
 control block, so a restarted ingest continues the same event time and prices.
+
+The replay feed (`feed = "replay"`, `scanner replay`) lives in `procs.ingest_replay`: there, and
+only there, ingest waits for the bars consumer instead of lapping it (flow control), owns the
+feed clock (`control.set_clock`, so bars' watermark follows the replayed time), and signals the
+end of data by setting its slot's `cycles` to 1 after the clock passed the last minute + grace.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import time
 
 import numpy as np
 
+from procs.ingest_replay import ReplayFeed
 from procs.runtime import BootError, Context
 from procs.shared import WRITERS
 from scanner.feeds.synthetic import SyntheticTape, make_universe
@@ -82,6 +88,11 @@ def main(ctx: Context) -> None:
     feed = ctx.settings.feed
     if feed == "synthetic":
         run_synthetic(ctx, sink)
+    elif feed == "replay":
+        ReplayFeed(ctx, sink).run()
+        while ctx.should_run():  # done (or stopping): stay up, the supervisor must not restart us
+            ctx.beat()
+            ctx.sleep_until(time.monotonic() + 0.1)
     elif feed == "none":
         while ctx.should_run():  # ticks come from elsewhere (tests, external ingest)
             ctx.beat()

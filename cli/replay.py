@@ -1,0 +1,321 @@
+"""`scanner replay FILE...`: recorded trades through the whole pipeline, with progress and a summary.
+
+The replay runs as an instance of its own (default name `replay`, data dir `var/replay`, HTTP
+port 8701, so it can run beside a live instance): the supervisor is started as
+`python -m cli.app start --foreground` with the settings in `SCANNER_SUPERVISOR_SETTINGS`
+(feed "replay"), the command watches it (`procs.replay.ReplayWatch`) until the feed is done and
+drained, prints the summary, then stops it with TERM and waits for a clean exit. Ctrl-C stops
+it the same way.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cli.common import ConfigOpt, ScannerError, fail, settings_from
+from scanner.config import Settings
+from scanner.feeds.replay import ReplayError, estimate_rows, spec_from_settings
+from scanner.session import NY
+
+DEFAULT_INSTANCE = "replay"
+DEFAULT_DATA_DIR = Path("var/replay")
+DEFAULT_PORT = 8701
+SUFFIXES = (".zip", ".dbn", ".dbn.zst", ".csv", ".csv.gz")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+InstanceOpt = Annotated[Optional[str], typer.Option(
+    "--instance", "-i", help=f"Instance name (default: '{DEFAULT_INSTANCE}').")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help=f"Data directory: pidfile, log, report (default: {DEFAULT_DATA_DIR}).")]
+
+
+def replay_command(
+    files: Annotated[list[str], typer.Argument(
+        help="Trade files: Lean tick zips, Databento trades .dbn[.zst], CSV / vendor .csv.gz; "
+             "globs and folders expand.", show_default=False)],
+    speed: Annotated[Optional[float], typer.Option(help="Pace: event seconds per wall second (1 = real time).")] = None,
+    max_speed: Annotated[bool, typer.Option("--max", help="As fast as the pipeline takes it.")] = False,
+    symbols: Annotated[Optional[str], typer.Option(help="Only these symbols, comma-separated.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, lean, dbn, csv or flat (vendor .csv.gz).")] = "auto",
+    daily: Annotated[Optional[Path], typer.Option(
+        help="Lean daily/ folder for previous close and average volume (default: next to Lean tick files).")] = None,
+    symbol_col: Annotated[Optional[str], typer.Option(help="CSV: symbol column (default 'symbol').")] = None,
+    ts_col: Annotated[Optional[str], typer.Option(help="CSV: timestamp column (default 'ts').")] = None,
+    price_col: Annotated[Optional[str], typer.Option(help="CSV: price column (default 'price').")] = None,
+    size_col: Annotated[Optional[str], typer.Option(help="CSV: size column (default 'size').")] = None,
+    ts_unit: Annotated[Optional[str], typer.Option(help="CSV: auto, iso, s, ms, us or ns.")] = None,
+    bars_out: Annotated[Optional[Path], typer.Option(help="Write every closed bar to this .npz or .csv file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    port: Annotated[Optional[int], typer.Option(
+        help=f"Gateway HTTP port (default {DEFAULT_PORT}; 0 = any free port).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
+    sinks: Annotated[bool, typer.Option(
+        "--sinks/--no-sinks", help="Keep the configured Redis/database/archive sinks (off: a replay stays local).")
+    ] = False,
+    config: ConfigOpt = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Replay recorded trades through the full pipeline (ingest, bars, indicators, scanners, gateway)."""
+    try:
+        if speed is not None and max_speed:
+            raise ScannerError("--speed and --max exclude each other")
+        if bars_out is not None and bars_out.suffix not in (".npz", ".csv"):
+            raise ScannerError(f"--bars-out must end in .npz or .csv, was {bars_out.name!r}")
+        layout = {k: v for k, v in (("symbol", symbol_col), ("ts", ts_col), ("price", price_col),
+                                    ("size", size_col), ("ts_unit", ts_unit)) if v}
+        settings = settings_from(
+            config, instance or DEFAULT_INSTANCE, data_dir or DEFAULT_DATA_DIR, feed="replay",
+            replay_files=[str(p) for p in expand(files)], replay_max=max_speed or None, replay_speed=speed,
+            replay_format=fmt, replay_daily=daily, replay_csv_layout=layout or None,
+            replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
+            http_port=_port(port), scan_workers=workers,
+        )
+        if not sinks:  # a replay of old data must not publish alerts or write bars to live systems
+            settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
+                                                   "s3_bucket": None})
+        code = run_replay(settings, bars_out=bars_out, as_json=as_json)
+    except ScannerError as exc:
+        fail(str(exc))
+        return
+    raise typer.Exit(code)
+
+
+def expand(args: list[str]) -> list[Path]:
+    """Files named, matched by a glob, or found (by suffix) under a folder; absolute paths."""
+    out: list[Path] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(SUFFIXES))
+        elif not p.exists() and any(c in a for c in "*?["):
+            found = [Path(f) for f in sorted(glob.glob(a, recursive=True)) if Path(f).is_file()]
+        else:
+            found = [p]
+        if not found:
+            raise ScannerError(f"no replay files match {a!r}")
+        out += found
+    return [f.resolve() for f in out]
+
+
+def _port(port: int | None) -> int:
+    if port is None:
+        return DEFAULT_PORT
+    if port:
+        return port
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: bool = False) -> int:
+    """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
+    from procs.replay import read_report
+    from procs.supervisor import read_pid
+
+    try:
+        spec = spec_from_settings(settings)
+    except ReplayError as exc:
+        raise ScannerError(str(exc)) from None
+    pid = read_pid(settings.pidfile())
+    if pid and _alive(pid):
+        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid}); "
+                           "stop it or pass --instance")
+    run_dir = settings.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from procs.ingest_replay import report_path
+
+    report_path(settings).unlink(missing_ok=True)
+    t0 = time.monotonic()
+    proc, log_from = _launch(settings)
+    watch = None
+    interrupted = False
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    try:
+        total = estimate_rows(spec)
+        with _Progress(total) as bar:
+            while True:
+                if proc.poll() is not None:
+                    raise ScannerError(f"the replay instance stopped (exit code {proc.returncode}): "
+                                       f"{_log_reason(settings.logfile(), log_from)}")
+                if watch is None:
+                    from procs.replay import ReplayWatch
+
+                    watch = ReplayWatch.attach(settings.instance)
+                if watch is not None:
+                    snap = watch.poll()
+                    bar.update(snap)
+                    if watch.finished(snap):
+                        break
+                time.sleep(0.1)
+            # one more scan cycle, so the scanners see the final state of the day
+            deadline = time.monotonic() + settings.scan_interval_ms / 1000 + 0.2
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            snap = watch.poll()
+            bar.update(snap, final=True)
+        report = read_report(settings) or {}
+        summary = _summary(settings, snap, report, watch.n_collected, watch.bars_lost(), time.monotonic() - t0)
+        if bars_out is not None:
+            from procs.replay import write_bars
+
+            write_bars(bars_out, watch.bars(), watch.symbols())
+            summary["bars_out"] = str(bars_out)
+    except KeyboardInterrupt:
+        interrupted = True
+        typer.echo(f"interrupted: stopping the replay instance {settings.instance!r}", err=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if watch is not None:
+            watch.close()
+        rc = _stop(proc, settings)
+    if interrupted:
+        return 130
+    summary["exit_code"] = rc
+    _print_summary(summary, as_json)
+    if rc != 0:
+        raise ScannerError(f"the replay instance did not stop cleanly (exit code {rc}); "
+                           f"see {settings.logfile()}")
+    return 0
+
+
+def _launch(settings: Settings) -> tuple[subprocess.Popen, int]:
+    """The supervisor in a session of its own (Ctrl-C reaches only this command, which stops it)."""
+    from cli.app import SUPERVISOR_SETTINGS_ENV
+
+    logfile = settings.logfile()
+    log_from = logfile.stat().st_size if logfile.exists() else 0
+    env = dict(os.environ)
+    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
+    with open(logfile, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    return proc, log_from
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # TERM / HUP to this command stop the replay like Ctrl-C
+
+
+def _stop(proc: subprocess.Popen, settings: Settings) -> int:
+    """TERM, wait until the stop deadline (Ctrl-C, TERM meanwhile are ignored), KILL if need be."""
+    if proc.poll() is not None:
+        return proc.returncode
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=settings.stop_timeout_s + 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _log_reason(logfile: Path, start: int) -> str:
+    """The last error line the instance logged in this run."""
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return f"see {logfile}"
+    errors = [ln for ln in lines if " ERROR " in ln or ln.startswith("error:")]
+    last = (errors[-1] if errors else (lines[-1] if lines else "no output")).strip()
+    return last.removeprefix("error:").strip() + f" (log {logfile})"
+
+
+def _fmt_ns(ns: int | None) -> str:
+    if not ns:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, NY).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _summary(settings: Settings, snap: Any, report: dict, collected: int, lost: int, duration: float) -> dict:
+    feed_s = max(0.0, (report.get("wall_done_ns", 0) - report.get("wall_start_ns", 0)) / 1e9)
+    return {
+        "instance": settings.instance, "files": len(settings.replay_files),
+        "ticks": snap.ticks, "bars": snap.bars, "alerts": snap.alerts,
+        "malformed": int(report.get("malformed", snap.malformed)), "skipped": int(report.get("skipped", 0)),
+        "dropped": snap.dropped, "late_ticks": snap.late, "bars_collected": collected, "bars_lost": lost,
+        "first_event": _fmt_ns(report.get("first_event_ns")), "last_event": _fmt_ns(report.get("last_event_ns")),
+        "duration_s": round(duration, 3), "feed_s": round(feed_s, 3),
+        "ticks_per_s": round(snap.ticks / feed_s) if feed_s > 0 else None,
+        "bad_lines": report.get("bad_lines", []), "error": report.get("error"),
+    }
+
+
+def _print_summary(s: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(s))
+        return
+    rate = f"{s['ticks_per_s']:,} ticks/s" if s["ticks_per_s"] else "-"
+    typer.echo(f"replay {s['instance']}: {s['files']} files, {s['first_event']} .. {s['last_event']} New York")
+    typer.echo(f"  ticks      {s['ticks']:>12,}  ({s['dropped']} dropped, {s['skipped']} skipped, "
+               f"{s['late_ticks']} late)")
+    typer.echo(f"  bars       {s['bars']:>12,}")
+    typer.echo(f"  alerts     {s['alerts']:>12,}")
+    typer.echo(f"  malformed  {s['malformed']:>12,}  rows")
+    typer.echo(f"  duration   {s['duration_s']:>12.1f}  s (feed {s['feed_s']:.1f} s, {rate})")
+    if s.get("bars_out"):
+        typer.echo(f"  bars out   {s['bars_out']} ({s['bars_collected']:,} bars, {s['bars_lost']} lost)")
+    if s["error"]:
+        typer.echo(f"  error      {s['error']}")
+    for src, line, why in s["bad_lines"]:
+        typer.echo(f"  {src}:{line}: {why}")
+    if s["malformed"] > len(s["bad_lines"]):
+        typer.echo(f"  ... {s['malformed'] - len(s['bad_lines'])} more malformed rows")
+
+
+class _Progress:
+    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 disable=not console.is_terminal)
+        self.task = self.progress.add_task("starting", total=total or None, info="")
+        self.total = total
+
+    def __enter__(self) -> _Progress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, snap: Any, final: bool = False) -> None:
+        done = snap.ticks + snap.dropped + snap.malformed
+        when = f"replay {_fmt_ns(snap.event_ns)[11:]} ET" if snap.event_ns else "starting"
+        self.progress.update(
+            self.task, completed=self.total if final and self.total else min(done, self.total or done),
+            description=when, info=f"{snap.ticks:,} ticks {snap.bars:,} bars {snap.alerts:,} alerts")
