@@ -208,6 +208,12 @@ from cli.replay import replay_command  # noqa: E402
 app.command("replay")(replay_command)
 
 
+from cli.storage import archive_command, migrate_command  # noqa: E402
+
+app.command("migrate")(migrate_command)
+app.command("archive")(archive_command)
+
+
 def main() -> None:
     app()
 

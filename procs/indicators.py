@@ -15,6 +15,7 @@ import numpy as np
 
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
+from procs.storage_history import warm_start
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine
 from scanner.metrics import CATALOGUE, Owner
 
@@ -29,6 +30,7 @@ def main(ctx: Context) -> None:
     head = h.head.copy()
     hist = h.hist.copy()
     engine.warm_up(hist, head)
+    warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
     del hist
     bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
     # inputs: every non-indicator column, copied consistently; outputs: private buffers

@@ -18,10 +18,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    srv = PostgresServer(tmp_path_factory.mktemp("pg"))
+def postgres_server() -> Iterator[PostgresServer]:
+    srv = PostgresServer.temporary()  # a dir the postgres user can enter (pytest's tmp is root-only)
     yield srv
-    srv.stop()
+    srv.remove()
 
 
 @pytest.fixture(scope="session")

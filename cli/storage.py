@@ -1,0 +1,126 @@
+"""`scanner migrate` and `scanner archive`: typer-compatible commands handing off to `procs.storage_*`.
+
+Registered by cli/app.py (`app.command("migrate")(migrate_command)`, `app.command("archive")(archive_command)`).
+Storage problems (`StorageError`) end in one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from scanner.config import Settings, load_settings
+from scanner.storage import StorageError
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
+InstanceOpt = Annotated[Optional[str], typer.Option("--instance", "-i", help="Instance name (default: 'default').")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (pidfile, logs, rules).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line.")]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise StorageError(f"invalid setting {field}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read configuration: {exc}") from None
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def run_migrations(s: Settings) -> dict:
+    """Apply PostgreSQL and/or ClickHouse migrations for the configured sinks."""
+    if not (s.database_url or s.clickhouse_url):
+        raise StorageError("nothing to migrate: set database_url and/or clickhouse_url")
+    out: dict = {}
+    if s.database_url:
+        from procs.storage_pg import migrate
+
+        out["postgresql"] = migrate(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
+                                    compress_after_days=s.bar_compress_after_days)
+    if s.clickhouse_url:
+        from procs.storage_ch import client
+        from procs.storage_ch import migrate as ch_migrate
+
+        ch = client(s.clickhouse_url)
+        try:
+            out["clickhouse"] = ch_migrate(ch)
+        finally:
+            ch.close()
+    return out
+
+
+def migrate_command(
+    config: ConfigOpt = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: Annotated[Optional[str], typer.Option(help="PostgreSQL URL (default: the setting).")] = None,
+    clickhouse_url: Annotated[Optional[str], typer.Option(help="ClickHouse URL (default: the setting).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the database migrations (versioned, idempotent, recorded in schema_migrations)."""
+    _logging()
+    try:
+        s = _settings(config, instance=instance, data_dir=data_dir, database_url=database_url,
+                      clickhouse_url=clickhouse_url)
+        out = run_migrations(s)
+    except StorageError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    for engine, r in out.items():
+        applied = ", ".join(r["applied"]) or "nothing new"
+        flavor = f" ({r['flavor']})" if "flavor" in r else ""
+        typer.echo(f"{engine}{flavor}: at version {r['current']}; applied {applied}")
+
+
+def archive_command(
+    date: Annotated[str, typer.Option("--date", help="Trading day, YYYY-MM-DD.")],
+    restore: Annotated[bool, typer.Option("--restore", help="Load the archived day back into ClickHouse.")] = False,
+    config: ConfigOpt = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive a day's bars (and trades) to S3 as Parquet with a manifest, or restore one."""
+    _logging()
+    try:
+        from procs.storage_s3 import archive_day, restore_day
+        from scanner.storage.archive import iso_day, parse_day
+
+        s = _settings(config, instance=instance, data_dir=data_dir)
+        day = parse_day(date)
+        if restore:
+            out: dict = {"restored": restore_day(s, day), "date": iso_day(day)}
+            msg = f"restored {iso_day(day)} into ClickHouse: " + ", ".join(
+                f"{t} {n} rows" for t, n in out["restored"].items())
+        else:
+            manifest = archive_day(s, day)
+            out = manifest or {"date": iso_day(day), "files": []}
+            msg = (f"archived {iso_day(day)}: " + ", ".join(f"{f['table']} {f['rows']} rows -> s3://{s.s3_bucket}/"
+                                                            f"{f['key']}" for f in out["files"])
+                   if manifest else f"no bars for {iso_day(day)}: nothing archived")
+    except StorageError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(out) if as_json else msg)
