@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, ScannerError, fail, settings_from
+from procs.status import pid_alive
 from scanner.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -76,7 +77,7 @@ def daemonize(settings: Settings) -> None:
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     pid = read_pid(settings.pidfile())
-    if pid and _pid_alive(pid):
+    if pid and pid_alive(pid):
         raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid})")
     log = open(settings.logfile(), "ab")
     env = dict(os.environ)
@@ -103,16 +104,6 @@ def daemonize(settings: Settings) -> None:
     raise ScannerError(f"instance did not come up within 60 s; see {settings.logfile()}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 @app.command()
 def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Stop a running instance cleanly (TERM; the supervisor stops its children)."""
@@ -121,13 +112,13 @@ def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataD
     try:
         settings = settings_from(config, instance, data_dir)
         pid = read_pid(settings.pidfile())
-        if not pid or not _pid_alive(pid):
+        if not pid or not pid_alive(pid):
             raise ScannerError(f"instance {settings.instance!r} is not running")
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + settings.stop_timeout_s + 10
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             raise ScannerError(f"supervisor pid {pid} did not stop within the deadline")
         typer.echo(f"instance {settings.instance!r} stopped")
     except ScannerError as exc:

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cli.common import ConfigOpt, ScannerError, fail, settings_from
+from procs.status import pid_alive
 from scanner.config import Settings
 from scanner.feeds.replay import ReplayError, estimate_rows, spec_from_settings
 from scanner.session import NY
@@ -130,7 +131,7 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: boo
     except ReplayError as exc:
         raise ScannerError(str(exc)) from None
     pid = read_pid(settings.pidfile())
-    if pid and _alive(pid):
+    if pid and pid_alive(pid):
         raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid}); "
                            "stop it or pass --instance")
     run_dir = settings.run_dir()
@@ -225,16 +226,6 @@ def _stop(proc: subprocess.Popen, settings: Settings) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _log_reason(logfile: Path, start: int) -> str:

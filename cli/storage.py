@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 
-from scanner.config import Settings, load_settings
+from cli.common import ScannerError, settings_from
+from scanner.config import Settings
 from scanner.storage import StorageError
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
@@ -27,13 +27,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
     try:
-        return load_settings(config, **overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise StorageError(f"invalid setting {field}: {first['msg']}") from None
-    except (OSError, ValueError) as exc:
-        raise StorageError(f"cannot read configuration: {exc}") from None
+        return settings_from(config, overrides.pop("instance", None), overrides.pop("data_dir", None),  # type: ignore[arg-type]
+                             **overrides)
+    except ScannerError as exc:
+        raise StorageError(str(exc)) from None
 
 
 def _logging() -> None:

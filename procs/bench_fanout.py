@@ -11,7 +11,6 @@ baseline, in the same run.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -27,10 +26,10 @@ from procs.services import RedisService, free_port
 from procs.shared import instance_segments
 
 
-def _start_instance(tmp: Path, port: int, symbols: int) -> subprocess.Popen:
+def _start_instance(tmp: Path, port: int, symbols: int, rate: float) -> subprocess.Popen:
     env = dict(os.environ)
     env.update({"SCANNER_INSTANCE": f"fanout{os.getpid()}", "SCANNER_DATA_DIR": str(tmp / "data"),
-                "SCANNER_SYMBOLS": str(symbols), "SCANNER_HTTP_PORT": str(port), "SCANNER_FEED_RATE": "20000",
+                "SCANNER_SYMBOLS": str(symbols), "SCANNER_HTTP_PORT": str(port), "SCANNER_FEED_RATE": str(rate),
                 "SCANNER_SCAN_INTERVAL_MS": "100"})
     log = open(tmp / "instance.log", "wb")
     return subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env, stdout=log,
@@ -38,8 +37,10 @@ def _start_instance(tmp: Path, port: int, symbols: int) -> subprocess.Popen:
 
 
 async def _clients(port: int, n: int, seconds: float) -> tuple[list[float], int, int]:
+    import msgspec
     import websockets
 
+    decode = msgspec.json.Decoder().decode
     url = f"ws://127.0.0.1:{port}/ws"
     lat: list[float] = []
     frames = 0
@@ -56,7 +57,7 @@ async def _clients(port: int, n: int, seconds: float) -> tuple[list[float], int,
                 except TimeoutError:
                     break
                 now = time.time()
-                msg = json.loads(raw)
+                msg = decode(raw)
                 if msg.get("type") == "alerts":
                     frames += 1
                     lat.extend((now - a["scan_ts"]) * 1e3 for a in msg["alerts"])
@@ -112,17 +113,18 @@ def bench_publisher(url: str, workdir: Path, n: int = 100_000) -> dict:
             "publisher_speedup_vs_unpipelined": round(batched / plain, 1), "publisher_ops_per_alert": 3}
 
 
-def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 2000) -> dict:
+def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000, rate: float = 5000.0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="scanner-fanout-"))
     redis_srv = RedisService(tmp / "redis")
     port = free_port()
-    inst = _start_instance(tmp, port, symbols)
+    inst = _start_instance(tmp, port, symbols, rate)
     try:
         _wait_http(port)
         time.sleep(2.0)  # let the first cycles and alerts start
         lat, frames, connected = asyncio.run(_clients(port, clients, seconds))
         out: dict = {"benchmark": "fanout", "clients": clients, "clients_connected": connected,
-                     "seconds": seconds, "frames_received": frames, "alerts_received": len(lat)}
+                     "seconds": seconds, "symbols": symbols, "feed_ticks_per_s": rate,
+                     "frames_received": frames, "alerts_received": len(lat)}
         if lat:
             a = np.array(lat)
             out.update({"latency_ms_p50": round(float(np.percentile(a, 50)), 2),

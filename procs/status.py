@@ -12,7 +12,8 @@ from shm.control import STATE_DEAD, ControlBlock
 STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead"}
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (possibly owned by another user)."""
     if pid <= 0:
         return False
     try:
@@ -62,7 +63,7 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
         if not name:
             continue
         pid = int(s["pid"])
-        alive = _alive(pid) and int(s["state"]) != STATE_DEAD
+        alive = pid_alive(pid) and int(s["state"]) != STATE_DEAD
         started = _stat_start(pid) if alive else None
         hb = int(s["heartbeat_ns"])
         procs.append({

@@ -14,7 +14,6 @@ database committed them, and every write is idempotent, so a replay never duplic
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import numpy as np
 
 from procs.runtime import BootError, Context
 from procs.shared import BAR_CONSUMER_STORAGE, TICK_CONSUMER_STORAGE
+from procs.status import pid_alive
 from procs.storage_sink import SinkThread, Writer
 from scanner.config import Settings
 from scanner.storage.rows import SPOOL_BAR_DTYPE, SPOOL_TRADE_DTYPE, bars_to_spool, trades_to_spool
@@ -193,7 +193,7 @@ def _drain_until_producers_stop(ctx: Context, streams: list[SpooledStream], time
     deadline = time.monotonic() + timeout_s
     while True:
         ctx.beat()
-        running = [i for i in producers if int(slots[i]["state"]) == STATE_RUNNING and _alive(int(slots[i]["pid"]))]
+        running = [i for i in producers if int(slots[i]["state"]) == STATE_RUNNING and pid_alive(int(slots[i]["pid"]))]
         for st in streams:
             st.pump(time.monotonic(), force=not running)
         if not running or time.monotonic() >= deadline:
@@ -201,18 +201,6 @@ def _drain_until_producers_stop(ctx: Context, streams: list[SpooledStream], time
         time.sleep(PASS_S)
     for st in streams:
         st.pump(time.monotonic(), force=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _report(ctx: Context, threads: list[SinkThread], streams: list[SpooledStream], seen: dict[str, int]) -> None:
