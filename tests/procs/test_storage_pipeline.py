@@ -114,7 +114,8 @@ def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis
         for j in range(head[r]):
             want[(keys[r].decode(), int(hist[HIST["minute"], r, j]) * MINUTE_NS)] = (
                 hist[HIST["close"], r, j], hist[HIST["volume"], r, j])
-    assert len(want) >= 3 * 200  # several minutes of 200 symbols
+    # several minutes of 200 symbols (a quiet symbol may skip a minute: no trade, no bar)
+    assert len({m for _, m in want}) >= 3 and len(want) >= 2 * 200
     with psycopg.connect(pg.url) as c:
         rows = c.execute("SELECT symbol, (extract(epoch FROM bucket) * 1e9)::int8, close, volume "
                          "FROM bars_1m").fetchall()
