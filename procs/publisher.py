@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from procs.redis_out import LiveMirror, RedisSink
+from procs.rules_admin import rules_source
 from procs.runtime import Context
 from procs.shared import ALERT_CONSUMER_PUBLISHER
 from scanner.alert_json import AlertEncoder
@@ -31,7 +32,7 @@ def main(ctx: Context) -> None:
     sh = ctx.shared
     consumers = [r.consumer(ALERT_CONSUMER_PUBLISHER) for r in sh.alerts]
     feed = sh.feed.producer()
-    encoder = AlertEncoder(sh.table.key_list(), ctx.settings.rules_file())
+    encoder = AlertEncoder(sh.table.key_list(), rules_source(ctx.settings))
     s = ctx.settings
     redis = (RedisSink(s.redis_url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen)
              if s.redis_url else None)

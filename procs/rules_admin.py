@@ -16,7 +16,7 @@ from pathlib import Path
 from procs.shared import seg_name
 from scanner.config import Settings
 from scanner.rules.model import Rule
-from scanner.rules.store import RuleStore
+from scanner.rules.store import RuleStore, install_default_pack
 from shm.control import ControlBlock
 
 log = logging.getLogger("scanner.rules")
@@ -41,9 +41,34 @@ def bump_generation(settings: Settings, control: ControlBlock | None = None) -> 
             control.close()
 
 
+def open_store(settings: Settings, on_change=None) -> RuleStore:  # type: ignore[no-untyped-def]
+    """The configured rule store: PostgreSQL (shared by every host) or the JSON file."""
+    if settings.rules_in_postgres():
+        from procs.rules_pg import PgRuleStore
+
+        return PgRuleStore(settings.database_url or "", on_change)
+    return RuleStore(settings.rules_file(), on_change)
+
+
+def rules_source(settings: Settings):  # type: ignore[no-untyped-def]
+    """A function returning the stored rules as dicts (for the alert encoder)."""
+    def load() -> list[dict]:
+        return [r.dump() for r in open_store(settings).list()]
+
+    return load
+
+
+def install_defaults(settings: Settings) -> bool:
+    """First start: the default rule pack into an empty store; True if written."""
+    store = open_store(settings)
+    if hasattr(store, "install_defaults"):
+        return store.install_defaults()
+    return install_default_pack(settings.rules_file())
+
+
 def store_for(settings: Settings, control: ControlBlock | None = None) -> RuleStore:
     """The instance's rule store, bumping the generation after every write."""
-    return RuleStore(settings.rules_file(), on_change=lambda _rules: bump_generation(settings, control))
+    return open_store(settings, on_change=lambda _rules: bump_generation(settings, control))
 
 
 def rule_summary(rule: Rule) -> dict:

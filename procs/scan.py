@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
+from procs.rules_admin import open_store
 from procs.runtime import Context
 from scanner.metrics import HIST
 from scanner.rules.engine import ScanEngine
-from scanner.rules.store import RuleStore
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
 
 log = logging.getLogger("scanner.scan")
@@ -51,7 +51,7 @@ class Worker:
         self.lo, self.hi = partition(sh.table.n_rows, len(sh.alerts), self.index, ctx.settings.block_rows)
         self.keys = sh.table.key_list()[self.lo:self.hi]
         self.ring = sh.alerts[self.index].producer()
-        self.store = RuleStore(ctx.settings.rules_file())
+        self.store = open_store(ctx.settings)
         self.generation = -1
         self.engine: ScanEngine | None = None
         self.hist_fields = self.hist_ago = np.empty(0, np.int64)

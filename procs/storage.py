@@ -132,8 +132,9 @@ def main(ctx: Context) -> None:
     names = tuple(w.name for w in writers)
     streams = open_streams(ctx, names)
     consumer = f"{socket.gethostname()}-{s.instance}"
+    mirror = None if s.rules_in_postgres() else s.rules_file()  # the PostgreSQL store needs no mirror
     threads = [SinkThread(w, {st.name: st.spool for st in streams if w.name in st.spool.sinks},
-                          redis_url=s.redis_url, consumer=consumer, rules_file=s.rules_file()) for w in writers]
+                          redis_url=s.redis_url, consumer=consumer, rules_file=mirror) for w in writers]
     for t in threads:
         t.start()
     archiver = None

@@ -31,7 +31,6 @@ from scanner.config import Settings
 from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
-from scanner.rules.store import install_default_pack
 from scanner.session import NY, session_bounds_ns, trading_day
 from shm.control import STATE_DEAD, STATE_RUNNING, STATE_STARTING
 from shm.platform import check_memory_model
@@ -191,6 +190,30 @@ class Supervisor:
                 f"symbol range {s.range_start}:{end} is outside the universe of {len(names)} symbols"
             )
         return names[s.range_start:end]
+
+    def prepare_rules(self) -> None:
+        """Default pack into an empty store; with the PostgreSQL store, the schema first and a
+        watcher that turns a change made through another host into a generation bump here."""
+        from procs.rules_admin import bump_generation, install_defaults, open_store
+
+        if self.s.rules_in_postgres():
+            import psycopg
+
+            from procs.rules_pg import RulesVersionWatcher
+            from procs.storage_pg import migrate
+
+            try:
+                migrate(self.s.database_url or "", retention_days=self.s.bar_retention_days,
+                        compress_after_days=self.s.bar_compress_after_days)
+            except (psycopg.Error, OSError) as exc:
+                raise SupervisorError(f"the rule store is in PostgreSQL (database_url) and it is not "
+                                      f"reachable: {exc}") from None
+            control = self.shared.control if self.shared else None
+            self.rules_watcher = RulesVersionWatcher(open_store(self.s),  # type: ignore[arg-type]
+                                                     lambda: bump_generation(self.s, control))
+            self.rules_watcher.start()
+        if install_defaults(self.s):
+            log.info("no rule store yet: installed the default rule pack")
 
     def allocate(self) -> Shared:
         s = self.s
@@ -417,8 +440,7 @@ class Supervisor:
             for name in stale:
                 os.unlink(Segment.path(name))
         self.shared = self.allocate()
-        if install_default_pack(self.s.rules_file()):
-            log.info("no rule store yet: installed the default rule pack in %s", self.s.rules_file())
+        self.prepare_rules()
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()

@@ -8,7 +8,9 @@ keeps the last few generations so that alerts raised just before a rule change s
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 from scanner.records import ALERT_ENTER
 
 NS = 1_000_000_000
+log = logging.getLogger("scanner.alerts")
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -43,11 +46,12 @@ class RuleMeta:
 
 
 class AlertEncoder:
-    def __init__(self, keys: list[str], rules_file: Path, host: str = "") -> None:
+    def __init__(self, keys: list[str], rules: Path | Callable[[], list[dict[str, Any]]], host: str = "") -> None:
+        """`rules`: the JSON rule file, or a function returning the stored rules as dicts."""
         import socket
 
         self.keys = keys
-        self.rules_file = rules_file
+        self.load = rules if callable(rules) else (lambda: json.loads(Path(rules).read_text()))
         self.host = host or socket.gethostname()
         self._by_gen: OrderedDict[int, list[RuleMeta]] = OrderedDict()
 
@@ -55,8 +59,9 @@ class AlertEncoder:
         metas = self._by_gen.get(generation)
         if metas is None:
             try:
-                raw = json.loads(self.rules_file.read_text())
-            except (OSError, ValueError):
+                raw = self.load()
+            except Exception as exc:  # noqa: BLE001 - unknown rules still encode, by index
+                log.warning("rules for generation %d not readable (%s): alerts carry rule indices", generation, exc)
                 raw = []
             metas = [RuleMeta(r) for r in raw if isinstance(r, dict)]
             self._by_gen[generation] = metas

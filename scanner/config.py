@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
     database_url: str | None = None
+    rules_store: Literal["auto", "file", "postgres"] = Field(
+        "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
 
     # storage (procs/storage.py; see docs/storage.md)
     clickhouse_url: str | None = Field(
@@ -163,6 +165,9 @@ class Settings(BaseSettings):
 
     def checkpoint_file(self) -> Path:
         return self.run_dir() / f"{self.instance}.checkpoint.npz"
+
+    def rules_in_postgres(self) -> bool:
+        return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))
 
     def rules_file(self) -> Path:
         return self.run_dir() / "rules.json"

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from procs.rules_admin import rules_source
 from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
 from scanner.config import Settings
@@ -53,7 +54,7 @@ class GatewayState:
         self.shared = shared
         self.keys = shared.table.key_list()
         self.row_of = {k: i for i, k in enumerate(self.keys)}
-        self.encoder = AlertEncoder(self.keys, settings.rules_file())
+        self.encoder = AlertEncoder(self.keys, rules_source(settings))
         self.feed = shared.feed.consumer(feed_consumer)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)
         self.clients: set[Client] = set()

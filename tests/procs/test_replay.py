@@ -19,8 +19,8 @@ from procs.shared import instance_segments
 from procs.supervisor import read_pid
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.lean import read_lean_ticks
-from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
 from scanner.session import MINUTE_NS, session_bounds_ns
+from tests.scanner.helpers import pandas_reference_bars
 from tests.support import SHARED_DATA, free_port, stop_pid
 
 SCANNER = [sys.executable, "-m", "cli.app"]
@@ -47,27 +47,11 @@ def replay(tmp: Path, *args: str, timeout: float = 180) -> tuple[dict, subproces
 
 
 def reference_bars(ticks: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """1-minute bars by pandas resample: volume, trades, VWAP over every tick; OHLC over ticks
-    without odd-lot / no-last flags (a minute of only such ticks: flat at the last close)."""
-    df = pd.DataFrame({"sym": ticks["sym"], "ts": ticks["ts_ns"], "price": ticks["price"],
-                       "size": ticks["size"], "flags": ticks["flags"]})
-    df["pv"] = df.price * df["size"]
-    df["priced"] = (df["flags"] & (TICK_ODD_LOT | TICK_NO_LAST)) == 0
-    out = []
-    for sym, g in df.groupby("sym", sort=True):
-        g = g.set_index(pd.to_datetime(g.ts, unit="ns"))
-        agg = g.resample("1min").agg({"size": "sum", "pv": "sum", "price": "count"})
-        agg = agg[agg.price > 0].rename(columns={"size": "volume", "price": "trades"})
-        agg = agg.join(g[g.priced].price.resample("1min").ohlc().reindex(agg.index))
-        agg["vwap"] = agg.pv / agg.volume
-        ohlc = agg[["open", "high", "low", "close"]].to_numpy()
-        for i in np.flatnonzero(np.isnan(ohlc[:, 0])):
-            ohlc[i] = ohlc[i - 1, 3] if i > 0 else agg.vwap.iloc[i]
-        agg[["open", "high", "low", "close"]] = ohlc
-        agg["symbol"] = names[int(sym)]
-        agg["minute_ns"] = agg.index.asi8
-        out.append(agg.reset_index(drop=True))
-    return pd.concat(out, ignore_index=True).sort_values(["symbol", "minute_ns"], ignore_index=True)
+    """The pandas reference (tests/scanner/helpers.py), keyed by symbol name."""
+    df = pd.DataFrame({k: ticks[k] for k in ("sym", "ts_ns", "price", "size", "flags")})
+    ref = pandas_reference_bars(df)
+    ref["symbol"] = [names[int(i)] for i in ref["sym"]]
+    return ref.sort_values(["symbol", "minute_ns"], ignore_index=True)
 
 
 def bars_frame(path: Path) -> pd.DataFrame:

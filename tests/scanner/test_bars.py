@@ -14,7 +14,7 @@ from scanner.feeds.lean import lean_tick_files, read_lean_ticks
 from scanner.metrics import HIST
 from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
 from scanner.session import MINUTE_NS, NS, session_bounds_ns, trading_day
-from tests.scanner.helpers import data_path
+from tests.scanner.helpers import data_path, pandas_reference_bars
 
 DAY = 20131008
 B = session_bounds_ns(DAY)
@@ -38,29 +38,6 @@ def _sorted(bars: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- real ticks vs pandas
-
-
-def _reference_bars(df: pd.DataFrame) -> pd.DataFrame:
-    """Independent 1-minute bars: a pandas resample per symbol. Volume, trades and VWAP count
-    every tick; OHLC only ticks without odd-lot / no-last flags; a minute with only flagged
-    ticks is flat at the previous bar's close (its VWAP when there is none)."""
-    df = df.assign(pv=df.price * df["size"], priced=(df["flags"] & (TICK_ODD_LOT | TICK_NO_LAST)) == 0)
-    out = []
-    for sym, g in df.groupby("sym", sort=True):
-        g = g.set_index(pd.to_datetime(g.ts_ns, unit="ns"))
-        agg = g.resample("1min").agg({"size": "sum", "pv": "sum", "price": "count"})
-        agg = agg[agg.price > 0].rename(columns={"size": "volume", "price": "trades"})
-        p = g[g.priced].price.resample("1min").ohlc().reindex(agg.index)
-        agg = agg.join(p)
-        agg["vwap"] = agg.pv / agg.volume
-        ohlc = agg[["open", "high", "low", "close"]].to_numpy()
-        for i in np.flatnonzero(np.isnan(ohlc[:, 0])):
-            ohlc[i] = ohlc[i - 1, 3] if i > 0 else agg.vwap.iloc[i]
-        agg[["open", "high", "low", "close"]] = ohlc
-        agg["sym"] = sym
-        agg["minute_ns"] = agg.index.asi8
-        out.append(agg.reset_index(drop=True))
-    return pd.concat(out, ignore_index=True).sort_values(["sym", "minute_ns"], ignore_index=True)
 
 
 def _day_reference(df: pd.DataFrame, day: int) -> pd.DataFrame:
@@ -126,7 +103,7 @@ def test_lean_ticks_match_pandas_resample(lean_ticks: tuple[np.ndarray, list[np.
 
     df = pd.DataFrame({k: ticks[k] for k in ("sym", "ts_ns", "price", "size", "flags")})
     assert (df["flags"] != 0).sum() >= (7 if flag_share == 0 else len(df) * flag_share * 0.9)
-    ref = _reference_bars(df)
+    ref = pandas_reference_bars(df)
     assert len(bars) == len(ref)
     np.testing.assert_array_equal(bars["sym"], ref.sym)
     np.testing.assert_array_equal(bars["minute_ns"], ref.minute_ns)
