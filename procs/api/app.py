@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 
-from procs.api import alerts, health, prom, symbols
+from procs.api import alerts, bars, health, prom, symbols
 from procs.api.deps import ReadAuth
 from procs.api.state import GatewayState
 
@@ -53,6 +53,7 @@ def create_app(state: GatewayState) -> FastAPI:
     app.include_router(prom.router)
     app.include_router(symbols.router, dependencies=[ReadAuth])
     app.include_router(alerts.router)
+    app.include_router(bars.router)
     from procs.api import rules
 
     app.include_router(rules.router)

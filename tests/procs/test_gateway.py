@@ -22,7 +22,8 @@ READ, WRITE = "read-key-123", "write-key-456"
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     tmp = tmp_path_factory.mktemp("gw")
     inst = Instance(tmp, f"g{os.getpid()}", SCANNER_API_KEYS=json.dumps({READ: "read", WRITE: "write"}),
-                    SCANNER_FEED_RATE="20000", SCANNER_SCAN_INTERVAL_MS="100")
+                    SCANNER_FEED_RATE="20000", SCANNER_SCAN_INTERVAL_MS="100",
+                    SCANNER_FEED_SPEED="30")  # a minute of event time every 2 s: bars close quickly
     inst.start()
     eventually(inst.all_running, 60, 0.2, "instance up")
     yield inst
@@ -85,6 +86,21 @@ def test_rule_crud_validation_and_reload(gw: Instance) -> None:
     assert m["workers_pending"] == []
     assert c.delete("/api/rules/t-all-priced").status_code == 204
     assert c.get("/api/rules/t-all-priced").status_code == 404
+
+
+def test_bars_from_shared_memory(gw: Instance) -> None:
+    c = api(gw)
+    sym = c.get("/api/top", params={"metric": "day_volume", "limit": 1}).json()["rows"][0]["symbol"]
+    got = eventually(lambda: (r := c.get(f"/api/bars/{sym}").json())["bars"] and r, 30, 0.2, "closed bars")
+    assert got["source"] == "memory"
+    for b in got["bars"]:
+        assert b["low"] <= min(b["open"], b["close"]) <= max(b["open"], b["close"]) <= b["high"]
+        assert b["volume"] > 0 and b["trades"] >= 1
+    times = [b["t"] for b in got["bars"]]
+    assert times == sorted(times)
+    assert c.get("/api/bars/NOSUCH").status_code == 404
+    bad = c.get(f"/api/bars/{sym}", params={"start": "2026-01-02T00:00", "end": "2026-01-01T00:00"})
+    assert bad.status_code == 422
 
 
 def test_prometheus_metrics(gw: Instance) -> None:

@@ -57,7 +57,8 @@ def test_a_change_through_one_host_reaches_the_other(db: str, tmp_path: Path) ->
     for name in ("ha", "hb"):
         (tmp_path / name).mkdir()
     hosts = [Instance(tmp_path / name, f"{name}{os.getpid()}", SCANNER_DATABASE_URL=db, SCANNER_SYMBOLS="300",
-                      SCANNER_SCAN_WORKERS="1", SCANNER_SCAN_INTERVAL_MS="200") for name in ("ha", "hb")]
+                      SCANNER_SCAN_WORKERS="1", SCANNER_SCAN_INTERVAL_MS="200",
+                      SCANNER_FEED_SPEED="30") for name in ("ha", "hb")]
     try:
         for h in hosts:
             h.start()
@@ -72,6 +73,10 @@ def test_a_change_through_one_host_reaches_the_other(db: str, tmp_path: Path) ->
         eventually(lambda: b.get("/api/status").json()["rules_generation"] > gen_b, 20, 0.2, "host B notified")
         m = eventually(lambda: (r := b.get("/api/rules/via-host-a/matches").json())["count"] > 0 and r, 20, 0.2)
         assert m["workers_pending"] == []
+        # bars of a symbol come from the database once the storage writer committed some
+        sym = b.get("/api/top", params={"metric": "day_volume", "limit": 1}).json()["rows"][0]["symbol"]
+        got = eventually(lambda: (r := b.get(f"/api/bars/{sym}").json())["bars"] and r, 60, 0.5, "bars in PG")
+        assert got["source"] == "postgres" and all(x["high"] >= x["low"] for x in got["bars"])
     finally:
         for h in hosts:
             if h.proc and h.proc.poll() is None:
