@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from procs.shared import instance_segments
-from tests.procs.test_supervisor import Instance
+from tests.procs.instance import Instance
 from tests.support import eventually
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -25,9 +24,7 @@ def dash(tmp_path: Path) -> Iterator[Instance]:
     inst.start()
     eventually(inst.all_running, 60, 0.2, "instance up")
     yield inst
-    inst.stop()
-    for name in instance_segments(inst.name):
-        os.unlink(f"/dev/shm/{name}")
+    inst.close()
 
 
 def test_dashboard_table_alerts_and_rule_editor(dash: Instance, tmp_path: Path) -> None:

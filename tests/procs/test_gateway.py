@@ -11,8 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from procs.shared import instance_segments
-from tests.procs.test_supervisor import Instance
+from tests.procs.instance import Instance
 from tests.support import eventually
 
 READ, WRITE = "read-key-123", "write-key-456"
@@ -27,9 +26,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst.start()
     eventually(inst.all_running, 60, 0.2, "instance up")
     yield inst
-    inst.stop()
-    for name in instance_segments(inst.name):
-        os.unlink(f"/dev/shm/{name}")
+    inst.close()
 
 
 def api(inst: Instance, key: str | None = READ) -> httpx.Client:

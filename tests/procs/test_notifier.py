@@ -6,7 +6,6 @@ import base64
 import email
 import email.policy
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,13 +25,12 @@ import redis
 from aiosmtpd.controller import Controller
 
 from procs.notifier import Notifier, PassStats
-from procs.shared import instance_segments
 from procs.supervisor import process_names
 from scanner.config import Settings
 from scanner.notify import signing
 from scanner.notify.destinations import parse_destinations
 from scanner.notify.limits import RetrySchedule
-from tests.procs.test_supervisor import Instance, child
+from tests.procs.instance import Instance, child
 from tests.support import REPO, RedisServer, eventually, free_port
 
 SECRET = "whsec-0123456789abcdef"
@@ -401,9 +399,4 @@ def test_notifier_process_under_the_supervisor(redis_server: Any, receiver: Rece
         assert json.loads(receiver.got("/ops")[0].body)["symbol"] == "ZZTEST"
         assert inst.stop() == 0
     finally:
-        if inst.proc and inst.proc.poll() is None:
-            inst.proc.kill()
-            inst.proc.wait()
-        for name in instance_segments(inst.name):
-            if os.path.exists(f"/dev/shm/{name}"):
-                os.unlink(f"/dev/shm/{name}")
+        inst.close()

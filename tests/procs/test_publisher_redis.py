@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from procs.shared import instance_segments
-from tests.procs.test_supervisor import Instance, child
+from tests.procs.instance import Instance, child
 from tests.support import RedisServer, eventually
 
 
@@ -25,10 +24,7 @@ def redis_inst(tmp_path: Path) -> Iterator[tuple[Instance, RedisServer]]:
         eventually(inst.all_running, 60, 0.2, "instance up")
         yield inst, srv
     finally:
-        if inst.proc and inst.proc.poll() is None:
-            inst.stop()
-        for name in instance_segments(inst.name):
-            os.unlink(f"/dev/shm/{name}")
+        inst.close()
         srv.stop()
 
 
@@ -107,8 +103,5 @@ def test_gateways_fan_out_alerts_of_every_host_through_redis(tmp_path: Path) -> 
         served = [p for p in inst.status()["processes"] if p["name"].startswith("gateway-")]
         assert all(p["in"] > 0 for p in served)  # both processes took alerts from Redis
     finally:
-        if inst.proc and inst.proc.poll() is None:
-            inst.stop()
-        for name in instance_segments(inst.name):
-            os.unlink(f"/dev/shm/{name}")
+        inst.close()
         srv.stop()

@@ -12,10 +12,9 @@ import pytest
 
 from procs.rules_pg import PgRuleStore
 from procs.services import PostgresServer
-from procs.shared import instance_segments
 from procs.storage_pg import migrate
 from scanner.rules.store import RuleStoreError
-from tests.procs.test_supervisor import Instance
+from tests.procs.instance import Instance
 from tests.support import eventually
 
 
@@ -79,8 +78,5 @@ def test_a_change_through_one_host_reaches_the_other(db: str, tmp_path: Path) ->
         assert got["source"] == "postgres" and all(x["high"] >= x["low"] for x in got["bars"])
     finally:
         for h in hosts:
-            if h.proc and h.proc.poll() is None:
-                h.stop()
-            for name in instance_segments(h.name):
-                os.unlink(f"/dev/shm/{name}")
+            h.close()
 
