@@ -27,6 +27,7 @@ def inst(tmp_path: Path) -> Iterator[Instance]:
 
 def test_lifecycle_restart_checkpoint(inst: Instance) -> None:
     st = eventually(inst.all_running, 60, 0.2, "all processes running")
+    assert inst.cli_status()["instance"] == inst.name  # the CLI reads the same object
     names = {p["name"] for p in st["processes"]}
     assert {"ingest", "bars", "indicators", "scan-0", "scan-1", "publisher", "gateway"} <= names
     for key in ("instance", "processes", "ticks_per_s", "scan_p99_ms", "alerts_per_s", "drops"):
