@@ -69,8 +69,9 @@ async def ws(websocket: WebSocket) -> None:
     if not websocket_allowed(websocket):  # accept first so the client gets a reason, not a bare 403
         await websocket.close(code=4401, reason="missing or unknown API key")
         return
+    await websocket.send_text(json.dumps({"type": "hello", "instance": state.settings.instance}))
     client = Client(asyncio.Queue(CLIENT_QUEUE))
-    state.clients.add(client)
+    state.clients.add(client)  # only now: "hello" is always the first frame
 
     async def sender() -> None:
         while True:
@@ -90,7 +91,6 @@ async def ws(websocket: WebSocket) -> None:
             await asyncio.sleep(interval)
 
     try:
-        await websocket.send_text(json.dumps({"type": "hello", "instance": state.settings.instance}))
         while True:
             text = await websocket.receive_text()
             try:
