@@ -22,9 +22,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def dash(tmp_path: Path) -> Iterator[Instance]:
     inst = Instance(tmp_path, f"e{os.getpid()}", SCANNER_FEED_RATE="20000", SCANNER_SCAN_INTERVAL_MS="250")
     inst.start()
-    eventually(inst.all_running, 60, 0.2, "instance up")
-    yield inst
-    inst.close()
+    try:  # a failed start-up must not leave an instance running behind the test run
+        eventually(inst.all_running, 60, 0.2, "instance up")
+        yield inst
+    finally:
+        inst.close()
 
 
 def test_dashboard_table_alerts_and_rule_editor(dash: Instance, tmp_path: Path) -> None:

@@ -24,9 +24,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
                     SCANNER_FEED_RATE="20000", SCANNER_SCAN_INTERVAL_MS="100",
                     SCANNER_FEED_SPEED="30")  # a minute of event time every 2 s: bars close quickly
     inst.start()
-    eventually(inst.all_running, 60, 0.2, "instance up")
-    yield inst
-    inst.close()
+    try:  # a failed start-up must not leave an instance running behind the test run
+        eventually(inst.all_running, 60, 0.2, "instance up")
+        yield inst
+    finally:
+        inst.close()
 
 
 def api(inst: Instance, key: str | None = READ) -> httpx.Client:

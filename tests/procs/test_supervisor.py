@@ -21,8 +21,10 @@ from tests.support import eventually
 def inst(tmp_path: Path) -> Iterator[Instance]:
     i = Instance(tmp_path, f"t{os.getpid()}")
     i.start()
-    yield i
-    i.close()
+    try:
+        yield i
+    finally:
+        i.close()
 
 
 def test_lifecycle_restart_checkpoint(inst: Instance) -> None:
