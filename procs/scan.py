@@ -18,7 +18,6 @@ import numpy as np
 
 from procs.rules_admin import open_store
 from procs.runtime import Context
-from scanner.metrics import HIST
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
 
@@ -87,8 +86,8 @@ class Worker:
             self.ctx.count(errors=1)
             return
         refs = self.engine.hist_refs
-        self.hist_fields = np.array([HIST[f] for f, _ in refs], np.int64)
-        self.hist_ago = np.array([ago for _, ago in refs], np.int64)
+        # computed by the compiled set on each access: take them once per rule load
+        self.hist_fields, self.hist_ago = self.engine.compiled.hist_fields, self.engine.compiled.hist_bars_ago
         log.info("generation %d: %d rules over rows %d..%d (%d columns, %d history operands)", gen, len(rules),
                  self.lo, self.hi, len(self.engine.f8_cols), len(refs))
 
