@@ -22,13 +22,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from shm.segment import Segment
+from shm.segment import Segment, align64
 
 ARRAYS_MAGIC = int.from_bytes(b"SCANARR1", "little")
-
-
-def _align(n: int) -> int:
-    return (n + 63) & ~63
 
 
 Spec = Mapping[str, tuple[np.dtype, tuple[int, ...]]]
@@ -36,12 +32,12 @@ Spec = Mapping[str, tuple[np.dtype, tuple[int, ...]]]
 
 def _plan(spec: Spec) -> tuple[bytes, list[tuple[str, np.dtype, tuple, int]], int]:
     directory = json.dumps([[k, np.dtype(dt).str, list(shape)] for k, (dt, shape) in spec.items()]).encode()
-    off = _align(16 + len(directory))
+    off = align64(16 + len(directory))
     items = []
     for k, (dt, shape) in spec.items():
         dt = np.dtype(dt)
         items.append((k, dt, tuple(shape), off))
-        off = _align(off + dt.itemsize * int(np.prod(shape, dtype=np.int64)))
+        off = align64(off + dt.itemsize * int(np.prod(shape, dtype=np.int64)))
     return directory, items, max(off, 64)
 
 

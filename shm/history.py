@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shm.segment import Segment
+from shm.segment import Segment, align64
 from shm.seqlock import PAD_WORDS, SeqWriter, read_blocks
 
 HIST_MAGIC = int.from_bytes(b"SCANHST1", "little")
@@ -28,10 +28,6 @@ HIST_HEADER_DTYPE = np.dtype(
 )
 assert HIST_HEADER_DTYPE.itemsize == 64
 _ONLY_WRITER = np.zeros(1, np.intp)
-
-
-def _align(n: int) -> int:
-    return (n + 63) & ~63
 
 
 class History:
@@ -47,16 +43,16 @@ class History:
         self.n_blocks = max(1, ((nr - 1) >> shift) + 1)
         off = 64
         self.hist = np.ndarray((nf, nr, k), np.float64, seg.buf, off)
-        off = _align(off + nf * nr * k * 8)
+        off = align64(off + nf * nr * k * 8)
         self.head = np.ndarray((nr,), np.int64, seg.buf, off)
-        off = _align(off + nr * 8)
+        off = align64(off + nr * 8)
         self._counters = np.ndarray((self.n_blocks, PAD_WORDS), np.int64, seg.buf, off)
         self.seq = self._counters[:, 0]
 
     @staticmethod
     def nbytes(n_fields: int, n_rows: int, depth: int, block_shift: int) -> int:
         n_blocks = max(1, ((n_rows - 1) >> block_shift) + 1)
-        return _align(_align(64 + n_fields * n_rows * depth * 8) + n_rows * 8) + n_blocks * PAD_WORDS * 8
+        return align64(align64(64 + n_fields * n_rows * depth * 8) + n_rows * 8) + n_blocks * PAD_WORDS * 8
 
     @classmethod
     def create(cls, name: str, *, n_fields: int, n_rows: int, depth: int, block_shift: int = 8) -> History:

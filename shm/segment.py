@@ -91,5 +91,6 @@ class Segment:
             pass
 
 
-def exists(name: str) -> bool:
-    return os.path.exists(Segment.path(name))
+def align64(n: int) -> int:
+    """`n` rounded up to a multiple of 64 (section offsets of every layout: one cache line)."""
+    return (n + 63) & ~63

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shm.segment import Segment
+from shm.segment import Segment, align64
 from shm.seqlock import PAD_WORDS, SeqWriter, counters_nbytes, read_blocks
 
 TABLE_MAGIC = int.from_bytes(b"SCANTBL1", "little")
@@ -37,10 +37,6 @@ KEY_DTYPE = np.dtype("S16")
 assert TABLE_HEADER_DTYPE.itemsize == 64
 
 
-def _align(n: int) -> int:
-    return (n + 63) & ~63
-
-
 class _Layout:
     def __init__(self, n_rows: int, n_f8: int, n_i8: int, n_writers: int, block_shift: int) -> None:
         self.n_rows, self.n_f8, self.n_i8, self.n_writers = n_rows, n_f8, n_i8, n_writers
@@ -48,17 +44,17 @@ class _Layout:
         self.n_blocks = max(1, ((n_rows - 1) >> block_shift) + 1)
         off = 64
         self.f8_off = off
-        off = _align(off + n_f8 * n_rows * 8)
+        off = align64(off + n_f8 * n_rows * 8)
         self.i8_off = off
-        off = _align(off + n_i8 * n_rows * 8)
+        off = align64(off + n_i8 * n_rows * 8)
         self.wf8_off = off
-        off = _align(off + n_f8 * 8)
+        off = align64(off + n_f8 * 8)
         self.wi8_off = off
-        off = _align(off + n_i8 * 8)
+        off = align64(off + n_i8 * 8)
         self.seq_off = off
-        off = _align(off + counters_nbytes(n_writers, self.n_blocks))
+        off = align64(off + counters_nbytes(n_writers, self.n_blocks))
         self.keys_off = off
-        self.size = _align(off + n_rows * KEY_DTYPE.itemsize)
+        self.size = align64(off + n_rows * KEY_DTYPE.itemsize)
 
 
 class ColumnTable:
