@@ -137,6 +137,17 @@ def _instrument_map(meta: Any, instruments: Mapping[int, str] | None) -> dict[in
     return out
 
 
+def _open(path: str | Path, stats: FeedStats) -> tuple[bytes, Any, bytes] | None:
+    """Raw bytes, metadata and record body of a DBN file; None (counted) when unreadable."""
+    try:
+        raw = read_raw(path)
+        meta, body = split_dbn(raw)
+    except (OSError, ValueError, zstandard.ZstdError) as exc:
+        stats.bad(str(path), 0, f"unreadable file: {exc}")
+        return None
+    return raw, meta, body
+
+
 def read_dbn_trades(paths: Iterable[str | Path], symbols: SymbolMap | None = None, *,
                     instruments: Mapping[int, str] | None = None, ts_field: str = "ts_event",
                     batch_size: int = 65_536, stats: FeedStats | None = None) -> Iterator[TickBatch]:
@@ -149,12 +160,10 @@ def read_dbn_trades(paths: Iterable[str | Path], symbols: SymbolMap | None = Non
     stats = stats if stats is not None else FeedStats()
     for path in paths:
         src = str(path)
-        try:
-            raw = read_raw(path)
-            meta, body = split_dbn(raw)
-        except (OSError, ValueError, zstandard.ZstdError) as exc:
-            stats.bad(src, 0, f"unreadable file: {exc}")
+        opened = _open(path, stats)
+        if opened is None:
             continue
+        raw, meta, body = opened
         imap = _instrument_map(meta, instruments)
         arr = _records(body, TRADE_REC, (RTYPE_MBP_0,))
         if arr is not None:
@@ -186,12 +195,10 @@ def read_dbn_ohlcv(path: str | Path, symbols: SymbolMap | None = None, *,
     symbols = symbols if symbols is not None else SymbolMap()
     stats = stats if stats is not None else FeedStats()
     src = str(path)
-    try:
-        raw = read_raw(path)
-        meta, body = split_dbn(raw)
-    except (OSError, ValueError, zstandard.ZstdError) as exc:
-        stats.bad(src, 0, f"unreadable file: {exc}")
+    opened = _open(path, stats)
+    if opened is None:
         return np.empty(0, BAR_DTYPE)
+    raw, meta, body = opened
     imap = _instrument_map(meta, instruments)
     arr = _records(body, OHLCV_REC, RTYPE_OHLCV)
     if arr is None:
