@@ -28,7 +28,7 @@ def emit(result: dict, as_json: bool) -> None:
 @app.command()
 def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
     """Seqlock snapshot (10k x 32), tick ring (1 producer, 2 consumers), batched ingest."""
-    from procs.bench_engine import bench_engine
+    from procs.bench.engine import bench_engine
 
     emit(bench_engine(quick=quick), as_json)
 
@@ -41,7 +41,7 @@ def bars(
     nautilus: Annotated[bool, typer.Option(help="Run nautilus_trader side by side when installed.")] = True,
 ) -> None:
     """Ticks/s through bar aggregation + live indicators, minute close time, nautilus_trader peer."""
-    from scanner.bars_bench import bench_bars
+    from procs.bench.bars import bench_bars
 
     emit(bench_bars(symbols=symbols, ticks=ticks, nautilus=nautilus), as_json)
 
@@ -53,7 +53,7 @@ def scan(
     rules: Annotated[int, typer.Option(help="Rules in the set.")] = 200,
 ) -> None:
     """Full scan: our compiled engine vs a pure-Python loop vs one polars select (same matches)."""
-    from scanner.rules.bench import bench_scan
+    from procs.bench.scan import bench_scan
 
     emit(bench_scan(symbols=symbols, rules=rules), as_json)
 
@@ -65,7 +65,7 @@ def fanout(
     seconds: Annotated[float, typer.Option(help="Measurement window.")] = 15.0,
 ) -> None:
     """Scan match -> WebSocket client latency with N clients; publisher alerts/s into Redis."""
-    from procs.bench_fanout import bench_fanout
+    from procs.bench.fanout import bench_fanout
 
     emit(bench_fanout(clients=clients, seconds=seconds), as_json)
 
@@ -78,6 +78,6 @@ def storage(
     s3_minutes: Annotated[int, typer.Option(help="Minutes of bars in the Parquet file sent to S3.")] = 120,
 ) -> None:
     """PostgreSQL COPY+upsert minute close, ClickHouse (chdb) rows/s, Parquet to S3 (moto) MB/s."""
-    from procs.storage_bench import bench_storage
+    from procs.bench.storage import bench_storage
 
     emit(bench_storage(symbols=symbols, minutes=minutes, s3_minutes=s3_minutes), as_json)

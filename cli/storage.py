@@ -49,13 +49,13 @@ def run_migrations(s: Settings) -> dict:
         raise StorageError("nothing to migrate: set database_url and/or clickhouse_url")
     out: dict = {}
     if s.database_url:
-        from procs.storage_pg import migrate
+        from procs.storage.pg import migrate
 
         out["postgresql"] = migrate(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
                                     compress_after_days=s.bar_compress_after_days)
     if s.clickhouse_url:
-        from procs.storage_ch import client
-        from procs.storage_ch import migrate as ch_migrate
+        from procs.storage.ch import client
+        from procs.storage.ch import migrate as ch_migrate
 
         ch = client(s.clickhouse_url)
         try:
@@ -102,7 +102,7 @@ def archive_command(
     """Archive a day's bars (and trades) to S3 as Parquet with a manifest, or restore one."""
     _logging()
     try:
-        from procs.storage_s3 import archive_day, restore_day
+        from procs.storage.s3 import archive_day, restore_day
         from scanner.storage.archive import iso_day, parse_day
 
         s = _settings(config, instance=instance, data_dir=data_dir)

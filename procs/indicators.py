@@ -15,7 +15,7 @@ import numpy as np
 
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
-from procs.storage_history import warm_start
+from procs.storage.history import warm_start
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine
 from scanner.metrics import CATALOGUE, Owner
 

@@ -18,7 +18,7 @@ MODULES = {
     "publisher": "procs.publisher",
     "gateway": "procs.gateway",
     "notifier": "procs.notifier",
-    "storage": "procs.storage",
+    "storage": "procs.storage.process",
 }
 
 

@@ -202,7 +202,7 @@ class Supervisor:
             import psycopg
 
             from procs.rules_pg import RulesVersionWatcher
-            from procs.storage_pg import migrate
+            from procs.storage.pg import migrate
 
             try:
                 migrate(self.s.database_url or "", retention_days=self.s.bar_retention_days,

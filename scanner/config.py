@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
 
-    # storage (procs/storage.py; see docs/storage.md)
+    # storage (procs/storage/; see docs/storage.md)
     clickhouse_url: str | None = Field(
         None, description="ClickHouse: http(s)://user:pass@host:8123/db, or chdb:///dir (embedded engine).")
     s3_bucket: str | None = Field(None, description="Cold archive bucket (Parquet per day); None = no archive.")

@@ -1,4 +1,4 @@
-"""Test helpers: polling waits; the throwaway local services live in `procs.services` (the
+"""Test helpers: polling waits; the throwaway local services live in `procs.bench.services` (the
 benchmarks start them too) and are re-exported here."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from procs.services import MotoServer, PostgresServer, free_port
-from procs.services import RedisService as RedisServer
+from procs.bench.services import MotoServer, PostgresServer, free_port
+from procs.bench.services import RedisService as RedisServer
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]

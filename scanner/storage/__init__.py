@@ -1,6 +1,6 @@
 """Storage helpers without sockets: the local spool format, row conversions (COPY buffers, Arrow
 tables, Parquet), the archive manifest and the startup-history arrays. The I/O lives in
-`procs.storage*`."""
+`procs.storage`."""
 
 
 class StorageError(RuntimeError):

@@ -10,9 +10,9 @@ import httpx
 import psycopg
 import pytest
 
+from procs.bench.services import PostgresServer
 from procs.rules_pg import PgRuleStore
-from procs.services import PostgresServer
-from procs.storage_pg import migrate
+from procs.storage.pg import migrate
 from scanner.rules.store import RuleStoreError
 from tests.procs.instance import Instance
 from tests.support import eventually

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from procs.bench.scan import python_matches, random_hist, random_rules, random_table, table_rows
 from scanner.metrics import CATALOGUE, HIST
-from scanner.rules.bench import python_matches, random_hist, random_rules, random_table, table_rows
 from scanner.rules.compiler import CompiledRules, compile_rules, warm_up
 from scanner.rules.model import Ref, parse_rules
 

@@ -1,7 +1,7 @@
 """Storage writer: closed bars (and captured trades) -> local spool -> PostgreSQL / ClickHouse.
 
 The loop only polls rings and appends to the spool; database I/O happens in one thread per
-database (`procs.storage_sink`), the day's archive in another (`procs.storage_s3`), so a slow
+database (`procs.storage.sink`), the day's archive in another (`procs.storage.s3`), so a slow
 or absent database never stalls the loop, its heartbeat, or any other process.
 
 Nothing is lost: the loop reads the ring through a private copy of its consumer cursor and
@@ -23,7 +23,7 @@ import numpy as np
 from procs.runtime import BootError, Context
 from procs.shared import BAR_CONSUMER_STORAGE, TICK_CONSUMER_STORAGE
 from procs.status import pid_alive
-from procs.storage_sink import SinkThread, Writer
+from procs.storage.sink import SinkThread, Writer
 from scanner.config import Settings
 from scanner.storage.rows import SPOOL_BAR_DTYPE, SPOOL_TRADE_DTYPE, bars_to_spool, trades_to_spool
 from scanner.storage.spool import Spool
@@ -80,12 +80,12 @@ class SpooledStream:
 def make_writers(s: Settings) -> list[Writer]:
     writers: list[Writer] = []
     if s.database_url:
-        from procs.storage_pg import PgWriter
+        from procs.storage.pg import PgWriter
 
         writers.append(PgWriter(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
                                 compress_after_days=s.bar_compress_after_days))
     if s.clickhouse_url:
-        from procs.storage_ch import ChWriter, check_url
+        from procs.storage.ch import ChWriter, check_url
 
         check_url(s.clickhouse_url)  # a malformed URL is a boot error, not a retry loop
         writers.append(ChWriter(s.clickhouse_url))
@@ -139,7 +139,7 @@ def main(ctx: Context) -> None:
         t.start()
     archiver = None
     if s.s3_bucket and s.archive_at_session_end:
-        from procs.storage_s3 import SessionArchiver
+        from procs.storage.s3 import SessionArchiver
 
         archiver = SessionArchiver(s)
     log.info("storage: %s -> %s; spool %s%s", "+".join(st.name for st in streams), ", ".join(names),

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 import redis
 
-from procs.services import PostgresServer
+from procs.bench.services import PostgresServer
 from procs.shared import instance_segments
-from procs.storage_ch import client
+from procs.storage.ch import client
 from scanner.metrics import HIST
 from scanner.session import MINUTE_NS
 from scanner.storage.rows import SPOOL_BAR_DTYPE

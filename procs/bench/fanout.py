@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from procs.bench.services import RedisService, free_port
 from procs.redis_out import RedisSink
-from procs.services import RedisService, free_port
 from procs.shared import instance_segments
 
 

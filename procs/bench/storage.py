@@ -43,8 +43,8 @@ def minute_bars(symbols: int, minute: int, rng: np.random.Generator, base: np.nd
 
 
 def bench_postgres(workdir: Path, closes: list[np.ndarray]) -> dict[str, Any]:
-    from procs.services import PostgresServer
-    from procs.storage_pg import PgWriter, migrate
+    from procs.bench.services import PostgresServer
+    from procs.storage.pg import PgWriter, migrate
     from scanner.storage.spool import Spool
 
     srv = PostgresServer(workdir / "pg", fsync=True)
@@ -79,7 +79,7 @@ def bench_postgres(workdir: Path, closes: list[np.ndarray]) -> dict[str, Any]:
 
 
 def bench_clickhouse(workdir: Path, closes: list[np.ndarray]) -> dict[str, Any]:
-    from procs.storage_ch import ChWriter
+    from procs.storage.ch import ChWriter
 
     w = ChWriter(f"chdb://{workdir / 'chdb'}")
     w.open()
@@ -98,8 +98,8 @@ def bench_clickhouse(workdir: Path, closes: list[np.ndarray]) -> dict[str, Any]:
 def bench_s3(workdir: Path, symbols: int, minutes: int, rng: np.random.Generator, base: np.ndarray) -> dict[str, Any]:
     import boto3
 
-    from procs.services import MotoServer
-    from procs.storage_s3 import upload_verified
+    from procs.bench.services import MotoServer
+    from procs.storage.s3 import upload_verified
     from scanner.storage.archive import write_parquet
 
     table = bars_arrow(np.concatenate([minute_bars(symbols, m, rng, base) for m in range(minutes)]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scanner.bars_bench import bench_bars, synthetic_ticks
+from procs.bench.bars import bench_bars, synthetic_ticks
 
 
 def test_bench_bars_runs_small() -> None:
@@ -17,8 +17,8 @@ def test_bench_bars_runs_small() -> None:
 def test_numpy_baseline_agrees_with_the_aggregator() -> None:
     import numpy as np
 
+    from procs.bench.bars import numpy_batch_bars
     from scanner.bars import BarAggregator, new_columns, new_history
-    from scanner.bars_bench import numpy_batch_bars
 
     t = synthetic_ticks(20, 5_000, seed=2, minutes=5)
     agg = BarAggregator(new_columns(20), *new_history(20, 16))

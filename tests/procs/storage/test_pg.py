@@ -13,8 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from cli.storage import migrate_command
-from procs.services import PostgresServer
-from procs.storage_pg import PgWriter, migrate, read_day_bars
+from procs.bench.services import PostgresServer
+from procs.storage.pg import PgWriter, migrate, read_day_bars
 from scanner.session import MINUTE_NS, session_bounds_ns
 from scanner.storage import StorageError
 from scanner.storage.rows import BAR_VALUES, SPOOL_BAR_DTYPE

@@ -98,7 +98,7 @@ def _day_parts(s: Settings, day: int, ch: Any) -> dict[str, Iterator[pa.Table]]:
     """Per table, the day's rows as a sequence of Arrow tables (one per window, sorted within)."""
 
     def pg_bars() -> Iterator[pa.Table]:
-        from procs.storage_pg import connect, read_day_bars
+        from procs.storage.pg import connect, read_day_bars
 
         with connect(s.database_url or "") as conn:
             for lo, hi in _windows(day):
@@ -146,7 +146,7 @@ def archive_day(s: Settings, day: int) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     ch = None
     if s.clickhouse_url:
-        from procs.storage_ch import client
+        from procs.storage.ch import client
 
         ch = client(s.clickhouse_url)
     files = []
@@ -220,7 +220,7 @@ def restore_day(s: Settings, day: int) -> dict[str, int]:
     """Load an archived day back into ClickHouse (that day's partitions are replaced)."""
     if not s.clickhouse_url:
         raise StorageError("restore loads into ClickHouse: set clickhouse_url")
-    from procs.storage_ch import ChWriter
+    from procs.storage.ch import ChWriter
 
     s3 = s3_client(s)
     if not has_manifest(s3, s, day):

@@ -15,11 +15,11 @@ import typer
 from typer.testing import CliRunner
 
 from cli.storage import archive_command
-from procs.services import MotoServer, PostgresServer
-from procs.storage_ch import ChWriter, client
-from procs.storage_history import Progress, _from_archive, _from_postgres, past_days
-from procs.storage_pg import PgWriter
-from procs.storage_s3 import archive_day, read_archived, restore_day
+from procs.bench.services import MotoServer, PostgresServer
+from procs.storage.ch import ChWriter, client
+from procs.storage.history import Progress, _from_archive, _from_postgres, past_days
+from procs.storage.pg import PgWriter
+from procs.storage.s3 import archive_day, read_archived, restore_day
 from scanner.config import Settings
 from scanner.indicators.volume import volume_profile
 from scanner.metrics import HIST
@@ -181,7 +181,7 @@ def test_startup_history_loads_the_last_days(stored: Settings, source: str) -> N
 
 
 def test_session_archiver_archives_finished_days(stored: Settings) -> None:
-    from procs.storage_s3 import SessionArchiver, has_manifest, s3_client
+    from procs.storage.s3 import SessionArchiver, has_manifest, s3_client
     from tests.support import eventually
 
     s = stored.model_copy(update={"s3_prefix": "session/"})
@@ -220,7 +220,7 @@ class _Ctx:
 
 
 def test_warm_start_fills_the_indicator_engine(stored: Settings) -> None:
-    from procs.storage_history import warm_start
+    from procs.storage.history import warm_start
     from scanner.indicators.engine import IndicatorEngine
 
     keys = ["AAPL", "NEW", "X"]

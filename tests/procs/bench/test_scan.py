@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scanner.rules.bench import bench_scan
+from procs.bench.scan import bench_scan
 
 
 def test_bench_small_is_identical() -> None:

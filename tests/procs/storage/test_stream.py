@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from procs.storage import SpooledStream
+from procs.storage.process import SpooledStream
 from scanner.records import BAR_DTYPE
 from scanner.storage.rows import SPOOL_BAR_DTYPE, bars_to_spool
 from scanner.storage.spool import Spool

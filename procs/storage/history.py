@@ -100,7 +100,7 @@ def _from_postgres(s: Settings, day: int, now: int, keys: list[str], depth: int,
     """(rows, values[HIST field, bar], volume profile, days used) from bars_1m."""
     from psycopg import sql
 
-    from procs.storage_pg import connect, copy_out, fixed_row_dtype
+    from procs.storage.pg import connect, copy_out, fixed_row_dtype
 
     today = session_bounds_ns(day)["day_start"]
     until = now if now > today else session_bounds_ns(day)["day_end"]
@@ -150,7 +150,7 @@ def _from_postgres(s: Settings, day: int, now: int, keys: list[str], depth: int,
 def _from_archive(s: Settings, day: int, keys: list[str], depth: int, progress: Progress) -> History:
     """The same from the Parquet archive, newest day first: every day feeds the profile (three
     columns), whole bars are kept only until each symbol has `depth` of them."""
-    from procs.storage_s3 import read_archived, s3_client
+    from procs.storage.s3 import read_archived, s3_client
 
     s3 = s3_client(s)
     index = {k: i for i, k in enumerate(keys)}
