@@ -81,7 +81,7 @@ def daemonize(settings: Settings) -> None:
         raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid})")
     log = open(settings.logfile(), "ab")
     env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
+    env[SUPERVISOR_SETTINGS_ENV] = settings.child_json()
     proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 60

@@ -200,7 +200,7 @@ def _launch(settings: Settings) -> tuple[subprocess.Popen, int]:
     logfile = settings.logfile()
     log_from = logfile.stat().st_size if logfile.exists() else 0
     env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
+    env[SUPERVISOR_SETTINGS_ENV] = settings.child_json()
     with open(logfile, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

@@ -17,10 +17,13 @@ import time
 
 import numpy as np
 
+from procs.feed_stats import FEED, feed_counters
 from procs.ingest_replay import ReplayFeed
 from procs.runtime import BootError, Context
 from procs.shared import WRITERS
+from scanner.feeds.frames import STATUS_DTYPE
 from scanner.feeds.synthetic import SyntheticTape, make_universe
+from scanner.market_state import LULD_COLUMNS, QUOTE_COLUMNS, STATUS_COLUMNS, MarketStateWriter
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import session_bounds_ns
 from scanner.ticks import LastTradeWriter, validate_ticks
@@ -30,7 +33,8 @@ PASS_S = 0.01  # one batch every 10 ms: small enough for latency, large enough t
 
 
 class TableSink:
-    """Publishes a tick batch to the ring and the last-trade columns under the seqlock."""
+    """Publishes a tick batch to the ring and the last-trade columns under the seqlock, and
+    quote / status / LULD batches to their columns (`push_state`)."""
 
     def __init__(self, ctx: Context) -> None:
         t = ctx.shared.table
@@ -41,6 +45,10 @@ class TableSink:
         f8, i8 = t.f8, t.i8
         self.last = LastTradeWriter(f8[CATALOGUE.f8("price")], f8[CATALOGUE.f8("last_size")],
                                     i8[CATALOGUE.i8("last_ts_ns")], i8[CATALOGUE.i8("tick_count")])
+        names = QUOTE_COLUMNS + STATUS_COLUMNS + LULD_COLUMNS
+        self.state = MarketStateWriter({n: (f8[CATALOGUE[n].index] if CATALOGUE[n].dtype == "f8"
+                                            else i8[CATALOGUE[n].index]) for n in names})
+        self.counters = feed_counters(ctx.shared)
 
     def push(self, ticks: np.ndarray) -> int:
         good, bad = validate_ticks(ticks, self.n_rows)
@@ -54,6 +62,30 @@ class TableSink:
             self.seq.end(blocks)
         self.ctx.count(n_in=len(good), n_out=len(good), drops=bad)
         return len(good)
+
+    def push_state(self, quotes: np.ndarray | None = None, statuses: np.ndarray | None = None,
+                   lulds: np.ndarray | None = None) -> None:
+        """Quote, status and LULD records into their columns (last per symbol wins), under the
+        ingest seqlock of the rows they touch; counted in the feed counters."""
+        parts = [(a, f) for a, f in ((quotes, self.state.apply_quotes), (statuses, self.state.apply_statuses),
+                                     (lulds, self.state.apply_lulds)) if a is not None and len(a)]
+        if not parts:
+            return
+        syms = np.concatenate([a["sym"][a["sym"] < self.n_rows] for a, _ in parts]).astype(np.intp)
+        blocks = self.seq.mark_rows(syms)
+        st = self.state
+        before = (st.quotes, st.statuses, st.halts, st.resumes, st.lulds)
+        self.seq.begin(blocks)
+        try:
+            for a, apply in parts:
+                apply(a)
+        finally:
+            self.seq.end(blocks)
+        c = self.counters
+        if c is not None:
+            for name, was, now in zip(("quotes", "statuses", "halts", "resumes", "lulds"), before,
+                                      (st.quotes, st.statuses, st.halts, st.resumes, st.lulds), strict=True):
+                c[FEED[name]] += now - was
 
 
 def run_synthetic(ctx: Context, sink: TableSink) -> None:
@@ -72,12 +104,19 @@ def run_synthetic(ctx: Context, sink: TableSink) -> None:
     tape = SyntheticTape(universe, universe_rows, s.feed_rate, s.feed_seed + restarts, open_ns, price)
     tape.rows = rows.astype(np.uint32)  # ticks carry table rows, not universe rows
     t_event = ctx.event_now_ns()
+    halted = np.flatnonzero(ctx.shared.table.f8[CATALOGUE.f8("halted")] == 1)
+    if len(halted):  # halted by an earlier life of this process: its pause is over
+        resume = np.zeros(len(halted), STATUS_DTYPE)
+        resume["sym"], resume["ts_ns"] = halted, t_event
+        sink.push_state(statuses=resume)
     next_pass = time.monotonic()
     while ctx.should_run():
         ctx.beat()
         now_event = ctx.event_now_ns()
         if now_event > t_event:
             sink.push(tape.generate(t_event, now_event))
+            statuses, lulds = tape.take_market_state()
+            sink.push_state(statuses=statuses, lulds=lulds)
             t_event = now_event
         next_pass += PASS_S
         ctx.sleep_until(next_pass)
@@ -93,6 +132,10 @@ def main(ctx: Context) -> None:
         while ctx.should_run():  # done (or stopping): stay up, the supervisor must not restart us
             ctx.beat()
             ctx.sleep_until(time.monotonic() + 0.1)
+    elif feed in ("alpaca", "polygon"):
+        from procs.ingest_live import LiveFeed  # the socket stack only where it is used
+
+        LiveFeed(ctx, sink).run()
     elif feed == "none":
         while ctx.should_run():  # ticks come from elsewhere (tests, external ingest)
             ctx.beat()

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from procs import checkpoint
+from procs.feed_stats import new_feed_state
 from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
@@ -227,7 +228,7 @@ class Supervisor:
             alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
             block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
             states={"bars": BarAggregator.new_state(len(keys)),
-                    "matches": match_state(len(keys), s.n_scan_workers())},
+                    "matches": match_state(len(keys), s.n_scan_workers()), "feed": new_feed_state()},
         )
         t = shared.table
         BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
@@ -283,7 +284,7 @@ class Supervisor:
         assert self.shared is not None
         slot = self.shared.control.slots[child.slot : child.slot + 1]
         env = dict(os.environ)
-        env[SETTINGS_ENV] = self.s.model_dump_json()
+        env[SETTINGS_ENV] = self.s.child_json()
         argv = [sys.executable, "-m", "procs.run", child.name, "--slot", str(child.slot)]
         slot["name"] = child.name.encode()
         slot["restarts"] = child.restarts

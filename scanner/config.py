@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, SerializationInfo, field_serializer, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     symbols_file: Path | None = Field(None, description="One symbol per line; replaces the synthetic names.")
     range_start: int = Field(0, ge=0, description="First row of the universe this host scans.")
     range_end: int | None = Field(None, description="End (exclusive) of this host's range; None = all.")
-    feed: Literal["synthetic", "replay", "none"] = "synthetic"
+    feed: Literal["synthetic", "replay", "none", "alpaca", "polygon"] = "synthetic"
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
+
+    # live vendor feeds (feed "alpaca" | "polygon"; procs/ingest_live.py, docs/operations.md)
+    feed_url: str | None = Field(None, description="Vendor WebSocket endpoint override (None: the vendor's).")
+    feed_rest_url: str | None = Field(None, description="Vendor REST base URL override (None: the vendor's).")
+    alpaca_feed: Literal["iex", "sip"] = Field("iex", description="Alpaca data feed: free IEX or paid SIP.")
+    alpaca_key_id: SecretStr | None = Field(None, description="Alpaca API key id (SCANNER_ALPACA_KEY_ID).")
+    alpaca_secret_key: SecretStr | None = Field(None, description="Alpaca secret (SCANNER_ALPACA_SECRET_KEY).")
+    polygon_api_key: SecretStr | None = Field(None, description="Polygon/Massive key (SCANNER_POLYGON_API_KEY).")
+    feed_dead_after_s: float = Field(
+        15.0, gt=0, description="No message for this long while the market is open: the connection is dead.")
+    feed_backoff_min_s: float = Field(0.5, gt=0, description="First reconnect delay (doubles, jittered).")
+    feed_backoff_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    feed_exchanges: list[str] = Field(
+        default_factory=list, description="Vendor universe: keep these listing exchanges (empty: all US).")
+    feed_max_symbols: int = Field(0, ge=0, description="Vendor universe: keep the first N symbols (0: all).")
+    feed_gap_repair: bool = Field(True, description="After a reconnect, fetch the missed minutes from REST.")
 
     # processes
     scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")
@@ -124,6 +140,26 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive power of two, was {v}")
         return v
 
+    @field_validator("feed_backoff_max_s")
+    @classmethod
+    def _backoff_bounds(cls, v: float, info: Any) -> float:
+        lo = info.data.get("feed_backoff_min_s")
+        if lo is not None and v < lo:
+            raise ValueError(f"must be at least feed_backoff_min_s ({lo}), was {v}")
+        return v
+
+    @field_serializer("alpaca_key_id", "alpaca_secret_key", "polygon_api_key", when_used="json")
+    def _feed_secret(self, v: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked in any dump, except the one handed to our own child processes (`child_json`)."""
+        if v is None:
+            return None
+        reveal = isinstance(info.context, dict) and info.context.get("reveal_feed_secrets")
+        return v.get_secret_value() if reveal else str(v)
+
+    def child_json(self) -> str:
+        """These settings as JSON for a child process of this instance (feed secrets included)."""
+        return self.model_dump_json(context={"reveal_feed_secrets": True})
+
     @field_validator("notify_destinations")
     @classmethod
     def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,6 +201,14 @@ class Settings(BaseSettings):
 
     def checkpoint_file(self) -> Path:
         return self.run_dir() / f"{self.instance}.checkpoint.npz"
+
+    def live_feed(self) -> bool:
+        """A vendor WebSocket feed (alpaca, polygon)."""
+        return self.feed in ("alpaca", "polygon")
+
+    def reference_cache_dir(self) -> Path:
+        """Per-day reference data of live feeds (universe, previous close, volumes)."""
+        return self.run_dir() / "reference"
 
     def rules_in_postgres(self) -> bool:
         return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))

@@ -48,6 +48,21 @@ _COLUMNS: tuple[tuple[str, Dtype, str, Owner, str], ...] = (
     ("last_size", "f8", "shares", _I, "Size of the last trade."),
     ("last_ts_ns", "i8", "ns", _I, "Event time of the last trade, epoch nanoseconds (UTC)."),
     ("tick_count", "i8", "trades", _I, "Trades accepted today for this symbol."),
+    # ---- ingest: quotes, trading status and LULD bands (live vendor feeds; halts also synthetic)
+    ("bid", "f8", "USD", _I, "Best bid of the last quote (NaN: no quote yet)."),
+    ("ask", "f8", "USD", _I, "Best ask of the last quote (NaN: no quote yet)."),
+    ("bid_size", "f8", "shares", _I, "Size at the best bid of the last quote."),
+    ("ask_size", "f8", "shares", _I, "Size at the best ask of the last quote."),
+    ("spread_pct", "f8", "%", _I, "Quoted spread (ask - bid) as a percent of the midpoint; NaN for a "
+     "missing, one-sided or crossed quote."),
+    ("halted", "f8", "0/1", _I, "1 while trading in the symbol is halted or paused, 0 when trading (NaN: "
+     "no status seen yet)."),
+    ("halt_reason", "i8", "code", _I, "Reason code of the last halt, up to 8 ASCII characters packed "
+     "little-endian (scanner.feeds.frames.unpack_code); 0 when none."),
+    ("halt_ts_ns", "i8", "ns", _I, "Event time the last halt began, epoch ns; 0 when none today."),
+    ("resume_ts_ns", "i8", "ns", _I, "Event time trading last resumed after a halt, epoch ns; 0 when none."),
+    ("luld_upper", "f8", "USD", _I, "Limit Up-Limit Down upper price band (NaN: none published)."),
+    ("luld_lower", "f8", "USD", _I, "Limit Up-Limit Down lower price band (NaN: none published)."),
     # ---- bars: the live 1-minute bar and the session
     ("bar_open", "f8", "USD", _B, "Open of the live (current, incomplete) 1-minute bar."),
     ("bar_high", "f8", "USD", _B, "High of the live 1-minute bar."),
@@ -102,6 +117,12 @@ _COLUMNS: tuple[tuple[str, Dtype, str, Owner, str], ...] = (
     ("minutes_since_open", "f8", "min", _X, "Minutes since 09:30 New York time (event time; < 0 before)."),
     ("consecutive_up", "f8", "bars", _X, "Consecutive closed 1-minute bars closing above the prior one."),
     ("consecutive_down", "f8", "bars", _X, "Consecutive closed 1-minute bars closing below the prior one."),
+    ("seconds_since_resume", "f8", "s", _X, "Seconds since trading resumed after the last halt (NaN: no "
+     "resume today, or halted now)."),
+    ("pct_to_luld_upper", "f8", "%", _X, "How far the LULD upper band is above the last price, percent of "
+     "the price (NaN: no band)."),
+    ("pct_to_luld_lower", "f8", "%", _X, "How far the last price is above the LULD lower band, percent of "
+     "the price (NaN: no band)."),
     # ---- reference data, loaded before the loop starts
     ("prev_close", "f8", "USD", _R, "Previous session's close."),
     ("avg_daily_volume", "f8", "shares", _R, "Average daily volume over the loaded history."),

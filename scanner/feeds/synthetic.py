@@ -6,6 +6,13 @@ without talking. The tape has what makes scans fire: an opening gap per symbol (
 ones), a U-shaped intraday volume curve, news bursts (one symbol at a time gets 10-40x
 activity and a strong drift for a few minutes), odd lots, and quiet symbols that go minutes
 without a trade.
+
+Trading status, so the demo shows halts: every symbol has Limit Up-Limit Down bands (5 % around
+its price, re-centred every `LULD_REFRESH_S` of event time, as the SIP re-publishes them). A
+burst symbol whose price leaves its band is, now and then (`HALT_CHANCE` per burst), halted
+for a LULD pause of a few minutes (reason "LUDP"): no trades meanwhile, then it resumes where
+it stopped. `take_market_state()` hands the status and band records to ingest, which writes
+them to the same columns as a vendor feed's.
 """
 
 from __future__ import annotations
@@ -15,9 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scanner.feeds.frames import LULD_DTYPE, STATUS_DTYPE, pack_code
 from scanner.records import TICK_DTYPE, TICK_ODD_LOT
 
 NS = 1_000_000_000
+LULD_BAND = 0.05  # band half-width (fraction of the reference price)
+LULD_REFRESH_S = 30.0  # bands re-centred this often (event seconds)
+HALT_CHANCE = 0.3  # share of band-breaking bursts that end in a halt
+HALT_PAUSE_S = (120.0, 300.0)  # pause length range (event seconds)
+HALT_REASON = pack_code("LUDP")  # LULD trading pause
 _LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 
@@ -97,7 +110,14 @@ class SyntheticTape:
         self.burst_sym = -1
         self.burst_until = 0
         self.burst_drift = 0.0
+        self.burst_may_halt = False
         self._n = n
+        self.halt_sym = -1  # at most one symbol halted at a time
+        self.halt_until = 0
+        self.band_ref = np.exp(self.logp)
+        self.band_at = -1  # event ns of the last band refresh (-1: never)
+        self._statuses: list[tuple[int, int, int, int]] = []  # (row index, ts, halted, reason)
+        self._lulds: list[np.ndarray] = []
 
     def _maybe_burst(self, now_ns: int, dt_s: float) -> None:
         if self.burst_sym >= 0 and now_ns >= self.burst_until:
@@ -105,10 +125,50 @@ class SyntheticTape:
             self.burst_sym = -1
         if self.burst_sym < 0 and self.rng.random() < min(1.0, dt_s / 20.0):  # one every ~20 s
             s = int(self.rng.integers(self._n))
+            if s == self.halt_sym:
+                return  # a halted symbol does not trade
             self.burst_sym = s
             self.burst_until = now_ns + int(self.rng.uniform(60, 300) * NS)
             self.burst_drift = float(self.rng.choice([-1.0, 1.0]) * self.rng.uniform(0.0002, 0.0008))
             self.weights[s] = max(self.base_w[s] * 40.0, 0.01)
+            self.burst_may_halt = bool(self.rng.random() < HALT_CHANCE)
+
+    def _trading_status(self, t0_ns: int) -> None:
+        """Resume a halt that is due; re-centre the bands; halt a burst symbol that left its band."""
+        if self.halt_sym >= 0 and t0_ns >= self.halt_until:
+            h = self.halt_sym
+            self.weights[h] = self.base_w[h]
+            self._statuses.append((h, self.halt_until, 0, 0))
+            self.halt_sym = -1
+            self.band_at = -1  # new bands around the resumption price
+        if self.band_at < 0 or t0_ns - self.band_at >= LULD_REFRESH_S * NS:
+            self.band_ref = np.exp(self.logp)
+            self.band_at = t0_ns
+            b = np.empty(self._n, LULD_DTYPE)
+            b["sym"], b["ts_ns"] = self.rows, t0_ns
+            b["upper"] = np.round(self.band_ref * (1 + LULD_BAND), 2)
+            b["lower"] = np.round(self.band_ref * (1 - LULD_BAND), 2)
+            self._lulds.append(b)
+        s = self.burst_sym
+        if s >= 0 and self.burst_may_halt and self.halt_sym < 0:
+            move = abs(float(np.exp(self.logp[s])) / float(self.band_ref[s]) - 1.0)
+            if move >= LULD_BAND:
+                self.halt_sym = s
+                self.halt_until = t0_ns + int(self.rng.uniform(*HALT_PAUSE_S) * NS)
+                self._statuses.append((s, t0_ns, 1, HALT_REASON))
+                self.weights[s] = 0.0
+                self.burst_sym = -1
+                self.burst_may_halt = False
+
+    def take_market_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Status (halt/resume) and LULD band records produced since the last call."""
+        st = np.empty(len(self._statuses), STATUS_DTYPE)
+        if self._statuses:
+            idx, ts, halted, reason = (np.array(v) for v in zip(*self._statuses, strict=True))
+            st["sym"], st["ts_ns"], st["halted"], st["reason"] = self.rows[idx], ts, halted, reason
+        lulds = np.concatenate(self._lulds) if self._lulds else np.empty(0, LULD_DTYPE)
+        self._statuses, self._lulds = [], []
+        return st, lulds
 
     def generate(self, t0_ns: int, t1_ns: int) -> np.ndarray:
         """Ticks with event times in [t0_ns, t1_ns), sorted by time."""
@@ -116,6 +176,7 @@ class SyntheticTape:
         if dt_s <= 0:
             return np.empty(0, TICK_DTYPE)
         self._maybe_burst(t0_ns, dt_s)
+        self._trading_status(t0_ns)
         minute = (t0_ns - self.open_ns) / (60 * NS)
         lam = self.rate * dt_s * float(volume_curve(minute))
         n = int(self.rng.poisson(lam))
@@ -123,6 +184,8 @@ class SyntheticTape:
         step = self.rng.standard_normal(self._n) * self.sigma_s * math.sqrt(dt_s)
         if self.burst_sym >= 0:
             step[self.burst_sym] += self.burst_drift * dt_s * 10
+        if self.halt_sym >= 0:
+            step[self.halt_sym] = 0.0  # no trading, no price move while halted
         self.logp += step
         out = np.empty(n, TICK_DTYPE)
         if n == 0:

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from scanner.indicators import session as sm
+from scanner.indicators import trading_status as ts
 from scanner.indicators.averages import ema_next, ema_value, sma_next, sma_value
 from scanner.indicators.momentum import rsi_next, rsi_value
 from scanner.indicators.volatility import atr_next, atr_value
@@ -227,7 +228,8 @@ class IndicatorEngine:
     def update_live(self, columns: Mapping[str, np.ndarray], event_ns: int) -> None:
         """Write every indicator-owned column of `columns` for event time `event_ns`. Reads
         price, bar_start_ns, bar_close, bar_volume, bars_closed, day_open/high/low/volume,
-        hod_ts_ns, prev_close, avg_daily_volume from the same mapping."""
+        hod_ts_ns, prev_close, avg_daily_volume, halted, resume_ts_ns, luld_upper/lower from the
+        same mapping."""
         c = columns
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
@@ -242,6 +244,9 @@ class IndicatorEngine:
         sm.range_position(price, high, low, c["range_position"])
         since_open = (event_ns - self._open_ns(event_ns)) / MINUTE_NS
         c["minutes_since_open"][:] = since_open
+        ts.seconds_since_resume(event_ns, c["resume_ts_ns"], c["halted"], c["seconds_since_resume"])
+        ts.pct_to_band(price, c["luld_upper"], c["pct_to_luld_upper"], upper=True)
+        ts.pct_to_band(price, c["luld_lower"], c["pct_to_luld_lower"], upper=False)
         average_bar_volume(c["day_volume"], c["bar_volume"], c["bars_closed"], c["avg_volume_1m"])
         if self.profile is not None:
             local = int(local_ns(np.array([event_ns]))[0]) % DAY_NS
