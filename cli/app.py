@@ -53,6 +53,9 @@ def start(
     symbols: Annotated[Optional[int], typer.Option(help="Synthetic universe size.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")] = None,
+    feed: Annotated[Optional[str], typer.Option(
+        help="Market data: synthetic, alpaca or polygon (keys from SCANNER_ALPACA_KEY_ID / "
+             "SCANNER_ALPACA_SECRET_KEY or SCANNER_POLYGON_API_KEY).")] = None,
 ) -> None:
     """Start an instance: supervisor plus all worker processes."""
     try:
@@ -61,7 +64,7 @@ def start(
             settings = Settings.model_validate_json(env_json)
         else:
             settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
-                                     http_port=port)
+                                     http_port=port, feed=feed)
         if foreground:
             raise typer.Exit(run_foreground(settings))
         daemonize(settings)
@@ -152,6 +155,12 @@ def status(
     typer.echo(f"ticks/s {st['ticks_per_s']:.0f}  scan p50 {st['scan_p50_ms']:.3f} ms  "
                f"p99 {st['scan_p99_ms']:.3f} ms  overruns {st['scan_overruns']}  "
                f"alerts/s {st['alerts_per_s']:.2f}  drops {st['drops']}  ring lost {st['ring_lost']}")
+    feed = st.get("feed")
+    if feed and (feed["connects"] or feed["disconnects"]):  # a live vendor feed
+        typer.echo(f"feed {'connected' if feed['connected'] else 'DISCONNECTED'}  disconnects {feed['disconnects']}  "
+                   f"seconds lost {feed['seconds_lost']:.1f}  repaired bars {feed['repaired_bars']}  "
+                   f"malformed {feed['malformed']}  corrections {feed['corrections']} "
+                   f"({feed['corrections_applied']} applied)  halts {feed['halts']}")
     hdr = f"{'process':<12}{'pid':>8}{'alive':>7}{'restarts':>9}{'uptime':>9}{'hb ms':>8}{'core':>5}" \
           f"{'in/s':>11}{'out/s':>10}{'drops':>7}{'p50 ms':>9}{'p99 ms':>9}"
     typer.echo(hdr)

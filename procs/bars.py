@@ -4,6 +4,12 @@ The only writer of the bars-owned table columns and of the bar history. The aggr
 state (`scanner.bars.AGG_STATE` + meta) lives in the `state.bars` segment, so a restarted bars
 process carries on where it stopped. Event time drives closes: each pass raises the watermark
 to the feed clock minus the grace, so quiet symbols' bars close on time too.
+
+Live vendor feeds add two inputs: cancel ticks in the tick ring (applied to the live minute,
+`scanner.bars`), and the repair ring, where ingest puts the vendor's REST minute bars of a
+reconnect's gap. Repaired bars go into the history and the day like closed bars and out to the
+closed-bar ring (indicators, storage); the feed counters `repaired_bars` (taken) and
+`corrections_applied` are written here, and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import time
 
 import numpy as np
 
+from procs.feed_stats import FEED, feed_counters
 from procs.runtime import Context
-from procs.shared import TICK_CONSUMER_BARS, WRITERS
+from procs.shared import REPAIR_CONSUMER_BARS, TICK_CONSUMER_BARS, WRITERS
 from scanner.bars import BarAggregator
 from scanner.metrics import CATALOGUE, Owner
 
@@ -41,6 +48,8 @@ def main(ctx: Context) -> None:
     all_blocks = seq.block_range(0, t.n_rows)
     all_hist = hseq.block_range(0, t.n_rows)
     late_seen = agg.late_ticks
+    repairs = sh.repair.consumer(REPAIR_CONSUMER_BARS)
+    counters = feed_counters(sh)
     lost_seen = ticks.lost
     grace = ctx.settings.bar_grace_ms * 1_000_000
 
@@ -61,6 +70,17 @@ def main(ctx: Context) -> None:
         if len(batch):
             closed.append(write(agg.on_ticks, batch))
             ctx.count(n_in=len(batch))
+        repaired = repairs.poll(1 << 14)
+        if len(repaired):
+            before, taken = write(agg.insert_repaired, repaired)
+            closed += [before, taken]
+            if counters is not None:
+                counters[FEED["repaired_bars"]] += len(taken)
+            if len(taken) < len(repaired):
+                log.warning("%d repaired bars not taken (their minute is already in the history)",
+                            len(repaired) - len(taken))
+        if counters is not None:
+            counters[FEED["corrections_applied"]] = agg.cancels_applied
         wm = ctx.event_now_ns() - grace
         if agg.day and wm > agg.watermark_ns:
             closed.append(write(agg.close_due, wm))

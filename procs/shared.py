@@ -9,6 +9,7 @@
 | bar ring | `scanner.<instance>.bars` | bars | indicators (0), storage (1) |
 | alert ring i | `scanner.<instance>.alerts.<i>` | scanner worker i | publisher (0) |
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
+| repair ring | `scanner.<instance>.repair` | ingest (bars from a gap repair) | bars (0) |
 | state.NAME | `scanner.<instance>.state.<name>` | process NAME | only NAME (its private state across restarts) |
 """
 
@@ -35,6 +36,8 @@ WRITERS: dict[Owner, int] = {Owner.INGEST: 0, Owner.BARS: 1, Owner.INDICATORS: 2
 TICK_CONSUMER_BARS, TICK_CONSUMER_STORAGE = 0, 1
 BAR_CONSUMER_INDICATORS, BAR_CONSUMER_STORAGE = 0, 1
 ALERT_CONSUMER_PUBLISHER = 0
+REPAIR_CONSUMER_BARS = 0
+REPAIR_RING_CAPACITY = 1 << 16  # repaired closed bars in flight (a reconnect's worth)
 
 
 def seg_name(instance: str, part: str) -> str:
@@ -58,6 +61,7 @@ class Shared:
     bars: Ring
     alerts: list[Ring]
     feed: Ring
+    repair: Ring
     owner: bool = False
     state: dict[str, NamedArrays] = field(default_factory=dict)
 
@@ -86,12 +90,13 @@ class Shared:
         alerts = [Ring.create(seg_name(instance, f"alerts.{i}"), alert_capacity, ALERT_DTYPE)
                   for i in range(n_workers)]
         feed = Ring.create(seg_name(instance, "feed"), alert_capacity, ALERT_DTYPE)
+        repair = Ring.create(seg_name(instance, "repair"), REPAIR_RING_CAPACITY, BAR_DTYPE)
         state = {
             name: NamedArrays.create(seg_name(instance, f"state.{name}"),
                                      {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
             for name, arrays in (states or {}).items()
         }
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True, state=state)
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, repair, owner=True, state=state)
 
     @classmethod
     def attach(cls, instance: str) -> Shared:
@@ -111,19 +116,20 @@ class Shared:
             alerts.append(Ring.attach(seg_name(instance, f"alerts.{i}"), ALERT_DTYPE))
             i += 1
         feed = Ring.attach(seg_name(instance, "feed"), ALERT_DTYPE)
+        repair = Ring.attach(seg_name(instance, "repair"), BAR_DTYPE)
         prefix = seg_name(instance, "state.")
         state = {name[len(prefix):]: NamedArrays.attach(name)
                  for name in instance_segments(instance) if name.startswith(prefix)}
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, state=state)
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, repair, state=state)
 
     def segments(self) -> list[Segment]:
         return [self.control.seg, self.table.seg, self.history.seg, self.ticks.seg, self.bars.seg,
-                *(r.seg for r in self.alerts), self.feed.seg, *(a.seg for a in self.state.values())]
+                *(r.seg for r in self.alerts), self.feed.seg, self.repair.seg, *(a.seg for a in self.state.values())]
 
     def close(self) -> None:
         """Unmap everything in this process (the data stays for the other processes)."""
         for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed,
-                     *self.state.values()):
+                     self.repair, *self.state.values()):
             part.close()
 
     def unlink(self) -> None:

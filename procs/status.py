@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from procs.feed_stats import feed_summary
 from procs.shared import Shared, seg_name
 from scanner.config import Settings
 from shm.control import STATE_DEAD, ControlBlock
@@ -112,20 +113,25 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
         "scan_overruns": overruns,
         "alerts_per_s": round(alerts_per_s, 2),
         "drops": drops,
-        "ring_lost": _ring_lost(settings),
+        **_shared_counts(settings),
     }
 
 
-def _ring_lost(settings: Settings) -> dict[str, int]:
-    """Records consumers lost to lapping, per ring (should stay 0)."""
+def _shared_counts(settings: Settings) -> dict[str, dict]:
+    """`ring_lost`: records consumers lost to lapping, per ring (should stay 0); `feed`: the live
+    feed's counters (connection, disconnects, seconds lost, repaired bars, corrections, ...)."""
     try:
         sh = Shared.attach(settings.instance)
     except Exception:  # noqa: BLE001 - best effort: status must work while starting/stopping
-        return {}
+        return {"ring_lost": {}}
     try:
-        out = {"ticks": int(sh.ticks.consumers["lost"].sum()), "bars": int(sh.bars.consumers["lost"].sum()),
-               "alerts": int(sum(int(r.consumers["lost"].sum()) for r in sh.alerts)),
-               "feed": int(sh.feed.consumers["lost"].sum())}
+        out: dict[str, dict] = {"ring_lost": {
+            "ticks": int(sh.ticks.consumers["lost"].sum()), "bars": int(sh.bars.consumers["lost"].sum()),
+            "alerts": int(sum(int(r.consumers["lost"].sum()) for r in sh.alerts)),
+            "feed": int(sh.feed.consumers["lost"].sum())}}
+        feed = feed_summary(sh)
+        if feed is not None:
+            out["feed"] = feed
     finally:
         sh.close()
     return out

@@ -185,6 +185,13 @@ class Supervisor:
             names = self.replay_index().symbols
         elif s.symbols_file:
             names = [ln.strip() for ln in Path(s.symbols_file).read_text().splitlines() if ln.strip()]
+        elif s.live_feed():  # the vendor's active US equities (procs.reference)
+            from procs.reference import ReferenceError, live_universe
+
+            try:
+                names = live_universe(s, trading_day(time.time_ns()))
+            except ReferenceError as exc:
+                raise SupervisorError(str(exc)) from None
         else:
             names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
         end = s.range_end if s.range_end is not None else len(names)
@@ -243,14 +250,16 @@ class Supervisor:
                 log.info("restored checkpoint %s (feed clock %s)", path, _fmt_ns(event_ns))
             except checkpoint.CheckpointRefused as exc:
                 log.warning("%s", exc)
-        # a replay's clock stays at 0 until its ingest, which owns it, moves it (procs.ingest_replay)
-        shared.control.set_clock(event_ns, time.time_ns(), 0.0 if s.feed == "replay" else s.feed_speed)
+        # a replay's or live feed's clock stays until its ingest, which owns it, moves it
+        # (procs.ingest_replay, procs.ingest_live)
+        owned = s.feed == "replay" or s.live_feed()
+        shared.control.set_clock(event_ns, time.time_ns(), 0.0 if owned else s.feed_speed)
         return shared
 
     def initial_event_time(self, day: int) -> int:
         """Event time the feed starts at: now during the regular session, else the open
         (the synthetic market then runs a session of its own from 09:30)."""
-        if self.s.feed == "replay":
+        if self.s.feed == "replay" or self.s.live_feed():
             return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
@@ -269,6 +278,13 @@ class Supervisor:
             daily = replay_feed.spec_from_settings(self.s).daily
             prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
+        elif self.s.live_feed():
+            from procs.reference import ReferenceError, live_reference
+
+            try:
+                prev, adv = live_reference(self.s, shared.table.key_list(), int(shared.control.header["trading_day"]))
+            except ReferenceError as exc:
+                raise SupervisorError(str(exc)) from None
         else:
             return
         t = shared.table

@@ -30,6 +30,16 @@ Semantics (event time drives everything, so a replay at any speed gives the same
   the session `vwap` are regular session only (09:30-16:00); `premarket_*` is 04:00-09:30;
   `day_volume` / `day_trades` count every tick of the trading day (pre-market, after-hours).
   The first regular-session print sets the high without counting as a *new* high.
+- Cancels and corrections (live vendor feeds): a correction arrives as a TICK_CANCEL tick
+  (the original print) followed by an ordinary tick (the corrected print, same event time). A
+  cancel inside the symbol's live minute takes its size, price x size and trade back out of the
+  bar, the day's volume/trades and the session VWAP sums, and counts in `cancels_applied`. It
+  does not lower a high, raise a low or move an open/close the print had set: without the
+  minute's ticks those cannot be recomputed (docs/operations.md). A cancel of a minute already
+  closed is counted in `cancels_skipped` and changes nothing.
+- Repaired bars (`insert_repaired`): closed bars from the vendor's REST minute bars after a
+  reconnect go into the history ring and the day statistics like a closed bar, when their
+  minute is newer than the row's newest history bar and older than its live bar.
 - The trading day rolls when the first tick of a later New York date arrives (or on
   `reset_day`): live bars close, day statistics restart; ticks of the old day after that are late.
 """
@@ -42,7 +52,7 @@ import numpy as np
 from numba import njit
 
 from scanner.metrics import CATALOGUE, HIST, HIST_FIELDS, Owner
-from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import BAR_DTYPE, TICK_CANCEL, TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
 from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_day
 
 # float64 columns of the kernel, in kernel order: the table's bars-owned ones, then private state
@@ -64,10 +74,11 @@ AGG_STATE: dict[str, np.dtype] = {
 """Private per-row state of the aggregator (not metrics); allocate with `BarAggregator.new_state`."""
 
 # meta vector slots (int64); keep it in shared memory next to the state to survive a restart
-META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = range(6)
+META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START, META_CANCELS, META_CANCEL_SKIP = range(8)
 META_LEN = 8
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
 _NO_PRICE = TICK_ODD_LOT | TICK_NO_LAST
+_CANCEL = TICK_CANCEL
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)
 _BIG = np.iinfo(np.int64).max
 FCols = tuple[np.ndarray, ...]  # the float64 kernel columns, `_F_COLS` order
@@ -129,6 +140,88 @@ def _close_row(r: int, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
+def _cancel(r: int, t: int, p: float, q: float, f: FCols, iv: ICols, bounds: np.ndarray) -> None:
+    """Take a print back out of row r's live bar and the day's sums (module docstring)."""
+    bv, bvw, d_vol, vwap, pm_vol, bpv, s_pv, s_vol = f[4], f[5], f[9], f[11], f[14], f[15], f[16], f[17]
+    trades, d_trades = iv[1], iv[3]
+    bv[r] -= q
+    bpv[r] -= p * q
+    bvw[r] = bpv[r] / bv[r] if bv[r] > 0 else np.nan
+    trades[r] -= 1
+    d_vol[r] -= q
+    d_trades[r] -= 1
+    if bounds[1] <= t < bounds[2]:
+        pm_vol[r] -= q
+    elif bounds[2] <= t < bounds[3]:
+        s_pv[r] -= p * q
+        s_vol[r] -= q
+        vwap[r] = s_pv[r] / s_vol[r] if s_vol[r] > 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, bounds: np.ndarray,
+            accepted: np.ndarray) -> int:
+    """Insert repaired closed bars (BAR_DTYPE, by symbol then minute) into the history ring and
+    the day statistics; `accepted[j]` says which went in. Returns how many."""
+    d_open, d_high, d_low, d_vol, n_hod, vwap = f[6], f[7], f[8], f[9], f[10], f[11]
+    pm_high, pm_low, pm_vol, s_pv, s_vol, last_px = f[12], f[13], f[14], f[16], f[17], f[18]
+    start, closed, d_trades, hod_ts, d_open_ts = iv[0], iv[2], iv[3], iv[4], iv[7]
+    pre, opn, cls = bounds[1], bounds[2], bounds[3]
+    k = hist.shape[2]
+    n_ok = 0
+    for j in range(b.shape[0]):
+        r = b[j].sym
+        m = b[j].minute_ns
+        h = head[r]
+        accepted[j] = False
+        if m < bounds[0] or m >= bounds[4] or (start[r] != 0 and start[r] <= m):
+            continue
+        if h > 0 and np.int64(hist[_H_MIN, r, (h - 1) % k]) * MINUTE_NS >= m:
+            continue
+        o, hi, lo, c, v, vw = b[j].open, b[j].high, b[j].low, b[j].close, b[j].volume, b[j].vwap
+        slot = h % k
+        hist[_H_MIN, r, slot] = m // MINUTE_NS
+        hist[_H_O, r, slot] = o
+        hist[_H_H, r, slot] = hi
+        hist[_H_L, r, slot] = lo
+        hist[_H_C, r, slot] = c
+        hist[_H_V, r, slot] = v
+        hist[_H_VW, r, slot] = vw
+        hist[_H_T, r, slot] = b[j].trades
+        head[r] = h + 1
+        closed[r] += 1
+        last_px[r] = c
+        d_vol[r] += v
+        d_trades[r] += b[j].trades
+        if pre <= m < opn:
+            pm_vol[r] += v
+            if np.isnan(pm_high[r]) or hi > pm_high[r]:
+                pm_high[r] = hi
+            if np.isnan(pm_low[r]) or lo < pm_low[r]:
+                pm_low[r] = lo
+        elif opn <= m < cls:
+            s_pv[r] += (vw if vw == vw else c) * v
+            s_vol[r] += v
+            if s_vol[r] > 0:
+                vwap[r] = s_pv[r] / s_vol[r]
+            if np.isnan(d_open[r]) or m < d_open_ts[r]:
+                d_open[r] = o
+                d_open_ts[r] = m
+            if np.isnan(d_high[r]):
+                d_high[r] = hi
+                hod_ts[r] = m
+            elif hi > d_high[r]:
+                d_high[r] = hi
+                hod_ts[r] = m
+                n_hod[r] += 1.0
+            if np.isnan(d_low[r]) or lo < d_low[r]:
+                d_low[r] = lo
+        accepted[j] = True
+        n_ok += 1
+    return n_ok
+
+
+@njit(cache=True, nogil=True)
 def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, out: np.ndarray,
            n_out: int) -> int:
     """Close every live bar whose minute ended at or before the watermark."""
@@ -169,6 +262,13 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
         t = ts[k]
         m = t - t % MINUTE_NS
         s0 = start[r]
+        if flags[k] & _CANCEL:
+            if s0 != 0 and m == s0 and bv[r] >= sz[k] and t >= day_start:
+                _cancel(r, t, px[k], sz[k], f, iv, bounds)
+                meta[META_CANCELS] += 1
+            else:
+                meta[META_CANCEL_SKIP] += 1
+            continue
         if t < day_start or m + MINUTE_NS <= wm or (s0 != 0 and m < s0):
             late += 1
             continue
@@ -329,6 +429,14 @@ class BarAggregator:
         return int(self.meta[META_LATE])
 
     @property
+    def cancels_applied(self) -> int:
+        return int(self.meta[META_CANCELS])
+
+    @property
+    def cancels_skipped(self) -> int:
+        return int(self.meta[META_CANCEL_SKIP])
+
+    @property
     def watermark_ns(self) -> int:
         return int(self.meta[META_WATERMARK])
 
@@ -375,6 +483,23 @@ class BarAggregator:
         quiet) and close every live bar whose minute ended at or before it."""
         n = _close_due(self._f, self._i, self.hist, self.hist_head, self.meta, int(watermark_ns), self._out)
         return self._out[:n].copy()
+
+    def insert_repaired(self, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Insert repaired closed bars (BAR_DTYPE) of the current day: first close every live bar
+        of a minute before the earliest of them (the minutes in between were missed), then put
+        each bar newer than its row's history and older than its live bar into the history ring
+        and the day statistics. Returns (live bars this closed, repaired bars taken by symbol
+        then minute); both belong in the closed-bar ring, in that order."""
+        empty = np.empty(0, BAR_DTYPE)
+        if len(bars) == 0 or not self.meta[META_DAY]:
+            return empty, empty
+        if int(bars["sym"].max()) >= self.n_rows:
+            raise ValueError(f"bar row {int(bars['sym'].max())} is outside the table ({self.n_rows} rows)")
+        b = bars[np.lexsort((bars["minute_ns"], bars["sym"]))]
+        closed = self.close_due(int(b["minute_ns"].min()))
+        ok = np.zeros(len(b), np.bool_)
+        _repair(b, self._f, self._i, self.hist, self.hist_head, self._bounds, ok)
+        return closed, b[ok]
 
     def close_all(self) -> np.ndarray:
         """Close every live bar now (end of data or of the day); later ticks of those minutes

@@ -11,6 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from procs.api.deps import ReadAuth, StateDep
 from procs.api.state import GatewayState
+from procs.feed_stats import feed_summary
 from shm.control import BUCKETS_US
 
 router = APIRouter(tags=["health"])
@@ -66,6 +67,40 @@ class ControlCollector:
         clients = GaugeMetricFamily("scanner_websocket_clients", "WebSocket clients of this gateway.")
         clients.add_metric([], len(self.state.clients))
         yield from (ticks, rate, alerts, drops, restarts, hb, cycles, lost, gen, clients)
+        yield from feed_metrics(feed_summary(sh))
+
+
+# live-feed counters (procs.feed_stats) exposed as Prometheus counters; gauges listed apart
+_FEED_HELP = {
+    "disconnects": "Live feed connections lost.",
+    "seconds_lost": "Seconds without a subscribed live feed connection (after the first one).",
+    "connects": "Live feed subscriptions made (reconnects included).",
+    "messages": "Live feed frames received.",
+    "malformed": "Live feed messages that could not be decoded (dropped, counted).",
+    "unknown_symbol": "Live feed messages for symbols outside this host's universe.",
+    "quotes": "Quotes applied to the bid/ask columns.",
+    "statuses": "Trading-status messages applied.",
+    "halts": "Trading halts seen.",
+    "resumes": "Resumptions after a halt seen.",
+    "lulds": "LULD band messages applied.",
+    "corrections": "Trade corrections and cancels received.",
+    "corrections_applied": "Corrections and cancels applied to a live 1-minute bar.",
+    "repaired_bars": "Closed bars inserted from the vendor's REST minute bars after a reconnect.",
+    "repair_errors": "Gap repairs that failed (the minutes stay missing).",
+}
+
+
+def feed_metrics(feed: dict | None):  # type: ignore[no-untyped-def]
+    """Metric families of the live-feed counters (none without a feed-state segment)."""
+    if feed is None:
+        return
+    up = GaugeMetricFamily("scanner_feed_connected", "1 while the live feed is subscribed.")
+    up.add_metric([], int(feed["connected"]))
+    yield up
+    for key, help_text in _FEED_HELP.items():
+        fam = CounterMetricFamily(f"scanner_feed_{key}", help_text)
+        fam.add_metric([], feed[key])
+        yield fam
 
 
 @router.get("/metrics", dependencies=[ReadAuth])
