@@ -19,7 +19,7 @@ TICK_ODD_LOT = 1  # under 100 shares: counts for volume, not for last/high/low (
 TICK_NO_LAST = 2  # condition code says "does not update last" (e.g. out-of-sequence prints)
 # A vendor cancel (or the cancelled half of a correction): takes back an earlier print of the same
 # symbol, event time, price and size. Carries TICK_NO_LAST too; see scanner.bars for what it undoes.
-TICK_CANCEL = 4
+TICK_CANCEL = 16
 
 # One closed 1-minute bar, produced by the bar process for the storage writer and indicators.
 BAR_DTYPE = np.dtype(
