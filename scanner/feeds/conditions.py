@@ -65,7 +65,7 @@ _COMMON: dict[str, Rule] = {
     "C": Rule("Cash Sale", **_VOLUME_ONLY),
     "F": _ALL("Intermarket Sweep"),
     "H": Rule("Price Variation Trade", **_VOLUME_ONLY),
-    "I": Rule("Odd Lot Trade", **_VOLUME_ONLY, odd_lot=True),
+    "I": Rule("Odd Lot Trade", odd_lot=True),  # TICK_ODD_LOT alone already means "volume only"
     "K": _ALL("Rule 127 (NYSE) / Rule 155 (NYSE American)"),
     "L": Rule("Sold Last (late reporting)", **_VOLUME_ONLY),
     "M": Rule("Market Center Official Close", **_REPORT),
@@ -142,7 +142,7 @@ POLYGON: dict[int, Rule] = {
     33: Rule("Sold Out of Sequence (Z)", **_VOLUME_ONLY),
     34: _ALL("Split Trade (S)"),
     36: _ALL("Yellow Flag Regular Trade (Y)"),
-    37: Rule("Odd Lot Trade (I)", **_VOLUME_ONLY, odd_lot=True),
+    37: Rule("Odd Lot Trade (I)", odd_lot=True),
     38: Rule("Corrected Consolidated Close (9)", **_REPORT),
     41: _ALL("Trade Thru Exempt"),
     52: Rule("Contingent Trade (V)", **_VOLUME_ONLY),
@@ -204,5 +204,5 @@ def polygon_flags(codes: tuple[int, ...]) -> int:
 
 # The Polygon flat-file decoder (`scanner.feeds.csv_trades`) reads the same table.
 POLYGON_ODD_LOT = frozenset(k for k, r in POLYGON.items() if r.odd_lot)
-POLYGON_NO_LAST = frozenset(k for k, r in POLYGON.items() if not r.last and not r.odd_lot)
+POLYGON_NO_LAST = frozenset(k for k, r in POLYGON.items() if not r.last)
 POLYGON_NO_VOLUME = frozenset(k for k, r in POLYGON.items() if not r.volume)
