@@ -74,16 +74,18 @@ def vendor_protocol(s: Settings, symbols: list[str]) -> tuple[Any, Protocol, str
             raise BootError("feed 'alpaca' needs SCANNER_ALPACA_KEY_ID and SCANNER_ALPACA_SECRET_KEY")
         key, secret = s.alpaca_key_id, s.alpaca_secret_key
         proto = alpaca_session(lambda: mod.auth_message(key.get_secret_value(), secret.get_secret_value()),
-                               lambda: mod.subscribe_message(symbols), mod.classify_error)
+                               lambda: mod.subscribe_message(trades=symbols, quotes=symbols, statuses=symbols,
+                                                             lulds=symbols), mod.classify_error)
         return mod.AlpacaParser, proto, s.feed_url or ALPACA_STREAM.format(feed=s.alpaca_feed)
-    from scanner.feeds import polygon as mod
+    from scanner.feeds import polygon as pmod
 
     if not s.polygon_api_key:
         raise BootError("feed 'polygon' needs SCANNER_POLYGON_API_KEY")
     pkey = s.polygon_api_key
-    proto = polygon_session(lambda: mod.auth_message(pkey.get_secret_value()),
-                            lambda: mod.subscribe_message(symbols), mod.classify_error)
-    return mod.PolygonParser, proto, s.feed_url or POLYGON_STREAM
+    proto = polygon_session(lambda: pmod.auth_message(pkey.get_secret_value()),
+                            lambda: pmod.subscribe_message(trades=symbols, quotes=symbols, lulds=symbols),
+                            pmod.classify_error)
+    return pmod.PolygonParser, proto, s.feed_url or POLYGON_STREAM
 
 
 def correction_ticks(corr: np.ndarray) -> np.ndarray:
