@@ -17,12 +17,13 @@ from there, and never moved back. So bars' watermark follows the vendor's timest
 local clock does not close minutes early) yet quiet minutes still close in real time.
 
 **Gap repair**: after a reconnect, the ticks of the new connection are held back until the
-minutes missed are repaired: the gap is the whole minutes strictly between the newest trade
-before the disconnect and the first trade after it; a thread fetches the vendor's REST minute
-bars for those minutes, ingest puts them into the repair ring, waits until bars has taken them
-(inserted in order, `scanner.bars.BarAggregator.insert_repaired`), then releases the held
-ticks. The two edge minutes stay as received (partial); a failed fetch is counted
-(`repair_errors`) and the minutes stay missing. Counters: `procs.feed_stats`.
+minutes missed are repaired: from the minute of the newest trade before the disconnect up to
+(not including) the minute of the first trade after it. A thread fetches the vendor's REST
+minute bars for them, ingest puts them into the repair ring, waits until bars has taken them
+(in order, `scanner.bars.BarAggregator.insert_repaired`: a symbol that already has a bar for
+the first minute keeps its own, partial one), then releases the held ticks. The minute of the
+reconnect stays as received (the vendor's bar of a running minute is not final); a failed
+fetch is counted (`repair_errors`) and the minutes stay missing. Counters: `procs.feed_stats`.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ class LiveFeed:
             first = self.first_held_ns()
             if first is None:
                 return  # no trade since the reconnect yet: the gap's end is unknown
-            lo = self.gap_from - self.gap_from % MINUTE_NS + MINUTE_NS
+            lo = self.gap_from - self.gap_from % MINUTE_NS  # its own partial bar stays; others' come in
             hi = first - first % MINUTE_NS
             if hi <= lo:
                 self.release()

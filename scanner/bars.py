@@ -486,7 +486,7 @@ class BarAggregator:
 
     def insert_repaired(self, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Insert repaired closed bars (BAR_DTYPE) of the current day: first close every live bar
-        of a minute before the earliest of them (the minutes in between were missed), then put
+        up to the earliest of their minutes (what came after was missed), then put
         each bar newer than its row's history and older than its live bar into the history ring
         and the day statistics. Returns (live bars this closed, repaired bars taken by symbol
         then minute); both belong in the closed-bar ring, in that order."""
@@ -496,7 +496,7 @@ class BarAggregator:
         if int(bars["sym"].max()) >= self.n_rows:
             raise ValueError(f"bar row {int(bars['sym'].max())} is outside the table ({self.n_rows} rows)")
         b = bars[np.lexsort((bars["minute_ns"], bars["sym"]))]
-        closed = self.close_due(int(b["minute_ns"].min()))
+        closed = self.close_due(int(b["minute_ns"].min()) + MINUTE_NS)
         ok = np.zeros(len(b), np.bool_)
         _repair(b, self._f, self._i, self.hist, self.hist_head, self._bounds, ok)
         return closed, b[ok]
