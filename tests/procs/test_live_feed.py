@@ -64,7 +64,7 @@ def start_live(tmp: Path, vendor: str, stream, rest, names: list[str], **env: st
                     SCANNER_FEED_URL=stream.url, SCANNER_FEED_REST_URL=rest.base_url,
                     SCANNER_SYMBOLS_FILE=str(tmp / "symbols.txt"), SCANNER_BAR_HISTORY="1500",
                     SCANNER_BAR_GRACE_MS="600000",  # bars do not depend on it; a loaded machine does not either
-                    SCANNER_HEARTBEAT_TIMEOUT_S="5", SCANNER_BOOT_TIMEOUT_S="120", SCANNER_FEED_BACKOFF_MIN_S="0.2",
+                    SCANNER_HEARTBEAT_TIMEOUT_S="30", SCANNER_BOOT_TIMEOUT_S="120", SCANNER_FEED_BACKOFF_MIN_S="0.2",
                     **{**keys, **env})
     inst.start()
     return inst
