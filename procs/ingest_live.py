@@ -17,13 +17,14 @@ from there, and never moved back. So bars' watermark follows the vendor's timest
 local clock does not close minutes early) yet quiet minutes still close in real time.
 
 **Gap repair**: after a reconnect, the ticks of the new connection are held back until the
-minutes missed are repaired: from the minute of the newest trade before the disconnect up to
-(not including) the minute of the first trade after it. A thread fetches the vendor's REST
-minute bars for them, ingest puts them into the repair ring, waits until bars has taken them
-(in order, `scanner.bars.BarAggregator.insert_repaired`: a symbol that already has a bar for
-the first minute keeps its own, partial one), then releases the held ticks. The minute of the
-reconnect stays as received (the vendor's bar of a running minute is not final); a failed
-fetch is counted (`repair_errors`) and the minutes stay missing. Counters: `procs.feed_stats`.
+minutes missed are repaired: from the minute of the newest trade before the disconnect to the
+minute of the first trade after it. A thread fetches the vendor's REST minute bars for them,
+ingest puts them into the repair ring, waits until bars has taken them (in order,
+`scanner.bars.BarAggregator.insert_repaired`: a symbol that already has a bar for the first
+minute keeps its own, partial one), then releases the held ticks. In the reconnect minute a
+symbol with ticks since the reconnect builds its (partial) bar from them; the others take the
+vendor's bar, and any later tick of that minute is then late for them. A failed fetch is
+counted (`repair_errors`) and the minutes stay missing. Counters: `procs.feed_stats`.
 """
 
 from __future__ import annotations
@@ -180,11 +181,10 @@ class LiveFeed:
             self.counters[FEED["connected"]] = 0
 
     def drain(self) -> int:
-        """Handle the queued socket events (up to a pass's worth); returns frames handled."""
-        trades: list[np.ndarray] = []
-        quotes: list[np.ndarray] = []
-        statuses: list[np.ndarray] = []
-        lulds: list[np.ndarray] = []
+        """Handle the queued socket events (up to a pass's worth); returns frames handled.
+        Records are published in batches, and always before a change of connection state, so
+        that what came before a disconnect is never mistaken for what came after it."""
+        batch = _Batch()
         frames = 0
         c = self.counters
         while frames < MAX_FRAMES_PER_PASS:
@@ -201,29 +201,31 @@ class LiveFeed:
                 c[FEED["malformed"]] += p.malformed
                 c[FEED["unknown_symbol"]] += p.unknown_symbol
                 if p.malformed:
-                    log.warning("%s: %d malformed messages in a frame of %d bytes", self.proto.name, p.malformed,
-                                len(ev[1]))
+                    log.warning("%s: %d malformed messages in a frame of %d bytes (%s)", self.proto.name,
+                                p.malformed, len(ev[1]), "; ".join(getattr(p, "reasons", [])[:2]))
                 for m in p.control:
                     self.control(m)
-                if len(p.trades):
-                    trades.append(p.trades)
                 if len(p.corrections):
                     c[FEED["corrections"]] += len(p.corrections)
-                    trades.append(correction_ticks(p.corrections))
-                for lst, arr in ((quotes, p.quotes), (statuses, p.statuses), (lulds, p.lulds)):
-                    if len(arr):
-                        lst.append(arr)
-            elif kind == "up":
+                batch.add(p)
+                continue
+            self.flush(batch)
+            if kind == "up":
                 self.on_up(ev[1])
             elif kind == "down":
                 self.on_down(ev[1], ev[2])
             elif kind == "fatal":
                 raise BootError(ev[1])
-        if trades:
-            self.publish(np.concatenate(trades) if len(trades) > 1 else trades[0])
-        if quotes or statuses or lulds:
-            self.sink.push_state(quotes=_cat(quotes), statuses=_cat(statuses), lulds=_cat(lulds))
+        self.flush(batch)
         return frames
+
+    def flush(self, batch: _Batch) -> None:
+        """Publish what `batch` collected, then empty it."""
+        if batch.trades:
+            self.publish(_cat(batch.trades))
+        if batch.quotes or batch.statuses or batch.lulds:
+            self.sink.push_state(quotes=_cat(batch.quotes), statuses=_cat(batch.statuses), lulds=_cat(batch.lulds))
+        batch.clear()
 
     def control(self, m: dict) -> None:
         """A vendor control message in the stream (after the handshake)."""
@@ -284,8 +286,8 @@ class LiveFeed:
             if first is None:
                 return  # no trade since the reconnect yet: the gap's end is unknown
             lo = self.gap_from - self.gap_from % MINUTE_NS  # its own partial bar stays; others' come in
-            hi = first - first % MINUTE_NS
-            if hi <= lo:
+            hi = first - first % MINUTE_NS + MINUTE_NS  # the reconnect minute: see `fetch`
+            if hi - lo <= MINUTE_NS:
                 self.release()
                 return
             lo = max(lo, hi - REPAIR_MAX_MINUTES * MINUTE_NS)
@@ -305,6 +307,12 @@ class LiveFeed:
                       self.repair_result.get("error", "timed out"))
             self.release()
             return
+        # the reconnect minute only for symbols with no tick of it since the reconnect (the
+        # others build it from their ticks); later ticks of it are then late for them
+        last = self.repair_result["last"]
+        held = np.concatenate(self.held) if self.held else np.empty(0, TICK_DTYPE)
+        live_now = np.unique(held["sym"][held["ts_ns"] - held["ts_ns"] % MINUTE_NS == last])
+        bars = bars[~((bars["minute_ns"] == last) & np.isin(bars["sym"], live_now))]
         if len(bars):
             self.repair_ring.publish(bars)
         self.repair_published = self.ctx.shared.repair.head
@@ -329,6 +337,7 @@ class LiveFeed:
                 out[f] = vb[f]
             out["trades"] = vb["trades"]
             self.repair_result["bars"] = out
+            self.repair_result["last"] = hi - MINUTE_NS
         except (RestError, KeyError, ValueError, TypeError) as exc:
             self.repair_result["error"] = str(exc)
 
@@ -341,6 +350,28 @@ class LiveFeed:
         self.gap_from = 0
         if held:
             self.publish(np.concatenate(held))
+
+
+class _Batch:
+    """Records of several frames, published together (one ring publish, one seqlock round)."""
+
+    def __init__(self) -> None:
+        self.trades: list[np.ndarray] = []
+        self.quotes: list[np.ndarray] = []
+        self.statuses: list[np.ndarray] = []
+        self.lulds: list[np.ndarray] = []
+
+    def add(self, p: Any) -> None:
+        if len(p.trades):
+            self.trades.append(p.trades)
+        if len(p.corrections):
+            self.trades.append(correction_ticks(p.corrections))
+        for lst, arr in ((self.quotes, p.quotes), (self.statuses, p.statuses), (self.lulds, p.lulds)):
+            if len(arr):
+                lst.append(arr)
+
+    def clear(self) -> None:
+        self.trades, self.quotes, self.statuses, self.lulds = [], [], [], []
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray | None:

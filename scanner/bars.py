@@ -13,7 +13,8 @@ Semantics (event time drives everything, so a replay at any speed gives the same
   `close_due`). A live bar closes when its minute ended at or before the watermark, or when a
   tick of a later minute arrives for the same symbol.
 - A tick is *late* when its minute is older than the symbol's live bar, or its minute ended at
-  or before the watermark (the bar for that minute has been, or could have been, published).
+  or before the watermark (the bar for that minute has been, or could have been, published),
+  or is not newer than the symbol's newest closed bar (a repaired bar, see below).
   Late ticks are counted in `late_ticks` and dropped, never merged: a closed bar is already in
   the history ring, the storage writer and the indicators; amending it would need a correction
   protocol through all of them, and the vendors' own bars drop them too. Both rules depend only
@@ -271,6 +272,9 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
             continue
         if t < day_start or m + MINUTE_NS <= wm or (s0 != 0 and m < s0):
             late += 1
+            continue
+        if s0 == 0 and head[r] > 0 and np.int64(hist[_H_MIN, r, (head[r] - 1) % hist.shape[2]]) * MINUTE_NS >= m:
+            late += 1  # that minute is already closed in the history (e.g. a repaired bar): late
             continue
         if s0 != 0 and m > s0:
             n_out = _close_row(r, f, iv, hist, head, out, n_out)
