@@ -51,8 +51,12 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, day) -> pd.DataFrame:
     files = sorted(f for s in SYMS for f in glob.glob(str(SHARED_DATA / "lean-us-equity" / "tick" / s /
                                                           f"{DAY}_trade.zip")))
     tmp = tmp_path_factory.mktemp("replay")
-    summary, _ = replay(tmp, *files, "--max", "--bars-out", str(tmp / "bars.npz"))
+    with pytest.MonkeyPatch.context() as mp:  # a loaded shared machine must not restart its children
+        mp.setenv("SCANNER_HEARTBEAT_TIMEOUT_S", "30")
+        mp.setenv("SCANNER_BOOT_TIMEOUT_S", "120")
+        summary, _ = replay(tmp, *files, "--max", "--bars-out", str(tmp / "bars.npz"))
     assert summary["ticks"] == len(day[0]) and summary["late_ticks"] == 0
+    assert summary["bars"] > 0 and summary["bars_collected"] == summary["bars"]
     return bars_frame(tmp / "bars.npz").sort_values(["symbol", "minute_ns"], ignore_index=True)
 
 
