@@ -106,7 +106,7 @@ class Settings(BaseSettings):
                                    description="Past trading days loaded at start for indicators (0 = off).")
     archive_at_session_end: bool = Field(True, description="Archive the day to S3 when the session ends.")
 
-    # notifier (procs/notifier.py): runs when redis_url and at least one destination are configured
+    # notifier (procs/notifier/): runs when redis_url and at least one destination are configured
     notify_destinations: list[dict[str, Any]] = Field(
         default_factory=list, description="E-mail/webhook/SMS destinations (see scanner/notify/destinations.py).")
     notify_file: Path | None = Field(None, description="TOML ([[destinations]]) or JSON file of more destinations.")
