@@ -16,6 +16,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from procs import checkpoint
 from procs.scan import match_state
@@ -27,6 +28,9 @@ from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import NY, session_bounds_ns, trading_day
 from shm.segment import Segment
+
+if TYPE_CHECKING:
+    from procs.registry import RegistryThread
 
 log = logging.getLogger("scanner.supervisor")
 NS = 1_000_000_000
@@ -44,6 +48,7 @@ class InstanceSetup:
         self.shared: Shared | None = None
         self.rules_watcher: object = None
         self._replay: replay_feed.ReplayIndex | None = None
+        self.universe: list[str] = []  # the whole symbol list this host's range is cut from
 
     def replay_index(self) -> replay_feed.ReplayIndex:
         """Feed "replay": the symbols in the replay files and their first day (read once)."""
@@ -62,6 +67,7 @@ class InstanceSetup:
             names = [ln.strip() for ln in Path(s.symbols_file).read_text().splitlines() if ln.strip()]
         else:
             names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
+        self.universe = names
         end = s.range_end if s.range_end is not None else len(names)
         if not 0 <= s.range_start < end <= len(names):
             raise SupervisorError(
@@ -122,6 +128,39 @@ class InstanceSetup:
         shared.control.set_clock(event_ns, time.time_ns(), 0.0 if s.feed == "replay" else s.feed_speed)
         self.shared = shared
         return shared
+
+    def join_cluster(self) -> RegistryThread | None:
+        """With Redis: claim this host's name and symbol range in the host registry (refused with
+        a clear message on a conflict) and keep the record fresh; None without Redis."""
+        s = self.s
+        if not s.redis_url:
+            return None
+        import redis
+
+        from procs.registry import Registry, RegistryConflict, RegistryThread, base_record
+        from procs.status import collect
+
+        end = s.range_end if s.range_end is not None else len(self.universe)
+        url = s.public_url or f"http://{s.http_host}:{s.http_port}"
+        record = base_record(instance=s.instance, universe=self.universe, range_start=s.range_start,
+                             range_end=end, url=url)
+        registry = Registry(s.redis_url, s.registry_ttl_s)
+        try:
+            registry.claim(record)
+        except RegistryConflict as exc:
+            raise SupervisorError(f"cannot join the cluster: {exc}") from None
+        except (redis.RedisError, OSError) as exc:
+            log.error("host registry unreachable at start (%s); registering when Redis is back", exc)
+
+        def live() -> dict[str, object]:
+            st = collect(s)
+            return {"ticks_per_s": st["ticks_per_s"], "scan_p99_ms": st["scan_p99_ms"],
+                    "rules_generation": st["rules_generation"], "alerts_per_s": st["alerts_per_s"],
+                    "processes_alive": sum(p["alive"] for p in st["processes"]), "symbols": st["symbols"]}
+
+        thread = RegistryThread(registry, record, live)
+        thread.start()
+        return thread
 
     def initial_event_time(self, day: int) -> int:
         """Event time the feed starts at: now during the regular session, else the open

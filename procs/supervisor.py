@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from procs import checkpoint
 from procs.instance import InstanceSetup, PidLock, assign_cores, process_names, remove_stale_segments
@@ -28,6 +29,9 @@ from scanner.metrics import Owner
 from shm.control import STATE_DEAD, STATE_RUNNING, STATE_STARTING
 from shm.partitioned import PartitionedMatrix
 from shm.platform import check_memory_model
+
+if TYPE_CHECKING:
+    from procs.registry import RegistryThread
 
 log = logging.getLogger("scanner.supervisor")
 NS = 1_000_000_000
@@ -79,6 +83,7 @@ class Supervisor:
         self._wake_r, self._wake_w = -1, -1
         self.checkpoints: checkpoint.Periodic | None = None
         self.setup = InstanceSetup(settings)
+        self.registry: RegistryThread | None = None
 
     # ------------------------------------------------------------------ children
     def spawn(self, child: Child) -> None:
@@ -246,6 +251,7 @@ class Supervisor:
         self.shared = self.setup.allocate()
         self.checkpoints = checkpoint.Periodic(self.shared, self.s.checkpoint_file(), self.s.checkpoint_interval_s)
         self.setup.prepare_rules()
+        self.registry = self.setup.join_cluster()
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
@@ -301,6 +307,8 @@ class Supervisor:
                     self.child_exited(child, status)
         if self.checkpoints is not None:
             self.checkpoints.save()
+        if self.registry is not None:
+            self.registry.stop()
         self.shared.close()
         self.shared.unlink()
         self.shared = None

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
+    registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
+                                  "record is older than this is missing from the cluster.")
+    public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
+                                   "None = http://<http_host>:<http_port>.")
     database_url: str | None = None
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
