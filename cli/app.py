@@ -200,8 +200,10 @@ from cli.replay import replay_command  # noqa: E402
 app.command("replay")(replay_command)
 
 
+from cli.kafka import feed_bridge_command  # noqa: E402
 from cli.storage import archive_command, migrate_command  # noqa: E402
 
+app.command("feed-bridge")(feed_bridge_command)
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)
 

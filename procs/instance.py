@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from procs import checkpoint
+from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
@@ -109,7 +110,9 @@ class InstanceSetup:
             alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
             block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
             states={"bars": BarAggregator.new_state(len(keys)),
-                    "matches": match_state(len(keys), s.n_scan_workers())},
+                    "matches": match_state(len(keys), s.n_scan_workers()),
+                    **({"ingest": ingest_state(s.kafka_partitions, len(self.universe), s.range_start)}
+                       if s.feed == "kafka" else {})},
         )
         t = shared.table
         BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
@@ -169,7 +172,7 @@ class InstanceSetup:
             return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
-        if self.s.feed == "synthetic" and not open_ns <= now < open_ns + 390 * 60 * NS:
+        if self.s.synthetic_market() and not open_ns <= now < open_ns + 390 * 60 * NS:
             return open_ns
         return now
 
@@ -177,7 +180,7 @@ class InstanceSetup:
         """Reference columns (previous close, average daily volume) before any worker runs:
         the synthetic universe's, or a replay's from daily history (Lean daily files)."""
         lo, n = self.s.range_start, shared.table.n_rows
-        if self.s.feed == "synthetic":
+        if self.s.synthetic_market():
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
             prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":

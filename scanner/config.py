@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     symbols_file: Path | None = Field(None, description="One symbol per line; replaces the synthetic names.")
     range_start: int = Field(0, ge=0, description="First row of the universe this host scans.")
     range_end: int | None = Field(None, description="End (exclusive) of this host's range; None = all.")
-    feed: Literal["synthetic", "replay", "none"] = "synthetic"
+    feed: Literal["synthetic", "replay", "none", "kafka"] = "synthetic"
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
+
+    # Kafka (optional): the feed bridge produces ticks, hosts with feed "kafka" consume their range
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers (host:port,...); None = off.")
+    kafka_ticks_topic: str = Field("ticks", min_length=1, max_length=200, description="Topic of the bridge's ticks.")
+    kafka_partitions: int = Field(16, ge=1, le=4096, description="Partitions of the ticks topic (all hosts agree).")
+    kafka_alerts_topic: str | None = Field(None, max_length=200, description="Also produce alerts here (None = off).")
 
     # processes
     scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")
@@ -169,6 +175,11 @@ class Settings(BaseSettings):
 
     def checkpoint_file(self) -> Path:
         return self.run_dir() / f"{self.instance}.checkpoint.npz"
+
+    def synthetic_market(self) -> bool:
+        """The ticks come from the synthetic market: directly, or through Kafka from a bridge running
+        it (no symbols_file): its universe, reference data and session clock apply."""
+        return self.feed == "synthetic" or (self.feed == "kafka" and not self.symbols_file)
 
     def rules_in_postgres(self) -> bool:
         return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))
