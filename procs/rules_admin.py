@@ -12,12 +12,14 @@ from __future__ import annotations
 import fcntl
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from procs.shared import seg_name
-from scanner.config import Settings
 from scanner.rules.model import Rule
 from scanner.rules.store import RuleStore, install_default_pack
-from shm.control import ControlBlock
+
+if TYPE_CHECKING:  # the CLI lists rules without loading the engine: segments load in bump_generation
+    from scanner.config import Settings
+    from shm.control import ControlBlock
 
 log = logging.getLogger("scanner.rules")
 
@@ -26,6 +28,9 @@ def bump_generation(settings: Settings, control: ControlBlock | None = None) -> 
     """Bump the running instance's rules generation; None when the instance is not running."""
     own = control is None
     if control is None:
+        from procs.shared import seg_name
+        from shm.control import ControlBlock
+
         try:
             control = ControlBlock.attach(seg_name(settings.instance, "ctl"))
         except Exception:  # noqa: BLE001 - not running: nothing to notify

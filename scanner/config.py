@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     @field_validator("notify_destinations")
     @classmethod
     def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not v:  # the default: nothing to check, and no need to load the notifier's models (and numpy)
+            return v
         from scanner.notify.destinations import parse_destinations  # lazy: keeps config import light
 
         parse_destinations(v)  # fail at load time, not in the child
