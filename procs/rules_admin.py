@@ -1,10 +1,12 @@
 """Rule changes from outside the workers (CLI, REST): write the store, then bump the generation.
 
-The generation counter lives in the running instance's control block; every writer (the CLI,
-each gateway) bumps it under one file lock, so no bump is lost to a concurrent read-increment.
-Workers compare it every cycle and reload the store when it moved: a change reaches them within
-one cycle. When the instance is not running, the store is simply written (the workers read it
-when they start).
+The generation counter lives in the running instance's control block. The CLI and each gateway
+bump it here, under one file lock, so none of their bumps is lost to a concurrent
+read-increment. The supervisor's SIGHUP handler bumps it without that lock: a HUP racing one of
+these bumps can lose an increment, and a worker that read the counter between the two writes
+then sees the later change only at the next bump. Workers compare the counter every cycle and
+reload the store when it moved: a change reaches them within one cycle. When the instance is
+not running, the store is simply written (the workers read it when they start).
 """
 
 from __future__ import annotations

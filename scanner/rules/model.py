@@ -327,7 +327,6 @@ class Rule(_Leaf):
 Group.model_rebuild()
 Comparison.model_rebuild()
 Rule.model_rebuild()
-RuleModel = Rule  # the name the API layer uses
 
 
 class RuleSet(RootModel[list[Rule]]):
