@@ -30,8 +30,10 @@ from cli.common import (
     SymbolsOpt,
     WorkersOpt,
     ensure_stopped,
+    fail,
     guard,
     launch_supervisor,
+    quick_paths,
     running_pid,
     settings_from,
     table,
@@ -113,8 +115,11 @@ def daemonize(settings: Settings) -> None:
 @app.command()
 def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Stop a running instance cleanly (TERM; the supervisor stops its children)."""
-    from procs.status import pid_alive
+    from procs.status import live_pid, pid_alive
 
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None and not live_pid(quick.pidfile()):
+        fail(f"instance {quick.instance!r} is not running")  # answered without loading the settings
     with guard():
         settings = settings_from(config, instance, data_dir)
         pid = running_pid(settings)
@@ -137,8 +142,14 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
-    from procs.status import collect
+    from procs.status import collect, require_control
 
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None:
+        try:
+            require_control(quick.instance)
+        except FileNotFoundError as exc:
+            fail(str(exc))  # answered without loading the settings
     with guard():
         settings = settings_from(config, instance, data_dir)
         try:

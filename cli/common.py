@@ -20,6 +20,7 @@ import typer
 
 if TYPE_CHECKING:
     from scanner.config import Settings
+    from scanner.instance import InstancePaths
 
 
 class ScannerError(Exception):
@@ -35,6 +36,10 @@ USER_ERRORS = (
     ("procs.supervisor", "SupervisorError"),
     ("shm.platform", "UnsupportedPlatform"),
 )
+
+# The variables `quick_paths` understands (SCANNER_LOG_LEVEL is read by logging set-up, not a
+# setting); any other SCANNER_* variable may be a setting, which only the settings class reads.
+QUICK_ENV = ("SCANNER_INSTANCE", "SCANNER_DATA_DIR", "SCANNER_LOG_LEVEL")
 
 # The option aliases every command shares (one spelling, one help text).
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
@@ -92,12 +97,36 @@ def settings_from(config: Path | None, instance: str | None, data_dir: Path | No
         raise ScannerError(f"cannot read configuration: {exc}") from None
 
 
+def quick_paths(config: Path | None, instance: str | None, data_dir: Path | None) -> InstancePaths | None:
+    """The instance's paths without loading the settings class (pydantic-settings alone costs more
+    than the whole answer should), or None when that cannot be known for sure.
+
+    Sure means: no configuration file (`--config`, `SCANNER_CONFIG`) and no `SCANNER_*` variable
+    other than those in `QUICK_ENV`, so every other setting is at its default (valid by
+    construction), and the name passes the settings' own pattern. Only "not running" is ever
+    answered from this; everything else goes through `settings_from`, which validates it all."""
+    import re
+
+    from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
+
+    if config is not None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k.upper().startswith("SCANNER_")}
+    if not set(env) <= set(QUICK_ENV):  # another setting, or a lower-case spelling: let pydantic read it
+        return None
+    name = instance if instance is not None else env.get("SCANNER_INSTANCE", DEFAULT_INSTANCE)
+    if not re.fullmatch(INSTANCE_PATTERN, name):
+        return None  # the settings class says what is wrong with it
+    if data_dir is None:
+        data_dir = Path(env["SCANNER_DATA_DIR"]) if "SCANNER_DATA_DIR" in env else DEFAULT_DATA_DIR
+    return InstancePaths(name, data_dir)
+
+
 def running_pid(settings: Settings) -> int | None:
     """The pid of the instance's live supervisor (from its pidfile), or None."""
-    from procs.status import pid_alive, read_pid
+    from procs.status import live_pid
 
-    pid = read_pid(settings.pidfile())
-    return pid if pid and pid_alive(pid) else None
+    return live_pid(settings.pidfile())
 
 
 def ensure_stopped(settings: Settings, hint: str = "") -> None:

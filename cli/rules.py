@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, ScannerError, fail, guard, settings_from, table
+from cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    InstanceOpt,
+    ScannerError,
+    fail,
+    guard,
+    quick_paths,
+    settings_from,
+    table,
+)
 
 if TYPE_CHECKING:
     from scanner.rules.model import Rule
@@ -34,6 +44,11 @@ def _load_file(path: Path) -> list[Rule]:
 def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None,
                as_json: Annotated[bool, typer.Option("--json", help="Full rules as JSON.")] = False) -> None:
     """List the stored rules."""
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None and not quick.rules_file().exists():
+        # no database configured (quick_paths saw no setting), so the store is this file: none yet
+        typer.echo("[]" if as_json else "0 rules")
+        return
     from procs.rules_admin import rule_summary, store_for
 
     with guard():

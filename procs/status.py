@@ -41,10 +41,23 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
+def live_pid(pidfile: Path) -> int | None:
+    """The pid in `pidfile` if that process is alive, else None."""
+    pid = read_pid(pidfile)
+    return pid if pid and pid_alive(pid) else None
+
+
 def control_path(instance: str) -> str:
     """The control segment's file (`procs.shared.seg_name(instance, "ctl")` under /dev/shm),
     spelled here so that asking about a stopped instance does not import numpy."""
     return os.path.join(SHM_DIR, f"scanner.{instance}.ctl")
+
+
+def require_control(instance: str) -> None:
+    """FileNotFoundError, saying so, when the instance has no control segment (not running)."""
+    if not os.path.exists(control_path(instance)):
+        raise FileNotFoundError(f"instance {instance!r} is not running (no control segment "
+                                f"{control_path(instance)})")
 
 
 def _stat_start(pid: int) -> float | None:
@@ -59,9 +72,7 @@ def _stat_start(pid: int) -> float | None:
 
 def collect(settings: Settings) -> dict:
     """Status of an instance as one JSON-able dict; raises FileNotFoundError if not running."""
-    if not os.path.exists(control_path(settings.instance)):
-        raise FileNotFoundError(f"instance {settings.instance!r} is not running (no control segment "
-                                f"{control_path(settings.instance)})")
+    require_control(settings.instance)
     from procs.shared import seg_name
     from shm.control import ControlBlock
 

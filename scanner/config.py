@@ -18,15 +18,17 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
+
 
 class Settings(BaseSettings):
     """Everything an instance needs to start; one instance per host and symbol range."""
 
     model_config = SettingsConfigDict(env_prefix="SCANNER_", extra="forbid", validate_default=True)
 
-    instance: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+    instance: str = Field(DEFAULT_INSTANCE, pattern=INSTANCE_PATTERN,
                           description="Instance name: names the shared-memory segments and the pidfile.")
-    data_dir: Path = Field(Path("var"), description="Pidfile, logs, checkpoints, rule store, spool.")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Pidfile, logs, checkpoints, rule store, spool.")
 
     # universe and feed
     symbols: int = Field(5000, ge=1, le=100_000, description="Synthetic universe size.")
@@ -156,23 +158,26 @@ class Settings(BaseSettings):
     def block_shift(self) -> int:
         return self.block_rows.bit_length() - 1
 
+    def paths(self) -> InstancePaths:
+        return InstancePaths(self.instance, self.data_dir)
+
     def run_dir(self) -> Path:
-        return self.data_dir.resolve()
+        return self.paths().run_dir()
 
     def pidfile(self) -> Path:
-        return self.run_dir() / f"{self.instance}.pid"
+        return self.paths().pidfile()
 
     def logfile(self) -> Path:
-        return self.run_dir() / f"{self.instance}.log"
+        return self.paths().logfile()
 
     def checkpoint_file(self) -> Path:
-        return self.run_dir() / f"{self.instance}.checkpoint.npz"
+        return self.paths().checkpoint_file()
 
     def rules_in_postgres(self) -> bool:
         return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))
 
     def rules_file(self) -> Path:
-        return self.run_dir() / "rules.json"
+        return self.paths().rules_file()
 
     def spool_path(self) -> Path:
         return (self.spool_dir or self.data_dir / "spool").resolve()

@@ -85,3 +85,58 @@ def test_gateway_port() -> None:
     assert port not in (0, 8701)
     with socket.socket() as s:  # free now: it binds
         s.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for k in list(os.environ):
+        if k.upper().startswith("SCANNER_"):
+            monkeypatch.delenv(k)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("env", "instance", "data_dir"), [
+    ({}, None, None),
+    ({}, "east", Path("/srv/scan")),
+    ({"SCANNER_INSTANCE": "west", "SCANNER_DATA_DIR": "rel/dir"}, None, None),
+    ({"SCANNER_INSTANCE": "west", "SCANNER_DATA_DIR": "rel/dir", "SCANNER_LOG_LEVEL": "DEBUG"}, "east", Path("x")),
+])
+def test_quick_paths_agree_with_the_settings(clean_env: pytest.MonkeyPatch, env: dict[str, str],
+                                             instance: str | None, data_dir: Path | None) -> None:
+    from cli.common import quick_paths, settings_from
+
+    for k, v in env.items():
+        clean_env.setenv(k, v)
+    quick = quick_paths(None, instance, data_dir)
+    assert quick is not None
+    s = settings_from(None, instance, data_dir)
+    assert quick == s.paths()
+    assert (quick.pidfile(), quick.rules_file(), quick.run_dir()) == (s.pidfile(), s.rules_file(), s.run_dir())
+
+
+@pytest.mark.parametrize(("env", "config", "instance"), [
+    ({}, Path("scanner.toml"), None),  # a configuration file may set anything
+    ({"SCANNER_CONFIG": "scanner.toml"}, None, None),
+    ({"SCANNER_SYMBOLS": "lots"}, None, None),  # a setting: only the settings class reads (and refuses) it
+    ({"scanner_instance": "west"}, None, None),  # another spelling pydantic-settings accepts
+    ({}, None, "no/slash"),  # a bad name: the settings class says why
+])
+def test_quick_paths_defer_when_unsure(clean_env: pytest.MonkeyPatch, env: dict[str, str], config: Path | None,
+                                       instance: str | None) -> None:
+    from cli.common import quick_paths
+
+    for k, v in env.items():
+        clean_env.setenv(k, v)
+    assert quick_paths(config, instance, None) is None
+
+
+def test_quick_and_full_answers_are_the_same(tmp_path: Path) -> None:
+    def run(*args: str, **env: str) -> tuple[int, str, str]:
+        e = {k: v for k, v in os.environ.items() if not k.upper().startswith("SCANNER_")}
+        r = subprocess.run([sys.executable, "-m", "cli.app", *args, "--instance", "gone", "--data-dir", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120, env={**e, **env})
+        return r.returncode, r.stdout, r.stderr
+
+    full = {"SCANNER_FEED_SEED": "7"}  # a setting (its default value): forces the settings class
+    for args in (["status"], ["stop"], ["rules", "list"], ["rules", "list", "--json"]):
+        assert run(*args) == run(*args, **full)
