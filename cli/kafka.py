@@ -6,12 +6,11 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from cli.common import ConfigOpt, ScannerError, fail, settings_from
+from cli.common import ConfigOpt, guard, settings_from
 
 
 def feed_bridge_command(
@@ -22,17 +21,14 @@ def feed_bridge_command(
     seconds: Annotated[Optional[float], typer.Option("--seconds", help="Stop after this long (default: run).")] = None,
 ) -> None:
     """Produce the feed's ticks to Kafka, keyed by symbol, one partition per symbol range."""
-    from procs.feed_bridge import BridgeError, run_bridge
+    from procs.feed_bridge import run_bridge
 
     logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-    try:
-        s = settings_from(config, None, Path(os.environ.get("SCANNER_DATA_DIR", "var")), kafka_bootstrap=bootstrap,
-                          symbols=symbols, feed_rate=rate)
+    with guard():
+        s = settings_from(config, None, None, kafka_bootstrap=bootstrap, symbols=symbols, feed_rate=rate)
         stats = run_bridge(s, lambda: not stopping, seconds)
-    except (ScannerError, BridgeError) as exc:
-        fail(str(exc))
     typer.echo(f"bridged {stats.ticks} ticks in {stats.messages} messages")

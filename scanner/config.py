@@ -18,15 +18,17 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
+
 
 class Settings(BaseSettings):
     """Everything an instance needs to start; one instance per host and symbol range."""
 
     model_config = SettingsConfigDict(env_prefix="SCANNER_", extra="forbid", validate_default=True)
 
-    instance: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+    instance: str = Field(DEFAULT_INSTANCE, pattern=INSTANCE_PATTERN,
                           description="Instance name: names the shared-memory segments and the pidfile.")
-    data_dir: Path = Field(Path("var"), description="Pidfile, logs, checkpoints, rule store, spool.")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Pidfile, logs, checkpoints, rule store, spool.")
 
     # universe and feed
     symbols: int = Field(5000, ge=1, le=100_000, description="Synthetic universe size.")
@@ -137,6 +139,8 @@ class Settings(BaseSettings):
     @field_validator("notify_destinations")
     @classmethod
     def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not v:  # the default: nothing to check, and no need to load the notifier's models (and numpy)
+            return v
         from scanner.notify.destinations import parse_destinations  # lazy: keeps config import light
 
         parse_destinations(v)  # fail at load time, not in the child
@@ -164,17 +168,20 @@ class Settings(BaseSettings):
     def block_shift(self) -> int:
         return self.block_rows.bit_length() - 1
 
+    def paths(self) -> InstancePaths:
+        return InstancePaths(self.instance, self.data_dir)
+
     def run_dir(self) -> Path:
-        return self.data_dir.resolve()
+        return self.paths().run_dir()
 
     def pidfile(self) -> Path:
-        return self.run_dir() / f"{self.instance}.pid"
+        return self.paths().pidfile()
 
     def logfile(self) -> Path:
-        return self.run_dir() / f"{self.instance}.log"
+        return self.paths().logfile()
 
     def checkpoint_file(self) -> Path:
-        return self.run_dir() / f"{self.instance}.checkpoint.npz"
+        return self.paths().checkpoint_file()
 
     def synthetic_market(self) -> bool:
         """The ticks come from the synthetic market: directly, or through Kafka from a bridge running
@@ -185,7 +192,7 @@ class Settings(BaseSettings):
         return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))
 
     def rules_file(self) -> Path:
-        return self.run_dir() / "rules.json"
+        return self.paths().rules_file()
 
     def spool_path(self) -> Path:
         return (self.spool_dir or self.data_dir / "spool").resolve()
