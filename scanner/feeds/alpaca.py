@@ -226,9 +226,8 @@ class AlpacaParser:
         groups: dict[type, list] = {}
         for m in msgs:
             groups.setdefault(m.__class__, []).append(m)
-        for cls in _CONTROL:
-            for m in groups.get(cls, ()):
-                out.control.append({"T": m.__struct_config__.tag, **msgspec.structs.asdict(m)})
+        out.control = [{"T": m.__struct_config__.tag, **msgspec.structs.asdict(m)} for m in msgs
+                       if m.__class__ in _CONTROL]  # in frame order
         out.ignored += sum(len(groups.get(cls, ())) for cls in _IGNORED)
         if Quote in groups:
             self._quotes(groups[Quote], out)
