@@ -34,7 +34,8 @@ def _setup_logging(logfile: Path | None = None) -> None:
 
 
 def run_foreground(settings: Settings, on_ready: object = None) -> int:
-    from procs.supervisor import Supervisor, SupervisorError
+    from procs.instance import SupervisorError
+    from procs.supervisor import Supervisor
     from shm.platform import UnsupportedPlatform
 
     _setup_logging()
@@ -72,7 +73,7 @@ def start(
 def daemonize(settings: Settings) -> None:
     """Start the supervisor detached (own session, output to the log file), wait until it
     is up or has failed, and say which."""
-    from procs.supervisor import read_pid
+    from procs.instance import read_pid
 
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def daemonize(settings: Settings) -> None:
 @app.command()
 def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Stop a running instance cleanly (TERM; the supervisor stops its children)."""
-    from procs.supervisor import read_pid
+    from procs.instance import read_pid
 
     try:
         settings = settings_from(config, instance, data_dir)

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
+    registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
+                                  "record is older than this is missing from the cluster.")
+    public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
+                                   "None = http://<http_host>:<http_port>.")
     database_url: str | None = None
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
@@ -106,7 +110,7 @@ class Settings(BaseSettings):
                                    description="Past trading days loaded at start for indicators (0 = off).")
     archive_at_session_end: bool = Field(True, description="Archive the day to S3 when the session ends.")
 
-    # notifier (procs/notifier.py): runs when redis_url and at least one destination are configured
+    # notifier (procs/notifier/): runs when redis_url and at least one destination are configured
     notify_destinations: list[dict[str, Any]] = Field(
         default_factory=list, description="E-mail/webhook/SMS destinations (see scanner/notify/destinations.py).")
     notify_file: Path | None = Field(None, description="TOML ([[destinations]]) or JSON file of more destinations.")
