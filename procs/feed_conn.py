@@ -16,8 +16,9 @@ subscribe -> a `"subscription"` message; Polygon/Massive: `{"ev":"status","statu
 auth -> `"auth_success"` / `"auth_failed"`, subscribe -> `"success"`). Vendor error frames are
 classified by the protocol module's `classify_error` (fatal / reconnect / ignore).
 
-Backoff: `min(max, base * 2**(n - 1))` scaled by a random factor in [0.5, 1) (jitter, so that many
-hosts do not reconnect in step), reset by a successful subscription. A connection is dead when no
+Backoff: the project's one jittered backoff (`scanner.backoff.Backoff`: doubling from
+`feed_backoff_min_s` up to `feed_backoff_max_s`, half of each wait random so that many hosts do
+not reconnect in step), reset by a successful subscription. A connection is dead when no
 frame arrived for `feed_dead_after_s` while the market is open (`market_open(wall_ns)`); it is then
 closed and reconnected. Credentials are only ever put on the wire, never logged.
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +36,8 @@ from typing import Any
 import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
+
+from scanner.backoff import Backoff
 
 log = logging.getLogger("scanner.ingest")
 
@@ -98,12 +100,6 @@ def control_messages(frame: str | bytes) -> list[dict]:
     return [m for m in items if isinstance(m, dict)]
 
 
-def backoff_delay(attempt: int, base_s: float, max_s: float, rnd: Callable[[], float] = random.random) -> float:
-    """Delay before reconnect attempt `attempt` (1, 2, ...): exponential, capped, jittered."""
-    cap = min(max_s, base_s * 2 ** max(0, attempt - 1))
-    return cap * (0.5 + 0.5 * rnd())
-
-
 class FeedConnection:
     """The socket thread (module docstring). `stop()` ends it; `reconnect(reason)` asks the
     thread to drop the connection (e.g. the loop met a vendor error frame mid-stream)."""
@@ -113,7 +109,7 @@ class FeedConnection:
                  max_frame_bytes: int = 64 << 20, queue_frames: int = 100_000) -> None:
         self.url, self.proto = url, proto
         self.dead_after_s, self.handshake_timeout_s = dead_after_s, handshake_timeout_s
-        self.backoff = (backoff_min_s, backoff_max_s)
+        self.backoff = Backoff(backoff_min_s, backoff_max_s)
         self.market_open = market_open
         self.max_frame_bytes = max_frame_bytes
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue(queue_frames)
@@ -147,7 +143,6 @@ class FeedConnection:
                 continue
 
     def _run(self) -> None:
-        attempt = 0
         while not self._stop.is_set():
             subscribed = False
             try:
@@ -156,7 +151,7 @@ class FeedConnection:
                     self._ws = ws
                     self._handshake(ws)
                     subscribed = True
-                    attempt = 0
+                    self.backoff.succeeded()
                     self._emit("up", time.time_ns())
                     self._receive(ws)
             except FatalFeedError as exc:
@@ -177,9 +172,8 @@ class FeedConnection:
                 self._ws = None
             if self._stop.is_set():
                 return
-            attempt += 1
-            delay = backoff_delay(attempt, *self.backoff)
-            log.info("%s: reconnect attempt %d in %.2f s", self.proto.name, attempt, delay)
+            delay = self.backoff.failed()
+            log.info("%s: reconnect attempt %d in %.2f s", self.proto.name, self.backoff.failures, delay)
             self._stop.wait(delay)
 
     def _lost(self, subscribed: bool, reason: str) -> None:

@@ -136,6 +136,10 @@ def main(ctx: Context) -> None:
         from procs.ingest_live import LiveFeed  # the socket stack only where it is used
 
         LiveFeed(ctx, sink).run()
+    elif feed == "kafka":
+        from procs.ingest_kafka import KafkaFeed
+
+        KafkaFeed(ctx, sink).run()
     elif feed == "none":
         while ctx.should_run():  # ticks come from elsewhere (tests, external ingest)
             ctx.beat()

@@ -10,7 +10,9 @@
 | alert ring i | `scanner.<instance>.alerts.<i>` | scanner worker i | publisher (0) |
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
 | repair ring | `scanner.<instance>.repair` | ingest (bars from a gap repair) | bars (0) |
-| state.NAME | `scanner.<instance>.state.<name>` | process NAME | only NAME (its private state across restarts) |
+| state.bars | `scanner.<instance>.state.bars` | bars | only bars (its private state across restarts); checkpoint |
+| state.matches | `scanner.<instance>.state.matches` | scan worker i, its own rows (`shm.partitioned`) | gateways |
+| state.feed | `scanner.<instance>.state.feed` | ingest; bars (`repaired_bars`, `corrections_applied`) | status |
 """
 
 from __future__ import annotations

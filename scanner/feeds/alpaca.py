@@ -30,6 +30,7 @@ import numpy as np
 
 from scanner.feeds.common import SymbolMap
 from scanner.feeds.conditions import FlagCache, alpaca_flags
+from scanner.feeds.fastjson import ALPACA, TradeScanner
 from scanner.feeds.frames import (
     CORRECTION_DTYPE,
     LULD_DTYPE,
@@ -198,13 +199,21 @@ class AlpacaParser:
     """Frames of the v2 stocks stream -> `ParsedFrame` (trades, quotes, statuses, LULD bands,
     corrections and cancels as numpy columns). One instance per connection; not thread-safe."""
 
-    def __init__(self, symbols: SymbolMap, max_frame_bytes: int = 64 << 20) -> None:
+    def __init__(self, symbols: SymbolMap, max_frame_bytes: int = 64 << 20, fast: bool = True) -> None:
         self.symbols = symbols
         self._decoder = FrameDecoder(Message, max_frame_bytes)
+        self._fast = TradeScanner(ALPACA, symbols) if fast else None
         self._flags = FlagCache(alpaca_flags)
 
     def parse(self, frame: bytes | str) -> ParsedFrame:
         out = ParsedFrame()
+        if self._fast is not None and len(frame) <= self._decoder.max_frame_bytes:
+            cols = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
+            if cols is not None:
+                rows, ts, px, sz, flags = cols
+                ok = good_ts(ts) & positive(px) & positive(sz)
+                out.trades = ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))
+                return out
         msgs = self._decoder.decode(frame, out)
         trades = [m for m in msgs if m.__class__ is Trade]
         if trades:
@@ -226,9 +235,8 @@ class AlpacaParser:
         groups: dict[type, list] = {}
         for m in msgs:
             groups.setdefault(m.__class__, []).append(m)
-        for cls in _CONTROL:
-            for m in groups.get(cls, ()):
-                out.control.append({"T": m.__struct_config__.tag, **msgspec.structs.asdict(m)})
+        out.control = [{"T": m.__struct_config__.tag, **msgspec.structs.asdict(m)} for m in msgs
+                       if m.__class__ in _CONTROL]  # in frame order
         out.ignored += sum(len(groups.get(cls, ())) for cls in _IGNORED)
         if Quote in groups:
             self._quotes(groups[Quote], out)

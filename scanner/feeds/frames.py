@@ -95,7 +95,7 @@ def rfc3339_ns(texts: list[str]) -> np.ndarray:
     return _parse_rfc3339(buf.view(np.uint8).reshape(len(texts), _TS_WIDTH))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _digits(row: np.ndarray, i: int, n: int) -> int:
     v = 0
     for k in range(i, i + n):
@@ -106,7 +106,7 @@ def _digits(row: np.ndarray, i: int, n: int) -> int:
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _days_from_civil(y: int, m: int, d: int) -> int:
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
     y -= m <= 2
@@ -122,53 +122,64 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
 def _parse_rfc3339(buf: np.ndarray) -> np.ndarray:
     n, width = buf.shape
     out = np.empty(n, np.int64)
-    mdays = np.array([31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
     for r in range(n):
         row = buf[r]
-        out[r] = BAD_TS
-        if row[4] != 45 or row[7] != 45 or row[13] != 58 or row[16] != 58:  # '-' '-' ':' ':'
-            continue
-        if row[10] != 84 and row[10] != 116 and row[10] != 32:  # 'T' 't' ' '
-            continue
-        y, mo, d = _digits(row, 0, 4), _digits(row, 5, 2), _digits(row, 8, 2)
-        hh, mi, ss = _digits(row, 11, 2), _digits(row, 14, 2), _digits(row, 17, 2)
-        if y < 0 or mo < 1 or mo > 12 or d < 1 or d > mdays[mo - 1] or hh < 0 or hh > 23 or mi < 0 or mi > 59:
-            continue
-        if ss < 0 or ss > 60 or (mo == 2 and d == 29 and (y % 4 != 0 or (y % 100 == 0 and y % 400 != 0))):
-            continue
-        i = 19
-        frac = 0
-        if row[i] == 46:  # '.'
-            i += 1
-            nd = 0
-            while i < width and 48 <= row[i] <= 57:
-                if nd < 9:
-                    frac = frac * 10 + (row[i] - 48)
-                nd += 1
-                i += 1
-            if nd == 0 or nd > 9:
-                continue
-            for _ in range(9 - nd):
-                frac *= 10
-        off = 0
-        if i < width and (row[i] == 90 or row[i] == 122):  # 'Z' 'z'
-            i += 1
-        elif i + 6 <= width and (row[i] == 43 or row[i] == 45) and row[i + 3] == 58:  # +hh:mm
-            oh, om = _digits(row, i + 1, 2), _digits(row, i + 4, 2)
-            if oh < 0 or om < 0 or oh > 23 or om > 59:
-                continue
-            off = (oh * 60 + om) * 60
-            if row[i] == 45:
-                off = -off
-            i += 6
-        else:
-            continue
-        if i < width and row[i] != 0:  # trailing bytes (or a string longer than the buffer)
-            continue
-        secs = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - off
-        out[r] = secs * 1_000_000_000 + frac
+        e = 0
+        while e < width and row[e] != 0:
+            e += 1
+        out[r] = ts_span(row, 0, e) if e < width else BAD_TS  # a full row: longer than any valid time
     return out
 
+
+@njit(cache=True, nogil=True, inline="always")
+def ts_span(row: np.ndarray, s: int, e: int) -> int:
+    """Epoch ns of the RFC-3339 time in bytes row[s:e]; BAD_TS when it is not one."""
+    if e - s < 20 or e - s > 35:
+        return BAD_TS
+    if row[s + 4] != 45 or row[s + 7] != 45 or row[s + 13] != 58 or row[s + 16] != 58:  # '-' '-' ':' ':'
+        return BAD_TS
+    sep = row[s + 10]
+    if sep != 84 and sep != 116 and sep != 32:  # 'T' 't' ' '
+        return BAD_TS
+    y, mo, d = _digits(row, s, 4), _digits(row, s + 5, 2), _digits(row, s + 8, 2)
+    hh, mi, ss = _digits(row, s + 11, 2), _digits(row, s + 14, 2), _digits(row, s + 17, 2)
+    if y < 0 or mo < 1 or mo > 12 or d < 1 or d > _MDAYS[mo - 1] or hh < 0 or hh > 23 or mi < 0 or mi > 59:
+        return BAD_TS
+    if ss < 0 or ss > 60 or (mo == 2 and d == 29 and (y % 4 != 0 or (y % 100 == 0 and y % 400 != 0))):
+        return BAD_TS
+    i = s + 19
+    frac = 0
+    if row[i] == 46:  # '.'
+        i += 1
+        nd = 0
+        while i < e and 48 <= row[i] <= 57:
+            frac = frac * 10 + (row[i] - 48)
+            nd += 1
+            i += 1
+        if nd == 0 or nd > 9:
+            return BAD_TS
+        for _ in range(9 - nd):
+            frac *= 10
+    off = 0
+    if i < e and (row[i] == 90 or row[i] == 122):  # 'Z' 'z'
+        i += 1
+    elif i + 6 <= e and (row[i] == 43 or row[i] == 45) and row[i + 3] == 58:  # +hh:mm
+        oh, om = _digits(row, i + 1, 2), _digits(row, i + 4, 2)
+        if oh < 0 or om < 0 or oh > 23 or om > 59:
+            return BAD_TS
+        off = (oh * 60 + om) * 60
+        if row[i] == 45:
+            off = -off
+        i += 6
+    else:
+        return BAD_TS
+    if i != e:
+        return BAD_TS
+    secs = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - off
+    return secs * 1_000_000_000 + frac
+
+
+_MDAYS = np.array([31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 class FrameDecoder:
     """msgspec decoding of a vendor frame (a JSON array of messages tagged by a type field)

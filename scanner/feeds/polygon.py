@@ -32,6 +32,7 @@ import numpy as np
 
 from scanner.feeds.common import SymbolMap
 from scanner.feeds.conditions import FlagCache, polygon_flags
+from scanner.feeds.fastjson import POLYGON, TradeScanner
 from scanner.feeds.frames import (
     LULD_DTYPE,
     QUOTE_DTYPE,
@@ -156,13 +157,21 @@ class PolygonParser:
     """Frames of the stocks WebSocket -> `ParsedFrame` (trades, quotes, LULD bands and the
     halts/resumptions they carry). One instance per connection; not thread-safe."""
 
-    def __init__(self, symbols: SymbolMap, max_frame_bytes: int = 64 << 20) -> None:
+    def __init__(self, symbols: SymbolMap, max_frame_bytes: int = 64 << 20, fast: bool = True) -> None:
         self.symbols = symbols
         self._decoder = FrameDecoder(Message, max_frame_bytes)
+        self._fast = TradeScanner(POLYGON, symbols) if fast else None
         self._flags = FlagCache(polygon_flags)
 
     def parse(self, frame: bytes | str) -> ParsedFrame:
         out = ParsedFrame()
+        if self._fast is not None and len(frame) <= self._decoder.max_frame_bytes:
+            cols = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
+            if cols is not None:
+                rows, ts, px, sz, flags = cols
+                ok = (ts > 0) & positive(px) & positive(sz)
+                out.trades = ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))
+                return out
         msgs = self._decoder.decode(frame, out)
         trades = [m for m in msgs if m.__class__ is Trade]
         if trades:

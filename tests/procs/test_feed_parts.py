@@ -1,20 +1,13 @@
-"""Pure parts of the live-feed plumbing: reconnect backoff, correction ticks, control frames."""
+"""Pure parts of the live-feed plumbing: correction ticks, control frames."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from procs.feed_conn import backoff_delay, control_messages
+from procs.feed_conn import control_messages
 from procs.ingest_live import correction_ticks
 from scanner.feeds.frames import CORRECTION_DTYPE
 from scanner.records import TICK_CANCEL, TICK_NO_LAST
-
-
-def test_backoff_is_exponential_capped_and_jittered() -> None:
-    lo = [backoff_delay(n, 0.5, 8.0, rnd=lambda: 0.0) for n in range(1, 8)]
-    hi = [backoff_delay(n, 0.5, 8.0, rnd=lambda: 0.999999) for n in range(1, 8)]
-    assert lo == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    np.testing.assert_allclose(hi, [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0], rtol=1e-5)
 
 
 def test_correction_ticks() -> None:
