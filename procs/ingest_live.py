@@ -51,6 +51,7 @@ from scanner.session import MINUTE_NS, session_bounds_ns, trading_day
 log = logging.getLogger("scanner.ingest")
 PASS_S = 0.01
 MAX_FRAMES_PER_PASS = 2_000
+PASS_BUDGET_S = 0.1  # a pass stops taking frames after this long, so the heartbeat keeps going
 REPAIR_TIMEOUT_S = 60.0
 REPAIR_MAX_MINUTES = 24 * 60
 ALPACA_STREAM = "wss://stream.data.alpaca.markets/v2/{feed}"
@@ -139,6 +140,7 @@ class LiveFeed:
         self.symbols = ctx.shared.table.key_list()
         parser_cls, self.proto, self.url = vendor_protocol(s, self.symbols)
         self.parser = parser_cls(SymbolMap(self.symbols, grow=False))
+        self.warm_up()
         self.counters = feed_counters(ctx.shared)
         if self.counters is None:
             raise BootError("the instance has no feed-state segment (started by an older supervisor?)")
@@ -159,6 +161,19 @@ class LiveFeed:
         self.conn = FeedConnection(self.url, self.proto, dead_after_s=s.feed_dead_after_s,
                                    backoff_min_s=s.feed_backoff_min_s, backoff_max_s=s.feed_backoff_max_s,
                                    market_open=market_open)
+
+    def warm_up(self) -> None:
+        """Parse one made-up trade frame (result dropped) before the first heartbeat: the
+        parser's compiled kernels load (or compile) now, inside the boot allowance, not in the
+        loop where a first frame would stall the heartbeat."""
+        sym = self.symbols[0]
+        if self.s.feed == "alpaca":
+            frame = (f'[{{"T":"t","S":"{sym}","i":1,"x":"V","p":1.5,"s":100,"c":["@"],'
+                     f'"t":"2020-01-02T15:00:00.123456789Z","z":"C"}}]')
+        else:
+            frame = f'[{{"ev":"T","sym":"{sym}","x":4,"i":"1","z":3,"p":1.5,"s":100,"t":1577977200000,"q":1}}]'
+        self.parser.parse(frame.encode())
+        self.parser.parse(frame)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -187,7 +202,8 @@ class LiveFeed:
         batch = _Batch()
         frames = 0
         c = self.counters
-        while frames < MAX_FRAMES_PER_PASS:
+        deadline = time.perf_counter() + PASS_BUDGET_S
+        while frames < MAX_FRAMES_PER_PASS and time.perf_counter() < deadline:
             try:
                 ev = self.conn.events.get_nowait()
             except queue.Empty:
