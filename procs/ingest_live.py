@@ -19,7 +19,8 @@ local clock does not close minutes early) yet quiet minutes still close in real 
 **Gap repair**: after a reconnect, the ticks of the new connection are held back until the
 minutes missed are repaired: from the minute of the newest trade before the disconnect to the
 minute of the first trade after it. A thread fetches the vendor's REST minute bars for them,
-ingest puts them into the repair ring, waits until bars has taken them (in order,
+ingest puts them into the repair ring once bars has taken every tick from before the disconnect,
+waits until bars has taken them too (in order,
 `scanner.bars.BarAggregator.insert_repaired`: a symbol that already has a bar for the first
 minute keeps its own, partial one), then releases the held ticks. In the reconnect minute a
 symbol with ticks since the reconnect builds its (partial) bar from them; the others take the
@@ -317,6 +318,8 @@ class LiveFeed:
         if self.repair_thread.is_alive() and time.monotonic() < self.repair_deadline:
             return
         bars = self.repair_result.get("bars")
+        if bars is not None and int(self.clock.cursor["cursor"][0]) < self.ring.head:
+            return  # bars has not taken every tick from before the disconnect yet: they go first
         if bars is None:
             self.counters[FEED["repair_errors"]] += 1
             log.error("gap repair failed: %s; the missed minutes stay missing",
