@@ -2,6 +2,7 @@
 
 * the alert feed ring in shared memory (gateways on this host read it: the embedded default,
   no Redis needed);
+* Kafka, when `kafka_bootstrap` and `kafka_alerts_topic` are set (`procs.kafka_out`);
 * Redis, when `redis_url` is configured: PUBLISH (one channel for all, one per rule) and XADD
   to the bounded `alerts` stream, in pipelines (see `procs.redis_out`); and, once a second,
   the live bar and indicator columns that changed, as hashes `live:<symbol>`.
@@ -17,6 +18,7 @@ import time
 
 import numpy as np
 
+from procs.kafka_out import KafkaAlerts
 from procs.redis_out import LiveMirror, RedisSink
 from procs.rules_admin import rules_source
 from procs.runtime import Context
@@ -36,7 +38,9 @@ def main(ctx: Context) -> None:
     s = ctx.settings
     redis = (RedisSink(s.redis_url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen)
              if s.redis_url else None)
-    failures_seen = 0
+    kafka = (KafkaAlerts(s.kafka_bootstrap, s.kafka_alerts_topic)
+             if s.kafka_bootstrap and s.kafka_alerts_topic else None)
+    failures_seen = kafka_failed_seen = 0
     mirror = None
     if redis is not None:
         names = [m.name for m in CATALOGUE.metrics if m.dtype == "f8" and m.owner != Owner.REFERENCE]
@@ -50,8 +54,12 @@ def main(ctx: Context) -> None:
         if batches:
             alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()
             feed.publish(alerts)
-            if redis is not None:
-                redis.send(encoder.encode(alerts))
+            if redis is not None or kafka is not None:
+                encoded = encoder.encode(alerts)
+                if redis is not None:
+                    redis.send(encoded)
+                if kafka is not None:
+                    kafka.send(encoded)
             ctx.count(n_in=len(alerts), n_out=len(alerts))
         lost = sum(c.lost for c in consumers)
         if lost != lost_seen:
@@ -65,8 +73,13 @@ def main(ctx: Context) -> None:
             if redis.failures != failures_seen:
                 ctx.count(errors=redis.failures - failures_seen)
                 failures_seen = redis.failures
+        if kafka is not None and kafka.failed != kafka_failed_seen:
+            ctx.count(drops=kafka.failed - kafka_failed_seen)
+            kafka_failed_seen = kafka.failed
         if mirror is not None and mirror.due():
             sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
             mirror.write(mirror_buf)
         if not batches:
             time.sleep(PASS_S)
+    if kafka is not None:
+        kafka.close()
