@@ -5,7 +5,8 @@
 * Kafka, when `kafka_bootstrap` and `kafka_alerts_topic` are set (`procs.kafka_out`);
 * Redis, when `redis_url` is configured: PUBLISH (one channel for all, one per rule) and XADD
   to the bounded `alerts` stream, in pipelines (see `procs.redis_out`); and, once a second,
-  the live bar and indicator columns that changed, as hashes `live:<symbol>`.
+  the live bar and indicator columns that changed, as hashes `live:<symbol>`, and this host's
+  top lists for the cluster (`procs.cluster_top`).
 
 Redis down never stops the pass: alerts wait in a bounded buffer, the connection is retried
 with backoff, and what had to be dropped is counted in the slot (`drops`).
@@ -17,7 +18,9 @@ import logging
 import time
 
 import numpy as np
+from redis import RedisError
 
+from procs.cluster_top import TopPublisher
 from procs.kafka_out import KafkaAlerts
 from procs.redis_out import LiveMirror, RedisSink
 from procs.rules_admin import rules_source
@@ -47,6 +50,8 @@ def main(ctx: Context) -> None:
         mirror = LiveMirror(redis.client, sh.table.key_list(), names)
         mirror_cols = np.array([CATALOGUE.f8(n) for n in names])
         mirror_buf = np.empty((len(names), sh.table.n_rows))
+        tops = TopPublisher(redis.client, s.instance, sh.table.key_list(), s.cluster_top_metrics, s.cluster_top_n)
+        top_buf = np.empty((len(tops.cols), sh.table.n_rows))
     lost_seen = sum(c.lost for c in consumers)
     while ctx.should_run():
         ctx.beat()
@@ -79,6 +84,12 @@ def main(ctx: Context) -> None:
         if mirror is not None and mirror.due():
             sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
             mirror.write(mirror_buf)
+        if redis is not None and tops.due():
+            sh.table.snapshot(0, sh.table.n_rows, tops.cols, top_buf)
+            try:
+                tops.publish(top_buf)
+            except (RedisError, OSError):  # Redis away: the lists expire, gateways mark this host stale
+                tops.next_at += 4.0
         if not batches:
             time.sleep(PASS_S)
     if kafka is not None:

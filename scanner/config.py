@@ -94,6 +94,11 @@ class Settings(BaseSettings):
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
     registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
                                   "record is older than this is missing from the cluster.")
+    cluster_top_metrics: list[str] = Field(
+        default_factory=lambda: ["change_pct", "change_from_open_pct", "gap_pct", "relative_volume", "day_volume",
+                                 "rsi_14", "range_pct"],
+        max_length=64, description="With redis_url: metrics whose top lists this host publishes for the cluster.")
+    cluster_top_n: int = Field(100, ge=1, le=1000, description="Rows per published top list (per metric and order).")
     public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
                                    "None = http://<http_host>:<http_port>.")
     database_url: str | None = None
