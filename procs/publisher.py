@@ -46,6 +46,7 @@ def main(ctx: Context) -> None:
     lost_seen = sum(c.lost for c in consumers)
     while ctx.should_run():
         ctx.beat()
+        encoder.watch(sh.control.rules_generation)  # know each rule set before it can change again
         batches = [b for b in (c.poll(65536) for c in consumers) if len(b)]
         if batches:
             alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()

@@ -18,6 +18,7 @@ import numpy as np
 
 from procs.rules_admin import open_store
 from procs.runtime import Context
+from scanner.rules.compiler import warm_up
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
 
@@ -29,9 +30,10 @@ MAX_RULES = 1024  # rules whose current matches are published to shared memory
 
 def match_state(n_rows: int, n_workers: int) -> dict[str, np.ndarray]:
     """The `state.matches` segment: each worker's last match matrix over its own rows, with a
-    per-worker sequence counter (odd while it is copying) and the rule generation it ran."""
+    per-worker sequence counter (odd while it is copying), the rule generation it ran and the
+    rule key of each match row (`scanner.records.rule_key`; readers find a rule's row by key)."""
     return {"match": np.zeros((MAX_RULES, n_rows), np.bool_), "seq": np.zeros((n_workers, 8), np.int64),
-            "gen": np.full(n_workers, -1, np.int64)}
+            "gen": np.full(n_workers, -1, np.int64), "keys": np.zeros((n_workers, MAX_RULES), np.uint64)}
 
 
 def partition(n_rows: int, n_workers: int, index: int, block_rows: int) -> tuple[int, int]:
@@ -68,6 +70,8 @@ class Worker:
         seq[0] += 1
         m["match"][:n, self.lo:self.hi] = match[:n]
         m["match"][n:, self.lo:self.hi] = False
+        m["keys"][self.index, :n] = self.engine.compiled.keys[:n]
+        m["keys"][self.index, n:] = 0
         m["gen"][self.index] = self.generation
         seq[0] += 1
 
@@ -117,6 +121,7 @@ class Worker:
 
 
 def main(ctx: Context) -> None:
+    warm_up()  # the rule kernel, even if the first rule set needs none (a later one may)
     w = Worker(ctx)
     w.cycle()  # load and compile the rules, warm the kernels: the first timed cycle is a real one
     period = ctx.settings.scan_interval_ms / 1000.0

@@ -78,10 +78,8 @@ def delete_rule(rule_id: str, state: StateDep) -> Response:
 @router.get("/{rule_id}/matches", dependencies=[ReadAuth])
 def rule_matches(rule_id: str, state: StateDep) -> dict[str, Any]:
     """Symbols matching the rule at the scanners' last cycle (not only the new ones that alerted)."""
-    rules = _store(state).list()
-    index = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
-    if index is None:
+    if _store(state).get(rule_id) is None:
         raise HTTPException(404, detail=f"no rule with id {rule_id!r}")
-    symbols, stale = state.matches(index)
+    symbols, stale = state.matches(rule_id)
     return {"rule": rule_id, "count": len(symbols), "symbols": sorted(symbols), "workers_pending": stale,
             "generation": state.shared.control.rules_generation}

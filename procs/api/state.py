@@ -16,6 +16,7 @@ from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
+from scanner.records import rule_key
 
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -70,6 +71,7 @@ class GatewayState:
         """Move new alerts from the shared-memory feed to `recent` and to every interested
         client: one frame per client per poll ({"type": "alerts", "alerts": [...]}), encoded
         once for all clients without a filter."""
+        self.encoder.watch(self.shared.control.rules_generation)
         recs = self.feed.poll(8192)
         if not len(recs):
             return 0
@@ -130,13 +132,15 @@ class GatewayState:
             out.append(item)
         return out
 
-    def matches(self, rule_index: int) -> tuple[list[str], list[int]]:
-        """Symbols matching rule `rule_index` at each worker's last cycle, and the workers whose
-        last cycle ran an older rule generation (their rows are left out)."""
+    def matches(self, rule_id: str) -> tuple[list[str], list[int]]:
+        """Symbols matching rule `rule_id` at each worker's last cycle, and the workers whose
+        last cycle ran an older rule generation (their rows are left out). Each worker publishes
+        the rule keys of its match rows, so a row is found by key, not by a store position."""
         m = self.shared.state.get("matches")
         if m is None:
             return [], []
         gen = self.shared.control.rules_generation
+        key = np.uint64(rule_key(rule_id))
         syms: list[str] = []
         stale: list[int] = []
         for w, (lo, hi) in enumerate(self.partitions):
@@ -144,7 +148,8 @@ class GatewayState:
                 s1 = int(m["seq"][w, 0])
                 if s1 & 1:
                     continue
-                row = m["match"][rule_index, lo:hi].copy() if rule_index < m["match"].shape[0] else None
+                at = np.flatnonzero(m["keys"][w] == key)
+                row = m["match"][int(at[0]), lo:hi].copy() if len(at) else None
                 wgen = int(m["gen"][w])
                 if int(m["seq"][w, 0]) == s1:
                     break
