@@ -24,23 +24,32 @@ from scanner.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Real-time stock market scanner (shared-memory engine).")
-SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS"
+SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS_FILE"  # path of a 0600 settings file
 
 
 def _setup_logging(logfile: Path | None = None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), handlers=handlers,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    from procs.runtime import setup_logging
+
+    setup_logging("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def run_foreground(settings: Settings, on_ready: object = None) -> int:
+    from procs.runtime import prepare_numba_cache, private_data_dir
+
+    private_data_dir(settings)  # umask 077: nothing the instance writes is world-readable
+    prepare_numba_cache(settings)  # before anything imports numba
     from procs.supervisor import Supervisor, SupervisorError
     from shm.platform import UnsupportedPlatform
 
     _setup_logging()
     try:
         return Supervisor(settings, on_ready=on_ready).run()
-    except (SupervisorError, UnsupportedPlatform) as exc:
+    except UnsupportedPlatform as exc:  # restarting cannot help
+        from procs.runtime import EXIT_CANNOT_BOOT
+
+        typer.echo(f"error: {exc}", err=True)
+        return EXIT_CANNOT_BOOT
+    except SupervisorError as exc:
         raise ScannerError(str(exc)) from None
 
 
@@ -56,12 +65,22 @@ def start(
 ) -> None:
     """Start an instance: supervisor plus all worker processes."""
     try:
-        env_json = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
-        if env_json:
-            settings = Settings.model_validate_json(env_json)
-        else:
-            settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
-                                     http_port=port)
+        settings_file = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
+        try:
+            if settings_file:  # from `daemonize`: a 0600 file, secrets never in the environment
+                from procs.runtime import read_settings_file
+
+                settings = read_settings_file(Path(settings_file))
+            else:
+                settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
+                                         http_port=port)
+        except ScannerError as exc:
+            if foreground:  # bad configuration: EXIT_CANNOT_BOOT, so systemd does not restart in a loop
+                from procs.runtime import EXIT_CANNOT_BOOT
+
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(EXIT_CANNOT_BOOT) from None
+            raise
         if foreground:
             raise typer.Exit(run_foreground(settings))
         daemonize(settings)
@@ -80,8 +99,11 @@ def daemonize(settings: Settings) -> None:
     if pid and pid_alive(pid):
         raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid})")
     log = open(settings.logfile(), "ab")
+    from procs.runtime import private_data_dir, write_settings_file
+
+    private_data_dir(settings)
     env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
+    env[SUPERVISOR_SETTINGS_ENV] = str(write_settings_file(settings))
     proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 60

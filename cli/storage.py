@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli.common import ScannerError, settings_from
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.storage import StorageError
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
@@ -34,8 +33,9 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from procs.runtime import setup_logging
+
+    setup_logging("%(asctime)s %(name)s %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def _fail(exc: Exception) -> None:
@@ -51,13 +51,13 @@ def run_migrations(s: Settings) -> dict:
     if s.database_url:
         from procs.storage.pg import migrate
 
-        out["postgresql"] = migrate(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
-                                    compress_after_days=s.bar_compress_after_days)
+        out["postgresql"] = migrate(reveal(s.database_url) or "", flavor=s.storage_flavor,
+                                    retention_days=s.bar_retention_days, compress_after_days=s.bar_compress_after_days)
     if s.clickhouse_url:
         from procs.storage.ch import client
         from procs.storage.ch import migrate as ch_migrate
 
-        ch = client(s.clickhouse_url)
+        ch = client(reveal(s.clickhouse_url) or "")
         try:
             out["clickhouse"] = ch_migrate(ch)
         finally:

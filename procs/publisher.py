@@ -22,6 +22,7 @@ from procs.rules_admin import rules_source
 from procs.runtime import Context
 from procs.shared import ALERT_CONSUMER_PUBLISHER
 from scanner.alert_json import AlertEncoder
+from scanner.config import reveal
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.publisher")
@@ -34,8 +35,8 @@ def main(ctx: Context) -> None:
     feed = sh.feed.producer()
     encoder = AlertEncoder(sh.table.key_list(), rules_source(ctx.settings))
     s = ctx.settings
-    redis = (RedisSink(s.redis_url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen)
-             if s.redis_url else None)
+    url = reveal(s.redis_url)
+    redis = RedisSink(url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen) if url else None
     failures_seen = 0
     mirror = None
     if redis is not None:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from procs.shared import seg_name
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.rules.model import Rule
 from scanner.rules.store import RuleStore, install_default_pack
 from shm.control import ControlBlock
@@ -46,7 +46,7 @@ def open_store(settings: Settings, on_change=None) -> RuleStore:  # type: ignore
     if settings.rules_in_postgres():
         from procs.rules_pg import PgRuleStore
 
-        return PgRuleStore(settings.database_url or "", on_change)
+        return PgRuleStore(reveal(settings.database_url) or "", on_change)
     return RuleStore(settings.rules_file(), on_change)
 
 

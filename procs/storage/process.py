@@ -24,7 +24,7 @@ from procs.runtime import BootError, Context
 from procs.shared import BAR_CONSUMER_STORAGE, TICK_CONSUMER_STORAGE
 from procs.status import pid_alive
 from procs.storage.sink import SinkThread, Writer
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.storage.rows import SPOOL_BAR_DTYPE, SPOOL_TRADE_DTYPE, bars_to_spool, trades_to_spool
 from scanner.storage.spool import Spool
 from shm.control import STATE_RUNNING
@@ -82,13 +82,13 @@ def make_writers(s: Settings) -> list[Writer]:
     if s.database_url:
         from procs.storage.pg import PgWriter
 
-        writers.append(PgWriter(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
-                                compress_after_days=s.bar_compress_after_days))
+        writers.append(PgWriter(reveal(s.database_url) or "", flavor=s.storage_flavor,
+                                retention_days=s.bar_retention_days, compress_after_days=s.bar_compress_after_days))
     if s.clickhouse_url:
         from procs.storage.ch import ChWriter, check_url
 
-        check_url(s.clickhouse_url)  # a malformed URL is a boot error, not a retry loop
-        writers.append(ChWriter(s.clickhouse_url))
+        check_url(reveal(s.clickhouse_url) or "")  # a malformed URL is a boot error, not a retry loop
+        writers.append(ChWriter(reveal(s.clickhouse_url) or ""))
     return writers
 
 
@@ -134,7 +134,7 @@ def main(ctx: Context) -> None:
     consumer = f"{socket.gethostname()}-{s.instance}"
     mirror = None if s.rules_in_postgres() else s.rules_file()  # the PostgreSQL store needs no mirror
     threads = [SinkThread(w, {st.name: st.spool for st in streams if w.name in st.spool.sinks},
-                          redis_url=s.redis_url, consumer=consumer, rules_file=mirror) for w in writers]
+                          redis_url=reveal(s.redis_url), consumer=consumer, rules_file=mirror) for w in writers]
     for t in threads:
         t.start()
     archiver = None

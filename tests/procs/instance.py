@@ -57,6 +57,18 @@ class Instance:
         ok = st["processes"] and all(p["alive"] and p["state"] == "running" for p in st["processes"])
         return st if ok else None
 
+    def symbol_with_a_closed_bar(self) -> str:
+        """A symbol whose bar history holds a closed bar (read from the instance's shared memory)."""
+        import numpy as np
+
+        from procs.shared import Shared
+
+        sh = Shared.attach(self.name)
+        try:
+            return sh.table.key_list()[int(np.flatnonzero(sh.history.head)[0])]
+        finally:
+            sh.close()
+
     def stop(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
