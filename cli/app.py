@@ -38,7 +38,8 @@ def run_foreground(settings: Settings, on_ready: object = None) -> int:
 
     private_data_dir(settings)  # umask 077: nothing the instance writes is world-readable
     prepare_numba_cache(settings)  # before anything imports numba
-    from procs.supervisor import Supervisor, SupervisorError
+    from procs.instance import SupervisorError
+    from procs.supervisor import Supervisor
     from shm.platform import UnsupportedPlatform
 
     _setup_logging()
@@ -91,7 +92,7 @@ def start(
 def daemonize(settings: Settings) -> None:
     """Start the supervisor detached (own session, output to the log file), wait until it
     is up or has failed, and say which."""
-    from procs.supervisor import read_pid
+    from procs.instance import read_pid
 
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def daemonize(settings: Settings) -> None:
 @app.command()
 def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Stop a running instance cleanly (TERM; the supervisor stops its children)."""
-    from procs.supervisor import read_pid
+    from procs.instance import read_pid
 
     try:
         settings = settings_from(config, instance, data_dir)

@@ -123,8 +123,8 @@ def _port(port: int | None) -> int:
 
 def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: bool = False) -> int:
     """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
+    from procs.instance import read_pid
     from procs.replay import read_report
-    from procs.supervisor import read_pid
 
     try:
         spec = spec_from_settings(settings)

@@ -18,6 +18,7 @@ from procs.api.app import ConfigError, create_app
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
+from scanner.backoff import Backoff
 from scanner.config import reveal
 
 log = logging.getLogger("scanner.gateway")
@@ -42,13 +43,13 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
 
     client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
     resume = StreamResume()  # what is published while the subscription is down comes back from the stream
-    backoff = 0.1
+    backoff = Backoff()
     while ctx.should_run():
         ctx.beat()
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe("alerts")
-            backoff = 0.1
+            backoff.succeeded()
             gap = resume.gap
             missed = await resume.replay(client)
             if missed:
@@ -70,10 +71,10 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                     ctx.count(n_in=n, n_out=n * len(state.clients))
                 await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:
-            log.error("redis subscription lost (%s); retrying in %.1f s", exc, backoff)
+            delay = backoff.failed()
+            log.error("redis subscription lost (%s); retrying in %.1f s", exc, delay)
             ctx.count(errors=1)
-            await asyncio.sleep(backoff)
-            backoff = min(5.0, backoff * 2)
+            await asyncio.sleep(delay)
     await client.aclose()
     server.should_exit = True
 

@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from procs.runtime import EXIT_CANNOT_BOOT, run_child
+from procs.runtime import EXIT_CANNOT_BOOT, die_with_parent, run_child
 
 # process name prefix -> module with `main(ctx)`
 MODULES = {
@@ -17,12 +17,13 @@ MODULES = {
     "scan": "procs.scan",
     "publisher": "procs.publisher",
     "gateway": "procs.gateway",
-    "notifier": "procs.notifier",
+    "notifier": "procs.notifier.process",
     "storage": "procs.storage.process",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # first: a supervisor that dies while we import or compile takes us with it
     ap = argparse.ArgumentParser(prog="procs.run")
     ap.add_argument("name")
     ap.add_argument("--slot", type=int, required=True)

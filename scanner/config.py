@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     pin: bool = Field(True, description="Pin processes to cores with sched_setaffinity.")
     heartbeat_timeout_s: float = Field(5.0, gt=0, description="A heartbeat older than this is a stall.")
     boot_timeout_s: float = Field(30.0, gt=0, description="Time a child may take to send its first heartbeat.")
+    crash_loop_restarts: int = Field(5, ge=2, description="Crash-loop breaker: this many restarts of one child ...")
+    crash_loop_window_s: float = Field(60.0, gt=0, description="... within this many seconds ...")
+    crash_loop_hold_s: float = Field(60.0, gt=0, description="... hold it back this long before the next start.")
     checkpoint_interval_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(10.0, gt=0, description="TERM -> KILL deadline on stop.")
 
@@ -82,17 +85,17 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted.")
 
     # external sinks (off unless configured)
-    redis_url: str | None = Field(None, description="redis://[user:password@]host:port/db (a secret: "
+    redis_url: SecretStr | None = Field(None, description="redis://[user:password@]host:port/db (a secret: "
                                         "masked in dumps, redacted in logs).")
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
-    database_url: str | None = Field(None, description="PostgreSQL URL (a secret, like redis_url).")
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL (a secret, like redis_url).")
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
 
     # storage (procs/storage/; see docs/storage.md)
-    clickhouse_url: str | None = Field(
+    clickhouse_url: SecretStr | None = Field(
         None, description="ClickHouse: http(s)://user:pass@host:8123/db, or chdb:///dir (embedded engine); a secret.")
     s3_bucket: str | None = Field(None, description="Cold archive bucket (Parquet per day); None = no archive.")
     s3_prefix: str = Field("scanner/", description="Key prefix of the archive inside the bucket.")
@@ -109,7 +112,7 @@ class Settings(BaseSettings):
                                    description="Past trading days loaded at start for indicators (0 = off).")
     archive_at_session_end: bool = Field(True, description="Archive the day to S3 when the session ends.")
 
-    # notifier (procs/notifier.py): runs when redis_url and at least one destination are configured
+    # notifier (procs/notifier/): runs when redis_url and at least one destination are configured
     notify_destinations: list[dict[str, Any]] = Field(
         default_factory=list, description="E-mail/webhook/SMS destinations (see scanner/notify/destinations.py).")
     notify_file: Path | None = Field(None, description="TOML ([[destinations]]) or JSON file of more destinations.")

@@ -78,8 +78,10 @@ def delete_rule(rule_id: str, state: StateDep) -> Response:
 @router.get("/{rule_id}/matches", dependencies=[ReadAuth])
 def rule_matches(rule_id: str, state: StateDep) -> dict[str, Any]:
     """Symbols matching the rule at the scanners' last cycle (not only the new ones that alerted)."""
-    if _store(state).get(rule_id) is None:
+    rules = _store(state).list()
+    index = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
+    if index is None:
         raise HTTPException(404, detail=f"no rule with id {rule_id!r}")
-    symbols, stale = state.matches(rule_id)
+    symbols, stale = state.matches(index)
     return {"rule": rule_id, "count": len(symbols), "symbols": sorted(symbols), "workers_pending": stale,
             "generation": state.shared.control.rules_generation}

@@ -66,7 +66,7 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     entry = ("scanner.bars._ingest", "scanner.bars._close_due", "scanner.indicators.engine._fold_bars",
              "scanner.indicators.engine._fold_history", "scanner.indicators.engine._live",
              "scanner.rules.kernel.run_steps")  # what Python calls; the rest are inlined callees
-    assert all(before[k] == 1 for k in entry), before
+    assert all(before[k] >= 1 for k in entry), before
     t, h, n = shared.table, shared.history, shared.table.n_rows
     # bars, as procs/bars.py drives it: table columns, the shared state, ring batches
     cols = {m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index]) for m in CATALOGUE.owned_by(Owner.BARS)}
