@@ -227,6 +227,10 @@ from cli.storage import archive_command, migrate_command  # noqa: E402
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)
 
+from cli.soak import soak_command  # noqa: E402
+
+app.command("soak")(soak_command)
+
 
 def main() -> None:
     app()

@@ -22,11 +22,8 @@ from scanner.config import Settings, redact
 from shm.control import BUCKETS_US, STATE_RUNNING, STATE_STARTING, STATE_STOPPING
 
 EXIT_CANNOT_BOOT = 3
-EXIT_PARENT_GONE = 4  # a child whose supervisor died (nobody reaps it; for the record)
 SETTINGS_ENV = "SCANNER_CHILD_SETTINGS"  # settings JSON (older supervisors)
 SETTINGS_FILE_ENV = "SCANNER_CHILD_SETTINGS_FILE"  # path of the 0600 settings file (see write_settings_file)
-PARENT_ENV = "SCANNER_SUPERVISOR_PID"  # the pid a child's parent must have (see die_with_parent)
-PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("scanner")
 
@@ -89,20 +86,6 @@ def private_data_dir(settings: Settings) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
-
-
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent (the supervisor) dies, whatever it
-    is doing (compiling a kernel, blocked in I/O): no orphan keeps writing into an abandoned
-    instance (prctl PR_SET_PDEATHSIG). If the parent is already gone, exit now."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        logging.getLogger("scanner").warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    want = os.environ.get(PARENT_ENV)
-    if want and os.getppid() != int(want):  # the parent died before the prctl took effect
-        os._exit(EXIT_PARENT_GONE)
 
 
 def prepare_numba_cache(settings: Settings) -> Path:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from procs import checkpoint
 from procs.instance import InstanceSetup, PidLock, assign_cores, process_names, remove_stale_segments
-from procs.runtime import EXIT_CANNOT_BOOT, PARENT_ENV, SETTINGS_ENV, SETTINGS_FILE_ENV, write_settings_file
+from procs.orphan import PARENT_ENV
+from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV, SETTINGS_FILE_ENV, write_settings_file
 from procs.shared import WRITERS, Shared
 from scanner.backoff import Backoff
 from scanner.config import Settings
@@ -49,6 +50,7 @@ class Child:
     next_start: float = 0.0
     deaths: deque[float] = field(default_factory=deque)  # monotonic times of recent restarts (breaker)
     killed: bool = False  # SIGKILL sent for a stall (logged once)
+    boot_kills: int = 0  # consecutive kills before a first heartbeat: each doubles the next boot's allowance
 
 
 def warm_kernels() -> None:
@@ -207,11 +209,18 @@ class Supervisor:
                 continue
             age = (now_ns - int(slots[child.slot]["heartbeat_ns"])) / NS
             booted = int(slots[child.slot]["heartbeat_ns"]) > int(child.spawned_mono * NS)
-            limit = self.s.heartbeat_timeout_s if booted else self.s.boot_timeout_s
+            if booted:
+                child.boot_kills = 0
+            # a machine too busy to boot in time gets more time on each try, not a restart storm
+            limit = self.s.heartbeat_timeout_s if booted else self.s.boot_timeout_s * 2 ** min(child.boot_kills, 3)
             if age > limit:
                 if not child.killed:  # once: a killed child may take a moment to be reaped
-                    log.error("%s (pid %d) %s: no heartbeat for %.1f s; killing it", child.name, child.pid,
-                              "stalled" if booted else "did not finish booting", age)
+                    if not booted:
+                        child.boot_kills += 1
+                    log.error("%s (pid %d) %s: no heartbeat for %.1f s; killing it%s", child.name, child.pid,
+                              "stalled" if booted else "did not finish booting", age,
+                              "" if booted else f" (its next boot may take "
+                              f"{self.s.boot_timeout_s * 2 ** min(child.boot_kills, 3):.0f} s)")
                 child.killed = True
                 try:
                     os.kill(child.pid, signal.SIGKILL)

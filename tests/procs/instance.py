@@ -28,6 +28,7 @@ class Instance:
             "SCANNER_SCAN_WORKERS": "2", "SCANNER_HTTP_PORT": str(self.port), "SCANNER_FEED_RATE": "3000",
             "SCANNER_SCAN_INTERVAL_MS": "200", "SCANNER_HEARTBEAT_TIMEOUT_S": "1.5",
             "SCANNER_CHECKPOINT_INTERVAL_S": "2",
+            "SCANNER_BOOT_TIMEOUT_S": "120",  # shared 2-core test machines can take a minute to import
         })
         self.env.update(env)
         self.log = tmp / f"{name}.out"

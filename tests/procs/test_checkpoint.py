@@ -118,7 +118,7 @@ def test_instance_starts_over_a_garbage_checkpoint(tmp_path: Path) -> None:
     ckpt.write_bytes(b"PK\x03\x04" + os.urandom(2000))  # looks like a zip, is not one
     inst.start()
     try:
-        eventually(inst.all_running, 90, 0.2, "all processes running over a garbage checkpoint")
+        eventually(inst.all_running, 300, 0.2, "all processes running over a garbage checkpoint")
         out = inst.output()
         assert "unreadable" in out and "moved aside" in out
         assert list(inst.data_dir.glob(f"{inst.name}.checkpoint.npz.corrupt-*"))

@@ -31,7 +31,7 @@ def inst(tmp_path: Path) -> Iterator[Instance]:
 
 @pytest.mark.slow
 def test_crash_loop_breaker_holds_a_dying_child_back(inst: Instance) -> None:
-    eventually(inst.all_running, 120, 0.2, "instance up")
+    eventually(inst.all_running, 300, 0.2, "instance up")
     for n in range(3):
         old = eventually(lambda: (c := child(inst.status(), "publisher"))["state"] == "running" and c, 60, 0.05)
         os.kill(old["pid"], signal.SIGKILL)
@@ -61,14 +61,14 @@ def test_children_die_with_the_supervisor_and_the_next_start_recovers(inst: Inst
     assert instance_segments(inst.name)  # left behind: the next start must clean them
     # again once they run, then the next start cleans the stale segments and restores the checkpoint
     inst.start()
-    st = eventually(inst.all_running, 120, 0.2, "instance up again")
+    st = eventually(inst.all_running, 300, 0.2, "instance up again")
     eventually(lambda: (inst.data_dir / f"{inst.name}.checkpoint.npz").exists(), 60, 0.2, "a checkpoint")
     pids = [p["pid"] for p in st["processes"] if p["name"] != "supervisor"]
     os.kill(inst.proc.pid, signal.SIGKILL)
     inst.proc.wait()
     eventually(lambda: not any(pid_alive(p) for p in pids), 5.0, 0.02, "running children gone")
     inst.start()
-    eventually(inst.all_running, 120, 0.2, "instance up after the second kill")
+    eventually(inst.all_running, 300, 0.2, "instance up after the second kill")
     out = inst.output()
     assert "stale segments" in out and "restored checkpoint" in out
     assert inst.stop() == 0

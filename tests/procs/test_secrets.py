@@ -81,7 +81,7 @@ def test_instance_files_are_private_and_secrets_not_in_child_environments(tmp_pa
     old = os.umask(0o022)  # a permissive caller: the instance must not rely on it
     try:
         inst.start()
-        st = eventually(inst.all_running, 120, 0.2, "instance up")
+        st = eventually(inst.all_running, 300, 0.2, "instance up")
         eventually(lambda: (inst.data_dir / f"{inst.name}.checkpoint.npz").exists(), 60, 0.2, "a checkpoint")
         for p in st["processes"]:
             environ = Path(f"/proc/{p['pid']}/environ").read_bytes()
