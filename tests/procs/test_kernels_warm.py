@@ -132,3 +132,38 @@ def test_a_cold_numba_cache_does_not_stall_the_boot(tmp_path: Path) -> None:
         assert inst.stop() == 0
     finally:
         inst.close()
+
+
+@pytest.mark.slow
+def test_first_demo_log_has_no_error_line(tmp_path: Path) -> None:
+    """`scanner demo` on a fresh machine (empty numba cache): its log has no ERROR line (the
+    kernels compile once in the supervisor, before any child and any heartbeat deadline)."""
+    import signal
+    import subprocess
+    import sys
+
+    from procs.shared import instance_segments
+    from tests.support import free_port
+
+    name = f"demo{os.getpid()}"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), SCANNER_INSTANCE=name,
+               SCANNER_DATA_DIR=str(tmp_path / "data"), SCANNER_SCAN_WORKERS="2", SCANNER_BOOT_TIMEOUT_S="300")
+    log = tmp_path / "demo.log"
+    proc = subprocess.Popen([sys.executable, "-m", "cli.app", "demo", "--symbols", "1000", "--port", str(free_port())],
+                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    inst = Instance(tmp_path, name)
+    inst.data_dir = tmp_path / "data"
+    try:
+        eventually(inst.all_running, 600, 0.5, "the demo running")
+        eventually(lambda: child(inst.status(), "scan-0")["cycles"] > 3, 120, 0.2, "scan cycles")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for seg in instance_segments(name):
+            os.unlink(f"/dev/shm/{seg}")
+    text = log.read_text(errors="replace")
+    assert "numba kernels ready" in text
+    assert [ln for ln in text.splitlines() if " ERROR " in ln] == []
