@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+<<<<<<< HEAD
 from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, JsonOpt, guard, settings_from
+=======
+from cli.common import ScannerError, settings_from
+from scanner.config import Settings, reveal
+from scanner.storage import StorageError
+>>>>>>> reliability
 
 if TYPE_CHECKING:
     from scanner.config import Settings
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from procs.runtime import setup_logging
+
+    setup_logging("%(asctime)s %(name)s %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def run_migrations(s: Settings) -> dict:
@@ -35,13 +41,13 @@ def run_migrations(s: Settings) -> dict:
     if s.database_url:
         from procs.storage.pg import migrate
 
-        out["postgresql"] = migrate(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
-                                    compress_after_days=s.bar_compress_after_days)
+        out["postgresql"] = migrate(reveal(s.database_url) or "", flavor=s.storage_flavor,
+                                    retention_days=s.bar_retention_days, compress_after_days=s.bar_compress_after_days)
     if s.clickhouse_url:
         from procs.storage.ch import client
         from procs.storage.ch import migrate as ch_migrate
 
-        ch = client(s.clickhouse_url)
+        ch = client(reveal(s.clickhouse_url) or "")
         try:
             out["clickhouse"] = ch_migrate(ch)
         finally:

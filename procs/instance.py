@@ -23,7 +23,7 @@ from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
@@ -88,7 +88,7 @@ class InstanceSetup:
             from procs.storage.pg import migrate
 
             try:
-                migrate(self.s.database_url or "", retention_days=self.s.bar_retention_days,
+                migrate(reveal(self.s.database_url) or "", retention_days=self.s.bar_retention_days,
                         compress_after_days=self.s.bar_compress_after_days)
             except (psycopg.Error, OSError) as exc:
                 raise SupervisorError(f"the rule store is in PostgreSQL (database_url) and it is not "

@@ -27,6 +27,7 @@ from procs.rules_admin import rules_source
 from procs.runtime import Context
 from procs.shared import ALERT_CONSUMER_PUBLISHER
 from scanner.alert_json import AlertEncoder
+from scanner.config import reveal
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.publisher")
@@ -39,11 +40,17 @@ def main(ctx: Context) -> None:
     feed = sh.feed.producer()
     encoder = AlertEncoder(sh.table.key_list(), rules_source(ctx.settings))
     s = ctx.settings
+<<<<<<< HEAD
     redis = (RedisSink(s.redis_url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen)
              if s.redis_url else None)
     kafka = (KafkaAlerts(s.kafka_bootstrap, s.kafka_alerts_topic)
              if s.kafka_bootstrap and s.kafka_alerts_topic else None)
     failures_seen = kafka_failed_seen = 0
+=======
+    url = reveal(s.redis_url)
+    redis = RedisSink(url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen) if url else None
+    failures_seen = 0
+>>>>>>> reliability
     mirror = None
     if redis is not None:
         names = [m.name for m in CATALOGUE.metrics if m.dtype == "f8" and m.owner != Owner.REFERENCE]
@@ -55,6 +62,7 @@ def main(ctx: Context) -> None:
     lost_seen = sum(c.lost for c in consumers)
     while ctx.should_run():
         ctx.beat()
+        encoder.watch(sh.control.rules_generation)  # know each rule set before it can change again
         batches = [b for b in (c.poll(65536) for c in consumers) if len(b)]
         if batches:
             alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()

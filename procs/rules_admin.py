@@ -16,6 +16,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+<<<<<<< HEAD
+=======
+from procs.shared import seg_name
+from scanner.config import Settings, reveal
+>>>>>>> reliability
 from scanner.rules.model import Rule
 from scanner.rules.store import RuleStore, install_default_pack
 
@@ -53,7 +58,7 @@ def open_store(settings: Settings, on_change=None) -> RuleStore:  # type: ignore
     if settings.rules_in_postgres():
         from procs.rules_pg import PgRuleStore
 
-        return PgRuleStore(settings.database_url or "", on_change)
+        return PgRuleStore(reveal(settings.database_url) or "", on_change)
     return RuleStore(settings.rules_file(), on_change)
 
 
