@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -48,49 +49,30 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Real-time stock market scanner (shared-memory engine).")
-<<<<<<< HEAD
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
-
-
-def run_foreground(settings: Settings, on_ready: object = None) -> int:
-    """Run the supervisor in this process until it stops; its exit code."""
-=======
-SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS_FILE"  # path of a 0600 settings file
-
-
-def _setup_logging(logfile: Path | None = None) -> None:
-    from procs.runtime import setup_logging
+    from procs.runtime import setup_logging  # every handler redacts secrets in URLs
 
     setup_logging("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def run_foreground(settings: Settings, on_ready: object = None) -> int:
-    from procs.runtime import prepare_numba_cache, private_data_dir
+    """Run the supervisor in this process until it stops; its exit code (EXIT_CANNOT_BOOT, 3, when
+    restarting cannot help: an unsupported platform, or a child that cannot boot)."""
+    from procs.runtime import EXIT_CANNOT_BOOT, prepare_numba_cache, private_data_dir
 
     private_data_dir(settings)  # umask 077: nothing the instance writes is world-readable
     prepare_numba_cache(settings)  # before anything imports numba
-    from procs.instance import SupervisorError
->>>>>>> reliability
     from procs.supervisor import Supervisor
+    from shm.platform import UnsupportedPlatform
 
     _setup_logging()
-<<<<<<< HEAD
-    return Supervisor(settings, on_ready=on_ready).run()
-=======
     try:
         return Supervisor(settings, on_ready=on_ready).run()
-    except UnsupportedPlatform as exc:  # restarting cannot help
-        from procs.runtime import EXIT_CANNOT_BOOT
-
+    except UnsupportedPlatform as exc:
         typer.echo(f"error: {exc}", err=True)
         return EXIT_CANNOT_BOOT
-    except SupervisorError as exc:
-        raise ScannerError(str(exc)) from None
->>>>>>> reliability
 
 
 @app.command()
@@ -104,21 +86,10 @@ def start(
     port: PortOpt = None,
 ) -> None:
     """Start an instance: supervisor plus all worker processes."""
-<<<<<<< HEAD
     with guard():
-        env_json = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
-        if env_json:
-            from scanner.config import Settings
-
-            settings = Settings.model_validate_json(env_json)
-        else:
-            settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
-                                     http_port=port)
-=======
-    try:
         settings_file = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
         try:
-            if settings_file:  # from `daemonize`: a 0600 file, secrets never in the environment
+            if settings_file:  # from `launch_supervisor`: a 0600 file, secrets never in the environment
                 from procs.runtime import read_settings_file
 
                 settings = read_settings_file(Path(settings_file))
@@ -132,7 +103,6 @@ def start(
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(EXIT_CANNOT_BOOT) from None
             raise
->>>>>>> reliability
         if foreground:
             raise typer.Exit(run_foreground(settings))
         daemonize(settings)
@@ -141,25 +111,6 @@ def start(
 def daemonize(settings: Settings) -> None:
     """Start the supervisor detached (own session, output to the log file), wait until it
     is up or has failed, and say which."""
-<<<<<<< HEAD
-=======
-    from procs.instance import read_pid
-
-    run_dir = settings.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pid = read_pid(settings.pidfile())
-    if pid and pid_alive(pid):
-        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid})")
-    log = open(settings.logfile(), "ab")
-    from procs.runtime import private_data_dir, write_settings_file
-
-    private_data_dir(settings)
-    env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = str(write_settings_file(settings))
-    proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 60
->>>>>>> reliability
     from procs.status import collect
 
     ensure_stopped(settings)
@@ -255,8 +206,9 @@ def cluster_status(settings: Settings, as_json: bool) -> None:
         import redis
 
         from procs.registry import Registry
+        from scanner.config import reveal
 
-        reg = Registry(settings.redis_url, settings.registry_ttl_s)
+        reg = Registry(reveal(settings.redis_url) or "", settings.registry_ttl_s)
         try:
             hosts = reg.hosts()
         except (redis.RedisError, OSError) as exc:

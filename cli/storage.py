@@ -13,13 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-<<<<<<< HEAD
 from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, JsonOpt, guard, settings_from
-=======
-from cli.common import ScannerError, settings_from
-from scanner.config import Settings, reveal
-from scanner.storage import StorageError
->>>>>>> reliability
 
 if TYPE_CHECKING:
     from scanner.config import Settings
@@ -33,6 +27,7 @@ def _logging() -> None:
 
 def run_migrations(s: Settings) -> dict:
     """Apply PostgreSQL and/or ClickHouse migrations for the configured sinks."""
+    from scanner.config import reveal
     from scanner.storage import StorageError
 
     if not (s.database_url or s.clickhouse_url):

@@ -142,12 +142,13 @@ class InstanceSetup:
 
         from procs.registry import Registry, RegistryConflict, RegistryThread, base_record
         from procs.status import collect
+        from scanner.config import reveal
 
         end = s.range_end if s.range_end is not None else len(self.universe)
         url = s.public_url or f"http://{s.http_host}:{s.http_port}"
         record = base_record(instance=s.instance, universe=self.universe, range_start=s.range_start,
                              range_end=end, url=url)
-        registry = Registry(s.redis_url, s.registry_ttl_s)
+        registry = Registry(reveal(s.redis_url) or "", s.registry_ttl_s)
         try:
             registry.claim(record)
         except RegistryConflict as exc:

@@ -40,17 +40,11 @@ def main(ctx: Context) -> None:
     feed = sh.feed.producer()
     encoder = AlertEncoder(sh.table.key_list(), rules_source(ctx.settings))
     s = ctx.settings
-<<<<<<< HEAD
-    redis = (RedisSink(s.redis_url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen)
-             if s.redis_url else None)
+    url = reveal(s.redis_url)
+    redis = RedisSink(url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen) if url else None
     kafka = (KafkaAlerts(s.kafka_bootstrap, s.kafka_alerts_topic)
              if s.kafka_bootstrap and s.kafka_alerts_topic else None)
     failures_seen = kafka_failed_seen = 0
-=======
-    url = reveal(s.redis_url)
-    redis = RedisSink(url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen) if url else None
-    failures_seen = 0
->>>>>>> reliability
     mirror = None
     if redis is not None:
         names = [m.name for m in CATALOGUE.metrics if m.dtype == "f8" and m.owner != Owner.REFERENCE]

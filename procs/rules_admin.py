@@ -16,11 +16,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-<<<<<<< HEAD
-=======
-from procs.shared import seg_name
-from scanner.config import Settings, reveal
->>>>>>> reliability
 from scanner.rules.model import Rule
 from scanner.rules.store import RuleStore, install_default_pack
 
@@ -57,6 +52,7 @@ def open_store(settings: Settings, on_change=None) -> RuleStore:  # type: ignore
     """The configured rule store: PostgreSQL (shared by every host) or the JSON file."""
     if settings.rules_in_postgres():
         from procs.rules_pg import PgRuleStore
+        from scanner.config import reveal
 
         return PgRuleStore(reveal(settings.database_url) or "", on_change)
     return RuleStore(settings.rules_file(), on_change)

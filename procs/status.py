@@ -11,17 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-<<<<<<< HEAD
 from shm.segment import SHM_DIR
 
 if TYPE_CHECKING:
     from scanner.config import Settings
     from shm.control import ControlBlock
-=======
-from procs.shared import Shared, seg_name
-from scanner.config import Settings
-from shm.control import STATE_DEAD, STATE_HELD, ControlBlock
->>>>>>> reliability
 
 STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead", 5: "crash-loop"}
 
@@ -93,7 +87,7 @@ def collect(settings: Settings) -> dict:
 
 
 def _collect(settings: Settings, ctl: ControlBlock) -> dict:
-    from shm.control import STATE_DEAD
+    from shm.control import STATE_DEAD, STATE_HELD
 
     now_mono = time.monotonic_ns()
     now_wall = time.time_ns()

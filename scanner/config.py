@@ -98,7 +98,6 @@ class Settings(BaseSettings):
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
-<<<<<<< HEAD
     registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
                                   "record is older than this is missing from the cluster.")
     cluster_top_metrics: list[str] = Field(
@@ -108,10 +107,7 @@ class Settings(BaseSettings):
     cluster_top_n: int = Field(100, ge=1, le=1000, description="Rows per published top list (per metric and order).")
     public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
                                    "None = http://<http_host>:<http_port>.")
-    database_url: str | None = None
-=======
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL (a secret, like redis_url).")
->>>>>>> reliability
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
 
