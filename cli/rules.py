@@ -29,7 +29,8 @@ def _load_file(path: Path) -> list:
     try:
         return validate(text)
     except RuleStoreError as exc:
-        typer.echo(f"error: {path}: invalid rules:\n{exc}", err=True)
+        text = str(exc)  # one line (JSON errors, too deep) or pydantic's list of field errors
+        typer.echo(f"error: {path}: invalid rules:{chr(10) if chr(10) in text else ' '}{text}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -41,7 +42,9 @@ def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir:
     from procs.rules_admin import rule_summary, store_for
 
     with guard():
-        rules = store_for(_settings(config, instance, data_dir)).list()
+        rules, problems = store_for(_settings(config, instance, data_dir)).read()
+    for p in problems:
+        typer.echo(f"warning: skipped invalid stored {p}", err=True)
     if as_json:
         typer.echo(json.dumps([r.dump() for r in rules], indent=2))
         return

@@ -50,12 +50,28 @@ def test_rules_add_list_rm_validate(tmp_path: Path) -> None:
     assert run("rules", "validate", str(good)).returncode == 0
     r = run("rules", "validate", str(bad))
     assert r.returncode == 1 and "operator" in r.stderr and ">=" in r.stderr  # names field + allowed values
+    deep = tmp_path / "deep.json"  # deeper than Python's json parser can go: a one-line error
+    leaf = '{"metric": "price", "operator": ">", "value": 1}'
+    deep.write_text('{"id": "d", "condition": ' + '{"all": [' * 5000 + leaf + "]}" * 5000 + "}")
+    r = run("rules", "validate", str(deep))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "nested too deeply" in r.stderr
+    deep.write_text(json.dumps({"id": "d", "condition": nested(200)}))
+    r = run("rules", "validate", str(deep))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "more than 32 levels deep" in r.stderr
     assert run("rules", "add", str(good), *d).returncode == 0
     listed = run("rules", "list", "--json", *d)
     assert [x["id"] for x in json.loads(listed.stdout)] == ["gap-up-4"]
     assert run("rules", "rm", "gap-up-4", *d).returncode == 0
     r = run("rules", "rm", "gap-up-4", *d)
     assert r.returncode == 1 and "no rule with id 'gap-up-4'" in r.stderr
+
+
+def nested(depth: int) -> dict:
+    node: dict = {"metric": "price", "operator": ">", "value": 1}
+    for _ in range(depth - 1):
+        node = {"all": [node]}
+    return node
 
 
 def test_daemon_start_status_stop(tmp_path: Path) -> None:
