@@ -33,6 +33,20 @@ async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> No
     server.should_exit = True
 
 
+def decode_alert(raw: bytes | str) -> dict | None:
+    """One pub/sub message as an alert dict, or None when it is not one (not JSON, too deep, not
+    an object with string `rule` and `symbol`, `tags` not a list): anyone who can PUBLISH on the
+    channel can send it, and it must not reach the clients' filters or `recent`."""
+    try:
+        a = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not (isinstance(a, dict) and isinstance(a.get("rule"), str) and isinstance(a.get("symbol"), str)
+            and isinstance(a.get("tags", []), list)):
+        return None
+    return a
+
+
 async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
     """With Redis configured, alerts of every host come from the `alerts` channel (the local
     feed ring is then not read, or local alerts would arrive twice)."""
@@ -40,6 +54,7 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
 
     client = aioredis.Redis.from_url(ctx.settings.redis_url)
     backoff = 0.1
+    malformed = 0
     while ctx.should_run():
         ctx.beat()
         try:
@@ -56,7 +71,15 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                         break
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if batch:
-                    n = state.dispatch([json.loads(b) for b in batch])
+                    alerts = [a for a in map(decode_alert, batch) if a is not None]
+                    if len(alerts) < len(batch):  # counted in the gateway's drops (status, /metrics)
+                        bad = len(batch) - len(alerts)
+                        ctx.count(drops=bad)
+                        malformed += bad
+                        if malformed == bad or malformed // 1000 != (malformed - bad) // 1000:
+                            log.warning("dropped %d malformed message(s) on the alerts channel (%d so far)",
+                                        bad, malformed)
+                    n = state.dispatch(alerts) if alerts else 0
                     ctx.count(n_in=n, n_out=n * len(state.clients))
         except (OSError, aioredis.RedisError) as exc:
             log.error("redis subscription lost (%s); retrying in %.1f s", exc, backoff)

@@ -48,14 +48,15 @@ def top(
     columns: Annotated[str, Query(description="Comma-separated extra metrics to return.")] =
         "price,change_pct,day_volume,relative_volume,rsi_14,vwap",
 ) -> dict:
-    """Top list: sort any float metric, filter by price / day volume, limit."""
+    """Top list: sort any float metric, filter by price / day volume, limit. A 422 has the
+    shape of every other validation error (`detail`: a list of {loc, msg, type}), plus `allowed`."""
     if metric not in F8_METRICS:
-        raise HTTPException(422, detail={"field": "metric", "msg": f"unknown metric {metric!r}",
-                                         "allowed": list(F8_METRICS)})
+        raise HTTPException(422, detail=[{"loc": ["query", "metric"], "msg": f"unknown metric {metric[:64]!r}",
+                                          "type": "value_error", "allowed": list(F8_METRICS)}])
     cols = [c for c in columns.split(",") if c]
     bad = [c for c in cols if c not in F8_METRICS]
     if bad:
-        raise HTTPException(422, detail={"field": "columns", "msg": f"unknown metrics {bad}",
-                                         "allowed": list(F8_METRICS)})
+        raise HTTPException(422, detail=[{"loc": ["query", "columns"], "msg": f"unknown metrics {bad[:10]}",
+                                          "type": "value_error", "allowed": list(F8_METRICS)}])
     out = state.top(metric, order, limit, cols, min_price=min_price, max_price=max_price, min_volume=min_volume)
     return {"metric": metric, "order": order, "count": len(out), "rows": out}

@@ -141,11 +141,15 @@ class RuleStore:
     def list(self) -> RuleList:
         """The valid stored rules in order; skipped items are logged (once per process)."""
         rules, problems = self.read()
+        self.report(problems)
+        return rules
+
+    def report(self, problems: list[str]) -> None:
+        """Log skipped items, each once per process (every read finds them again)."""
         for p in problems:
             if p not in _warned and len(_warned) < 10_000:
                 _warned.add(p)
                 log.warning("rule store %s: skipped invalid %s", self.path, p)
-        return rules
 
     validate = staticmethod(validate)
 

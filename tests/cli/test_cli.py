@@ -32,6 +32,17 @@ def test_bad_setting_names_the_field(tmp_path: Path) -> None:
     assert r.returncode == 1 and "power of two" in r.stderr
 
 
+def test_empty_short_or_bad_api_keys_are_refused_without_showing_them(tmp_path: Path) -> None:
+    for keys, why in (({"": "write"}, "API key #1 is empty"), ({"short-key-1": "read"}, "11 characters"),
+                      ({"long-enough-key-0001": "read", "with space in the key": "write"}, "#2 contains whitespace"),
+                      ({"a-secret-key-for-admins": "admin"}, "read")):
+        r = run("status", "--data-dir", str(tmp_path), env={"SCANNER_API_KEYS": json.dumps(keys)})
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: invalid setting api_keys:") and why in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not any(k and k in r.stderr for k in keys)
+
+
 def test_toml_then_env_then_explicit(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "scanner.toml"
     cfg.write_text('instance = "east"\nsymbols = 1234\nscan_interval_ms = 250\ncpu_map = { ingest = 0 }\n')
