@@ -87,11 +87,19 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def allowed_methods(app: FastAPI, scope: dict[str, Any]) -> list[str]:
-    """Every method some route of this path answers (Starlette's 405 names one route's only)."""
+    """The methods of the path this request resolves to: every route declared with the path
+    template of the first route that matches it (Starlette's 405 names one route's methods
+    only, e.g. GET of GET/POST /api/rules). `/api/rules/schema` resolves to its own path, not
+    to `/api/rules/{rule_id}` (the rule model reserves those ids)."""
+    template: str | None = None
     methods: set[str] = set()
     for route in routing.iter_route_contexts(app.routes):
         match, _ = route.matches(scope)
-        if match != Match.NONE:
+        if match == Match.NONE:
+            continue
+        path = getattr(route, "path_format", None)
+        template = path if template is None else template
+        if path == template:
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
 

@@ -58,6 +58,16 @@ Ref = tuple[str, int]  # (metric or history field, bars_ago); bars_ago 0 = the l
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 Symbol = Annotated[str, Field(min_length=1, max_length=SYMBOL_MAX_LEN)]
+RESERVED_IDS = frozenset({"schema", "validate"})  # paths under /api/rules: such a rule could not be read
+
+
+def _metric_name_schema(schema: dict[str, Any]) -> None:
+    # the schema lists the names a rule may read (live metrics, then history fields); which of
+    # them a given `bars_ago` allows is checked by the model (422 naming the field)
+    schema["enum"] = list(dict.fromkeys([*rule_metrics(), *HIST_FIELDS]))
+
+
+MetricName = Annotated[str, Field(max_length=NAME_MAX_LEN, json_schema_extra=_metric_name_schema)]
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -96,8 +106,7 @@ class Operand(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bars_ago: int = Field(0, ge=0, le=MAX_BARS_AGO, description="0 = live; k >= 1 = k-th last closed bar.")
-    metric: str = Field(max_length=NAME_MAX_LEN,
-                        description="Catalogue f8 metric (bars_ago 0) or bar-history field (bars_ago >= 1).")
+    metric: MetricName = Field(description="Catalogue f8 metric (bars_ago 0) or bar-history field (bars_ago >= 1).")
 
     @field_validator("metric")
     @classmethod
@@ -143,12 +152,11 @@ class _Leaf(BaseModel):
 
     # bars_ago precedes metric so that the metric's validator sees it
     bars_ago: int = Field(0, ge=0, le=MAX_BARS_AGO, description="Read `metric` this many closed bars back.")
-    metric: str | None = Field(None, max_length=NAME_MAX_LEN,
-                               description="Left operand: a catalogue f8 metric (or history field).")
+    metric: MetricName | None = Field(None, description="Left operand: a catalogue f8 metric (or history field).")
     operator: Operator | None = None
     value: FiniteFloat | Annotated[list[FiniteFloat], Field(max_length=2)] | None = Field(
         None, description="Constant right operand; [lo, hi] (inclusive) for `between`.")
-    other: Annotated[str, Field(max_length=NAME_MAX_LEN)] | Operand | None = Field(
+    other: MetricName | Operand | None = Field(
         None, description="Metric right operand (instead of `value`).")
     factor: FiniteFloat = Field(1.0, description="Scales `other`: metric op factor * other + offset.")
     offset: FiniteFloat = Field(0.0, description="Added to the scaled `other`.")
@@ -200,8 +208,7 @@ class Comparison(_Leaf):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_comparison_schema)
 
-    metric: str = Field(max_length=NAME_MAX_LEN,
-                        description="Left operand: a catalogue f8 metric (or history field with bars_ago).")
+    metric: MetricName = Field(description="Left operand: a catalogue f8 metric (or history field with bars_ago).")
     operator: Operator
 
     @model_validator(mode="after")
@@ -342,7 +349,8 @@ class Rule(_Leaf):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_rule_schema)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+                    description=f"Unique; not {' or '.join(sorted(RESERVED_IDS))} (paths of the API).")
     name: str = Field("", max_length=200, description="Display name; defaults to the id.")
     type: Literal["numeric", "condition"] | None = Field(
         None, description="'numeric' = top-level comparison, 'condition' = condition tree; inferred.")
@@ -360,6 +368,13 @@ class Rule(_Leaf):
     condition: Condition | None = None
 
     _tree: Comparison | Group | None = PrivateAttr(None)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_IDS:
+            raise ValueError(f"id {v!r} is reserved (GET /api/rules/{v} is another endpoint)")
+        return v
 
     @field_validator("condition", mode="before")
     @classmethod

@@ -63,3 +63,12 @@ def test_405_names_every_method_of_the_path() -> None:
     got = c.patch("/api/rules/some-id", json={})
     assert got.status_code == 405 and got.headers["Allow"] == "DELETE, GET, PUT"
     assert c.delete("/api/metrics").headers["Allow"] == "GET"
+
+
+def test_allow_matches_the_document_on_every_path() -> None:
+    c = client()
+    for path, ops in c.app.openapi()["paths"].items():
+        url = path.replace("{symbol}", "AAA").replace("{rule_id}", "some-rule")
+        got = c.options(url)
+        assert got.status_code == 405, url
+        assert got.headers["Allow"] == ", ".join(sorted(m.upper() for m in ops)), url

@@ -348,3 +348,13 @@ def test_schema_says_comparison_or_condition() -> None:
             parse_rules([rule])
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(rule, schema)
+
+
+def test_ids_that_are_api_paths_are_reserved() -> None:
+    for rid in ("schema", "validate"):
+        assert "is reserved" in error_text([{"id": rid, "metric": "price", "operator": ">", "value": 1}])
+
+
+def test_schema_lists_the_metric_names() -> None:
+    leaf = rule_json_schema()["$defs"]["Comparison"]["properties"]["metric"]
+    assert "relative_volume" in leaf["enum"] and "close" in leaf["enum"]
