@@ -8,7 +8,6 @@ stalled event loop shows as a stale heartbeat.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 
@@ -18,6 +17,7 @@ from procs.api.app import ConfigError, create_app
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
+from scanner.alert_json import decode_alert
 from scanner.backoff import Backoff
 from scanner.config import reveal
 
@@ -44,6 +44,7 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
     client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
     resume = StreamResume()  # what is published while the subscription is down comes back from the stream
     backoff = Backoff()
+    malformed = 0
     while ctx.should_run():
         ctx.beat()
         try:
@@ -67,7 +68,15 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                         break
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if batch:
-                    n = state.dispatch(resume.fresh([json.loads(b) for b in batch]))
+                    alerts = [a for a in map(decode_alert, batch) if a is not None]
+                    if len(alerts) < len(batch):  # counted in the gateway's drops (status, /metrics)
+                        bad = len(batch) - len(alerts)
+                        ctx.count(drops=bad)
+                        malformed += bad
+                        if malformed == bad or malformed // 1000 != (malformed - bad) // 1000:
+                            log.warning("dropped %d malformed message(s) on the alerts channel (%d so far)",
+                                        bad, malformed)
+                    n = state.dispatch(resume.fresh(alerts)) if alerts else 0
                     ctx.count(n_in=n, n_out=n * len(state.clients))
                 await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:

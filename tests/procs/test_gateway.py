@@ -14,7 +14,7 @@ import websockets
 from tests.procs.instance import Instance, child
 from tests.support import eventually
 
-READ, WRITE = "read-key-123", "write-key-456"
+READ, WRITE = "read-key-0123456789", "write-key-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_catalogue_snapshot_top(gw: Instance) -> None:
     vols = [r["day_volume"] for r in top["rows"]]
     assert vols == sorted(vols, reverse=True)
     bad = c.get("/api/top", params={"metric": "nope"})
-    assert bad.status_code == 422 and bad.json()["detail"]["field"] == "metric"
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "metric"]
+    assert "rsi_14" in bad.json()["detail"][0]["allowed"]
 
 
 def test_rule_crud_validation_and_reload(gw: Instance) -> None:
