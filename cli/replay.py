@@ -56,6 +56,10 @@ def replay_command(
     size_col: Annotated[Optional[str], typer.Option(help="CSV: size column (default 'size').")] = None,
     ts_unit: Annotated[Optional[str], typer.Option(help="CSV: auto, iso, s, ms, us or ns.")] = None,
     bars_out: Annotated[Optional[Path], typer.Option(help="Write every closed bar to this .npz or .csv file.")] = None,
+    alerts_out: Annotated[Optional[Path], typer.Option(help="Write every alert to this .csv or .parquet file.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Ticks per decoded batch (same alerts at any size).")] = None,
+    scan_interval: Annotated[Optional[int], typer.Option(
+        "--scan-interval-ms", help="Scan cadence in event time (default: the configured scan_interval_ms).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     port: Annotated[Optional[int], typer.Option(
         help=f"Gateway HTTP port (default {DEFAULT_PORT}; 0 = any free port).")] = None,
@@ -73,6 +77,8 @@ def replay_command(
             raise ScannerError("--speed and --max exclude each other")
         if bars_out is not None and bars_out.suffix not in (".npz", ".csv"):
             raise ScannerError(f"--bars-out must end in .npz or .csv, was {bars_out.name!r}")
+        if alerts_out is not None and alerts_out.suffix not in (".csv", ".parquet"):
+            raise ScannerError(f"--alerts-out must end in .csv or .parquet, was {alerts_out.name!r}")
         layout = {k: v for k, v in (("symbol", symbol_col), ("ts", ts_col), ("price", price_col),
                                     ("size", size_col), ("ts_unit", ts_unit)) if v}
         settings = settings_from(
@@ -80,12 +86,12 @@ def replay_command(
             replay_files=[str(p) for p in expand(files)], replay_max=max_speed or None, replay_speed=speed,
             replay_format=fmt, replay_daily=daily, replay_csv_layout=layout or None,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
-            http_port=_port(port), scan_workers=workers,
+            http_port=_port(port), scan_workers=workers, replay_batch=batch, scan_interval_ms=scan_interval,
         )
         if not sinks:  # a replay of old data must not publish alerts or write bars to live systems
             settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
                                                    "s3_bucket": None})
-        code = run_replay(settings, bars_out=bars_out, as_json=as_json)
+        code = run_replay(settings, bars_out=bars_out, alerts_out=alerts_out, as_json=as_json)
     except ScannerError as exc:
         fail(str(exc))
         return
@@ -121,7 +127,8 @@ def _port(port: int | None) -> int:
         return int(s.getsockname()[1])
 
 
-def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: bool = False) -> int:
+def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: Path | None = None,
+               as_json: bool = False) -> int:
     """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
     from procs.replay import read_report
     from procs.supervisor import read_pid
@@ -174,6 +181,12 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: boo
 
             write_bars(bars_out, watch.bars(), watch.symbols())
             summary["bars_out"] = str(bars_out)
+        summary["alerts_lost"] = watch.alerts_lost()
+        if alerts_out is not None:
+            from procs.replay import write_alerts
+
+            summary["alerts_written"] = write_alerts(alerts_out, watch.alerts(), watch.symbols(), settings)
+            summary["alerts_out"] = str(alerts_out)
     except KeyboardInterrupt:
         interrupted = True
         typer.echo(f"interrupted: stopping the replay instance {settings.instance!r}", err=True)
@@ -273,6 +286,8 @@ def _print_summary(s: dict, as_json: bool) -> None:
     typer.echo(f"  alerts     {s['alerts']:>12,}")
     typer.echo(f"  malformed  {s['malformed']:>12,}  rows")
     typer.echo(f"  duration   {s['duration_s']:>12.1f}  s (feed {s['feed_s']:.1f} s, {rate})")
+    if s.get("alerts_out"):
+        typer.echo(f"  alerts out {s['alerts_out']} ({s['alerts_written']:,} alerts, {s['alerts_lost']} lost)")
     if s.get("bars_out"):
         typer.echo(f"  bars out   {s['bars_out']} ({s['bars_collected']:,} bars, {s['bars_lost']} lost)")
     if s["error"]:

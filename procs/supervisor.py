@@ -167,6 +167,7 @@ class Supervisor:
         self._last_checkpoint = time.monotonic()
         self._ckpt_thread: threading.Thread | None = None
         self._replay: replay_feed.ReplayIndex | None = None
+        self._reference_day: int | None = None
 
     # ------------------------------------------------------------------ setup
     def replay_index(self) -> replay_feed.ReplayIndex:
@@ -257,16 +258,19 @@ class Supervisor:
             return open_ns
         return now
 
-    def load_reference(self, shared: Shared) -> None:
+    def load_reference(self, shared: Shared, day: int | None = None) -> None:
         """Reference columns (previous close, average daily volume) before any worker runs:
-        the synthetic universe's, or a replay's from daily history (Lean daily files)."""
+        the synthetic universe's, or a replay's from daily history (Lean daily files) for its
+        first day (or `day`)."""
         lo, n = self.s.range_start, shared.table.n_rows
         if self.s.feed == "synthetic":
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
             prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
-            prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
+            day = day or self.replay_index().first_day
+            prev, adv, found = replay_feed.reference(shared.table.key_list(), day, daily)
+            self._reference_day = day
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
             return
@@ -464,11 +468,29 @@ class Supervisor:
                 self.check_heartbeats()
                 self.start_due()
                 self.maybe_checkpoint()
+                self.roll_reference()
                 sd_notify("WATCHDOG=1")
                 self.sleep(0.1)
         finally:
             self.stop()
         return 1 if self.fatal else 0
+
+    def roll_reference(self) -> None:
+        """Replay across days: ingest announces the next trading day (its progress word: the
+        day's first tick time) and waits; load that day's reference columns, set the header's
+        trading day, then acknowledge in our own word (slot 0)."""
+        if self.s.feed != "replay" or self.shared is None or "ingest" not in self.children:
+            return
+        ctl = self.shared.control
+        want = ctl.progress_of(self.children["ingest"].slot)
+        if want <= ctl.progress_of(0):
+            return
+        day = trading_day(want)
+        if day != self._reference_day:
+            self.load_reference(self.shared, day)
+            ctl.header["trading_day"] = day
+            log.info("replay rolled to trading day %d: reference data reloaded", day)
+        ctl.publish_progress(0, want)
 
     def maybe_checkpoint(self) -> None:
         """Periodic checkpoint in a thread: copying and fsyncing a large table and history

@@ -72,7 +72,7 @@ class AlertEncoder:
     def to_dicts(self, recs: np.ndarray) -> list[dict[str, Any]]:
         out = []
         for r in recs.tolist():
-            seq, event_ns, scan_ns, sym, rule, gen, worker, kind, values = r
+            seq, event_ns, scan_ns, sym, rule, gen, worker, kind, values, price = r
             metas = self._rules(gen)
             meta = metas[rule] if rule < len(metas) else None
             names = meta.metrics if meta else []
@@ -86,6 +86,7 @@ class AlertEncoder:
                 "symbol": self.keys[sym] if sym < len(self.keys) else f"#{sym}",
                 "kind": "enter" if kind == ALERT_ENTER else "exit",
                 "values": vals,
+                "price": price if price == price else None,
                 "event_ts": event_ns / NS,
                 "scan_ts": scan_ns / NS,
                 "host": self.host,

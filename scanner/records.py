@@ -26,13 +26,14 @@ BAR_DTYPE = np.dtype(
 )
 
 # One alert, written by a scanner worker into its SPSC ring. `values` holds the values of up
-# to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads).
+# to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads); `price` is
+# the symbol's last trade price in the same snapshot (the entry price of a backtest).
 ALERT_VALUES = 6
 ALERT_DTYPE = np.dtype(
     {"names": ["seq", "event_ns", "scan_ns", "sym", "rule", "generation", "worker", "kind",
-               "values"],
-     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u4", "<u2", "<u2", ("<f8", ALERT_VALUES)],
-     "offsets": [0, 8, 16, 24, 28, 32, 36, 38, 40], "itemsize": 96}
+               "values", "price"],
+     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u4", "<u2", "<u2", ("<f8", ALERT_VALUES), "<f8"],
+     "offsets": [0, 8, 16, 24, 28, 32, 36, 38, 40, 88], "itemsize": 96}
 )
 ALERT_ENTER, ALERT_EXIT = 0, 1
 

@@ -128,9 +128,10 @@ class AlertWriter:
 
     def fill(self, rule: np.ndarray, row: np.ndarray, kind: np.ndarray, value_pos: np.ndarray,
              snap: np.ndarray, hist: np.ndarray | None, event_ns: int, scan_ns: int,
-             generation: int) -> np.ndarray:
+             generation: int, price_pos: int = -1) -> np.ndarray:
         """Records for the alerts (rule, local row, kind); `values` from `value_pos` (see
-        CompiledRules). Returns a view of the buffer, valid until the next call; `seq` advances."""
+        CompiledRules), `price` from row `price_pos` of `snap` (NaN if -1). Returns a view of
+        the buffer, valid until the next call; `seq` advances."""
         k = len(rule)
         if k > len(self._buf):
             self._buf = np.zeros(max(k, 2 * len(self._buf)), ALERT_DTYPE)
@@ -152,4 +153,5 @@ class AlertWriter:
         if past.any() and hist is not None:
             vals[past] = hist[pos[past] - m, rows[past]]
         rec["values"] = vals
+        rec["price"] = snap[price_pos, row] if price_pos >= 0 else np.nan
         return rec
