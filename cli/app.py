@@ -1,4 +1,4 @@
-"""`scanner`: start, stop, status, demo, rules, replay, bench, migrate.
+"""`scanner`: start, stop, status, demo, rules, replay, backtest, bench, migrate.
 
 User errors (`ScannerError`, a bad setting, an instance already running) end in one line on
 stderr and exit code 1, never a traceback.
@@ -197,6 +197,9 @@ app.add_typer(_rules.app, name="rules")
 from cli.replay import replay_command  # noqa: E402
 
 app.command("replay")(replay_command)
+from cli.backtest import backtest_command  # noqa: E402
+
+app.command("backtest")(backtest_command)
 
 
 from cli.storage import archive_command, migrate_command  # noqa: E402
