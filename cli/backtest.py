@@ -17,14 +17,26 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import numpy as np
 import typer
 
-from cli.common import ConfigOpt, ScannerError, fail, settings_from
-from cli.replay import STOP_SIGNALS, DataDirOpt, InstanceOpt, _interrupt, _launch, _log_reason, _port, _stop, expand
-from scanner.config import Settings
+from cli.common import (
+    ConfigOpt,
+    ScannerError,
+    WorkersOpt,
+    ensure_stopped,
+    gateway_port,
+    guard,
+    launch_supervisor,
+    settings_from,
+    table,
+)
+from cli.replay import STOP_SIGNALS, DataDirOpt, InstanceOpt, _interrupt, _log_reason, _stop, expand
+
+if TYPE_CHECKING:
+    from scanner.config import Settings
 
 DEFAULT_INSTANCE = "backtest"
 DEFAULT_DATA_DIR = Path("var/backtest")
@@ -44,7 +56,7 @@ def backtest_command(
     scan_interval: Annotated[Optional[int], typer.Option(
         "--scan-interval-ms", help="Scan cadence in event time (default: the configured scan_interval_ms).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Ticks per decoded batch.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
+    workers: WorkersOpt = None,
     charts: Annotated[int, typer.Option(help="Price charts per rule (most-alerted symbols).")] = 3,
     port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port (default: any free port).")] = 0,
     config: ConfigOpt = None,
@@ -54,7 +66,7 @@ def backtest_command(
     """Replay recorded days with a rules file; forward returns per rule, a table and an HTML report."""
     from scanner.backtest.inputs import parse_rules_file, sort_days
 
-    try:
+    with guard():
         try:
             rule_list = parse_rules_file(rules.read_text(), str(rules))
         except OSError as exc:
@@ -70,12 +82,9 @@ def backtest_command(
             config, instance or DEFAULT_INSTANCE, data_dir or DEFAULT_DATA_DIR, feed="replay",
             replay_files=[str(p) for p in files], replay_max=True, replay_daily=daily, replay_batch=batch,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
-            http_port=_port(port), scan_workers=workers, scan_interval_ms=scan_interval,
+            http_port=gateway_port(port, 0), scan_workers=workers, scan_interval_ms=scan_interval,
         ).model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None, "s3_bucket": None})
         code = run_backtest(settings, rule_list, out, skipped=skipped, days=day_list, charts=charts)
-    except ScannerError as exc:
-        fail(str(exc))
-        return
     raise typer.Exit(code)
 
 
@@ -85,22 +94,15 @@ def run_backtest(settings: Settings, rule_list: list, out: Path, *, skipped: lis
     from procs.backtest import Collector
     from procs.ingest_replay import report_path
     from procs.replay import ReplayWatch, read_report
-    from procs.status import pid_alive
-    from procs.supervisor import read_pid
-    from scanner.feeds.replay import ReplayError, estimate_rows, spec_from_settings
+    from scanner.feeds.replay import estimate_rows, spec_from_settings
 
-    try:
-        spec = spec_from_settings(settings)
-    except ReplayError as exc:
-        raise ScannerError(str(exc)) from None
-    pid = read_pid(settings.pidfile())
-    if pid and pid_alive(pid):
-        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid}); pass --instance")
+    spec = spec_from_settings(settings)  # ReplayError: a user error (`guard`)
+    ensure_stopped(settings, "; stop it or pass --instance")
     settings.run_dir().mkdir(parents=True, exist_ok=True)
     settings.rules_file().write_text(json.dumps([r.dump() for r in rule_list]))  # the replay's rule store
     report_path(settings).unlink(missing_ok=True)
     t0 = time.monotonic()
-    proc, log_from = _launch(settings)
+    proc, log_from = launch_supervisor(settings)
     watch: ReplayWatch | None = None
     collector: Collector | None = None
     interrupted, error = False, None
@@ -194,26 +196,19 @@ def write_outputs(out: Path, rule_list: list, collector: Any, meta: dict, skippe
 
 def print_table(summary: dict) -> None:
     """One row per rule (all times of day): the headline numbers."""
-    from rich.console import Console
-    from rich.table import Table
-
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:+.2f}%"
 
-    t = Table(title=f"backtest: {len(summary['days_scored'])} days, {summary['alerts']} alerts"
-                    + (" (interrupted: partial)" if summary["interrupted"] else ""))
-    for c in ("rule", "alerts", "symbols", "hit 5m", "mean 5m", "hit 30m", "mean 30m", "median 30m", "mean close",
-              "MFE 30m", "MAE 30m"):
-        t.add_column(c, justify="left" if c == "rule" else "right")
     def hit(s: dict, h: str) -> str:
         return "-" if s[h]["hit_rate"] is None else f"{100 * s[h]['hit_rate']:.0f}%"
 
-    for rid, groups in summary["rules"].items():
-        s = groups["all"]
-        t.add_row(rid, str(s["alerts"]), str(s["symbols"]), hit(s, "5m"), pct(s["5m"]["mean"]), hit(s, "30m"),
-                  pct(s["30m"]["mean"]), pct(s["30m"]["median"]), pct(s["close"]["mean"]), pct(s["mfe_30m"]),
-                  pct(s["mae_30m"]))
-    Console(soft_wrap=True, width=160).print(t)
+    cols = ("rule", "alerts", "symbols", "hit 5m", "mean 5m", "hit 30m", "mean 30m", "median 30m", "mean close",
+            "MFE 30m", "MAE 30m")
+    rows = [(rid, s["alerts"], s["symbols"], hit(s, "5m"), pct(s["5m"]["mean"]), hit(s, "30m"), pct(s["30m"]["mean"]),
+             pct(s["30m"]["median"]), pct(s["close"]["mean"]), pct(s["mfe_30m"]), pct(s["mae_30m"]))
+            for rid, s in ((rid, groups["all"]) for rid, groups in summary["rules"].items())]
+    table(cols, rows, right=cols[1:], title=f"backtest: {len(summary['days_scored'])} days, {summary['alerts']} "
+          f"alerts" + (" (interrupted: partial)" if summary["interrupted"] else ""))
     if summary["skipped_files"]:
         typer.echo(f"{len(summary['skipped_files'])} damaged day files skipped")
 

@@ -11,18 +11,19 @@ from typing import Annotated
 
 import typer
 
+from cli.common import JsonOpt, table
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks (same-run baselines, medians).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line.")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smaller sizes (smoke test).")]
 
 
 def emit(result: dict, as_json: bool) -> None:
-    if not as_json:
-        for k, v in result.items():
-            typer.echo(f"{k:>28}: {v}")
+    """The result as one JSON object (the contract), or as a two-column table for people."""
+    if as_json:
+        typer.echo(json.dumps(result))
         return
-    typer.echo(json.dumps(result))
+    table(("result", "value"), result.items())
 
 
 @app.command()

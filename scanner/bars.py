@@ -52,6 +52,13 @@ _F_COLS = ("bar_open", "bar_high", "bar_low", "bar_close", "bar_volume", "bar_vw
 _I_COLS = ("bar_start_ns", "bar_trades", "bars_closed", "day_trades", "hod_ts_ns", "bar_first_ts_ns",
            "bar_last_ts_ns", "day_open_ts_ns")
 
+# kernel slot of each column: `f[_F_BAR_PV]` reads like the column it is (numba folds the constants)
+(_F_BAR_OPEN, _F_BAR_HIGH, _F_BAR_LOW, _F_BAR_CLOSE, _F_BAR_VOLUME, _F_BAR_VWAP, _F_DAY_OPEN, _F_DAY_HIGH,
+ _F_DAY_LOW, _F_DAY_VOLUME, _F_NEW_HOD_COUNT, _F_VWAP, _F_PREMARKET_HIGH, _F_PREMARKET_LOW,
+ _F_PREMARKET_VOLUME, _F_BAR_PV, _F_SESSION_PV, _F_SESSION_VOLUME, _F_LAST_PX) = range(len(_F_COLS))
+(_I_BAR_START, _I_BAR_TRADES, _I_BARS_CLOSED, _I_DAY_TRADES, _I_HOD_TS, _I_BAR_FIRST_TS, _I_BAR_LAST_TS,
+ _I_DAY_OPEN_TS) = range(len(_I_COLS))
+
 AGG_STATE: dict[str, np.dtype] = {
     "bar_pv": np.dtype(np.float64),  # sum(price * size) of the live bar
     "session_pv": np.dtype(np.float64),  # sum(price * size), regular session
@@ -80,9 +87,9 @@ assert not set(BAR_COLUMNS) - set(_F_COLS) - set(_I_COLS), "a bars-owned column 
 def _close_row(r: int, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, out: np.ndarray,
                n_out: int) -> int:
     """Emit row r's live bar into `out[n_out]` and the history ring; clear the live bar."""
-    bo, bh, bl, bc, bv, bvw = f[0], f[1], f[2], f[3], f[4], f[5]
-    last_px = f[18]
-    start, trades, closed = iv[0], iv[1], iv[2]
+    bo, bh, bl, bc = f[_F_BAR_OPEN], f[_F_BAR_HIGH], f[_F_BAR_LOW], f[_F_BAR_CLOSE]
+    bv, bvw, last_px = f[_F_BAR_VOLUME], f[_F_BAR_VWAP], f[_F_LAST_PX]
+    start, trades, closed = iv[_I_BAR_START], iv[_I_BAR_TRADES], iv[_I_BARS_CLOSED]
     vol = bv[r]
     vw = bvw[r]
     o, h, lo, c = bo[r], bh[r], bl[r], bc[r]
@@ -120,11 +127,11 @@ def _close_row(r: int, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, 
     bc[r] = np.nan
     bv[r] = 0.0
     bvw[r] = np.nan
-    f[15][r] = 0.0
+    f[_F_BAR_PV][r] = 0.0
     start[r] = 0
     trades[r] = 0
-    iv[5][r] = 0
-    iv[6][r] = 0
+    iv[_I_BAR_FIRST_TS][r] = 0
+    iv[_I_BAR_LAST_TS][r] = 0
     return n_out + 1
 
 
@@ -135,7 +142,7 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
     wm = meta[META_WATERMARK]
     if meta[META_MIN_START] > wm - MINUTE_NS:
         return n_out
-    start = iv[0]
+    start = iv[_I_BAR_START]
     lowest = _BIG
     for r in range(start.shape[0]):
         s = start[r]
@@ -155,9 +162,8 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
     """Merge ticks (all before bounds[4], the day's end) into live bars and day statistics;
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
-    bo, bh, bl, bc, bv, bvw = f[0], f[1], f[2], f[3], f[4], f[5]
-    d_open, d_high, d_low, d_vol, n_hod, vwap = f[6], f[7], f[8], f[9], f[10], f[11]
-    pm_high, pm_low, pm_vol, bpv, s_pv, s_vol = f[12], f[13], f[14], f[15], f[16], f[17]
+    (bo, bh, bl, bc, bv, bvw, d_open, d_high, d_low, d_vol, n_hod, vwap, pm_high, pm_low, pm_vol, bpv, s_pv, s_vol,
+     _last_px) = f  # `_F_COLS` order
     start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts = iv
     day_start, pre, opn, cls = bounds[0], bounds[1], bounds[2], bounds[3]
     n_out = 0

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,7 +95,8 @@ def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis
         pg.start()
         kill_storage(inst)  # kill -9 while it reconnects and replays the backlog
         eventually(lambda: inst.spool_bytes() == FILE_DTYPE.itemsize, 40, what="the spool to drain")
-        time.sleep(2.0)  # another close in steady state
+        drained = pg_bars(pg.url)
+        eventually(lambda: pg_bars(pg.url) > drained, 30, what="another minute close in steady state")
     finally:
         code = inst.stop()
         for name in instance_segments(inst.name):
