@@ -33,7 +33,17 @@ from cli.common import (
     settings_from,
     table,
 )
-from cli.replay import STOP_SIGNALS, DataDirOpt, InstanceOpt, _interrupt, _log_reason, _stop, expand
+from cli.replay import (
+    REPLAY_ALERT_RING,
+    STOP_SIGNALS,
+    DataDirOpt,
+    InstanceOpt,
+    _interrupt,
+    _log_reason,
+    _Progress,
+    _stop,
+    expand,
+)
 
 if TYPE_CHECKING:
     from scanner.config import Settings
@@ -83,7 +93,10 @@ def backtest_command(
             replay_files=[str(p) for p in files], replay_max=True, replay_daily=daily, replay_batch=batch,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
             http_port=gateway_port(port, 0), scan_workers=workers, scan_interval_ms=scan_interval,
-        ).model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None, "s3_bucket": None})
+        )
+        settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
+                                               "s3_bucket": None, "alert_ring_capacity": max(
+                                                   settings.alert_ring_capacity, REPLAY_ALERT_RING)})
         code = run_backtest(settings, rule_list, out, skipped=skipped, days=day_list, charts=charts)
     raise typer.Exit(code)
 
@@ -211,40 +224,3 @@ def print_table(summary: dict) -> None:
           f"alerts" + (" (interrupted: partial)" if summary["interrupted"] else ""))
     if summary["skipped_files"]:
         typer.echo(f"{len(summary['skipped_files'])} damaged day files skipped")
-
-
-class _Progress:
-    """Rows replayed of the estimate, with the time left (rich, on stderr when a terminal)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[info]}"), console=console, disable=not console.is_terminal)
-        self.task = self.progress.add_task("starting", total=total or None, info="")
-        self.total = total
-
-    def __enter__(self) -> _Progress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, snap: Any) -> None:
-        from cli.replay import _fmt_ns
-
-        done = snap.ticks + snap.dropped + snap.malformed
-        self.progress.update(self.task, completed=min(done, self.total or done),
-                             description=_fmt_ns(snap.event_ns) if snap.event_ns else "starting",
-                             info=f"{snap.ticks:,} ticks {snap.alerts:,} alerts")

@@ -40,6 +40,9 @@ DEFAULT_DATA_DIR = Path("var/replay")
 DEFAULT_PORT = 8701
 SUFFIXES = (".zip", ".dbn", ".dbn.zst", ".csv", ".csv.gz")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# a replay's alerts are its result: ingest waits rather than let the command's consumer be lapped
+# (procs.ingest_replay), but one scan of many symbols can raise more than a live-sized ring holds
+REPLAY_ALERT_RING = 1 << 18
 InstanceOpt = Annotated[Optional[str], typer.Option(
     "--instance", "-i", help=f"Instance name (default: '{DEFAULT_INSTANCE}').")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
@@ -95,6 +98,8 @@ def replay_command(
             http_port=gateway_port(port, DEFAULT_PORT), scan_workers=workers, replay_batch=batch,
             scan_interval_ms=scan_interval,
         )
+        settings = settings.model_copy(update={"alert_ring_capacity": max(settings.alert_ring_capacity,
+                                                                           REPLAY_ALERT_RING)})
         if not sinks:  # a replay of old data must not publish alerts or write bars to live systems
             settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
                                                    "s3_bucket": None})
@@ -271,15 +276,24 @@ def _print_summary(s: dict, as_json: bool) -> None:
 
 
 class _Progress:
-    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate."""
+    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate, the
+    replayed time, the time left (also used by `scanner backtest`)."""
 
     def __init__(self, total: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console,
                                  disable=not console.is_terminal)
         self.task = self.progress.add_task("starting", total=total or None, info="")
         self.total = total
@@ -293,7 +307,7 @@ class _Progress:
 
     def update(self, snap: Any, final: bool = False) -> None:
         done = snap.ticks + snap.dropped + snap.malformed
-        when = f"replay {_fmt_ns(snap.event_ns)[11:]} ET" if snap.event_ns else "starting"
+        when = f"replay {_fmt_ns(snap.event_ns)} ET" if snap.event_ns else "starting"
         self.progress.update(
             self.task, completed=self.total if final and self.total else min(done, self.total or done),
             description=when, info=f"{snap.ticks:,} ticks {snap.bars:,} bars {snap.alerts:,} alerts")

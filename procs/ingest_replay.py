@@ -51,7 +51,7 @@ import numpy as np
 
 from procs.eventtime import ceil_boundary, slots_named, step_ns, wait_progress
 from procs.runtime import BootError, Context
-from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS
+from procs.shared import ALERT_CONSUMER_REPLAY, BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS
 from scanner.config import Settings
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.replay import ReplayError, open_ticks, spec_from_settings
@@ -132,6 +132,9 @@ class ReplayFeed:
         self.next_b: int | None = None  # the next scan boundary (event ns) not yet handed off
         self.day = (0, 0)  # [start, end) of the trading day being replayed, epoch ns
         self.scan_slots = slots_named(ctx, b"scan-")
+        # the replay command's consumer on each alert ring: never lapped (waited for, like bars)
+        self.alert_rings = [(r.consumers[ALERT_CONSUMER_REPLAY: ALERT_CONSUMER_REPLAY + 1], r)
+                            for r in ctx.shared.alerts]
         self.ev0 = 0  # pacing anchor: event time ev0 at monotonic w0
         self.w0 = -1.0
         self.stats = FeedStats(max_bad=MAX_BAD_LINES)
@@ -279,7 +282,16 @@ class ReplayFeed:
 
     def boundary(self, t_ns: int) -> bool:
         """Hand scan boundary `t_ns` off: anchor the clock there (every tick up to it is in the
-        ring), wait until every scan worker scanned up to it. False when stopped."""
+        ring), wait until every scan worker scanned up to it. Before that, while the replay
+        command's alert consumer (when attached) is more than half a ring behind, wait: its
+        alerts are the replay's result and must not be lapped. False when stopped."""
+        ctx = self.ctx
+        for cur, ring in self.alert_rings:
+            while int(cur["attached"][0]) and ring.head - int(cur["cursor"][0]) > ring.capacity // 2:
+                if not ctx.should_run():
+                    return False
+                ctx.beat()
+                time.sleep(0.001)
         if t_ns > self.clock:
             self.clock = t_ns
             self.ctl.set_clock(t_ns, time.time_ns(), 0.0)

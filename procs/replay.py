@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from procs.ingest_replay import report_path
-from procs.shared import ALERT_CONSUMER_PUBLISHER, BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
+from procs.shared import ALERT_CONSUMER_REPLAY, BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
 from scanner.records import ALERT_DTYPE, BAR_DTYPE
 
 BAR_CONSUMER_REPLAY = 7  # the replay watcher's slot on the closed-bar ring (indicators 0, storage 1)
-ALERT_CONSUMER_REPLAY = ALERT_CONSUMER_PUBLISHER + 1  # its slot on each worker's alert ring
 
 
 @dataclass

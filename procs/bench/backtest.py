@@ -87,7 +87,7 @@ def bench_backtest(symbols: int = 10_000, minutes: int = 20, rate: float = 5_000
         decoded = sum(len(b.ticks) for b in read_dbn_trades([path], SymbolMap()))
         decode_rate = decoded / (time.perf_counter() - t0)
         runs = [_replay(path, work, f"b{b}", b, workers) for b in batches]
-        (s1, r1, a1), (_, r2, a2) = runs
+        (s1, r1, a1), (s2, r2, a2) = runs
         feed_s = (r1["wall_done_ns"] - r1["wall_start_ns"]) / NS
         event_s = (r1["last_event_ns"] - r1["first_event_ns"]) / NS
         feed2 = (r2["wall_done_ns"] - r2["wall_start_ns"]) / NS
@@ -99,7 +99,8 @@ def bench_backtest(symbols: int = 10_000, minutes: int = 20, rate: float = 5_000
         "rules": "default pack", "batches": list(batches),
         "ticks_per_s": round(rate1), "ticks_per_s_second_batch": round(s1["ticks"] / feed2),
         "event_seconds_per_wall_second": round(event_s / feed_s, 2), "feed_s": round(feed_s, 2),
-        "alerts": s1["alerts"], "identical_alerts": same, "alerts_lost": s1.get("alerts_lost", 0),
+        "alerts": s1["alerts_written"], "alerts_second_batch": s2["alerts_written"], "identical_alerts": same,
+        "alerts_lost": s1["alerts_lost"] + s2["alerts_lost"],
         "late_ticks": s1["late_ticks"], "peak_rss_mb": round(peak, 1),
         "decode_ticks_per_s": round(decode_rate), "ratio_vs_decode": round(rate1 / decode_rate, 4),
     }

@@ -112,8 +112,8 @@ def _stats_table(groups: dict[str, Any]) -> str:
                         f"<td>{_pct(s[h]['mean'])}</td><td>{_pct(s[h]['median'])}</td>" for h in HORIZONS)
         rows.append(f"<tr><th>{g}</th><td>{s['alerts']}</td><td>{s['symbols']}</td>{cells}"
                     f"<td>{_pct(s['mfe_30m'])}</td><td>{_pct(s['mae_30m'])}</td></tr>")
-    return (f"<table><tr><th>time of day</th><th>alerts</th><th>symbols</th>{head}<th>MFE 30m</th>"
-            f"<th>MAE 30m</th></tr>{''.join(rows)}</table>")
+    return (f"<div class=\"wide\"><table><tr><th>time of day</th><th>alerts</th><th>symbols</th>{head}<th>MFE 30m</th>"
+            f"<th>MAE 30m</th></tr>{''.join(rows)}</table></div>")
 
 
 def _clock(ns: int) -> str:
@@ -131,7 +131,8 @@ table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ddd;pa
 .chart{{width:{W}px;height:{H}px;border:1px solid #eee;margin:4px}} .chart text{{font-size:10px;fill:#555}}
 rect.pos{{fill:#2a9d5a}} rect.neg{{fill:#c8553d}} .zero{{stroke:#333;stroke-dasharray:3}}
 .line{{fill:none;stroke:#2b6cb0;stroke-width:1.3}} .alert{{fill:#e8a317;stroke:#333}} .pt{{fill:#2b6cb0}}
-.meta td{{text-align:left}}</style></head><body><h1>Backtest report</h1><table class="meta">"""]
+.meta td{{text-align:left}} .wide{{overflow-x:auto}}</style></head><body><h1>Backtest report</h1>
+<table class="meta">"""]
     for k, v in meta.items():
         out.append(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>")
     out.append("</table>")

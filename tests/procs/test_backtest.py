@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from procs.instance import read_pid
 from procs.shared import instance_segments
-from procs.supervisor import read_pid
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.lean import daily_reference, read_lean_daily, read_lean_ticks
 from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
