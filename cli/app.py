@@ -1,4 +1,4 @@
-"""`scanner`: start, stop, status, demo, rules, replay, bench, migrate, archive.
+"""`scanner`: start, stop, status, demo, rules, replay, backtest, bench, migrate, archive.
 
 User errors (`ScannerError`, a bad setting, an instance already running) end in one line on
 stderr and exit code 1 through `cli.common.guard`, never a traceback. Every command imports the
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from cli.backtest import backtest_command
 from cli.bench import app as bench_app
 from cli.common import (
     SUPERVISOR_SETTINGS_ENV,
@@ -254,6 +255,7 @@ def demo(
 app.add_typer(bench_app, name="bench")
 app.add_typer(rules_app, name="rules")
 app.command("replay")(replay_command)
+app.command("backtest")(backtest_command)
 app.command("feed-bridge")(feed_bridge_command)
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)

@@ -50,6 +50,7 @@ class InstanceSetup:
         self.rules_watcher: object = None
         self._replay: replay_feed.ReplayIndex | None = None
         self.universe: list[str] = []  # the whole symbol list this host's range is cut from
+        self.reference_day: int | None = None  # the trading day the reference columns are for (replay)
 
     def replay_index(self) -> replay_feed.ReplayIndex:
         """Feed "replay": the symbols in the replay files and their first day (read once)."""
@@ -177,16 +178,19 @@ class InstanceSetup:
             return open_ns
         return now
 
-    def load_reference(self, shared: Shared) -> None:
+    def load_reference(self, shared: Shared, day: int | None = None) -> None:
         """Reference columns (previous close, average daily volume) before any worker runs:
-        the synthetic universe's, or a replay's from daily history (Lean daily files)."""
+        the synthetic universe's, or a replay's from daily history (Lean daily files) for its
+        first day or `day` (a replay rolling to its next day: `Supervisor.roll_reference`)."""
         lo, n = self.s.range_start, shared.table.n_rows
         if self.s.synthetic_market():
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
             prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
-            prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
+            day = day or self.replay_index().first_day
+            prev, adv, found = replay_feed.reference(shared.table.key_list(), day, daily)
+            self.reference_day = day
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
             return

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
                                       description="Replay only these symbols (empty: every symbol in the files).")
     replay_daily: Path | None = Field(None, description="Lean daily/ folder for previous close and average "
                                       "volume; default: the sibling daily/ of Lean tick files.")
+    replay_batch: int = Field(65_536, ge=1, le=1 << 22, description="Replay: ticks per decoded batch (any "
+                              "size gives the same bars and alerts).")
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
