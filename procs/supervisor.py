@@ -68,7 +68,7 @@ def process_names(settings: Settings) -> list[str]:
     scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
     notifier = ["notifier"] if settings.notifier_enabled() else []
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
-    n_gw = settings.gateway_workers
+    n_gw = settings.n_gateway_workers()
     gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
     return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
 

@@ -167,3 +167,15 @@ def test_dashboard_page(gw: Instance) -> None:
     assert "http://" not in page.text.replace("http://${", "")  # no CDN: every asset is local
 
 
+def test_websocket_refuses_foreign_origin(gw: Instance) -> None:
+    async def run() -> int:
+        url = f"ws://127.0.0.1:{gw.port}/ws?token={READ}"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, origin="http://evil.example"):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(run()) == 403
+
+
+
