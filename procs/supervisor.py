@@ -32,7 +32,7 @@ from scanner.config import Settings
 from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
-from scanner.session import NY, session_bounds_ns, trading_day
+from scanner.session import NY, latest_weekday, session_bounds_ns, trading_day
 from shm.control import STATE_DEAD, STATE_RUNNING, STATE_STARTING
 from shm.platform import check_memory_model
 from shm.segment import Segment
@@ -221,6 +221,8 @@ class Supervisor:
         s = self.s
         keys = self.symbols()
         day = (self.replay_index().first_day if s.feed == "replay" else None) or trading_day(time.time_ns())
+        if s.feed == "synthetic" and s.feed_preopen_s > 0:
+            day = latest_weekday(day)  # a demo on a Sunday plays Friday's session
         shared = Shared.create(
             s.instance, keys=keys, n_workers=s.n_scan_workers(), trading_day=day,
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
@@ -253,6 +255,8 @@ class Supervisor:
             return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
+        if self.s.feed == "synthetic" and self.s.feed_preopen_s > 0:
+            return open_ns - int(self.s.feed_preopen_s * NS)
         if self.s.feed == "synthetic" and not open_ns <= now < open_ns + 390 * 60 * NS:
             return open_ns
         return now

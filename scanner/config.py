@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
+    feed_preopen_s: float = Field(
+        0.0, ge=0, le=5.5 * 3600, description="Synthetic feed: start this long before the open of the latest "
+        "weekday (0 = now in the session, else at the open).")
     replay_files: list[str] = Field(default_factory=list, description="Recorded trade files (feed 'replay').")
     replay_max: bool = Field(False, description="Replay as fast as possible.")
     replay_speed: float = Field(1.0, gt=0, description="Replay pace: event seconds per wall second (1 = real time).")
