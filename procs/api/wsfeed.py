@@ -148,6 +148,8 @@ class Hub:
         size = len(frame)
         for c in members:
             t = c.transport
+            if t.is_closing():
+                continue
             buffered = t.get_write_buffer_size()
             if buffered and buffered + size > c.limit:  # slow client: this frame is lost to it
                 c.dropped += 1
@@ -215,7 +217,11 @@ class FeedProtocol(asyncio.Protocol):
             if isinstance(event, Request):
                 self._handshake(event)
             elif event.opcode in (Opcode.TEXT, Opcode.BINARY) and self.joined:
-                self._message(event.data)
+                try:
+                    self._message(event.data)
+                except Exception:  # a bug here must not cost the connection, nor print client data
+                    log.exception("WebSocket message handling failed")
+                    self._error("internal error handling this message")
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -263,14 +263,14 @@ function notify(batch) {
 }
 
 // ---- live feed with reconnect; missed alerts fetched on reconnect ----
-let ws = null, retry = 0, everConnected = false;
+let ws = null, retry = 0;
 function connect() {
   const conn = $("conn");
   ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${KEY ? "?token=" + encodeURIComponent(KEY) : ""}`);
   ws.onopen = () => {
     conn.textContent = "live"; conn.className = "ok"; $("offline").classList.remove("show");
-    if (everConnected) catchUp();
-    everConnected = true; retry = 0;
+    catchUp();  // the recent alerts on first open, the missed ones after a reconnect
+    retry = 0;
   };
   ws.onclose = () => {
     conn.textContent = "offline"; conn.className = "bad"; $("offline").classList.add("show");
