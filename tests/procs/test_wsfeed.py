@@ -67,7 +67,7 @@ def _serve(**over: Any) -> Iterator[Server]:
 @pytest.fixture
 def feed() -> Iterator[Server]:
     yield from _serve(ws_client_buffer_bytes=65536, ws_max_clients=30, ws_max_message_bytes=8192,
-                      ws_rate_per_s=10, ws_rate_burst=20, ws_max_subscription=100)
+                      ws_rate_per_s=2, ws_rate_burst=20, ws_max_subscription=100)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def alert(rule: str, symbol: str, scan_ts: float, tags: list[str] | None = None)
             "symbol": symbol, "kind": "enter", "values": {"price": 1.5}, "event_ts": scan_ts, "scan_ts": scan_ts}
 
 
-async def next_of(ws: Any, kind: str, timeout: float = 10) -> dict[str, Any]:
+async def next_of(ws: Any, kind: str, timeout: float = 30) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while True:
             msg = json.loads(await ws.recv())
@@ -176,7 +176,7 @@ def test_limits_message_size_nesting_subscription_rate(feed: Server) -> None:
         async with websockets.connect(url) as a, websockets.connect(url) as b:  # one key (none): one bucket
             await next_of(a, "hello")
             await next_of(b, "hello")
-            for _ in range(15):
+            for _ in range(20):
                 await a.send("{}")
                 await b.send("{}")
             while "rate limit" not in (await next_of(b, "error"))["error"]:
