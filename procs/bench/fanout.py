@@ -163,6 +163,14 @@ def bench_publisher(url: str, workdir: Path, n: int = 100_000) -> dict:
             "publisher_speedup_vs_unpipelined": round(batched / plain, 1), "publisher_ops_per_alert": 3}
 
 
+def _above_idle(run: dict, idle_pct: float, seconds: float) -> float | None:
+    """Gateway CPU per delivery beyond what it spends with no client at all."""
+    if not run["deliveries"]:
+        return None
+    extra = max(0.0, run["gateway_cpu_s"] - idle_pct / 100 * seconds)
+    return round(extra * 1e6 / run["deliveries"], 2)
+
+
 def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000, rate: float = 5000.0,
                  large: int = 2000, load_procs: int = 0) -> dict:
     """One client (baseline), `clients`, then `large` clients against one instance."""
@@ -178,12 +186,17 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
         load_cores, placement = _placement(gw_pid)
         procs = load_procs or max(1, len(load_cores or [0]))
         load = os.getloadavg()
+        cpu0 = _cpu_s(gw_pid)  # baseline: the gateway with no client (poll loop, heartbeat, encoding)
+        time.sleep(5.0)
+        idle_pct = (_cpu_s(gw_pid) - cpu0) / 5.0 * 100
         base = measure(port, gw_pid, 1, min(seconds, 5.0), load_cores, 1)
         main = measure(port, gw_pid, clients, seconds, load_cores, procs)
         out: dict = {"benchmark": "fanout", "clients": clients, "seconds": seconds, "symbols": symbols,
                      "feed_ticks_per_s": rate, "placement": placement, "load_generator_processes": procs,
                      "loadavg_1m_at_start": round(load[0], 2), "cpus": os.cpu_count()}
         out.update({k: v for k, v in main.items() if k != "clients"})
+        out["gateway_idle_cpu_pct"] = round(idle_pct, 2)
+        out["gateway_cpu_us_per_delivery_above_idle"] = _above_idle(main, idle_pct, seconds)
         out.update({"latency_ms_p99_1": base["latency_ms_p99"],
                     "gateway_cpu_us_per_delivery_1": base["gateway_cpu_us_per_delivery"]})
         if large:
@@ -192,7 +205,8 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
                         f"latency_ms_p99_{large}": big["latency_ms_p99"],
                         f"deliveries_per_s_{large}": big["deliveries_per_s"],
                         f"gateway_cpu_pct_{large}": big["gateway_cpu_pct"],
-                        f"gateway_cpu_us_per_delivery_{large}": big["gateway_cpu_us_per_delivery"]})
+                        f"gateway_cpu_us_per_delivery_{large}": big["gateway_cpu_us_per_delivery"],
+                        f"gateway_cpu_us_per_delivery_above_idle_{large}": _above_idle(big, idle_pct, seconds)})
         if out["latency_ms_p99"] and out["latency_ms_p99_1"]:
             out["p99_ratio_vs_1_client"] = round(out["latency_ms_p99"] / out["latency_ms_p99_1"], 2)
         out["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
