@@ -43,11 +43,12 @@ $(LWC_JS):
 	cp "$$tmp/package/LICENSE" $(VENDOR)/LICENSE.lightweight-charts && \
 	echo "installed lightweight-charts $(LWC_VERSION) (sha512 verified) into $(VENDOR)/"
 
-# System packages the tests use privately: Redis and PostgreSQL 15 servers, Chromium (Debian names).
+# System packages the tests use privately: Redis and PostgreSQL 15 servers, Chromium (Debian names),
+# systemd for `systemd-analyze` (the unit checks; installing it in a container starts nothing).
 sysdeps:
 	@command -v redis-server >/dev/null 2>&1 && [ -x /usr/lib/postgresql/15/bin/initdb ] && \
-	  command -v chromium >/dev/null 2>&1 || { \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server postgresql-15 chromium; }
+	  command -v chromium >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server postgresql-15 chromium systemd; }
 
 demo: $(STAMP) vendor
 	$(BIN)/scanner demo
