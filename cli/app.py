@@ -235,13 +235,17 @@ def demo(
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
     symbols: SymbolsOpt = None,
-    rate: Annotated[Optional[float], typer.Option(help="Synthetic ticks per second.")] = None,
+    rate: Annotated[Optional[float], typer.Option(
+        help="Synthetic ticks per second, session average (the open runs ~2.7x faster).")] = 8000.0,
+    preopen: Annotated[float, typer.Option(
+        help="Start this many seconds before the open of the latest weekday (0: now, or at the open).")] = 180.0,
     port: PortOpt = None,
 ) -> None:
-    """Run everything in the foreground on a synthetic feed; Ctrl-C stops it cleanly."""
+    """Run everything in the foreground on a synthetic market that opens a few minutes after
+    the start, with a synthetic history (average volumes, gaps); Ctrl-C stops it cleanly."""
     with guard():
         settings = settings_from(config, instance, data_dir, feed="synthetic", symbols=symbols,
-                                 feed_rate=rate, http_port=port)
+                                 feed_rate=rate, http_port=port, feed_preopen_s=preopen)
 
         def ready() -> None:
             typer.echo(f"\n  dashboard: http://{settings.http_host}:{settings.http_port}/\n"

@@ -72,11 +72,14 @@ def fanout(
     as_json: JsonOpt = False,
     clients: Annotated[int, typer.Option(help="Concurrent WebSocket clients.")] = 500,
     seconds: Annotated[float, typer.Option(help="Measurement window.")] = 15.0,
+    large: Annotated[int, typer.Option(help="Clients of the second run (latency_ms_p99_N); 0 = skip.")] = 2000,
+    load_procs: Annotated[int, typer.Option(help="Load-generator processes; 0 = one per spare core.")] = 0,
 ) -> None:
-    """Scan match -> WebSocket client latency with N clients; publisher alerts/s into Redis."""
+    """Scan match -> WebSocket client latency with N clients in separate load-generator
+    processes, gateway CPU per delivery; publisher alerts/s into Redis."""
     from procs.bench.fanout import bench_fanout
 
-    emit(bench_fanout(clients=clients, seconds=seconds), as_json)
+    emit(bench_fanout(clients=clients, seconds=seconds, large=large, load_procs=load_procs), as_json)
 
 
 @app.command()

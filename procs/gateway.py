@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 
 import uvicorn
@@ -100,19 +101,30 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _raise_fd_limit(clients: int) -> None:
+    """Room for `clients` sockets plus REST and the process's own files (soft limit up to hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = clients + 1024 if hard == resource.RLIM_INFINITY else min(hard, clients + 1024)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 async def _serve(ctx: Context) -> None:
+    _raise_fd_limit(ctx.settings.ws_max_clients)
     index = int(ctx.name.split("-", 1)[1]) if "-" in ctx.name else 0
     state = GatewayState(ctx.settings, ctx.shared, feed_consumer=index)
     try:
         app = create_app(state)
     except ConfigError as exc:
         raise BootError(str(exc)) from None
+    # upgrade requests go to the feed's own protocol (procs/api/wsfeed.py), REST to FastAPI
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
-                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio",
+                            log_level="warning", loop="none", lifespan="on", ws=state.hub.protocol_class(),
                             log_config=None)  # our handlers: every line redacted (procs.runtime)
     server = uvicorn.Server(config)
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))
+    tops = asyncio.create_task(state.hub.run_tops(ctx.should_run))
     try:
         try:
             sock = _listen_socket(ctx.settings.http_host, ctx.settings.http_port)
@@ -124,6 +136,7 @@ async def _serve(ctx: Context) -> None:
     finally:
         ctx.stopping = True
         await pump
+        tops.cancel()
     if not server.started and not ctx.shared.control.shutdown:
         raise BootError(f"gateway could not listen on {ctx.settings.http_host}:{ctx.settings.http_port}")
 

@@ -26,6 +26,17 @@ from scanner.metrics import CATALOGUE, Owner
 log = logging.getLogger("scanner.indicators")
 
 
+def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
+    """The synthetic market's past days as a volume profile, so relative volume means something
+    from the first minute (a real feed gets it from stored history, `warm_start`)."""
+    from scanner.feeds.synthetic import make_universe, volume_profile
+    from scanner.session import OPEN_MIN
+
+    s = ctx.settings
+    u = make_universe(s.symbols, s.feed_seed, s.feed_rate)
+    engine.load_volume_profile(volume_profile(u, np.arange(n) + s.range_start, OPEN_MIN).astype(np.float32))
+
+
 def main(ctx: Context) -> None:
     warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
     sh = ctx.shared
@@ -36,6 +47,8 @@ def main(ctx: Context) -> None:
     hist = h.hist.copy()
     engine.warm_up(hist, head)
     warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
+    if ctx.settings.feed == "synthetic" and engine.profile is None:
+        _synthetic_history(ctx, engine, n)
     del hist
     bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
     # inputs: every non-indicator column, copied consistently; outputs: private buffers

@@ -27,7 +27,7 @@ from scanner.config import Settings, reveal
 from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
-from scanner.session import NY, session_bounds_ns, trading_day
+from scanner.session import NY, latest_weekday, session_bounds_ns, trading_day
 from shm.segment import Segment
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class InstanceSetup:
         s = self.s
         keys = self.symbols()
         day = (self.replay_index().first_day if s.feed == "replay" else None) or trading_day(time.time_ns())
+        if s.synthetic_market() and s.feed_preopen_s > 0:
+            day = latest_weekday(day)  # a demo on a Sunday plays Friday's session
         shared = Shared.create(
             s.instance, keys=keys, n_workers=s.n_scan_workers(), trading_day=day,
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
@@ -169,11 +171,14 @@ class InstanceSetup:
 
     def initial_event_time(self, day: int) -> int:
         """Event time the feed starts at: now during the regular session, else the open
-        (the synthetic market then runs a session of its own from 09:30)."""
+        (the synthetic market then runs a session of its own from 09:30); with
+        `feed_preopen_s`, that long before the open (the demo)."""
         if self.s.feed == "replay":
             return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
+        if self.s.synthetic_market() and self.s.feed_preopen_s > 0:
+            return open_ns - int(self.s.feed_preopen_s * NS)
         if self.s.synthetic_market() and not open_ns <= now < open_ns + 390 * 60 * NS:
             return open_ns
         return now
@@ -207,7 +212,7 @@ def process_names(settings: Settings) -> list[str]:
     scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
     notifier = ["notifier"] if settings.notifier_enabled() else []
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
-    n_gw = settings.gateway_workers
+    n_gw = settings.n_gateway_workers()
     gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
     return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
 
