@@ -22,8 +22,9 @@ from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
 from scanner.config import Settings
+from scanner.daily import reference_columns
 from scanner.feeds import replay as replay_feed
-from scanner.feeds.synthetic import make_universe
+from scanner.feeds.synthetic import daily_history, make_universe
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import NY, session_bounds_ns, trading_day
 from shm.segment import Segment
@@ -135,15 +136,18 @@ class InstanceSetup:
         return now
 
     def load_reference(self, shared: Shared) -> None:
-        """Reference columns (previous close, average daily volume) before any worker runs:
-        the synthetic universe's, or a replay's from daily history (Lean daily files)."""
+        """Reference columns (previous close/high/low, average daily volume, 52 weeks, daily
+        SMAs) before any worker runs: the synthetic universe's (and its generated daily
+        history), or a replay's from daily history (Lean daily files)."""
         lo, n = self.s.range_start, shared.table.n_rows
         if self.s.feed == "synthetic":
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
-            prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
+            ref = reference_columns(daily_history(u, self.s.feed_seed))
+            ref["prev_close"], ref["avg_daily_volume"] = u.prev_close, u.avg_daily_volume
+            ref = {k: v[lo:lo + n] for k, v in ref.items()}
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
-            prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
+            ref, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
             return
@@ -151,8 +155,8 @@ class InstanceSetup:
         w = t.writer(WRITERS[Owner.REFERENCE])
         blocks = w.block_range(0, n)
         w.begin(blocks)
-        t.f8[CATALOGUE.f8("prev_close")] = prev
-        t.f8[CATALOGUE.f8("avg_daily_volume")] = adv
+        for name, values in ref.items():
+            t.f8[CATALOGUE.f8(name)] = values
         w.end(blocks)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scanner.daily import YEAR_DAYS
 from scanner.records import TICK_DTYPE, TICK_ODD_LOT
 
 NS = 1_000_000_000
@@ -143,3 +144,23 @@ class SyntheticTape:
         out["size"] = size
         out["flags"] = np.where(size < 100, TICK_ODD_LOT, 0)
         return out
+
+
+def daily_history(universe: Universe, seed: int = 7, n_days: int = YEAR_DAYS) -> dict[str, np.ndarray]:
+    """The synthetic universe's past `n_days` daily bars as right-aligned matrices (see
+    `scanner.daily.daily_matrix`): a random walk with each symbol's daily volatility that ends
+    at its previous close, so the daily reference columns (52 weeks, daily SMAs, previous
+    high/low) exist for the embedded feed and agree with `prev_close`. Deterministic."""
+    rng = np.random.default_rng(seed + 1)
+    n = len(universe.names)
+    dv = universe.daily_vol[:, None]
+    ret = rng.standard_normal((n, n_days)) * dv
+    # close[d] = prev_close * exp(-(ret[d+1] + ... + ret[last])): the walk ends at prev_close
+    back = np.cumsum(ret[:, ::-1], axis=1)[:, ::-1] - ret
+    close = universe.prev_close[:, None] * np.exp(-back)
+    open_ = close * np.exp(-ret + rng.standard_normal((n, n_days)) * dv * 0.25)
+    wick = np.abs(rng.standard_normal((2, n, n_days))) * dv * 0.5
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    volume = np.round(universe.avg_daily_volume[:, None] * rng.lognormal(0.0, 0.3, (n, n_days)), -2)
+    return {"high": high, "low": low, "close": close, "volume": volume}

@@ -24,6 +24,7 @@ from numba import njit
 
 from scanner.indicators import session as sm
 from scanner.indicators.averages import ema_next, ema_value, sma_next, sma_value
+from scanner.indicators.intraday import Intraday
 from scanner.indicators.momentum import rsi_next, rsi_value
 from scanner.indicators.volatility import atr_next, atr_value
 from scanner.indicators.volume import (
@@ -178,12 +179,14 @@ class IndicatorEngine:
         self.profile: np.ndarray | None = None
         self._scratch = np.empty(n_rows)
         self._day = (0, 0)  # (trading day, open_ns) cache for update_live
+        self.intraday = Intraday(n_rows)  # rolling moves and the day's landmarks
 
     def reset(self) -> None:
         """Forget every bar."""
         for a in (self.ring, self.sma_sum, self.ema, self.v5_minute, self.v5_volume, self.state_f,
                   self.state_i):
             a[:] = 0
+        self.intraday.reset()
 
     @property
     def bars_seen(self) -> np.ndarray:
@@ -201,6 +204,7 @@ class IndicatorEngine:
             raise ValueError(f"history holds {hist.shape[1]} rows, the engine {self.n_rows}")
         self.reset()
         _fold_history(hist, hist_head, *self._args())
+        self.intraday.warm_up(hist, hist_head)
 
     def on_bars_closed(self, bars: np.ndarray) -> None:
         """Fold closed bars (BAR_DTYPE, feed order) into the finalised state."""
@@ -210,6 +214,8 @@ class IndicatorEngine:
             raise ValueError(f"bar row {int(bars['sym'].max())} is outside the engine ({self.n_rows} rows)")
         _fold_bars(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"],
                    *self._args())
+        self.intraday.on_bars_closed(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"],
+                                     bars["volume"])
 
     def load_volume_profile(self, profile: np.ndarray | None) -> None:
         """Use an intraday volume profile (see `indicators.volume.volume_profile`, shape
@@ -227,7 +233,8 @@ class IndicatorEngine:
     def update_live(self, columns: Mapping[str, np.ndarray], event_ns: int) -> None:
         """Write every indicator-owned column of `columns` for event time `event_ns`. Reads
         price, bar_start_ns, bar_close, bar_volume, bars_closed, day_open/high/low/volume,
-        hod_ts_ns, prev_close, avg_daily_volume from the same mapping."""
+        hod_ts_ns, prev_close, avg_daily_volume (and what `Intraday.update_live` reads) from the
+        same mapping."""
         c = columns
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
@@ -240,7 +247,8 @@ class IndicatorEngine:
         sm.minutes_since(event_ns, c["hod_ts_ns"], c["minutes_since_hod"])
         sm.range_pct(high, low, c["range_pct"])
         sm.range_position(price, high, low, c["range_position"])
-        since_open = (event_ns - self._open_ns(event_ns)) / MINUTE_NS
+        open_ns = self._open_ns(event_ns)
+        since_open = (event_ns - open_ns) / MINUTE_NS
         c["minutes_since_open"][:] = since_open
         average_bar_volume(c["day_volume"], c["bar_volume"], c["bars_closed"], c["avg_volume_1m"])
         if self.profile is not None:
@@ -250,3 +258,4 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
+        self.intraday.update_live(c, event_ns, open_ns, self.profile)
