@@ -16,8 +16,11 @@ import numpy as np
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
+from scanner.bars import META_PUBLISHED
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine
+from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.metrics import CATALOGUE, Owner
+from scanner.timeframes import TIMEFRAMES, TimeframeBars
 
 log = logging.getLogger("scanner.indicators")
 
@@ -31,7 +34,26 @@ def main(ctx: Context) -> None:
     hist = h.hist.copy()
     engine.warm_up(hist, head)
     warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
+    # higher timeframes: rings in shared memory (this process writes them), live bars rebuilt
+    # from the 1-minute ring, indicator engines from the timeframe rings
+    tfh = [sh.tf_history[tf] for tf in TIMEFRAMES]
+    tf_writers = [(x.writer(), x.writer().block_range(0, n)) for x in tfh]
+    tfb = TimeframeBars(n, [x.hist for x in tfh], [x.head for x in tfh])
+    tfi = TimeframeIndicators(n)
+
+    def tf_write(fn, *args):  # type: ignore[no-untyped-def]
+        for w, b in tf_writers:
+            w.begin(b)
+        try:
+            return fn(*args)
+        finally:
+            for w, b in tf_writers:
+                w.end(b)
+
+    tf_write(tfb.resume, hist, head)
+    tfi.warm_up([x.hist for x in tfh], [x.head for x in tfh])
     del hist
+    published = sh.state["bars"].arrays["meta"]
     bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
     # inputs: every non-indicator column, copied consistently; outputs: private buffers
     inputs = [m for m in CATALOGUE.metrics if m.owner != Owner.INDICATORS]
@@ -56,15 +78,21 @@ def main(ctx: Context) -> None:
     next_at = (time.time() // period + 1) * period - lead
     while ctx.should_run():
         ctx.beat()
+        wm = int(published[META_PUBLISHED])  # read before the poll: all bars it closed are in the ring
         closed = bars.poll(1 << 16)
         if len(closed):
             engine.on_bars_closed(closed)
+            tfi.on_bars_closed(tf_write(tfb.on_bars_closed, closed))
             ctx.count(n_in=len(closed))
+        if wm > tfb.watermark_ns and len(closed) < (1 << 16):
+            tfi.on_bars_closed(tf_write(tfb.close_due, wm))
         now = time.time()
         if now >= next_at:
             t0 = time.perf_counter()
             t.snapshot(0, n, in_f8, buf_f8, in_i8, buf_i8)
-            engine.update_live(cols, ctx.event_now_ns())
+            event_ns = ctx.event_now_ns()
+            engine.update_live(cols, event_ns)
+            tfi.update_live(cols, tfb, event_ns)
             seq.begin(blocks)
             if contiguous:
                 t.f8[out_idx[0]:out_idx[-1] + 1] = out

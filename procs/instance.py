@@ -27,6 +27,7 @@ from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import daily_history, make_universe
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import NY, session_bounds_ns, trading_day
+from scanner.timeframes import seed_daily
 from shm.segment import Segment
 
 log = logging.getLogger("scanner.supervisor")
@@ -136,21 +137,25 @@ class InstanceSetup:
         return now
 
     def load_reference(self, shared: Shared) -> None:
-        """Reference columns (previous close/high/low, average daily volume, 52 weeks, daily
-        SMAs) before any worker runs: the synthetic universe's (and its generated daily
-        history), or a replay's from daily history (Lean daily files)."""
+        """Reference columns (previous close/high/low, average daily volume, 52 weeks) and the
+        daily timeframe's history before any worker runs: the synthetic universe's generated
+        daily history, or a replay's (Lean daily files)."""
         lo, n = self.s.range_start, shared.table.n_rows
+        day = int(shared.control.header["trading_day"])
         if self.s.feed == "synthetic":
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
-            ref = reference_columns(daily_history(u, self.s.feed_seed))
-            ref["prev_close"], ref["avg_daily_volume"] = u.prev_close, u.avg_daily_volume
-            ref = {k: v[lo:lo + n] for k, v in ref.items()}
+            m = {k: v[lo:lo + n] for k, v in daily_history(u, day, self.s.feed_seed).items()}
+            ref = reference_columns(m)
+            ref["prev_close"], ref["avg_daily_volume"] = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
-            ref, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
+            m, found = replay_feed.daily_history(shared.table.key_list(), self.replay_index().first_day, daily)
+            ref = reference_columns(m)
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
             return
+        h = shared.tf_history["1d"]
+        seed_daily(h.hist, h.head, m)  # before any child runs: no reader yet
         t = shared.table
         w = t.writer(WRITERS[Owner.REFERENCE])
         blocks = w.block_range(0, n)

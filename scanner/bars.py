@@ -75,6 +75,7 @@ AGG_STATE: dict[str, np.dtype] = {
 # meta vector slots (int64); keep it in shared memory next to the state to survive a restart
 META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = range(6)
 META_LEN = 8
+META_PUBLISHED = 6  # watermark whose closed bars are all in the closed-bar ring (set by the bar process)
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
 _NO_PRICE = TICK_ODD_LOT | TICK_NO_LAST
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)

@@ -1,10 +1,11 @@
-"""Daily reference values (previous session, 52 weeks, daily SMAs) from past daily bars.
+"""Daily reference values (previous session, 52 weeks) from past daily bars.
 
 One implementation for every source of daily history (Lean daily files for replays, the
 synthetic universe's generated history): the bars go into right-aligned matrices
 `(n_rows, n_days)`, the last column being the session before today, NaN where a symbol has no
 bar, and `reference_columns` reduces them column-wise. Everything is as of the previous close:
-today's session is not in it.
+today's session is not in it. The same matrices seed the daily timeframe's history (its
+indicators, `sma_50_1d` ...: `scanner.timeframes`). `day` is yyyymmdd (NaN: no bar).
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import numpy as np
 
 YEAR_DAYS = 252  # sessions in 52 weeks
 ADV_DAYS = 20  # sessions averaged for avg_daily_volume
-SMA_DAYS = (50, 200)
-DAILY_FIELDS = ("high", "low", "close", "volume")
-REFERENCE_COLUMNS = ("prev_close", "avg_daily_volume", "prev_high", "prev_low", "high_52w", "low_52w",
-                     *(f"sma_{p}_1d" for p in SMA_DAYS))
+DAILY_FIELDS = ("day", "open", "high", "low", "close", "volume")
+REFERENCE_COLUMNS = ("prev_close", "avg_daily_volume", "prev_high", "prev_low", "high_52w", "low_52w")
 
 
 def daily_matrix(per_symbol: Sequence[np.ndarray | None], day: int, n_days: int = YEAR_DAYS) -> dict[str, np.ndarray]:
@@ -35,18 +34,11 @@ def daily_matrix(per_symbol: Sequence[np.ndarray | None], day: int, n_days: int 
     return out
 
 
-def _last_mean(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of the last n columns; NaN unless all n are present (a strict SMA)."""
-    if x.shape[1] < n:
-        return np.full(x.shape[0], np.nan)
-    return x[:, -n:].mean(axis=1)
-
-
 def reference_columns(m: dict[str, np.ndarray], adv_days: int = ADV_DAYS) -> dict[str, np.ndarray]:
     """The REFERENCE columns from right-aligned daily matrices (see `daily_matrix`): previous
     close/high/low, average volume of the last `adv_days` sessions present, 52-week high/low over
-    the sessions present among the last YEAR_DAYS, strict SMAs of the daily closes."""
-    high, low, close, vol = (m[f] for f in DAILY_FIELDS)
+    the sessions present among the last YEAR_DAYS."""
+    high, low, close, vol = m["high"], m["low"], m["close"], m["volume"]
     n = close.shape[0]
     if close.shape[1] == 0:
         return {k: np.full(n, np.nan) for k in REFERENCE_COLUMNS}
@@ -63,6 +55,4 @@ def reference_columns(m: dict[str, np.ndarray], adv_days: int = ADV_DAYS) -> dic
         "high_52w": np.where(any_year, np.fmax.reduce(year_h, axis=1), np.nan),
         "low_52w": np.where(any_year, np.fmin.reduce(year_l, axis=1), np.nan),
     }
-    for p in SMA_DAYS:
-        out[f"sma_{p}_1d"] = _last_mean(close, p)
     return out

@@ -41,6 +41,29 @@ class Metric:
 
 _I, _B, _X, _R = Owner.INGEST, Owner.BARS, Owner.INDICATORS, Owner.REFERENCE
 ROLLING_MINUTES = (1, 5, 15, 30, 60)  # change_<n>m_pct
+TIMEFRAME_NAMES = {"5m": "5-minute", "15m": "15-minute", "60m": "60-minute", "1d": "daily"}
+TIMEFRAME_INDICATORS = ("rsi_14", "sma_20", "sma_50", "ema_9", "ema_20", "atr_14")  # + vwap intraday
+
+
+def _timeframe_columns() -> tuple[tuple[str, Dtype, str, Owner, str], ...]:
+    """`<indicator>_<tf>` for every higher timeframe (and `sma_200_1d`): live bar included like
+    the 1-minute ones; the daily history comes from the reference daily bars."""
+    out: list[tuple[str, Dtype, str, Owner, str]] = []
+    for tf, word in TIMEFRAME_NAMES.items():
+        bars = f"{word} bars (live bar included)"
+        out += [(f"rsi_14_{tf}", "f8", "0-100", _X, f"RSI(14), Wilder, on {bars}; 50 when flat."),
+                (f"sma_20_{tf}", "f8", "USD", _X, f"SMA of the last 20 {word} closes (live bar included)."),
+                (f"sma_50_{tf}", "f8", "USD", _X, f"SMA of the last 50 {word} closes (live bar included)."),
+                (f"ema_9_{tf}", "f8", "USD", _X, f"EMA(9) of {word} closes (live bar included)."),
+                (f"ema_20_{tf}", "f8", "USD", _X, f"EMA(20) of {word} closes (live bar included)."),
+                (f"atr_14_{tf}", "f8", "USD", _X, f"Average true range (14), Wilder, on closed {word} bars.")]
+        if tf == "1d":
+            out.append(("sma_200_1d", "f8", "USD", _X, "SMA of the last 200 daily closes (live bar included)."))
+        else:
+            out.append((f"vwap_{tf}", "f8", "USD", _X, f"VWAP of the live {word} bar."))
+    return tuple(out)
+
+
 OPENING_RANGES = (5, 15, 30)  # or_high_<n>m / or_low_<n>m
 
 # (name, dtype, unit, owner, description)
@@ -142,8 +165,8 @@ _COLUMNS: tuple[tuple[str, Dtype, str, Owner, str], ...] = (
     ("prev_low", "f8", "USD", _R, "Previous session's low (daily bar)."),
     ("high_52w", "f8", "USD", _R, "Highest daily high of the last 252 sessions before today."),
     ("low_52w", "f8", "USD", _R, "Lowest daily low of the last 252 sessions before today."),
-    ("sma_50_1d", "f8", "USD", _R, "SMA of the last 50 daily closes before today; NaN with fewer."),
-    ("sma_200_1d", "f8", "USD", _R, "SMA of the last 200 daily closes before today; NaN with fewer."),
+    # ==== filters (issue 15): indicators of the higher timeframes (scanner.timeframes), suffixed
+    *_timeframe_columns(),
 )
 
 

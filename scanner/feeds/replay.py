@@ -331,6 +331,13 @@ def _next(it: Iterator[np.ndarray]) -> np.ndarray | None:
 def reference(symbols: list[str], day: int | None, daily: Path | None) -> tuple[dict[str, np.ndarray], int]:
     """(REFERENCE columns, symbols found) from Lean daily files `daily/<sym>.zip` before
     trading day `day` (see `scanner.daily.reference_columns`); NaN where there is no history."""
+    m, found = daily_history(symbols, day, daily)
+    return reference_columns(m), found
+
+
+def daily_history(symbols: list[str], day: int | None, daily: Path | None) -> tuple[dict[str, np.ndarray], int]:
+    """(right-aligned daily matrices as `scanner.daily.daily_matrix` gives them, symbols found)
+    from Lean daily files `daily/<sym>.zip` before trading day `day`."""
     per: list[np.ndarray | None] = [None] * len(symbols)
     found = 0
     if daily is not None and day is not None:
@@ -342,4 +349,4 @@ def reference(symbols: list[str], day: int | None, daily: Path | None) -> tuple[
                     found += 1
                 except (OSError, ValueError, zipfile.BadZipFile):
                     continue
-    return reference_columns(daily_matrix(per, day or 0)), found
+    return daily_matrix(per, day or 0), found

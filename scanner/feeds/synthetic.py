@@ -146,11 +146,12 @@ class SyntheticTape:
         return out
 
 
-def daily_history(universe: Universe, seed: int = 7, n_days: int = YEAR_DAYS) -> dict[str, np.ndarray]:
+def daily_history(universe: Universe, day: int, seed: int = 7, n_days: int = YEAR_DAYS) -> dict[str, np.ndarray]:
     """The synthetic universe's past `n_days` daily bars as right-aligned matrices (see
     `scanner.daily.daily_matrix`): a random walk with each symbol's daily volatility that ends
     at its previous close, so the daily reference columns (52 weeks, daily SMAs, previous
-    high/low) exist for the embedded feed and agree with `prev_close`. Deterministic."""
+    high/low, the daily timeframe's indicators) exist for the embedded feed and agree with
+    `prev_close`. Sessions are the `n_days` weekdays before trading day `day`. Deterministic."""
     rng = np.random.default_rng(seed + 1)
     n = len(universe.names)
     dv = universe.daily_vol[:, None]
@@ -163,4 +164,8 @@ def daily_history(universe: Universe, seed: int = 7, n_days: int = YEAR_DAYS) ->
     high = np.maximum(open_, close) * np.exp(wick[0])
     low = np.minimum(open_, close) * np.exp(-wick[1])
     volume = np.round(universe.avg_daily_volume[:, None] * rng.lognormal(0.0, 0.3, (n, n_days)), -2)
-    return {"high": high, "low": low, "close": close, "volume": volume}
+    today = np.datetime64(f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d}")
+    dates = np.busday_offset(today, -np.arange(n_days, 0, -1), roll="backward")
+    ymd = np.array([int(str(d).replace("-", "")) for d in dates], np.float64)
+    return {"day": np.broadcast_to(ymd, (n, n_days)).copy(), "open": open_, "high": high, "low": low,
+            "close": close, "volume": volume}

@@ -47,7 +47,7 @@ VOL_BARS = 5  # closed bars kept for volume_5m
 # columns the numba live kernel writes, in kernel order
 Arr = np.ndarray
 Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
-_KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
+KERNEL_OUT = _KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
                "volume_1m", "volume_5m", "consecutive_up", "consecutive_down")
 INDICATOR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.INDICATORS))
 assert set(_KERNEL_OUT) <= set(INDICATOR_COLUMNS)
@@ -163,7 +163,7 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
 class IndicatorEngine:
     """Indicator state for `n_rows` symbols (private arrays: rebuilt by `warm_up` on restart)."""
 
-    def __init__(self, n_rows: int) -> None:
+    def __init__(self, n_rows: int, *, intraday: bool = True) -> None:
         if n_rows <= 0:
             raise ValueError(f"'n_rows' must be positive, was {n_rows}")
         self.n_rows = n_rows
@@ -177,16 +177,18 @@ class IndicatorEngine:
         self.state_f = np.zeros((3, n_rows))  # rsi avg gain, rsi avg loss, atr
         self.state_i = np.zeros((4, n_rows), np.int64)  # closes folded, last bar minute_ns, up, down
         self.profile: np.ndarray | None = None
-        self._scratch = np.empty(n_rows)
+        self._scratch = np.zeros(n_rows)
         self._day = (0, 0)  # (trading day, open_ns) cache for update_live
-        self.intraday = Intraday(n_rows)  # rolling moves and the day's landmarks
+        # rolling moves and the day's landmarks (1-minute engine only; not for higher timeframes)
+        self.intraday = Intraday(n_rows) if intraday else None
 
     def reset(self) -> None:
         """Forget every bar."""
         for a in (self.ring, self.sma_sum, self.ema, self.v5_minute, self.v5_volume, self.state_f,
                   self.state_i):
             a[:] = 0
-        self.intraday.reset()
+        if self.intraday is not None:
+            self.intraday.reset()
 
     @property
     def bars_seen(self) -> np.ndarray:
@@ -204,7 +206,8 @@ class IndicatorEngine:
             raise ValueError(f"history holds {hist.shape[1]} rows, the engine {self.n_rows}")
         self.reset()
         _fold_history(hist, hist_head, *self._args())
-        self.intraday.warm_up(hist, hist_head)
+        if self.intraday is not None:
+            self.intraday.warm_up(hist, hist_head)
 
     def on_bars_closed(self, bars: np.ndarray) -> None:
         """Fold closed bars (BAR_DTYPE, feed order) into the finalised state."""
@@ -214,8 +217,9 @@ class IndicatorEngine:
             raise ValueError(f"bar row {int(bars['sym'].max())} is outside the engine ({self.n_rows} rows)")
         _fold_bars(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"],
                    *self._args())
-        self.intraday.on_bars_closed(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"],
-                                     bars["volume"])
+        if self.intraday is not None:
+            self.intraday.on_bars_closed(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"],
+                                         bars["volume"])
 
     def load_volume_profile(self, profile: np.ndarray | None) -> None:
         """Use an intraday volume profile (see `indicators.volume.volume_profile`, shape
@@ -258,4 +262,12 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
-        self.intraday.update_live(c, event_ns, open_ns, self.profile)
+        if self.intraday is not None:
+            self.intraday.update_live(c, event_ns, open_ns, self.profile)
+
+    def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows) -> None:
+        """Only the bar indicators (`KERNEL_OUT` order: RSI, SMAs, EMAs, ATR, then four volume
+        and streak rows the caller may discard) for a live bar of this engine's timeframe:
+        `bar_start` (0 = none, else newer than the last folded bar) and its close."""
+        now_min = event_ns - event_ns % MINUTE_NS
+        _live(bar_start, bar_close, self._scratch, now_min, *self._args(), out)

@@ -38,8 +38,7 @@ _OPEN_TOD_NS = OPEN_MIN * MINUTE_NS
 KERNEL_OUT = (*(f"change_{n}m_pct" for n in ROLLING_MINUTES), "volume_15m", "range_5m_pct",
               *(f"or_{s}_{n}m" for n in OPENING_RANGES for s in ("high", "low")))
 COLUMNS = (*KERNEL_OUT, "rel_volume_5m", "rel_volume_15m", "velocity_5m", "minutes_since_lod", "above_or_high",
-           "below_or_low", "gap_filled", "pct_from_high_52w", "pct_from_low_52w", "pct_from_sma_50_1d",
-           "pct_from_sma_200_1d")
+           "below_or_low", "gap_filled", "pct_from_high_52w", "pct_from_low_52w")
 Arr = np.ndarray
 
 
@@ -192,9 +191,8 @@ class Intraday:
         _flag(price > c["or_high_5m"], price, c["or_high_5m"], c["above_or_high"])
         _flag(price < c["or_low_5m"], price, c["or_low_5m"], c["below_or_low"])
         gap_filled(c["day_open"], c["day_high"], c["day_low"], c["prev_close"], c["gap_filled"])
-        for name, ref in (("pct_from_high_52w", "high_52w"), ("pct_from_low_52w", "low_52w"),
-                          ("pct_from_sma_50_1d", "sma_50_1d"), ("pct_from_sma_200_1d", "sma_200_1d")):
-            sm.change_pct(price, c[ref], c[name])
+        sm.change_pct(price, c["high_52w"], c["pct_from_high_52w"])
+        sm.change_pct(price, c["low_52w"], c["pct_from_low_52w"])
 
 
 def _flag(cond: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

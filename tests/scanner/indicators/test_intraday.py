@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import talib
 
 from scanner.bars import BarAggregator, new_columns, new_history
 from scanner.daily import daily_matrix, reference_columns
@@ -166,11 +165,6 @@ def test_low_of_day_and_opening_range_from_ticks(day_ticks: tuple[np.ndarray, li
         d = d[d["day"] < DAY]
         assert cols["prev_high"][r] == d.high.iloc[-1] and cols["prev_low"][r] == d.low.iloc[-1]
         assert cols["high_52w"][r] == d.high.tail(252).max() and cols["low_52w"][r] == d.low.tail(252).min()
-        for p in (50, 200):
-            sma = talib.SMA(d.close.to_numpy(), p)[-1]
-            assert cols[f"sma_{p}_1d"][r] == pytest.approx(sma, rel=1e-9)
-            want = (g.px.iloc[-1] / sma - 1) * 100
-            assert cols[f"pct_from_sma_{p}_1d"][r] == pytest.approx(want, rel=1e-9)
         assert cols["pct_from_high_52w"][r] == pytest.approx((g.px.iloc[-1] / d.high.tail(252).max() - 1) * 100)
         up = cols["day_open"][r] > cols["prev_close"][r]
         filled = (g.px.min() <= cols["prev_close"][r]) if up else (g.px.max() >= cols["prev_close"][r])
