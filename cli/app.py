@@ -133,7 +133,8 @@ def status(
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
+    """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops, memory (RSS,
+    private, shared); the size of each shared-memory segment."""
     from procs.status import collect
 
     try:
@@ -154,7 +155,7 @@ def status(
                f"p99 {st['scan_p99_ms']:.3f} ms  overruns {st['scan_overruns']}  "
                f"alerts/s {st['alerts_per_s']:.2f}  drops {st['drops']}  ring lost {st['ring_lost']}")
     hdr = f"{'process':<12}{'pid':>8}{'alive':>7}{'restarts':>9}{'uptime':>9}{'hb ms':>8}{'core':>5}" \
-          f"{'in/s':>11}{'out/s':>10}{'drops':>7}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'in/s':>11}{'out/s':>10}{'drops':>7}{'p50 ms':>9}{'p99 ms':>9}{'rss MB':>9}{'priv MB':>9}{'shm MB':>9}"
     typer.echo(hdr)
     for p in st["processes"]:
         typer.echo(
@@ -162,7 +163,12 @@ def status(
             f"{(p['uptime_s'] or 0):>9.0f}{(p['heartbeat_age_ms'] or 0):>8.0f}"
             f"{'' if p['core'] is None else p['core']:>5}{p['rate_in']:>11.0f}{p['rate_out']:>10.0f}"
             f"{p['drops']:>7}{p['p50_ms']:>9.3f}{p['p99_ms']:>9.3f}"
+            f"{p['rss_mb'] or 0:>9.1f}{p['private_mb'] or 0:>9.1f}{p['shared_mb'] or 0:>9.1f}"
         )
+    mem = st["memory"]
+    typer.echo(f"memory: {mem['private_mb']:.1f} MB private (sum over processes) + {mem['shared_mb']:.1f} MB "
+               f"of segments = {mem['private_mb'] + mem['shared_mb']:.1f} MB")
+    typer.echo("segments: " + "  ".join(f"{s['name'].split('.', 2)[-1]} {s['mb']:.1f} MB" for s in st["segments"]))
 
 
 @app.command()

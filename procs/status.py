@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-from procs.shared import Shared, seg_name
+from procs.shared import Shared, instance_segments, seg_name
 from scanner.config import Settings
 from shm.control import STATE_DEAD, ControlBlock
+from shm.segment import Segment
 
 STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead"}
 
@@ -86,6 +87,7 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
             "p50_ms": round(float(s["p50_us"]) / 1e3, 3),
             "p99_ms": round(float(s["p99_us"]) / 1e3, 3),
             "max_ms": round(float(s["max_us"]) / 1e3, 3),
+            **(process_memory(pid) if alive else {"rss_mb": None, "private_mb": None, "shared_mb": None}),
         })
         drops += int(s["drops"])
         if name == "ingest":
@@ -97,6 +99,7 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
             scan_max = max(scan_max, float(s["max_us"]) / 1e3)
             overruns += int(s["overruns"])
     h = ctl.header
+    segs = segment_sizes(settings.instance)
     return {
         "instance": settings.instance,
         "supervisor_pid": int(h["supervisor_pid"]),
@@ -113,7 +116,38 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
         "alerts_per_s": round(alerts_per_s, 2),
         "drops": drops,
         "ring_lost": _ring_lost(settings),
+        "segments": segs,
+        "memory": {"private_mb": round(sum(p["private_mb"] or 0 for p in procs), 1),
+                   "shared_mb": round(sum(s["mb"] for s in segs), 1)},
     }
+
+
+def process_memory(pid: int) -> dict[str, float | None]:
+    """RSS of a process in MB (/proc/<pid>/status): all of it, its private (anonymous) part
+    and the shared-memory pages it touched."""
+    kb: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "RssAnon", "RssShmem"):
+                    kb[k] = float(v.split()[0])
+    except OSError:
+        return {"rss_mb": None, "private_mb": None, "shared_mb": None}
+    return {"rss_mb": round(kb.get("VmRSS", 0) / 1024, 1), "private_mb": round(kb.get("RssAnon", 0) / 1024, 1),
+            "shared_mb": round(kb.get("RssShmem", 0) / 1024, 1)}
+
+
+def segment_sizes(instance: str) -> list[dict[str, object]]:
+    """Every shared-memory segment of the instance with its size in MB."""
+    out: list[dict[str, object]] = []
+    for name in instance_segments(instance):
+        try:
+            size = os.stat(Segment.path(name)).st_size
+        except OSError:
+            continue
+        out.append({"name": name, "mb": round(size / 2**20, 1)})
+    return out
 
 
 def _ring_lost(settings: Settings) -> dict[str, int]:
