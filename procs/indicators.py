@@ -34,24 +34,14 @@ def main(ctx: Context) -> None:
     hist = h.hist.copy()
     engine.warm_up(hist, head)
     warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
-    # higher timeframes: rings in shared memory (this process writes them), live bars rebuilt
-    # from the 1-minute ring, indicator engines from the timeframe rings
-    tfh = [sh.tf_history[tf] for tf in TIMEFRAMES]
-    tf_writers = [(x.writer(), x.writer().block_range(0, n)) for x in tfh]
-    tfb = TimeframeBars(n, [x.hist for x in tfh], [x.head for x in tfh])
+    # higher timeframes: rings in the `timeframes` segment (only this process reads and writes
+    # them once running), live bars rebuilt from the 1-minute ring, engines from the rings
+    tfa = sh.timeframes.arrays  # type: ignore[union-attr]
+    rings, heads = [tfa[f"ring_{tf}"] for tf in TIMEFRAMES], [tfa[f"head_{tf}"] for tf in TIMEFRAMES]
+    tfb = TimeframeBars(n, rings, heads)
     tfi = TimeframeIndicators(n)
-
-    def tf_write(fn, *args):  # type: ignore[no-untyped-def]
-        for w, b in tf_writers:
-            w.begin(b)
-        try:
-            return fn(*args)
-        finally:
-            for w, b in tf_writers:
-                w.end(b)
-
-    tf_write(tfb.resume, hist, head)
-    tfi.warm_up([x.hist for x in tfh], [x.head for x in tfh])
+    tfb.resume(hist, head)
+    tfi.warm_up(rings, heads)
     del hist
     published = sh.state["bars"].arrays["meta"]
     bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
@@ -82,10 +72,10 @@ def main(ctx: Context) -> None:
         closed = bars.poll(1 << 16)
         if len(closed):
             engine.on_bars_closed(closed)
-            tfi.on_bars_closed(tf_write(tfb.on_bars_closed, closed))
+            tfi.on_bars_closed(tfb.on_bars_closed(closed))
             ctx.count(n_in=len(closed))
         if wm > tfb.watermark_ns and len(closed) < (1 << 16):
-            tfi.on_bars_closed(tf_write(tfb.close_due, wm))
+            tfi.on_bars_closed(tfb.close_due(wm))
         now = time.time()
         if now >= next_at:
             t0 = time.perf_counter()

@@ -17,6 +17,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from procs import checkpoint
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
@@ -142,20 +144,27 @@ class InstanceSetup:
         daily history, or a replay's (Lean daily files)."""
         lo, n = self.s.range_start, shared.table.n_rows
         day = int(shared.control.header["trading_day"])
-        if self.s.feed == "synthetic":
+        tfa = shared.timeframes.arrays  # type: ignore[union-attr]
+        ring, head = tfa["ring_1d"], tfa["head_1d"]
+        if self.s.feed == "synthetic":  # chunk by chunk: the daily matrices of 10,000 symbols are big
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
-            m = {k: v[lo:lo + n] for k, v in daily_history(u, day, self.s.feed_seed).items()}
-            ref = reference_columns(m)
+            parts = []
+            for a in range(0, n, 2048):
+                b = min(n, a + 2048)
+                m = daily_history(u, day, self.s.feed_seed, rows=(lo + a, lo + b))
+                parts.append(reference_columns(m))
+                seed_daily(ring[a:b], head[a:b], m)  # before any child runs
+                del m
+            ref = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             ref["prev_close"], ref["avg_daily_volume"] = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
             m, found = replay_feed.daily_history(shared.table.key_list(), self.replay_index().first_day, daily)
             ref = reference_columns(m)
+            seed_daily(ring, head, m)
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
             return
-        h = shared.tf_history["1d"]
-        seed_daily(h.hist, h.head, m)  # before any child runs: no reader yet
         t = shared.table
         w = t.writer(WRITERS[Owner.REFERENCE])
         blocks = w.block_range(0, n)

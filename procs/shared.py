@@ -11,7 +11,7 @@
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
 | state.bars | `scanner.<instance>.state.bars` | bars | only bars (its private state across restarts); checkpoint |
 | state.matches | `scanner.<instance>.state.matches` | scan worker i, its own rows (`shm.partitioned`) | gateways |
-| hist.<tf> | `scanner.<instance>.hist.5m` (15m, 60m, 1d) | indicators (supervisor seeds 1d) | indicators |
+| timeframes | `scanner.<instance>.timeframes` | indicators (the supervisor seeds the daily ring) | indicators |
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import ALERT_DTYPE, BAR_DTYPE, TICK_DTYPE
-from scanner.timeframes import TF_DEPTH, TF_FIELDS, TIMEFRAMES
+from scanner.timeframes import ring_spec
 from shm.arrays import NamedArrays
 from shm.control import ControlBlock
 from shm.history import History
@@ -63,7 +63,7 @@ class Shared:
     feed: Ring
     owner: bool = False
     state: dict[str, NamedArrays] = field(default_factory=dict)
-    tf_history: dict[str, History] = field(default_factory=dict)  # higher-timeframe bar rings
+    timeframes: NamedArrays | None = None  # higher-timeframe rings (not checkpointed: rebuilt)
 
     @classmethod
     def create(cls, instance: str, *, keys: list[str], n_workers: int, trading_day: int,
@@ -95,10 +95,11 @@ class Shared:
                                      {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
             for name, arrays in (states or {}).items()
         }
-        tf_history = {tf: History.create(seg_name(instance, f"hist.{tf}"), n_fields=len(TF_FIELDS), n_rows=n,
-                                         depth=TF_DEPTH[tf], block_shift=block_shift) for tf in TIMEFRAMES}
+        spec = ring_spec(n)
+        timeframes = NamedArrays.create(seg_name(instance, "timeframes"), spec,
+                                        fill={k: (np.nan if k.startswith("ring") else 0) for k in spec})
         return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True, state=state,
-                   tf_history=tf_history)
+                   timeframes=timeframes)
 
     @classmethod
     def attach(cls, instance: str) -> Shared:
@@ -121,18 +122,18 @@ class Shared:
         prefix = seg_name(instance, "state.")
         state = {name[len(prefix):]: NamedArrays.attach(name)
                  for name in instance_segments(instance) if name.startswith(prefix)}
-        tf_history = {tf: History.attach(seg_name(instance, f"hist.{tf}")) for tf in TIMEFRAMES}
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, state=state, tf_history=tf_history)
+        timeframes = NamedArrays.attach(seg_name(instance, "timeframes"))
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, state=state, timeframes=timeframes)
 
     def segments(self) -> list[Segment]:
         return [self.control.seg, self.table.seg, self.history.seg, self.ticks.seg, self.bars.seg,
                 *(r.seg for r in self.alerts), self.feed.seg, *(a.seg for a in self.state.values()),
-                *(h.seg for h in self.tf_history.values())]
+                *([self.timeframes.seg] if self.timeframes else [])]
 
     def close(self) -> None:
         """Unmap everything in this process (the data stays for the other processes)."""
         for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed,
-                     *self.state.values(), *self.tf_history.values()):
+                     *self.state.values(), *([self.timeframes] if self.timeframes else [])):
             part.close()
 
     def unlink(self) -> None:

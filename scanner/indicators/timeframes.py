@@ -49,10 +49,10 @@ class TimeframeIndicators:
         self._close = np.empty(n_rows)
 
     def warm_up(self, hists: list[np.ndarray], heads: list[np.ndarray]) -> None:
-        """Rebuild every engine from its timeframe's history ring (TF_FIELDS share the 1-minute
-        ring's first six fields, so the engine reads them alike)."""
+        """Rebuild every engine from its timeframe's ring `[row, slot, field]` (TF_FIELDS share the
+        1-minute ring's first six fields, so the engine reads the field-major view alike)."""
         for tf, h, hd in zip(TIMEFRAMES, hists, heads, strict=True):
-            self.engines[tf].warm_up(h, hd)
+            self.engines[tf].warm_up(h.transpose(2, 0, 1), hd)
 
     def on_bars_closed(self, parts: list[np.ndarray]) -> None:
         """Fold the bars each timeframe closed (as `TimeframeBars` returns them)."""

@@ -44,3 +44,6 @@ def test_synthetic_daily_history_ends_at_the_previous_close() -> None:
     assert (ref["high_52w"] >= ref["prev_high"]).all() and (ref["low_52w"] <= ref["prev_low"]).all()
     assert not np.isnan(ref["low_52w"]).any()
     np.testing.assert_array_equal(daily_history(u, 20131008, seed=3)["high"], h["high"])  # deterministic
+    part = daily_history(u, 20131008, seed=3, rows=(100, 450))  # a host's range: the same values
+    for k in ("day", "open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(part[k], h[k][100:450], err_msg=k)
