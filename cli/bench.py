@@ -11,18 +11,19 @@ from typing import Annotated
 
 import typer
 
+from cli.common import JsonOpt, table
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks (same-run baselines, medians).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line.")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smaller sizes (smoke test).")]
 
 
 def emit(result: dict, as_json: bool) -> None:
-    if not as_json:
-        for k, v in result.items():
-            typer.echo(f"{k:>28}: {v}")
+    """The result as one JSON object (the contract), or as a two-column table for people."""
+    if as_json:
+        typer.echo(json.dumps(result))
         return
-    typer.echo(json.dumps(result))
+    table(("result", "value"), result.items())
 
 
 @app.command()
@@ -31,6 +32,14 @@ def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
     from procs.bench.engine import bench_engine
 
     emit(bench_engine(quick=quick), as_json)
+
+
+@app.command()
+def feed(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
+    """Alpaca and Polygon trade frames (1-1,000 trades each) decoded to tick columns vs stdlib json."""
+    from procs.bench.feed import bench_feed
+
+    emit(bench_feed(quick=quick), as_json)
 
 
 @app.command()
@@ -81,3 +90,22 @@ def storage(
     from procs.bench.storage import bench_storage
 
     emit(bench_storage(symbols=symbols, minutes=minutes, s3_minutes=s3_minutes), as_json)
+
+
+@app.command()
+def faults(
+    as_json: JsonOpt = False,
+    redis_s: Annotated[float, typer.Option(help="Seconds Redis stays stopped.")] = 30.0,
+    pg_s: Annotated[float, typer.Option(help="Seconds PostgreSQL stays stopped.")] = 20.0,
+    full_s: Annotated[float, typer.Option(help="Seconds the spool's file system stays full.")] = 10.0,
+    symbols: Annotated[int, typer.Option(help="Synthetic universe size.")] = 1000,
+    rate: Annotated[float, typer.Option(help="Synthetic ticks per second.")] = 20_000.0,
+) -> None:
+    """Fault injection (kill -9 of every process, Redis/PostgreSQL outages, disk full): recovery
+    time and data lost per fault (docs/reliability.md)."""
+    from procs.bench.faults import bench_faults
+
+    result = bench_faults(symbols=symbols, feed_rate=rate, redis_s=redis_s, pg_s=pg_s, full_s=full_s,
+                          echo=(lambda _line: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(result))

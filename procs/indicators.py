@@ -17,8 +17,9 @@ from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
 from scanner.bars import META_PUBLISHED
-from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine
+from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
 from scanner.indicators.timeframes import TimeframeIndicators
+from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import CATALOGUE, Owner
 from scanner.timeframes import TIMEFRAMES, TimeframeBars
 
@@ -26,6 +27,8 @@ log = logging.getLogger("scanner.indicators")
 
 
 def main(ctx: Context) -> None:
+    warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
+    warm_timeframe_kernels()
     sh = ctx.shared
     t, h = sh.table, sh.history
     n = t.n_rows

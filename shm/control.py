@@ -12,9 +12,20 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 | 256 + 192 x MAX_SLOTS | 17 x 8 x MAX_SLOTS | cycle-time histogram per slot: 16 bucket counts
   (BUCKETS_US, +Inf), then the sum in µs |
 
+Writers of the shared words (the caller keeps to this; the block does not enforce it):
+
+* header identity (magic, layout, n_symbols, trading day, created, supervisor pid) and the
+  shutdown flag: the supervisor, at creation and on stop.
+* the feed clock anchor (`set_clock`): one writer at a time, but not always the supervisor. It
+  anchors the clock at start-up; with a replay feed it leaves it stopped and replay ingest
+  (`procs/ingest_replay.py`) writes it from then on.
+* the rules generation: whoever changes the rules - the CLI and gateways under the rule store's
+  lock file (`procs/rules_admin.py`), the supervisor on SIGHUP without it.
+
 Each process writes only its own slot (heartbeat, counters, timings), from its work loop, so a
 stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts of a slot
-before the child starts and reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
+before the child starts (and `hold_until_ns` while a crash-looping child is held back) and
+reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
 all processes of the host). All fields are aligned 8-byte words: see `shm.platform`.
 """
 
@@ -46,20 +57,21 @@ SLOT_DTYPE = np.dtype(
         "names": [
             "name", "pid", "core", "started_ns", "heartbeat_ns", "restarts", "state",
             "n_in", "n_out", "drops", "errors", "overruns",
-            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles",
+            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles", "hold_until_ns",
         ],
         "formats": [
             "S24", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8",
             "<i8", "<i8", "<i8", "<i8", "<i8",
-            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8",
+            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8", "<i8",
         ],
-        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152],
+        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160],
         "itemsize": 192,
     }
 )
 
-# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor.
-STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD = 0, 1, 2, 3, 4
+# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor
+# (DEAD; HELD: in a crash loop, held back until the slot's `hold_until_ns`, wall clock).
+STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD, STATE_HELD = 0, 1, 2, 3, 4, 5
 
 HEADER_OFF = 0
 GENERATION_OFF = 128

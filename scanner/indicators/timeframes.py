@@ -87,3 +87,25 @@ class TimeframeIndicators:
                 c[f"vwap_{tf}"][~(vol + v1 > 0)] = np.nan
         sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
         sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
+
+
+def warm_kernels() -> None:
+    """Compile (first time on a machine) or load every higher-timeframe kernel with the argument
+    kinds the indicator process passes, before its first heartbeat: bars of a BAR_DTYPE batch,
+    the close, the rings' field-major views, the live update."""
+    from scanner.records import BAR_DTYPE
+    from scanner.session import session_bounds_ns
+
+    n = 2
+    tfb, tfi = TimeframeBars(n), TimeframeIndicators(n)
+    open_ns = session_bounds_ns(20260105)["open"]
+    bars = np.zeros(2, BAR_DTYPE)
+    bars["sym"], bars["minute_ns"] = [0, 1], open_ns
+    bars["open"] = bars["high"] = bars["low"] = bars["close"] = bars["vwap"] = 10.0
+    bars["volume"] = 100.0
+    tfi.on_bars_closed(tfb.on_bars_closed(bars))
+    tfi.on_bars_closed(tfb.close_due(open_ns + 400 * MINUTE_NS))
+    tfi.warm_up(tfb.hists, tfb.heads)
+    names = ("bar_start_ns", "bar_close", "bar_volume", "bar_vwap", "price", *COLUMNS)
+    c = {k: (np.zeros(n, np.int64) if k == "bar_start_ns" else np.full(n, 10.0)) for k in names}
+    tfi.update_live(c, tfb, open_ns + 401 * MINUTE_NS)
