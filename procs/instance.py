@@ -18,16 +18,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from procs import checkpoint
 from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
 from scanner.config import Settings, reveal
+from scanner.daily import reference_columns
 from scanner.feeds import replay as replay_feed
-from scanner.feeds.synthetic import make_universe
+from scanner.feeds.synthetic import daily_history, make_universe
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import NY, latest_weekday, session_bounds_ns, trading_day
+from scanner.timeframes import seed_daily
 from shm.segment import Segment
 
 if TYPE_CHECKING:
@@ -184,17 +188,34 @@ class InstanceSetup:
         return now
 
     def load_reference(self, shared: Shared, day: int | None = None) -> None:
-        """Reference columns (previous close, average daily volume) before any worker runs:
-        the synthetic universe's, or a replay's from daily history (Lean daily files) for its
-        first day or `day` (a replay rolling to its next day: `Supervisor.roll_reference`)."""
+        """Reference columns (previous close/high/low, average daily volume, 52 weeks) and the
+        daily timeframe's history before any worker runs: the synthetic universe's generated
+        daily history, or a replay's (Lean daily files) for its first day; or, for `day` (a replay
+        rolling to its next day: `Supervisor.roll_reference`), that day's reference columns only
+        (the indicators process owns the daily ring once it runs)."""
         lo, n = self.s.range_start, shared.table.n_rows
-        if self.s.synthetic_market():
+        today = int(shared.control.header["trading_day"])
+        tfa = shared.timeframes.arrays  # type: ignore[union-attr]
+        ring, head = tfa["ring_1d"], tfa["head_1d"]
+        if self.s.synthetic_market():  # chunk by chunk: the daily matrices of 10,000 symbols are big
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
-            prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
+            parts = []
+            for a in range(0, n, 2048):
+                b = min(n, a + 2048)
+                m = daily_history(u, today, self.s.feed_seed, rows=(lo + a, lo + b))
+                parts.append(reference_columns(m))
+                seed_daily(ring[a:b], head[a:b], m)  # before any child runs
+                del m
+            ref = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            ref["prev_close"], ref["avg_daily_volume"] = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
+            first = day is None
             day = day or self.replay_index().first_day
-            prev, adv, found = replay_feed.reference(shared.table.key_list(), day, daily)
+            m, found = replay_feed.daily_history(shared.table.key_list(), day, daily)
+            ref = reference_columns(m)
+            if first:
+                seed_daily(ring, head, m)
             self.reference_day = day
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
@@ -203,8 +224,8 @@ class InstanceSetup:
         w = t.writer(WRITERS[Owner.REFERENCE])
         blocks = w.block_range(0, n)
         w.begin(blocks)
-        t.f8[CATALOGUE.f8("prev_close")] = prev
-        t.f8[CATALOGUE.f8("avg_daily_volume")] = adv
+        for name, values in ref.items():
+            t.f8[CATALOGUE.f8(name)] = values
         w.end(blocks)
 
 
