@@ -13,6 +13,7 @@
 | state.bars | `scanner.<instance>.state.bars` | bars | only bars (its private state across restarts); checkpoint |
 | state.matches | `scanner.<instance>.state.matches` | scan worker i, its own rows (`shm.partitioned`) | gateways |
 | state.feed | `scanner.<instance>.state.feed` | ingest; bars (`repaired_bars`, `corrections_applied`) | status |
+| timeframes | `scanner.<instance>.timeframes` | indicators (the supervisor seeds the daily ring) | indicators |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import ALERT_DTYPE, BAR_DTYPE, TICK_DTYPE
+from scanner.timeframes import ring_spec
 from shm.arrays import NamedArrays
 from shm.control import ControlBlock
 from shm.history import History
@@ -37,7 +39,7 @@ WRITERS: dict[Owner, int] = {Owner.INGEST: 0, Owner.BARS: 1, Owner.INDICATORS: 2
 
 TICK_CONSUMER_BARS, TICK_CONSUMER_STORAGE = 0, 1
 BAR_CONSUMER_INDICATORS, BAR_CONSUMER_STORAGE = 0, 1
-ALERT_CONSUMER_PUBLISHER = 0
+ALERT_CONSUMER_PUBLISHER, ALERT_CONSUMER_REPLAY = 0, 1  # 1: `scanner replay` / `backtest` (procs.replay)
 REPAIR_CONSUMER_BARS = 0
 REPAIR_RING_CAPACITY = 1 << 16  # repaired closed bars in flight (a reconnect's worth)
 
@@ -66,6 +68,7 @@ class Shared:
     repair: Ring
     owner: bool = False
     state: dict[str, NamedArrays] = field(default_factory=dict)
+    timeframes: NamedArrays | None = None  # higher-timeframe rings (not checkpointed: rebuilt)
 
     @classmethod
     def create(cls, instance: str, *, keys: list[str], n_workers: int, trading_day: int,
@@ -98,7 +101,11 @@ class Shared:
                                      {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
             for name, arrays in (states or {}).items()
         }
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, repair, owner=True, state=state)
+        spec = ring_spec(n)
+        timeframes = NamedArrays.create(seg_name(instance, "timeframes"), spec,
+                                        fill={k: (np.nan if k.startswith("ring") else 0) for k in spec})
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, repair, owner=True, state=state,
+                   timeframes=timeframes)
 
     @classmethod
     def attach(cls, instance: str) -> Shared:
@@ -122,16 +129,19 @@ class Shared:
         prefix = seg_name(instance, "state.")
         state = {name[len(prefix):]: NamedArrays.attach(name)
                  for name in instance_segments(instance) if name.startswith(prefix)}
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, repair, state=state)
+        timeframes = NamedArrays.attach(seg_name(instance, "timeframes"))
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, repair, state=state,
+                   timeframes=timeframes)
 
     def segments(self) -> list[Segment]:
         return [self.control.seg, self.table.seg, self.history.seg, self.ticks.seg, self.bars.seg,
-                *(r.seg for r in self.alerts), self.feed.seg, self.repair.seg, *(a.seg for a in self.state.values())]
+                *(r.seg for r in self.alerts), self.feed.seg, self.repair.seg, *(a.seg for a in self.state.values()),
+                *([self.timeframes.seg] if self.timeframes else [])]
 
     def close(self) -> None:
         """Unmap everything in this process (the data stays for the other processes)."""
         for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed,
-                     self.repair, *self.state.values()):
+                     self.repair, *self.state.values(), *([self.timeframes] if self.timeframes else [])):
             part.close()
 
     def unlink(self) -> None:

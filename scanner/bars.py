@@ -32,10 +32,11 @@ Semantics (event time drives everything, so a replay at any speed gives the same
   consolidated close) are not trades at all: they count nowhere (no volume, no trade, no bar)
   and only advance event time (the watermark).
 - Sessions (see `scanner.session`): every tick of the trading day forms bars, after-hours
-  (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count` and
-  the session `vwap` are regular session only (09:30-16:00); `premarket_*` is 04:00-09:30;
+  (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count`,
+  `lod_ts_ns`, `new_lod_count` and the session `vwap` are regular session only (09:30-16:00);
+  `premarket_*` is 04:00-09:30;
   `day_volume` / `day_trades` count every tick of the trading day (pre-market, after-hours).
-  The first regular-session print sets the high without counting as a *new* high.
+  The first regular-session print sets the high (and low) without counting as a *new* one.
 - Cancels and corrections (live vendor feeds): a correction arrives as a TICK_CANCEL tick
   (the original print) followed by an ordinary tick (the corrected print, same event time). A
   cancel inside the symbol's live minute takes its size, price x size and trade back out of the
@@ -64,16 +65,17 @@ from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_
 # float64 columns of the kernel, in kernel order: the table's bars-owned ones, then private state
 _F_COLS = ("bar_open", "bar_high", "bar_low", "bar_close", "bar_volume", "bar_vwap", "day_open",
            "day_high", "day_low", "day_volume", "new_hod_count", "vwap", "premarket_high",
-           "premarket_low", "premarket_volume", "bar_pv", "session_pv", "session_volume", "last_px")
+           "premarket_low", "premarket_volume", "bar_pv", "session_pv", "session_volume", "last_px",
+           "new_lod_count")
 _I_COLS = ("bar_start_ns", "bar_trades", "bars_closed", "day_trades", "hod_ts_ns", "bar_first_ts_ns",
-           "bar_last_ts_ns", "day_open_ts_ns")
+           "bar_last_ts_ns", "day_open_ts_ns", "lod_ts_ns")
 
 # kernel slot of each column: `f[_F_BAR_PV]` reads like the column it is (numba folds the constants)
 (_F_BAR_OPEN, _F_BAR_HIGH, _F_BAR_LOW, _F_BAR_CLOSE, _F_BAR_VOLUME, _F_BAR_VWAP, _F_DAY_OPEN, _F_DAY_HIGH,
  _F_DAY_LOW, _F_DAY_VOLUME, _F_NEW_HOD_COUNT, _F_VWAP, _F_PREMARKET_HIGH, _F_PREMARKET_LOW,
- _F_PREMARKET_VOLUME, _F_BAR_PV, _F_SESSION_PV, _F_SESSION_VOLUME, _F_LAST_PX) = range(len(_F_COLS))
+ _F_PREMARKET_VOLUME, _F_BAR_PV, _F_SESSION_PV, _F_SESSION_VOLUME, _F_LAST_PX, _F_NEW_LOD_COUNT) = range(len(_F_COLS))
 (_I_BAR_START, _I_BAR_TRADES, _I_BARS_CLOSED, _I_DAY_TRADES, _I_HOD_TS, _I_BAR_FIRST_TS, _I_BAR_LAST_TS,
- _I_DAY_OPEN_TS) = range(len(_I_COLS))
+ _I_DAY_OPEN_TS, _I_LOD_TS) = range(len(_I_COLS))
 
 AGG_STATE: dict[str, np.dtype] = {
     "bar_pv": np.dtype(np.float64),  # sum(price * size) of the live bar
@@ -87,8 +89,10 @@ AGG_STATE: dict[str, np.dtype] = {
 """Private per-row state of the aggregator (not metrics); allocate with `BarAggregator.new_state`."""
 
 # meta vector slots (int64); keep it in shared memory next to the state to survive a restart
-META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START, META_CANCELS, META_CANCEL_SKIP = range(8)
-META_LEN = 8
+META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = range(6)
+META_LEN = 10
+META_PUBLISHED = 6  # watermark whose closed bars are all in the closed-bar ring (set by the bar process)
+META_CANCELS, META_CANCEL_SKIP = 7, 8  # cancels applied to a live bar / skipped (minute already closed)
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
 _NO_PRICE = TICK_NO_PRICE
 _CANCEL = TICK_CANCEL
@@ -181,7 +185,7 @@ def _repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarr
     n_hod, vwap, pm_high, pm_low = f[_F_NEW_HOD_COUNT], f[_F_VWAP], f[_F_PREMARKET_HIGH], f[_F_PREMARKET_LOW]
     pm_vol, s_pv, s_vol, last_px = f[_F_PREMARKET_VOLUME], f[_F_SESSION_PV], f[_F_SESSION_VOLUME], f[_F_LAST_PX]
     start, closed, d_trades = iv[_I_BAR_START], iv[_I_BARS_CLOSED], iv[_I_DAY_TRADES]
-    hod_ts, d_open_ts = iv[_I_HOD_TS], iv[_I_DAY_OPEN_TS]
+    hod_ts, d_open_ts, lod_ts, n_lod = iv[_I_HOD_TS], iv[_I_DAY_OPEN_TS], iv[_I_LOD_TS], f[_F_NEW_LOD_COUNT]
     pre, opn, cls = bounds[1], bounds[2], bounds[3]
     k = hist.shape[2]
     n_ok = 0
@@ -230,8 +234,13 @@ def _repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarr
                 d_high[r] = hi
                 hod_ts[r] = m
                 n_hod[r] += 1.0
-            if np.isnan(d_low[r]) or lo < d_low[r]:
+            if np.isnan(d_low[r]):
                 d_low[r] = lo
+                lod_ts[r] = m
+            elif lo < d_low[r]:
+                d_low[r] = lo
+                lod_ts[r] = m
+                n_lod[r] += 1.0
         accepted[j] = True
         n_ok += 1
     return n_ok
@@ -265,8 +274,8 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
     (bo, bh, bl, bc, bv, bvw, d_open, d_high, d_low, d_vol, n_hod, vwap, pm_high, pm_low, pm_vol, bpv, s_pv, s_vol,
-     _last_px) = f  # `_F_COLS` order
-    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts = iv
+     _last_px, n_lod) = f  # `_F_COLS` order
+    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts, lod_ts = iv
     day_start, pre, opn, cls = bounds[0], bounds[1], bounds[2], bounds[3]
     n_out = 0
     wm = meta[META_WATERMARK]
@@ -352,8 +361,13 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
                     d_high[r] = p
                     hod_ts[r] = t
                     n_hod[r] += 1.0
-                if np.isnan(d_low[r]) or p < d_low[r]:
+                if np.isnan(d_low[r]):
                     d_low[r] = p
+                    lod_ts[r] = t
+                elif p < d_low[r]:
+                    d_low[r] = p
+                    lod_ts[r] = t
+                    n_lod[r] += 1.0
         if t > max_ts:
             max_ts = t
             if t - grace > wm:
@@ -541,7 +555,7 @@ class BarAggregator:
         for name in ("day_open", "day_high", "day_low", "vwap", "premarket_high", "premarket_low"):
             c[name][:] = np.nan
         for name in ("day_volume", "new_hod_count", "premarket_volume", "session_pv", "session_volume",
-                     "day_trades", "hod_ts_ns", "day_open_ts_ns", "bars_closed"):
+                     "day_trades", "hod_ts_ns", "day_open_ts_ns", "bars_closed", "new_lod_count", "lod_ts_ns"):
             c[name][:] = 0
         self.meta[META_DAY] = day
         self._set_bounds(day)
@@ -570,3 +584,16 @@ def new_columns(n_rows: int) -> dict[str, np.ndarray]:
 def new_history(n_rows: int, depth: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Private bar-history ring (NaN) and head counts."""
     return np.full((len(HIST_FIELDS), n_rows, depth), np.nan), np.zeros(n_rows, np.int64)
+
+
+def warm_up() -> None:
+    """Compile (the first time on a machine) or load from numba's cache every bar kernel, with
+    the argument kinds the bar process passes (table columns, a TICK_DTYPE batch's fields, the
+    history ring), so a process pays for it before its first heartbeat instead of stalling its
+    loop at the first tick or minute close (issue 10.1)."""
+    agg = BarAggregator(new_columns(2), *new_history(2, 4), grace_ns=0)
+    open_ns = session_bounds_ns(20260105)["open"]
+    t = np.zeros(2, TICK_DTYPE)
+    t["sym"], t["ts_ns"], t["price"], t["size"] = [0, 1], [open_ns + 1, open_ns + 2], 10.0, 100.0
+    agg.on_ticks(t)
+    agg.close_due(open_ns + 2 * MINUTE_NS)

@@ -16,7 +16,7 @@ def test_credentials_are_masked_but_reach_children(monkeypatch: pytest.MonkeyPat
     s = Settings(feed="alpaca")
     for text in (s.model_dump_json(), repr(s), str(s.model_dump())):
         assert "SECRET" not in text
-    child = Settings.model_validate_json(s.child_json())
+    child = Settings.model_validate_json(s.secret_json())
     assert child.alpaca_key_id is not None and child.alpaca_key_id.get_secret_value() == "AKID-SECRET-1"
     assert child.alpaca_secret_key is not None and child.alpaca_secret_key.get_secret_value() == "SK-SECRET-2"
     assert child.polygon_api_key is not None and child.polygon_api_key.get_secret_value() == "PK-SECRET-3"
