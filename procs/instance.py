@@ -235,7 +235,7 @@ class InstanceSetup:
             from procs.reference import ReferenceError, live_reference
 
             try:
-                prev, adv = live_reference(self.s, shared.table.key_list(), int(shared.control.header["trading_day"]))
+                ref = live_reference(self.s, shared.table.key_list(), today)
             except ReferenceError as exc:
                 raise SupervisorError(str(exc)) from None
         else:

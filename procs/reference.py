@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from procs.vendor_rest import RestError, vendor_rest
-from scanner.config import Settings
-from scanner.reference import ADV_DAYS, daily_reference
-from scanner.session import session_bounds_ns
+from scanner.config import Settings, redact, reveal
+from scanner.daily import REFERENCE_COLUMNS, daily_matrix, reference_columns
+from scanner.feeds.lean import DAILY_DTYPE
+from scanner.session import session_bounds_ns, trading_days
 
 log = logging.getLogger("scanner.reference")
 NS = 1_000_000_000
-LOOKBACK_CALENDAR_DAYS = 45  # covers 20 trading days plus holidays
+LOOKBACK_CALENDAR_DAYS = 370  # 52 weeks of sessions (52-week high/low), 20 for the average volume
 
 
 class ReferenceError(RuntimeError):
@@ -84,61 +85,75 @@ def live_universe(s: Settings, day: int) -> list[str]:
     return names
 
 
-def live_reference(s: Settings, keys: list[str], day: int) -> tuple[np.ndarray, np.ndarray]:
-    """(previous close, 20-day average volume) per key for trading day `day` (module docstring)."""
+def live_reference(s: Settings, keys: list[str], day: int) -> dict[str, np.ndarray]:
+    """The REFERENCE columns (`scanner.daily.reference_columns`: previous close/high/low, 20-day
+    average volume, 52 weeks) per key for trading day `day` (module docstring)."""
     path = _cache(s, day, "reference.npz")
     cached = _read_cache(path, keys)
     if cached is not None:
         return cached
     before = session_bounds_ns(day)["day_start"]
-    prev = np.full(len(keys), np.nan)
-    adv = np.full(len(keys), np.nan)
+    per: list[np.ndarray | None] = [None] * len(keys)
     sources = []
     if s.database_url:
         try:
-            p, a = _from_postgres(s.database_url, keys, day)
-            prev, adv = p, a
-            sources.append(f"postgresql ({int(np.isfinite(p).sum())})")
+            per = _from_postgres(reveal(s.database_url) or "", keys, day)
+            sources.append(f"postgresql ({sum(p is not None for p in per)})")
         except Exception as exc:  # noqa: BLE001 - our history is optional; the vendor is the fallback
-            log.warning("reference data from PostgreSQL skipped: %s", str(exc).strip().splitlines()[0])
-    missing = np.flatnonzero(~np.isfinite(prev))
-    if len(missing):
+            log.warning("reference data from PostgreSQL skipped: %s", redact(str(exc).strip().splitlines()[0]))
+    missing = [i for i, p in enumerate(per) if p is None]
+    if missing:
         start = before - LOOKBACK_CALENDAR_DAYS * 86_400 * NS
         try:
             bars = vendor_rest(s).bars([keys[i] for i in missing], "1Day", start, before)
-            p, a = daily_reference(bars["sym"], bars["ts_ns"], bars["close"], bars["volume"], len(missing), before)
-            prev[missing], adv[missing] = p, a
-            sources.append(f"{s.feed} REST daily bars ({int(np.isfinite(p).sum())})")
+            daily = np.zeros(len(bars), DAILY_DTYPE)
+            daily["day"] = trading_days(bars["ts_ns"])
+            for f in ("open", "high", "low", "close", "volume"):
+                daily[f] = bars[f]
+            got = _split(bars["sym"], daily, len(missing))
+            for j, i in enumerate(missing):
+                per[i] = got[j]
+            sources.append(f"{s.feed} REST daily bars ({sum(g is not None for g in got)})")
         except RestError as exc:
             if _refused(exc):
                 raise ReferenceError(f"{s.feed} refused the daily-bars request: {exc} (check the API key)") from None
             log.warning("reference data from %s skipped: %s", s.feed, exc)
-    found = int(np.isfinite(prev).sum())
+    ref = reference_columns(daily_matrix(per, day))
+    found = int(np.isfinite(ref["prev_close"]).sum())
     log.info("reference data for %d of %d symbols from %s", found, len(keys), ", ".join(sources) or "nowhere")
     if found:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, keys=np.array(keys), prev_close=prev, avg_daily_volume=adv)
+        np.savez(tmp, keys=np.array(keys), **ref)
         os.replace(tmp, path)
-    return prev, adv
+    return ref
 
 
-def _read_cache(path: Path, keys: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+def _split(sym: np.ndarray, daily: np.ndarray, n: int) -> list[np.ndarray | None]:
+    """DAILY_DTYPE records with a symbol index each -> one array per symbol (None: no record)."""
+    order = np.argsort(sym, kind="stable")
+    sym, daily = np.asarray(sym)[order], daily[order]
+    counts = np.bincount(sym, minlength=n)[:n]
+    parts = np.split(daily, np.cumsum(counts)[:-1])
+    return [p if len(p) else None for p in parts]
+
+
+def _read_cache(path: Path, keys: list[str]) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
     try:
         with np.load(path) as z:
             if z["keys"].tolist() != keys:
                 return None  # another universe or range: fetch again
-            return z["prev_close"].copy(), z["avg_daily_volume"].copy()
+            return {k: z[k].copy() for k in REFERENCE_COLUMNS}
     except (OSError, ValueError, KeyError):
         log.warning("unreadable reference cache %s: fetching again", path)
         return None
 
 
-def _from_postgres(url: str, keys: list[str], day: int) -> tuple[np.ndarray, np.ndarray]:
-    """Daily roll-ups of `bars_1m` before `day`: close of the last regular-session bar and the
-    day's volume, per New York date, over the last LOOKBACK_CALENDAR_DAYS days."""
+def _from_postgres(url: str, keys: list[str], day: int) -> list[np.ndarray | None]:
+    """Daily roll-ups of `bars_1m` before `day` (regular-session open/high/low/close, whole-day
+    volume, per New York date) over the last LOOKBACK_CALENDAR_DAYS days, one array per key."""
     from procs.storage.pg import connect
 
     d = date(day // 10000, day // 100 % 100, day % 100)
@@ -147,20 +162,19 @@ def _from_postgres(url: str, keys: list[str], day: int) -> tuple[np.ndarray, np.
     index = {k: i for i, k in enumerate(keys)}
     with connect(url, statement_timeout_ms=120_000) as conn:
         rows = conn.execute(
-            """SELECT symbol, extract(epoch FROM (ny::timestamp AT TIME ZONE 'America/New_York'))::bigint,
+            """SELECT symbol, to_char(ny, 'YYYYMMDD')::bigint,
+                      (array_agg(open ORDER BY bucket) FILTER (WHERE regular))[1],
+                      max(high) FILTER (WHERE regular), min(low) FILTER (WHERE regular),
                       (array_agg(close ORDER BY bucket DESC) FILTER (WHERE regular))[1], sum(volume)
-               FROM (SELECT symbol, bucket, close, volume,
+               FROM (SELECT symbol, bucket, open, high, low, close, volume,
                             (bucket AT TIME ZONE 'America/New_York')::date AS ny,
                             (bucket AT TIME ZONE 'America/New_York')::time >= '09:30'
                             AND (bucket AT TIME ZONE 'America/New_York')::time < '16:00' AS regular
                      FROM bars_1m WHERE bucket >= to_timestamp(%s) AND bucket < to_timestamp(%s)
                        AND symbol = ANY(%s)) b
-               GROUP BY symbol, ny""", (lo / NS, hi / NS, keys)).fetchall()
-    recs = [(index[sym], int(t) * NS, np.nan if c is None else float(c), float(v)) for sym, t, c, v in rows]
-    if not recs:
-        return np.full(len(keys), np.nan), np.full(len(keys), np.nan)
-    a = np.array(recs, dtype=[("sym", "<i8"), ("ts", "<i8"), ("close", "<f8"), ("volume", "<f8")])
-    return daily_reference(a["sym"], a["ts"], a["close"], a["volume"], len(keys), hi, ADV_DAYS)
+               GROUP BY symbol, ny HAVING bool_or(regular)""", (lo / NS, hi / NS, keys)).fetchall()
+    daily = np.array([(d_, o, h, lw, c, v) for _s, d_, o, h, lw, c, v in rows], DAILY_DTYPE)
+    return _split(np.array([index[r[0]] for r in rows], np.int64), daily, len(keys))
 
 
 def _yyyymmdd(d: date) -> int:

@@ -95,12 +95,12 @@ def test_live_day_reference_from_vendor_daily_bars(vendor, alpaca_rest, polygon_
         s = _polygon(rest, tmp_path, feed_exchanges=["XNYS"])
     names = live_universe(s, DAY)
     assert names == ["AIG", "BAC", "IBM"]
-    prev, adv = live_reference(s, names, DAY)
-    ref_prev, ref_adv, _ = lean_reference(names, DAY, shared_data / "lean-us-equity" / "daily")
-    np.testing.assert_allclose(prev, ref_prev)
-    np.testing.assert_allclose(adv, ref_adv, rtol=1e-9)
+    ref = live_reference(s, names, DAY)
+    lean, _ = lean_reference(names, DAY, shared_data / "lean-us-equity" / "daily")
+    for k in ("prev_close", "prev_high", "prev_low", "avg_daily_volume", "high_52w", "low_52w"):
+        np.testing.assert_allclose(ref[k], lean[k], rtol=1e-9, err_msg=k)
     asked = len(rest.requests)
     assert live_universe(s, DAY) == names  # cached per day: no vendor call
-    np.testing.assert_array_equal(live_reference(s, names, DAY)[0], prev)
+    np.testing.assert_array_equal(live_reference(s, names, DAY)["prev_close"], ref["prev_close"])
     assert len(rest.requests) == asked
     assert (tmp_path / "reference" / f"{DAY}.{vendor}.reference.npz").is_file()
