@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from procs.feed_stats import feed_summary
+from procs.runtime import EXIT_CANNOT_BOOT
 from procs.shared import Shared
 from scanner.feeds.lean import read_lean_daily
 from scanner.metrics import CATALOGUE, HIST
@@ -54,7 +55,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, day) -> pd.DataFrame:
     with pytest.MonkeyPatch.context() as mp:  # a loaded shared machine must not restart its children
         mp.setenv("SCANNER_HEARTBEAT_TIMEOUT_S", "30")
         mp.setenv("SCANNER_BOOT_TIMEOUT_S", "120")
-        summary, _ = replay(tmp, *files, "--max", "--bars-out", str(tmp / "bars.npz"))
+        summary, _ = replay(tmp, *files, "--max", "--bars-out", str(tmp / "bars.npz"), timeout=900)
     assert summary["ticks"] == len(day[0]) and summary["late_ticks"] == 0
     assert summary["bars"] > 0 and summary["bars_collected"] == summary["bars"]
     return bars_frame(tmp / "bars.npz").sort_values(["symbol", "minute_ns"], ignore_index=True)
@@ -207,7 +208,7 @@ def test_auth_failure_cannot_boot_without_leaking_the_key(alpaca_stream, alpaca_
         out = inst.output()
     finally:
         inst.close()
-    assert code == 1
+    assert code == EXIT_CANNOT_BOOT  # the supervisor stopped on the child's cannot-boot exit
     assert "cannot boot" in out and "402" in out and "auth failed" in out
     assert "my-very-secret" not in out and stream.connections == 1  # no reconnect loop
 
