@@ -112,3 +112,17 @@ def faults(
                           echo=(lambda _line: None) if as_json else typer.echo)
     if as_json:
         typer.echo(json.dumps(result))
+
+
+@app.command()
+def backtest(
+    as_json: JsonOpt = False,
+    symbols: Annotated[int, typer.Option(help="Symbols in the synthetic session.")] = 10_000,
+    minutes: Annotated[int, typer.Option(help="Event minutes replayed (from the open).")] = 20,
+    rate: Annotated[float, typer.Option(help="Ticks per event second, all symbols together.")] = 5_000.0,
+    workers: Annotated[int, typer.Option(help="Scanner processes (0 = cores).")] = 0,
+) -> None:
+    """A synthetic session replayed through the processes with 1 s event-time scans, at two batch sizes."""
+    from procs.bench.backtest import bench_backtest
+
+    emit(bench_backtest(symbols=symbols, minutes=minutes, rate=rate, workers=workers), as_json)

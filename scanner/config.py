@@ -22,6 +22,8 @@ from pydantic_settings import (
 
 from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
 
+MIN_API_KEY_LEN = 16
+
 
 class Settings(BaseSettings):
     """Everything an instance needs to start; one instance per host and symbol range."""
@@ -53,6 +55,8 @@ class Settings(BaseSettings):
                                       description="Replay only these symbols (empty: every symbol in the files).")
     replay_daily: Path | None = Field(None, description="Lean daily/ folder for previous close and average "
                                       "volume; default: the sibling daily/ of Lean tick files.")
+    replay_batch: int = Field(65_536, ge=1, le=1 << 22, description="Replay: ticks per decoded batch (any "
+                              "size gives the same bars and alerts).")
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
@@ -92,7 +96,11 @@ class Settings(BaseSettings):
                                  "0 = one per two cores.")
     api_keys: dict[str, Literal["read", "write"]] = Field(
         default_factory=dict,
-        description="Bearer API keys -> scope. Empty: no auth (only allowed on a loopback address).")
+        description=f"Bearer API keys -> scope; each at least {MIN_API_KEY_LEN} characters, no spaces. "
+        "Empty: no auth (only allowed on a loopback address).")
+    rate_limit_per_s: float = Field(50.0, ge=0, description="REST requests per second per API key (per client "
+                                    "address without a valid key), per gateway process; 0 = no limit.")
+    rate_limit_burst: int = Field(100, ge=1, description="REST requests a key may send at once (bucket size).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted.")
     ws_max_clients: int = Field(5000, ge=1, description="WebSocket connections per gateway process.")
@@ -156,6 +164,18 @@ class Settings(BaseSettings):
     def _power_of_two(cls, v: int) -> int:
         if v <= 0 or v & (v - 1):
             raise ValueError(f"must be a positive power of two, was {v}")
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        # the message never shows a key (settings errors are printed and logged)
+        for i, key in enumerate(v):
+            if len(key) < MIN_API_KEY_LEN:
+                raise ValueError(f"API key #{i + 1} is {'empty' if not key else f'{len(key)} characters'}; "
+                                 f"keys must be at least {MIN_API_KEY_LEN} characters")
+            if key != key.strip() or any(c.isspace() or not c.isprintable() for c in key):
+                raise ValueError(f"API key #{i + 1} contains whitespace or control characters")
         return v
 
     @field_validator("notify_destinations")

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from procs.api import alerts, bars, health, prom, symbols
+from procs.api import alerts, bars, health, limits, openapi, prom, symbols
 from procs.api.deps import ReadAuth
 from procs.api.state import GatewayState
 
@@ -60,6 +60,8 @@ def create_app(state: GatewayState) -> FastAPI:
         response.headers.update(SECURITY_HEADERS)
         return response
 
+    limits.install(app, s)  # outermost: a throttled client costs no body read
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(prom.router)
     app.include_router(symbols.router, dependencies=[ReadAuth])
