@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -188,17 +187,3 @@ class HttpServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def batches(items: list, size: int) -> list[list]:
-    """`items` cut into lists of at most `size` (the vendors batch several messages a frame)."""
-    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    """Poll `cond` on the loop until true or `timeout` seconds pass."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
