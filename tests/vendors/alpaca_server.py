@@ -31,7 +31,7 @@ from websockets.asyncio.server import ServerConnection
 from scanner.feeds.frames import BAD_TS, rfc3339_ns
 from scanner.feeds.lean import DAILY_DTYPE
 from scanner.session import day_start_ns
-from tests.vendors.base import HttpServer, Response, WsServer
+from tests.vendors.base import HttpServer, Response, WsServer, tighten
 from tests.vendors.messages import rfc3339
 
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "corrections",
@@ -159,6 +159,8 @@ class AlpacaStreamServer(WsServer):
 
     async def _stream(self, ws: ServerConnection, send: Any, subs: dict[str, set[str]]) -> None:
         first = self.connections == 1
+        if self.slow_timeout is not None:
+            tighten(ws)
         while True:
             if self.cursor >= len(self.messages):
                 if not self.repeat or not self.messages:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,6 +104,22 @@ class WsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tight_socket(port: int) -> socket.socket:
+    """A loopback client socket with a tiny receive buffer: with `max_queue=1` on the client,
+    a peer that does not read stalls its server within a frame or two (slow-consumer tests)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((HOST, port))
+    return s
+
+
+def tighten(ws: ServerConnection) -> None:
+    """Small kernel send buffer on the server side of a connection (slow-consumer mode)."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
 Response = tuple[int, dict[str, str], Any]  # status, headers, JSON body
