@@ -38,6 +38,7 @@ from cli.common import (
     settings_from,
     table,
 )
+from cli.kafka import feed_bridge_command
 from cli.replay import replay_command
 from cli.rules import app as rules_app
 from cli.storage import archive_command, migrate_command
@@ -140,10 +141,15 @@ def status(
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
+    every_host: Annotated[bool, typer.Option("--all", help="Every host of the cluster (registry in Redis).")] = False,
 ) -> None:
     """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
     from procs.status import collect, require_control
 
+    if every_host:
+        with guard():
+            settings = settings_from(config, instance, data_dir)
+        return cluster_status(settings, as_json)
     quick = quick_paths(config, instance, data_dir)
     if quick is not None:
         try:
@@ -172,6 +178,35 @@ def status(
           right=set(columns) - {"process", "alive"})
 
 
+def cluster_status(settings: Settings, as_json: bool) -> None:
+    """`status --all`: every registered host, a missing or stale one marked."""
+    with guard():
+        if not settings.redis_url:
+            raise ScannerError("status --all reads the host registry: set redis_url")
+        import redis
+
+        from procs.registry import Registry
+
+        reg = Registry(settings.redis_url, settings.registry_ttl_s)
+        try:
+            hosts = reg.hosts()
+        except (redis.RedisError, OSError) as exc:
+            raise ScannerError(f"cannot read the host registry: {exc}") from None
+        finally:
+            reg.close()
+    if as_json:
+        typer.echo(json.dumps({"hosts": hosts}))
+        return
+    columns = ("instance", "state", "host", "range", "symbols", "ticks/s", "scan p99 ms", "rules gen", "version",
+               "age s")
+    table(columns, ([h["instance"], h["state"] if h["state"] == "ok" else h["state"].upper(), h.get("host", ""),
+                     f"{h['range_start']}:{h['range_end']}" if "range_start" in h else "",
+                     f"{h.get('first_symbol', '')}..{h.get('last_symbol', '')}" if "range_start" in h else "",
+                     f"{h.get('ticks_per_s', 0):.0f}", f"{h.get('scan_p99_ms', 0):.3f}", h.get("rules_generation", ""),
+                     h.get("version", ""), h.get("age_s") if h.get("age_s") is not None else ""] for h in hosts),
+          right={"ticks/s", "scan p99 ms", "rules gen", "age s"})
+
+
 @app.command()
 def demo(
     config: ConfigOpt = None,
@@ -198,6 +233,7 @@ def demo(
 app.add_typer(bench_app, name="bench")
 app.add_typer(rules_app, name="rules")
 app.command("replay")(replay_command)
+app.command("feed-bridge")(feed_bridge_command)
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)
 

@@ -35,6 +35,14 @@ def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
 
 
 @app.command()
+def feed(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
+    """Alpaca and Polygon trade frames (1-1,000 trades each) decoded to tick columns vs stdlib json."""
+    from procs.bench.feed import bench_feed
+
+    emit(bench_feed(quick=quick), as_json)
+
+
+@app.command()
 def bars(
     as_json: JsonOpt = False,
     symbols: Annotated[int, typer.Option(help="Symbols in the table.")] = 10_000,

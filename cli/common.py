@@ -33,7 +33,8 @@ USER_ERRORS = (
     ("scanner.rules.store", "RuleStoreError"),
     ("scanner.storage", "StorageError"),
     ("scanner.feeds.replay", "ReplayError"),
-    ("procs.supervisor", "SupervisorError"),
+    ("procs.instance", "SupervisorError"),
+    ("procs.feed_bridge", "BridgeError"),
     ("shm.platform", "UnsupportedPlatform"),
 )
 

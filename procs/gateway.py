@@ -17,6 +17,7 @@ import uvicorn
 from procs.api.app import ConfigError, create_app
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
+from scanner.backoff import Backoff
 
 log = logging.getLogger("scanner.gateway")
 POLL_S = 0.002
@@ -39,13 +40,13 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(ctx.settings.redis_url)
-    backoff = 0.1
+    backoff = Backoff()
     while ctx.should_run():
         ctx.beat()
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe("alerts")
-            backoff = 0.1
+            backoff.succeeded()
             while ctx.should_run():
                 ctx.beat()
                 batch = []
@@ -59,10 +60,10 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                     n = state.dispatch([json.loads(b) for b in batch])
                     ctx.count(n_in=n, n_out=n * len(state.clients))
         except (OSError, aioredis.RedisError) as exc:
-            log.error("redis subscription lost (%s); retrying in %.1f s", exc, backoff)
+            delay = backoff.failed()
+            log.error("redis subscription lost (%s); retrying in %.1f s", exc, delay)
             ctx.count(errors=1)
-            await asyncio.sleep(backoff)
-            backoff = min(5.0, backoff * 2)
+            await asyncio.sleep(delay)
     await client.aclose()
     server.should_exit = True
 

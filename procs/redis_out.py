@@ -2,7 +2,8 @@
 
 Batched: one write of packed RESP commands and one read of the replies per batch. Redis being
 down never blocks the caller: encoded alerts wait in a bounded buffer, reconnects back off
-(0.1 s doubling to 5 s), and the oldest alerts beyond the bound are dropped and counted.
+(`scanner.backoff.Backoff`: 0.1 s doubling to 5 s, jittered), and the oldest alerts beyond the
+bound are dropped and counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from collections import deque
 
 import redis
+
+from scanner.backoff import Backoff
 
 log = logging.getLogger("scanner.redis")
 
@@ -28,8 +31,7 @@ class RedisSink:
         self.buffer_limit = buffer_limit
         self.stream_maxlen = stream_maxlen
         self.batch = batch
-        self.backoff = 0.0
-        self.retry_at = 0.0
+        self.backoff = Backoff()
         self.connected = True
         self.sent = 0
         self.dropped_total = 0
@@ -54,7 +56,7 @@ class RedisSink:
             dropped = over
             self.dropped_total += over
             log.error("redis buffer full: dropped %d oldest alerts", over)
-        if not self.buffer or time.monotonic() < self.retry_at:
+        if not self.buffer or not self.backoff.ready():
             return dropped
         try:
             while self.buffer:
@@ -65,16 +67,16 @@ class RedisSink:
                 self.sent += n
             if not self.connected:
                 log.info("redis reconnected (%s)", self.url)
-            self.connected, self.backoff = True, 0.0
+            self.connected = True
+            self.backoff.succeeded()
         except (redis.RedisError, OSError) as exc:
             self.failures += 1
-            self.backoff = min(5.0, self.backoff * 2 if self.backoff else 0.1)
-            self.retry_at = time.monotonic() + self.backoff
+            self.backoff.failed()
             if self.conn is not None:
                 self.conn.disconnect()
                 self.conn = None
             if self.connected:
-                log.error("redis unavailable (%s); buffering, retry in %.1f s", exc, self.backoff)
+                log.error("redis unavailable (%s); buffering, retry in %.1f s", exc, self.backoff.delay)
             self.connected = False
         return dropped
 

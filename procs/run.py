@@ -17,7 +17,7 @@ MODULES = {
     "scan": "procs.scan",
     "publisher": "procs.publisher",
     "gateway": "procs.gateway",
-    "notifier": "procs.notifier",
+    "notifier": "procs.notifier.process",
     "storage": "procs.storage.process",
 }
 

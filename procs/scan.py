@@ -20,6 +20,8 @@ from procs.rules_admin import open_store
 from procs.runtime import Context
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
+from shm import partitioned
+from shm.partitioned import PartitionedMatrix
 
 log = logging.getLogger("scanner.scan")
 
@@ -28,10 +30,9 @@ MAX_RULES = 1024  # rules whose current matches are published to shared memory
 
 
 def match_state(n_rows: int, n_workers: int) -> dict[str, np.ndarray]:
-    """The `state.matches` segment: each worker's last match matrix over its own rows, with a
-    per-worker sequence counter (odd while it is copying) and the rule generation it ran."""
-    return {"match": np.zeros((MAX_RULES, n_rows), np.bool_), "seq": np.zeros((n_workers, 8), np.int64),
-            "gen": np.full(n_workers, -1, np.int64)}
+    """The `state.matches` segment: each worker's last match matrix over its own rows, tagged
+    with the rule generation it ran (a `shm.partitioned.PartitionedMatrix`, one writer per range)."""
+    return partitioned.arrays(MAX_RULES, n_rows, n_workers)
 
 
 def partition(n_rows: int, n_workers: int, index: int, block_rows: int) -> tuple[int, int]:
@@ -54,22 +55,14 @@ class Worker:
         self.generation = -1
         self.engine: ScanEngine | None = None
         self.hist_fields = self.hist_ago = np.empty(0, np.int64)
-        self.matches = sh.state["matches"].arrays if "matches" in sh.state else None
+        self.matches = PartitionedMatrix(sh.state["matches"].arrays) if "matches" in sh.state else None
         self.seq = int(ctx.slot["n_out"][0])  # alert sequence numbers continue across restarts
 
     def publish_matches(self) -> None:
         """Copy this cycle's match matrix into shared memory for the REST "current matches"."""
-        m = self.matches
         match = self.engine.last_match if self.engine is not None else None
-        if m is None or match is None:
-            return
-        n = min(len(match), MAX_RULES)
-        seq = m["seq"][self.index]
-        seq[0] += 1
-        m["match"][:n, self.lo:self.hi] = match[:n]
-        m["match"][n:, self.lo:self.hi] = False
-        m["gen"][self.index] = self.generation
-        seq[0] += 1
+        if self.matches is not None and match is not None:
+            self.matches.publish(self.index, self.lo, self.hi, match, self.generation)
 
     def load_rules(self) -> None:
         """Read the rule store and switch to it (unchanged rules keep their alert state)."""

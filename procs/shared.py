@@ -9,7 +9,8 @@
 | bar ring | `scanner.<instance>.bars` | bars | indicators (0), storage (1) |
 | alert ring i | `scanner.<instance>.alerts.<i>` | scanner worker i | publisher (0) |
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
-| state.NAME | `scanner.<instance>.state.<name>` | process NAME | only NAME (its private state across restarts) |
+| state.bars | `scanner.<instance>.state.bars` | bars | only bars (its private state across restarts); checkpoint |
+| state.matches | `scanner.<instance>.state.matches` | scan worker i, its own rows (`shm.partitioned`) | gateways |
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     symbols_file: Path | None = Field(None, description="One symbol per line; replaces the synthetic names.")
     range_start: int = Field(0, ge=0, description="First row of the universe this host scans.")
     range_end: int | None = Field(None, description="End (exclusive) of this host's range; None = all.")
-    feed: Literal["synthetic", "replay", "none"] = "synthetic"
+    feed: Literal["synthetic", "replay", "none", "kafka"] = "synthetic"
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
+
+    # Kafka (optional): the feed bridge produces ticks, hosts with feed "kafka" consume their range
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers (host:port,...); None = off.")
+    kafka_ticks_topic: str = Field("ticks", min_length=1, max_length=200, description="Topic of the bridge's ticks.")
+    kafka_partitions: int = Field(16, ge=1, le=4096, description="Partitions of the ticks topic (all hosts agree).")
+    kafka_alerts_topic: str | None = Field(None, max_length=200, description="Also produce alerts here (None = off).")
 
     # processes
     scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")
@@ -86,6 +92,10 @@ class Settings(BaseSettings):
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
+    registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
+                                  "record is older than this is missing from the cluster.")
+    public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
+                                   "None = http://<http_host>:<http_port>.")
     database_url: str | None = None
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
@@ -108,7 +118,7 @@ class Settings(BaseSettings):
                                    description="Past trading days loaded at start for indicators (0 = off).")
     archive_at_session_end: bool = Field(True, description="Archive the day to S3 when the session ends.")
 
-    # notifier (procs/notifier.py): runs when redis_url and at least one destination are configured
+    # notifier (procs/notifier/): runs when redis_url and at least one destination are configured
     notify_destinations: list[dict[str, Any]] = Field(
         default_factory=list, description="E-mail/webhook/SMS destinations (see scanner/notify/destinations.py).")
     notify_file: Path | None = Field(None, description="TOML ([[destinations]]) or JSON file of more destinations.")
@@ -172,6 +182,11 @@ class Settings(BaseSettings):
 
     def checkpoint_file(self) -> Path:
         return self.paths().checkpoint_file()
+
+    def synthetic_market(self) -> bool:
+        """The ticks come from the synthetic market: directly, or through Kafka from a bridge running
+        it (no symbols_file): its universe, reference data and session clock apply."""
+        return self.feed == "synthetic" or (self.feed == "kafka" and not self.symbols_file)
 
     def rules_in_postgres(self) -> bool:
         return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))

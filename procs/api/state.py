@@ -16,6 +16,8 @@ from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
+from shm.partitioned import PartitionedMatrix
+from shm.seqlock import SeqlockTimeout
 
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -133,22 +135,17 @@ class GatewayState:
     def matches(self, rule_index: int) -> tuple[list[str], list[int]]:
         """Symbols matching rule `rule_index` at each worker's last cycle, and the workers whose
         last cycle ran an older rule generation (their rows are left out)."""
-        m = self.shared.state.get("matches")
-        if m is None:
+        arrays = self.shared.state.get("matches")
+        if arrays is None:
             return [], []
+        m = PartitionedMatrix(arrays.arrays)
         gen = self.shared.control.rules_generation
         syms: list[str] = []
         stale: list[int] = []
         for w, (lo, hi) in enumerate(self.partitions):
-            for _ in range(100):  # seqlock read of one worker's rows
-                s1 = int(m["seq"][w, 0])
-                if s1 & 1:
-                    continue
-                row = m["match"][rule_index, lo:hi].copy() if rule_index < m["match"].shape[0] else None
-                wgen = int(m["gen"][w])
-                if int(m["seq"][w, 0]) == s1:
-                    break
-            else:
+            try:
+                row, wgen = m.read(w, rule_index, lo, hi)
+            except SeqlockTimeout:
                 stale.append(w)
                 continue
             if wgen != gen or row is None:

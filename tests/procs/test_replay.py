@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from procs.instance import read_pid
 from procs.shared import instance_segments
-from procs.supervisor import read_pid
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.lean import read_lean_ticks
 from scanner.session import MINUTE_NS, session_bounds_ns
