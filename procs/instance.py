@@ -22,6 +22,7 @@ from procs import checkpoint
 from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
+from procs.status import read_pid
 from scanner.bars import BarAggregator
 from scanner.config import Settings
 from scanner.feeds import replay as replay_feed
@@ -261,12 +262,6 @@ class PidLock:
         os.close(self.fd)
         self.fd = None
 
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 def remove_stale_segments(instance: str) -> None:
     """Segments left by a run that died without unlinking them (e.g. a supervisor `kill -9`)."""
