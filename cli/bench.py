@@ -93,6 +93,25 @@ def storage(
 
 
 @app.command()
+def faults(
+    as_json: JsonOpt = False,
+    redis_s: Annotated[float, typer.Option(help="Seconds Redis stays stopped.")] = 30.0,
+    pg_s: Annotated[float, typer.Option(help="Seconds PostgreSQL stays stopped.")] = 20.0,
+    full_s: Annotated[float, typer.Option(help="Seconds the spool's file system stays full.")] = 10.0,
+    symbols: Annotated[int, typer.Option(help="Synthetic universe size.")] = 1000,
+    rate: Annotated[float, typer.Option(help="Synthetic ticks per second.")] = 20_000.0,
+) -> None:
+    """Fault injection (kill -9 of every process, Redis/PostgreSQL outages, disk full): recovery
+    time and data lost per fault (docs/reliability.md)."""
+    from procs.bench.faults import bench_faults
+
+    result = bench_faults(symbols=symbols, feed_rate=rate, redis_s=redis_s, pg_s=pg_s, full_s=full_s,
+                          echo=(lambda _line: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(result))
+
+
+@app.command()
 def cli(
     as_json: JsonOpt = False,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (medians).")] = 11,

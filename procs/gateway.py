@@ -15,9 +15,11 @@ import socket
 import uvicorn
 
 from procs.api.app import ConfigError, create_app
+from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
 from scanner.backoff import Backoff
+from scanner.config import reveal
 
 log = logging.getLogger("scanner.gateway")
 POLL_S = 0.002
@@ -39,7 +41,8 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
     feed ring is then not read, or local alerts would arrive twice)."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(ctx.settings.redis_url)
+    client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    resume = StreamResume()  # what is published while the subscription is down comes back from the stream
     backoff = Backoff()
     while ctx.should_run():
         ctx.beat()
@@ -47,6 +50,13 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
             pubsub = client.pubsub()
             await pubsub.subscribe("alerts")
             backoff.succeeded()
+            gap = resume.gap
+            missed = await resume.replay(client)
+            if missed:
+                n = state.dispatch(missed)
+                ctx.count(n_in=n, n_out=n * len(state.clients))
+            if resume.gap != gap:
+                ctx.count(drops=resume.gap - gap)
             while ctx.should_run():
                 ctx.beat()
                 batch = []
@@ -57,8 +67,9 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                         break
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if batch:
-                    n = state.dispatch([json.loads(b) for b in batch])
+                    n = state.dispatch(resume.fresh([json.loads(b) for b in batch]))
                     ctx.count(n_in=n, n_out=n * len(state.clients))
+                await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:
             delay = backoff.failed()
             log.error("redis subscription lost (%s); retrying in %.1f s", exc, delay)
@@ -88,7 +99,8 @@ async def _serve(ctx: Context) -> None:
     except ConfigError as exc:
         raise BootError(str(exc)) from None
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
-                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio")
+                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio",
+                            log_config=None)  # our handlers: every line redacted (procs.runtime)
     server = uvicorn.Server(config)
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))

@@ -18,6 +18,7 @@ import numpy as np
 
 from procs.rules_admin import open_store
 from procs.runtime import Context
+from scanner.rules.compiler import warm_up
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
 from shm import partitioned
@@ -110,6 +111,7 @@ class Worker:
 
 
 def main(ctx: Context) -> None:
+    warm_up()  # the rule kernel, even if the first rule set needs none (a later one may)
     w = Worker(ctx)
     w.cycle()  # load and compile the rules, warm the kernels: the first timed cycle is a real one
     period = ctx.settings.scan_interval_ms / 1000.0

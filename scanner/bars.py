@@ -438,3 +438,16 @@ def new_columns(n_rows: int) -> dict[str, np.ndarray]:
 def new_history(n_rows: int, depth: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Private bar-history ring (NaN) and head counts."""
     return np.full((len(HIST_FIELDS), n_rows, depth), np.nan), np.zeros(n_rows, np.int64)
+
+
+def warm_up() -> None:
+    """Compile (the first time on a machine) or load from numba's cache every bar kernel, with
+    the argument kinds the bar process passes (table columns, a TICK_DTYPE batch's fields, the
+    history ring), so a process pays for it before its first heartbeat instead of stalling its
+    loop at the first tick or minute close (issue 10.1)."""
+    agg = BarAggregator(new_columns(2), *new_history(2, 4), grace_ns=0)
+    open_ns = session_bounds_ns(20260105)["open"]
+    t = np.zeros(2, TICK_DTYPE)
+    t["sym"], t["ts_ns"], t["price"], t["size"] = [0, 1], [open_ns + 1, open_ns + 2], 10.0, 100.0
+    agg.on_ticks(t)
+    agg.close_due(open_ns + 2 * MINUTE_NS)

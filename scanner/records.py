@@ -6,6 +6,8 @@ a ring.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 # One trade. `sym` is the row in this host's symbol table; `ts_ns` is event time (epoch ns,
@@ -28,16 +30,26 @@ BAR_DTYPE = np.dtype(
      "offsets": [0, 4, 8, 16, 24, 32, 40, 48, 56], "itemsize": 64}
 )
 
-# One alert, written by a scanner worker into its SPSC ring. `values` holds the values of up
-# to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads).
+# One alert, written by a scanner worker into its SPSC ring. `rule` is the rule's stable key
+# (`rule_key(rule id)`), never its position in a rule list: positions shift when a rule is
+# added or deleted between the scan and the encoder (issue 10.8). `values` holds the values of
+# up to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads).
 ALERT_VALUES = 6
 ALERT_DTYPE = np.dtype(
-    {"names": ["seq", "event_ns", "scan_ns", "sym", "rule", "generation", "worker", "kind",
+    {"names": ["seq", "event_ns", "scan_ns", "sym", "generation", "worker", "kind", "rule",
                "values"],
-     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u4", "<u2", "<u2", ("<f8", ALERT_VALUES)],
-     "offsets": [0, 8, 16, 24, 28, 32, 36, 38, 40], "itemsize": 96}
+     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u2", "<u2", "<u8", ("<f8", ALERT_VALUES)],
+     "offsets": [0, 8, 16, 24, 28, 32, 34, 40, 48], "itemsize": 96}
 )
 ALERT_ENTER, ALERT_EXIT = 0, 1
+
+
+
+def rule_key(rule_id: str) -> int:
+    """The stable 64-bit key of a rule id (BLAKE2b): the same on every host, process and
+    generation, so an alert names its rule whatever happened to the rule list since."""
+    return int.from_bytes(hashlib.blake2b(rule_id.encode(), digest_size=8).digest(), "little")
+
 
 assert TICK_DTYPE.itemsize == 32
 assert BAR_DTYPE.itemsize == 64

@@ -99,7 +99,7 @@ class ScanEngine:
         self._match = match
         rule, row, kind = self.state.step(match, now_ns, bar_minute, day)
         recs = self.writer.fill(rule, row, kind, self.compiled.value_pos, cur, self._hist, event_ns, now_ns,
-                                self.generation)
+                                self.generation, self.compiled.keys)
         self._cur, self._have_prev = 1 - self._cur, True
         return recs
 

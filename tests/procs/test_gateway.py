@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.procs.instance import Instance
+from tests.procs.instance import Instance, child
 from tests.support import eventually
 
 READ, WRITE = "read-key-123", "write-key-456"
@@ -89,9 +89,11 @@ def test_rule_crud_validation_and_reload(gw: Instance) -> None:
 
 def test_bars_from_shared_memory(gw: Instance) -> None:
     c = api(gw)
-    sym = c.get("/api/top", params={"metric": "day_volume", "limit": 1}).json()["rows"][0]["symbol"]
-    got = eventually(lambda: (r := c.get(f"/api/bars/{sym}").json())["bars"] and r, 30, 0.2, "closed bars")
-    assert got["source"] == "memory"
+    # wait for the event (the bar process closed a minute), not for the minute clock
+    eventually(lambda: child(gw.status(), "bars")["out"] > 0, 90, 0.2, "a minute closed")
+    sym = gw.symbol_with_a_closed_bar()
+    got = c.get(f"/api/bars/{sym}").json()
+    assert got["source"] == "memory" and got["bars"]
     for b in got["bars"]:
         assert b["low"] <= min(b["open"], b["close"]) <= max(b["open"], b["close"]) <= b["high"]
         assert b["volume"] > 0 and b["trades"] >= 1
