@@ -95,7 +95,8 @@ def settings_from(config: Path | None, instance: str | None, data_dir: Path | No
         return load_settings(config, instance=instance, data_dir=data_dir, **more)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        loc = first["loc"][:1] if first["loc"][:1] == ("api_keys",) else first["loc"]  # a key is never shown
+        field = ".".join(str(p) for p in loc) or "settings"
         raise ScannerError(f"invalid setting {field}: {first['msg']}") from None
     except (OSError, ValueError) as exc:
         raise ScannerError(f"cannot read configuration: {exc}") from None

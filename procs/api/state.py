@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import numpy as np
 
+from procs.api.wsfeed import FeedProtocol, Hub
 from procs.rules_admin import rules_source
 from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
@@ -18,36 +16,6 @@ from scanner.config import Settings
 from scanner.metrics import CATALOGUE
 from shm.partitioned import PartitionedMatrix
 from shm.seqlock import SeqlockTimeout
-
-_ENCODE = msgspec.json.Encoder().encode
-
-
-@dataclass(eq=False)  # identity semantics: clients live in a set
-class Client:
-    """One WebSocket client: a bounded queue; when full the oldest frame is dropped and counted."""
-
-    queue: asyncio.Queue[str]
-    rules: set[str] = field(default_factory=set)
-    symbols: set[str] = field(default_factory=set)
-    tags: set[str] = field(default_factory=set)
-    dropped: int = 0
-    reported_dropped: int = 0
-
-    @property
-    def filtered(self) -> bool:
-        return bool(self.rules or self.symbols or self.tags)
-
-    def wants(self, alert: dict[str, Any]) -> bool:
-        if not self.filtered:
-            return True
-        return (alert["rule"] in self.rules or alert["symbol"] in self.symbols
-                or bool(self.tags.intersection(alert.get("tags", ()))))
-
-    def offer(self, frame: str) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()
-            self.dropped += 1
-        self.queue.put_nowait(frame)
 
 
 class GatewayState:
@@ -59,7 +27,7 @@ class GatewayState:
         self.encoder = AlertEncoder(self.keys, rules_source(settings))
         self.feed = shared.feed.consumer(feed_consumer)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)
-        self.clients: set[Client] = set()
+        self.hub = Hub(settings, self.top)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
         self.all_i8 = np.arange(CATALOGUE.n_i8)
         from procs.scan import partition
@@ -68,10 +36,14 @@ class GatewayState:
         self.partitions = [partition(len(self.keys), n_workers, i, settings.block_rows) for i in range(n_workers)]
         self.started = time.time()
 
+    @property
+    def clients(self) -> set[FeedProtocol]:
+        """The open WebSocket feed connections of this process."""
+        return self.hub.conns
+
     def poll_feed(self) -> int:
-        """Move new alerts from the shared-memory feed to `recent` and to every interested
-        client: one frame per client per poll ({"type": "alerts", "alerts": [...]}), encoded
-        once for all clients without a filter."""
+        """Move new alerts from the shared-memory feed to `recent` and to the WebSocket
+        clients: one frame per subscription group per poll, the same bytes to each member."""
         self.encoder.watch(self.shared.control.rules_generation)
         recs = self.feed.poll(8192)
         if not len(recs):
@@ -81,16 +53,7 @@ class GatewayState:
     def dispatch(self, alerts: list[dict[str, Any]]) -> int:
         """Hand decoded alerts to `recent` and the clients (from the feed ring or Redis)."""
         self.recent.extend(alerts)
-        shared_frame = None
-        for c in self.clients:
-            if c.filtered:
-                mine = [a for a in alerts if c.wants(a)]
-                if mine:
-                    c.offer(_ENCODE({"type": "alerts", "alerts": mine}).decode())
-            else:
-                if shared_frame is None:
-                    shared_frame = _ENCODE({"type": "alerts", "alerts": alerts}).decode()
-                c.offer(shared_frame)
+        self.hub.alerts(alerts)
         return len(alerts)
 
     def symbol_snapshot(self, row: int) -> dict[str, Any]:
