@@ -15,6 +15,7 @@ import socket
 import uvicorn
 
 from procs.api.app import ConfigError, create_app
+from procs.api.cluster import REFRESH_S, ClusterView
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
@@ -89,6 +90,30 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
     server.should_exit = True
 
 
+async def _watch_cluster(ctx: Context, state: GatewayState) -> None:
+    """With Redis: the cluster view (registry, every host's top lists and symbols) once a second."""
+    import redis.asyncio as aioredis
+
+    view = ClusterView(ctx.settings.instance, ctx.settings.registry_ttl_s)
+    state.cluster = view
+    client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    backoff = Backoff()
+    try:
+        while ctx.should_run():
+            try:
+                await view.refresh(client)
+                if backoff.succeeded():
+                    log.info("cluster view: redis reachable again")
+                await asyncio.sleep(REFRESH_S)
+            except (OSError, aioredis.RedisError) as exc:
+                delay = backoff.failed()
+                if backoff.failures == 1:
+                    log.error("cluster view: redis unavailable (%s); other hosts' data goes stale", exc)
+                await asyncio.sleep(delay)
+    finally:
+        await client.aclose()
+
+
 def _listen_socket(host: str, port: int) -> socket.socket:
     """A listening socket with SO_REUSEPORT, so several gateway processes share the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -125,6 +150,7 @@ async def _serve(ctx: Context) -> None:
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))
     tops = asyncio.create_task(state.hub.run_tops(ctx.should_run))
+    cluster = asyncio.create_task(_watch_cluster(ctx, state)) if ctx.settings.redis_url else None
     try:
         try:
             sock = _listen_socket(ctx.settings.http_host, ctx.settings.http_port)
@@ -137,6 +163,8 @@ async def _serve(ctx: Context) -> None:
         ctx.stopping = True
         await pump
         tops.cancel()
+        if cluster is not None:
+            cluster.cancel()
     if not server.started and not ctx.shared.control.shutdown:
         raise BootError(f"gateway could not listen on {ctx.settings.http_host}:{ctx.settings.http_port}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import time
@@ -148,6 +149,7 @@ class InstanceSetup:
             return None
         import redis
 
+        from procs.api.cluster import SYMBOLS_KEY
         from procs.registry import Registry, RegistryConflict, RegistryThread, base_record
         from procs.status import collect
         from scanner.config import reveal
@@ -159,6 +161,7 @@ class InstanceSetup:
         registry = Registry(reveal(s.redis_url) or "", s.registry_ttl_s)
         try:
             registry.claim(record)
+            registry.client.set(SYMBOLS_KEY + s.instance, json.dumps(self.universe[s.range_start:end]))
         except RegistryConflict as exc:
             raise SupervisorError(f"cannot join the cluster: {exc}") from None
         except (redis.RedisError, OSError) as exc:

@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from procs.api.cluster import ClusterView, Forwarder
 from procs.api.wsfeed import FeedProtocol, Hub
 from procs.rules_admin import rules_source
 from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
+from scanner.toplists import top_rows
 from shm.partitioned import PartitionedMatrix
 from shm.seqlock import SeqlockTimeout
 
@@ -27,7 +29,7 @@ class GatewayState:
         self.encoder = AlertEncoder(self.keys, rules_source(settings))
         self.feed = shared.feed.consumer(feed_consumer)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)
-        self.hub = Hub(settings, self.top)
+        self.hub = Hub(settings, self.top, self.stale_hosts)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
         self.all_i8 = np.arange(CATALOGUE.n_i8)
         from procs.scan import partition
@@ -35,6 +37,8 @@ class GatewayState:
         n_workers = len(shared.alerts)
         self.partitions = [partition(len(self.keys), n_workers, i, settings.block_rows) for i in range(n_workers)]
         self.started = time.time()
+        self.cluster: ClusterView | None = None  # with Redis: the other hosts (procs.gateway._watch_cluster)
+        self.forwarder: Forwarder | None = None  # REST requests for other hosts' symbols (made on first use)
 
     @property
     def clients(self) -> set[FeedProtocol]:
@@ -69,23 +73,31 @@ class GatewayState:
 
     def top(self, metric: str, order: str, limit: int, columns: list[str], *, min_price: float | None = None,
             max_price: float | None = None, min_volume: float | None = None) -> list[dict[str, Any]]:
-        """Top `limit` rows by a float metric (NaN excluded), filtered, with extra columns."""
+        """Top `limit` rows by a float metric (NaN excluded), filtered, with extra columns: over the
+        whole cluster when this host is part of one and the hosts publish the metric (their lists,
+        filtered after the merge), else over this host's table."""
+        merged = self.cluster.top(metric, order, self.settings.cluster_top_n) if self.cluster is not None \
+            and self.cluster.active() else None
+        if merged is not None:
+            keep = [it for it in merged[0]
+                    if (min_price is None or (it.get("price") is not None and it["price"] >= min_price))
+                    and (max_price is None or (it.get("price") is not None and it["price"] <= max_price))
+                    and (min_volume is None or (it.get("day_volume") is not None and it["day_volume"] >= min_volume))]
+            return [{"symbol": it["symbol"], "host": it.get("host"),
+                     **{c: it.get(c) for c in dict.fromkeys([metric, *columns])}} for it in keep[:limit]]
         key = self.column(metric)
-        ok = np.isfinite(key)
+        ok = None
         if min_price is not None or max_price is not None:
             price = self.column("price")
+            ok = np.ones(len(key), bool)
             if min_price is not None:
                 ok &= price >= min_price
             if max_price is not None:
                 ok &= price <= max_price
         if min_volume is not None:
-            ok &= self.column("day_volume") >= min_volume
-        rows = np.flatnonzero(ok)
-        vals = key[rows] if order == "asc" else -key[rows]
-        if len(rows) > limit:
-            part = np.argpartition(vals, limit - 1)[:limit]
-            rows, vals = rows[part], vals[part]
-        rows = rows[np.argsort(vals, kind="stable")]
+            vol_ok = self.column("day_volume") >= min_volume
+            ok = vol_ok if ok is None else ok & vol_ok
+        rows = top_rows(key, ok, order, limit)
         data = {c: self.column(c)[rows] for c in dict.fromkeys([metric, *columns])}
         out = []
         for j, r in enumerate(rows.tolist()):
@@ -95,6 +107,10 @@ class GatewayState:
                 item[c] = x if np.isfinite(x) else None
             out.append(item)
         return out
+
+    def stale_hosts(self) -> list[str]:
+        """Hosts of the cluster whose data is stale or missing (empty outside a cluster)."""
+        return self.cluster.stale_hosts() if self.cluster is not None else []
 
     def matches(self, rule_index: int) -> tuple[list[str], list[int]]:
         """Symbols matching rule `rule_index` at each worker's last cycle, and the workers whose

@@ -78,9 +78,11 @@ def _scan_ts(alert: dict[str, Any]) -> float:
 class Hub:
     """Every feed connection of this gateway process, grouped by subscription and top list."""
 
-    def __init__(self, settings: Settings, top: Callable[..., list[dict[str, Any]]]) -> None:
+    def __init__(self, settings: Settings, top: Callable[..., list[dict[str, Any]]],
+                 stale: Callable[[], list[str]] = list) -> None:
         self.settings = settings
         self.top = top
+        self.stale = stale  # hosts of the cluster whose symbols are stale (their rows may be missing)
         self.conns: set[FeedProtocol] = set()
         self.groups: dict[Sub, set[FeedProtocol]] = {}
         self.tops: dict[tuple[str, str, int, float], set[FeedProtocol]] = {}
@@ -174,7 +176,8 @@ class Hub:
                 due[key] = now + key[3]
                 metric, order, limit, _ = key
                 rows = self.top(metric, order, limit, TOP_COLUMNS)
-                frame = text_frame(_ENC({"type": "top", "metric": metric, "order": order, "rows": rows}))
+                frame = text_frame(_ENC({"type": "top", "metric": metric, "order": order, "rows": rows,
+                                         "stale_hosts": self.stale()}))
                 self._write_all(members, frame)
             for key in [k for k in due if k not in self.tops]:
                 del due[key]
