@@ -25,6 +25,7 @@ from procs import checkpoint
 from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
+from procs.status import read_pid
 from scanner.bars import BarAggregator
 from scanner.config import Settings, reveal
 from scanner.daily import reference_columns
@@ -296,12 +297,6 @@ class PidLock:
         os.close(self.fd)
         self.fd = None
 
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 def remove_stale_segments(instance: str) -> None:
     """Segments left by a run that died without unlinking them (e.g. a supervisor `kill -9`)."""
