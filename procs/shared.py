@@ -37,7 +37,7 @@ WRITERS: dict[Owner, int] = {Owner.INGEST: 0, Owner.BARS: 1, Owner.INDICATORS: 2
 
 TICK_CONSUMER_BARS, TICK_CONSUMER_STORAGE = 0, 1
 BAR_CONSUMER_INDICATORS, BAR_CONSUMER_STORAGE = 0, 1
-ALERT_CONSUMER_PUBLISHER = 0
+ALERT_CONSUMER_PUBLISHER, ALERT_CONSUMER_REPLAY = 0, 1  # 1: `scanner replay` / `backtest` (procs.replay)
 
 
 def seg_name(instance: str, part: str) -> str:

@@ -105,7 +105,7 @@ class AlertEncoder:
     def to_dicts(self, recs: np.ndarray) -> list[dict[str, Any]]:
         out = []
         for r in recs.tolist():
-            seq, event_ns, scan_ns, sym, gen, worker, kind, key, values = r
+            seq, event_ns, scan_ns, sym, gen, worker, kind, key, values, price = r
             meta = self.meta(key, gen)
             if meta is None:
                 self.unknown += 1
@@ -121,6 +121,7 @@ class AlertEncoder:
                 "symbol": self.keys[sym] if sym < len(self.keys) else f"#{sym}",
                 "kind": "enter" if kind == ALERT_ENTER else "exit",
                 "values": vals,
+                "price": price if price == price else None,
                 "event_ts": event_ns / NS,
                 "scan_ts": scan_ns / NS,
                 "host": self.host,

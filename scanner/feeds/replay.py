@@ -253,7 +253,7 @@ def open_ticks(spec: ReplaySpec, symbols: SymbolMap, stats: FeedStats, *,
     are merged one day at a time when every name carries a date, else all at once."""
     by_day: dict[int | None, list[tuple[Path, str]]] = {}
     for p, f in spec.files:
-        by_day.setdefault(_name_day(p), []).append((p, f))
+        by_day.setdefault(name_day(p), []).append((p, f))
     days = sorted(d for d in by_day if d is not None)
     groups = [list(spec.files)] if None in by_day else [by_day[d] for d in days]
     for group in groups:
@@ -264,7 +264,7 @@ def open_ticks(spec: ReplaySpec, symbols: SymbolMap, stats: FeedStats, *,
         yield from merge_streams(streams)
 
 
-def _name_day(p: Path) -> int | None:
+def name_day(p: Path) -> int | None:
     """yyyymmdd of the first plausible date (yyyymmdd or yyyy-mm-dd) in a file name."""
     for m in _NAME_DATE.finditer(p.name):
         y, mo, d = (int(x) for x in m.groups())

@@ -72,6 +72,26 @@ def volume_curve(minute_of_session: np.ndarray | float) -> np.ndarray | float:
     return 0.55 + 2.2 * np.exp(-m / 25.0) + 1.4 * np.exp(-(390 - m) / 35.0)
 
 
+PREMARKET_ACTIVITY = 0.06  # pre-market tape vs the session's mean pace
+
+
+def activity(minute_of_session: float) -> float:
+    """Relative tape pace at a minute since 09:30: the U-shaped curve in the session, a thin
+    pre-market before it (so a demo that starts before the open sees the open's surge)."""
+    return float(volume_curve(minute_of_session)) if minute_of_session >= 0 else PREMARKET_ACTIVITY
+
+
+def volume_profile(universe: Universe, rows: np.ndarray, open_minute_of_day: int) -> np.ndarray:
+    """A past of ordinary days for the synthetic market: expected cumulative volume up to each
+    local minute of day, shape (len(rows), 1440), as `IndicatorEngine.load_volume_profile`
+    takes. Average daily volume spread over the session by the same pace the tape uses, so
+    relative volume is about 1 on an ordinary name and shows the names in play from the open."""
+    minutes = np.arange(1440) - open_minute_of_day
+    pace = np.where((minutes >= 0) & (minutes < 390), volume_curve(minutes.astype(float)), 0.0)
+    share = np.cumsum(pace) / pace.sum()
+    return universe.avg_daily_volume[rows][:, None] * share[None, :]
+
+
 class SyntheticTape:
     """Generates batches of ticks for an interval of event time at a target rate."""
 
@@ -118,7 +138,7 @@ class SyntheticTape:
             return np.empty(0, TICK_DTYPE)
         self._maybe_burst(t0_ns, dt_s)
         minute = (t0_ns - self.open_ns) / (60 * NS)
-        lam = self.rate * dt_s * float(volume_curve(minute))
+        lam = self.rate * dt_s * float(activity(minute))
         n = int(self.rng.poisson(lam))
         # prices: one random-walk step per symbol for the interval, burst drift on top
         step = self.rng.standard_normal(self._n) * self.sigma_s * math.sqrt(dt_s)
