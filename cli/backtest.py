@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import numpy as np
 import typer
 
 from cli.common import (
@@ -176,6 +175,8 @@ def run_backtest(settings: Settings, rule_list: list, out: Path, *, skipped: lis
 
 def write_outputs(out: Path, rule_list: list, collector: Any, meta: dict, skipped: list[tuple[str, str]]) -> dict:
     """alerts.parquet, stats.parquet, report.html, summary.json in `out`; returns the summary."""
+    import numpy as np
+
     from scanner.alert_table import write_table
     from scanner.backtest.report import render
     from scanner.backtest.returns import BUCKET_NAMES
