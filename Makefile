@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# System packages the tests use privately: Redis and PostgreSQL 15 servers, Chromium (Debian names).
+# System packages the tests use privately: Redis and PostgreSQL 15 servers, Chromium (Debian names),
+# systemd for `systemd-analyze` (the unit checks; installing it in a container starts nothing).
 sysdeps:
 	@command -v redis-server >/dev/null 2>&1 && [ -x /usr/lib/postgresql/15/bin/initdb ] && \
-	  command -v chromium >/dev/null 2>&1 || { \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server postgresql-15 chromium; }
+	  command -v chromium >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server postgresql-15 chromium systemd; }
 
 demo: $(STAMP)
 	$(BIN)/scanner demo

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -52,16 +53,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    from procs.runtime import setup_logging  # every handler redacts secrets in URLs
+
+    setup_logging("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def run_foreground(settings: Settings, on_ready: object = None) -> int:
-    """Run the supervisor in this process until it stops; its exit code."""
+    """Run the supervisor in this process until it stops; its exit code (EXIT_CANNOT_BOOT, 3, when
+    restarting cannot help: an unsupported platform, or a child that cannot boot)."""
+    from procs.runtime import EXIT_CANNOT_BOOT, prepare_numba_cache, private_data_dir
+
+    private_data_dir(settings)  # umask 077: nothing the instance writes is world-readable
+    prepare_numba_cache(settings)  # before anything imports numba
     from procs.supervisor import Supervisor
+    from shm.platform import UnsupportedPlatform
 
     _setup_logging()
-    return Supervisor(settings, on_ready=on_ready).run()
+    try:
+        return Supervisor(settings, on_ready=on_ready).run()
+    except UnsupportedPlatform as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return EXIT_CANNOT_BOOT
 
 
 @app.command()
@@ -76,14 +88,22 @@ def start(
 ) -> None:
     """Start an instance: supervisor plus all worker processes."""
     with guard():
-        env_json = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
-        if env_json:
-            from scanner.config import Settings
+        settings_file = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
+        try:
+            if settings_file:  # from `launch_supervisor`: a 0600 file, secrets never in the environment
+                from procs.runtime import read_settings_file
 
-            settings = Settings.model_validate_json(env_json)
-        else:
-            settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
-                                     http_port=port)
+                settings = read_settings_file(Path(settings_file))
+            else:
+                settings = settings_from(config, instance, data_dir, symbols=symbols, scan_workers=workers,
+                                         http_port=port)
+        except ScannerError as exc:
+            if foreground:  # bad configuration: EXIT_CANNOT_BOOT, so systemd does not restart in a loop
+                from procs.runtime import EXIT_CANNOT_BOOT
+
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(EXIT_CANNOT_BOOT) from None
+            raise
         if foreground:
             raise typer.Exit(run_foreground(settings))
         daemonize(settings)
@@ -142,10 +162,15 @@ def status(
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
+    every_host: Annotated[bool, typer.Option("--all", help="Every host of the cluster (registry in Redis).")] = False,
 ) -> None:
     """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
     from procs.status import collect, require_control
 
+    if every_host:
+        with guard():
+            settings = settings_from(config, instance, data_dir)
+        return cluster_status(settings, as_json)
     quick = quick_paths(config, instance, data_dir)
     if quick is not None:
         try:
@@ -172,6 +197,36 @@ def status(
                      f"{p['heartbeat_age_ms'] or 0:.0f}", p["core"], f"{p['rate_in']:.0f}", f"{p['rate_out']:.0f}",
                      p["drops"], f"{p['p50_ms']:.3f}", f"{p['p99_ms']:.3f}"] for p in st["processes"]),
           right=set(columns) - {"process", "alive"})
+
+
+def cluster_status(settings: Settings, as_json: bool) -> None:
+    """`status --all`: every registered host, a missing or stale one marked."""
+    with guard():
+        if not settings.redis_url:
+            raise ScannerError("status --all reads the host registry: set redis_url")
+        import redis
+
+        from procs.registry import Registry
+        from scanner.config import reveal
+
+        reg = Registry(reveal(settings.redis_url) or "", settings.registry_ttl_s)
+        try:
+            hosts = reg.hosts()
+        except (redis.RedisError, OSError) as exc:
+            raise ScannerError(f"cannot read the host registry: {exc}") from None
+        finally:
+            reg.close()
+    if as_json:
+        typer.echo(json.dumps({"hosts": hosts}))
+        return
+    columns = ("instance", "state", "host", "range", "symbols", "ticks/s", "scan p99 ms", "rules gen", "version",
+               "age s")
+    table(columns, ([h["instance"], h["state"] if h["state"] == "ok" else h["state"].upper(), h.get("host", ""),
+                     f"{h['range_start']}:{h['range_end']}" if "range_start" in h else "",
+                     f"{h.get('first_symbol', '')}..{h.get('last_symbol', '')}" if "range_start" in h else "",
+                     f"{h.get('ticks_per_s', 0):.0f}", f"{h.get('scan_p99_ms', 0):.3f}", h.get("rules_generation", ""),
+                     h.get("version", ""), h.get("age_s") if h.get("age_s") is not None else ""] for h in hosts),
+          right={"ticks/s", "scan p99 ms", "rules gen", "age s"})
 
 
 @app.command()
@@ -204,6 +259,10 @@ app.command("backtest")(backtest_command)
 app.command("feed-bridge")(feed_bridge_command)
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)
+
+from cli.soak import soak_command  # noqa: E402
+
+app.command("soak")(soak_command)
 
 
 def main() -> None:

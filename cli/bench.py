@@ -35,6 +35,14 @@ def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
 
 
 @app.command()
+def feed(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
+    """Alpaca and Polygon trade frames (1-1,000 trades each) decoded to tick columns vs stdlib json."""
+    from procs.bench.feed import bench_feed
+
+    emit(bench_feed(quick=quick), as_json)
+
+
+@app.command()
 def bars(
     as_json: JsonOpt = False,
     symbols: Annotated[int, typer.Option(help="Symbols in the table.")] = 10_000,
@@ -96,3 +104,22 @@ def backtest(
     from procs.bench.backtest import bench_backtest
 
     emit(bench_backtest(symbols=symbols, minutes=minutes, rate=rate, workers=workers), as_json)
+
+
+@app.command()
+def faults(
+    as_json: JsonOpt = False,
+    redis_s: Annotated[float, typer.Option(help="Seconds Redis stays stopped.")] = 30.0,
+    pg_s: Annotated[float, typer.Option(help="Seconds PostgreSQL stays stopped.")] = 20.0,
+    full_s: Annotated[float, typer.Option(help="Seconds the spool's file system stays full.")] = 10.0,
+    symbols: Annotated[int, typer.Option(help="Synthetic universe size.")] = 1000,
+    rate: Annotated[float, typer.Option(help="Synthetic ticks per second.")] = 20_000.0,
+) -> None:
+    """Fault injection (kill -9 of every process, Redis/PostgreSQL outages, disk full): recovery
+    time and data lost per fault (docs/reliability.md)."""
+    from procs.bench.faults import bench_faults
+
+    result = bench_faults(symbols=symbols, feed_rate=rate, redis_s=redis_s, pg_s=pg_s, full_s=full_s,
+                          echo=(lambda _line: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(result))

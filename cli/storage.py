@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -21,12 +20,14 @@ if TYPE_CHECKING:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from procs.runtime import setup_logging
+
+    setup_logging("%(asctime)s %(name)s %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def run_migrations(s: Settings) -> dict:
     """Apply PostgreSQL and/or ClickHouse migrations for the configured sinks."""
+    from scanner.config import reveal
     from scanner.storage import StorageError
 
     if not (s.database_url or s.clickhouse_url):
@@ -35,13 +36,13 @@ def run_migrations(s: Settings) -> dict:
     if s.database_url:
         from procs.storage.pg import migrate
 
-        out["postgresql"] = migrate(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
-                                    compress_after_days=s.bar_compress_after_days)
+        out["postgresql"] = migrate(reveal(s.database_url) or "", flavor=s.storage_flavor,
+                                    retention_days=s.bar_retention_days, compress_after_days=s.bar_compress_after_days)
     if s.clickhouse_url:
         from procs.storage.ch import client
         from procs.storage.ch import migrate as ch_migrate
 
-        ch = client(s.clickhouse_url)
+        ch = client(reveal(s.clickhouse_url) or "")
         try:
             out["clickhouse"] = ch_migrate(ch)
         finally:

@@ -16,7 +16,7 @@ import numpy as np
 from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import TICK_CONSUMER_BARS, WRITERS
-from scanner.bars import BarAggregator
+from scanner.bars import BarAggregator, warm_up
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.bars")
@@ -31,6 +31,7 @@ def table_columns(ctx: Context, owner: Owner) -> dict[str, np.ndarray]:
 
 
 def main(ctx: Context) -> None:
+    warm_up()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
     sh = ctx.shared
     t, h = sh.table, sh.history
     agg = BarAggregator(table_columns(ctx, Owner.BARS), h.hist, h.head, state=sh.state["bars"].arrays,

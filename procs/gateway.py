@@ -8,16 +8,18 @@ stalled event loop shows as a stale heartbeat.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 
 import uvicorn
 
 from procs.api.app import ConfigError, create_app
+from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
+from scanner.alert_json import decode_alert
 from scanner.backoff import Backoff
+from scanner.config import reveal
 
 log = logging.getLogger("scanner.gateway")
 POLL_S = 0.002
@@ -39,14 +41,23 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
     feed ring is then not read, or local alerts would arrive twice)."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(ctx.settings.redis_url)
+    client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    resume = StreamResume()  # what is published while the subscription is down comes back from the stream
     backoff = Backoff()
+    malformed = 0
     while ctx.should_run():
         ctx.beat()
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe("alerts")
             backoff.succeeded()
+            gap = resume.gap
+            missed = await resume.replay(client)
+            if missed:
+                n = state.dispatch(missed)
+                ctx.count(n_in=n, n_out=n * len(state.clients))
+            if resume.gap != gap:
+                ctx.count(drops=resume.gap - gap)
             while ctx.should_run():
                 ctx.beat()
                 batch = []
@@ -57,8 +68,17 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                         break
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if batch:
-                    n = state.dispatch([json.loads(b) for b in batch])
+                    alerts = [a for a in map(decode_alert, batch) if a is not None]
+                    if len(alerts) < len(batch):  # counted in the gateway's drops (status, /metrics)
+                        bad = len(batch) - len(alerts)
+                        ctx.count(drops=bad)
+                        malformed += bad
+                        if malformed == bad or malformed // 1000 != (malformed - bad) // 1000:
+                            log.warning("dropped %d malformed message(s) on the alerts channel (%d so far)",
+                                        bad, malformed)
+                    n = state.dispatch(resume.fresh(alerts)) if alerts else 0
                     ctx.count(n_in=n, n_out=n * len(state.clients))
+                await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:
             delay = backoff.failed()
             log.error("redis subscription lost (%s); retrying in %.1f s", exc, delay)
@@ -88,7 +108,8 @@ async def _serve(ctx: Context) -> None:
     except ConfigError as exc:
         raise BootError(str(exc)) from None
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
-                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio")
+                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio",
+                            log_config=None)  # our handlers: every line redacted (procs.runtime)
     server = uvicorn.Server(config)
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))

@@ -20,13 +20,14 @@ from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
-from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine
+from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.indicators")
 
 
 def main(ctx: Context) -> None:
+    warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
     sh = ctx.shared
     t, h = sh.table, sh.history
     n = t.n_rows

@@ -56,6 +56,9 @@ class TableSink:
         return len(good)
 
 
+MAX_CATCHUP_NS = 1_000_000_000  # event time one synthetic pass may generate at most
+
+
 def run_synthetic(ctx: Context, sink: TableSink) -> None:
     s = ctx.settings
     ctl = ctx.shared.control
@@ -76,6 +79,11 @@ def run_synthetic(ctx: Context, sink: TableSink) -> None:
     while ctx.should_run():
         ctx.beat()
         now_event = ctx.event_now_ns()
+        if now_event - t_event > MAX_CATCHUP_NS:
+            # the loop was held up (a busy machine, a restart): generating the whole gap at once
+            # would make this pass long enough to stall the heartbeat and flood the tick ring, so
+            # a synthetic market skips what it missed (a vendor feed would repair it instead)
+            t_event = now_event - MAX_CATCHUP_NS
         if now_event > t_event:
             sink.push(tape.generate(t_event, now_event))
             t_event = now_event

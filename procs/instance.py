@@ -23,7 +23,7 @@ from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
@@ -89,7 +89,7 @@ class InstanceSetup:
             from procs.storage.pg import migrate
 
             try:
-                migrate(self.s.database_url or "", retention_days=self.s.bar_retention_days,
+                migrate(reveal(self.s.database_url) or "", retention_days=self.s.bar_retention_days,
                         compress_after_days=self.s.bar_compress_after_days)
             except (psycopg.Error, OSError) as exc:
                 raise SupervisorError(f"the rule store is in PostgreSQL (database_url) and it is not "
@@ -143,12 +143,13 @@ class InstanceSetup:
 
         from procs.registry import Registry, RegistryConflict, RegistryThread, base_record
         from procs.status import collect
+        from scanner.config import reveal
 
         end = s.range_end if s.range_end is not None else len(self.universe)
         url = s.public_url or f"http://{s.http_host}:{s.http_port}"
         record = base_record(instance=s.instance, universe=self.universe, range_start=s.range_start,
                              range_end=end, url=url)
-        registry = Registry(s.redis_url, s.registry_ttl_s)
+        registry = Registry(reveal(s.redis_url) or "", s.registry_ttl_s)
         try:
             registry.claim(record)
         except RegistryConflict as exc:

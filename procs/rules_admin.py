@@ -52,8 +52,9 @@ def open_store(settings: Settings, on_change=None) -> RuleStore:  # type: ignore
     """The configured rule store: PostgreSQL (shared by every host) or the JSON file."""
     if settings.rules_in_postgres():
         from procs.rules_pg import PgRuleStore
+        from scanner.config import reveal
 
-        return PgRuleStore(settings.database_url or "", on_change)
+        return PgRuleStore(reveal(settings.database_url) or "", on_change)
     return RuleStore(settings.rules_file(), on_change)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from procs.eventtime import POLL_S, event_mode
 from procs.rules_admin import open_store
 from procs.runtime import Context
+from scanner.rules.compiler import warm_up
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
 from shm import partitioned
@@ -145,6 +146,7 @@ def run_event_time(ctx: Context, w: Worker) -> None:
 
 
 def main(ctx: Context) -> None:
+    warm_up()  # the rule kernel, even if the first rule set needs none (a later one may)
     w = Worker(ctx)
     if event_mode(ctx.settings):
         w.load_rules()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from scanner.config import Settings
     from shm.control import ControlBlock
 
-STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead"}
+STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead", 5: "crash-loop"}
 
 
 def pid_alive(pid: int) -> bool:
@@ -87,7 +87,7 @@ def collect(settings: Settings) -> dict:
 
 
 def _collect(settings: Settings, ctl: ControlBlock) -> dict:
-    from shm.control import STATE_DEAD
+    from shm.control import STATE_DEAD, STATE_HELD
 
     now_mono = time.monotonic_ns()
     now_wall = time.time_ns()
@@ -104,7 +104,7 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
         if not name:
             continue
         pid = int(s["pid"])
-        alive = pid_alive(pid) and int(s["state"]) != STATE_DEAD
+        alive = pid_alive(pid) and int(s["state"]) not in (STATE_DEAD, STATE_HELD)
         started = _stat_start(pid) if alive else None
         hb = int(s["heartbeat_ns"])
         procs.append({
@@ -113,6 +113,9 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
             "alive": alive,
             "state": STATE_NAMES.get(int(s["state"]), "?"),
             "restarts": int(s["restarts"]),
+            # crash-loop breaker: wall-clock seconds until the supervisor starts it again
+            "held_s": round(max(0.0, (int(s["hold_until_ns"]) - time.time_ns()) / 1e9), 1)
+            if int(s["state"]) == STATE_HELD else None,
             "uptime_s": round(uptime_s - started, 1) if started is not None else None,
             "heartbeat_age_ms": round((now_mono - hb) / 1e6, 1) if hb else None,
             "core": int(s["core"]) if int(s["core"]) >= 0 else None,

@@ -16,18 +16,20 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from procs import checkpoint
 from procs.instance import InstanceSetup, PidLock, assign_cores, process_names, remove_stale_segments
-from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV
+from procs.orphan import PARENT_ENV
+from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV, SETTINGS_FILE_ENV, write_settings_file
 from procs.shared import WRITERS, Shared
 from scanner.backoff import Backoff
 from scanner.config import Settings
 from scanner.metrics import Owner
 from scanner.session import trading_day
-from shm.control import STATE_DEAD, STATE_RUNNING, STATE_STARTING
+from shm.control import STATE_DEAD, STATE_HELD, STATE_RUNNING, STATE_STARTING
 from shm.partitioned import PartitionedMatrix
 from shm.platform import check_memory_model
 
@@ -51,6 +53,24 @@ class Child:
     restarts: int = 0
     backoff: Backoff = field(default_factory=Backoff)  # consecutive quick deaths pace restarts
     next_start: float = 0.0
+    deaths: deque[float] = field(default_factory=deque)  # monotonic times of recent restarts (breaker)
+    killed: bool = False  # SIGKILL sent for a stall (logged once)
+    boot_kills: int = 0  # consecutive kills before a first heartbeat: each doubles the next boot's allowance
+
+
+def warm_kernels() -> None:
+    """Compile (first start on a machine) or load every numba kernel once, here, before any
+    child starts: the children then load them from the cache before their first heartbeat,
+    instead of all compiling the same kernels at once on a busy machine (issue 10.1)."""
+    from scanner.bars import warm_up as warm_bars
+    from scanner.indicators.engine import warm_kernels as warm_indicators
+    from scanner.rules.compiler import warm_up as warm_rules
+
+    t0 = time.monotonic()
+    warm_bars()
+    warm_indicators()
+    warm_rules()
+    log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
 
 
 def sd_notify(message: str) -> None:
@@ -85,18 +105,23 @@ class Supervisor:
         self.checkpoints: checkpoint.Periodic | None = None
         self.setup = InstanceSetup(settings)
         self.registry: RegistryThread | None = None
+        self.settings_file = settings.run_dir() / f"{settings.instance}.settings.json"
 
     # ------------------------------------------------------------------ children
     def spawn(self, child: Child) -> None:
         assert self.shared is not None
         slot = self.shared.control.slots[child.slot : child.slot + 1]
         env = dict(os.environ)
-        env[SETTINGS_ENV] = self.s.model_dump_json()
+        env.pop(SETTINGS_ENV, None)
+        env.pop("NOTIFY_SOCKET", None)  # only the supervisor speaks to systemd
+        env[SETTINGS_FILE_ENV] = str(self.settings_file)  # 0600: secrets never in an environment
+        env[PARENT_ENV] = str(os.getpid())  # a child checks it is still ours (see procs.run)
         argv = [sys.executable, "-m", "procs.run", child.name, "--slot", str(child.slot)]
         slot["name"] = child.name.encode()
         slot["restarts"] = child.restarts
         slot["core"] = -1 if child.core is None else child.core
         slot["state"] = STATE_STARTING
+        slot["hold_until_ns"] = 0
         slot["heartbeat_ns"] = time.monotonic_ns()
         pid = os.posix_spawn(sys.executable, argv, env)
         slot["pid"] = pid
@@ -106,6 +131,7 @@ class Supervisor:
             except OSError as exc:
                 log.warning("could not pin %s to core %d: %s", child.name, child.core, exc)
         child.pid = pid
+        child.killed = False
         child.spawned_mono = time.monotonic()
         self.by_pid[pid] = child
         log.info("spawned %s pid %d core %s", child.name, pid, child.core)
@@ -149,6 +175,20 @@ class Supervisor:
         delay = child.backoff.failed()
         child.restarts += 1
         child.next_start = child.backoff.retry_at
+        now = time.monotonic()
+        child.deaths.append(now)
+        while child.deaths and now - child.deaths[0] > self.s.crash_loop_window_s:
+            child.deaths.popleft()
+        if len(child.deaths) >= self.s.crash_loop_restarts:  # crash-loop breaker
+            child.next_start = max(child.next_start, now + self.s.crash_loop_hold_s)
+            slot["state"] = STATE_HELD
+            slot["hold_until_ns"] = time.time_ns() + int((child.next_start - now) * NS)
+            slot["restarts"] = child.restarts
+            log.error("%s %s after %.1f s: %d restarts in %.0f s, a crash loop; holding it back %.0f s "
+                      "(restart #%d)", child.name, how, lived, len(child.deaths), self.s.crash_loop_window_s,
+                      child.next_start - now, child.restarts)
+            child.deaths.clear()
+            return
         log.warning("%s %s after %.1f s; restart #%d in %.1f s", child.name, how, lived,
                     child.restarts, delay)
 
@@ -175,10 +215,19 @@ class Supervisor:
                 continue
             age = (now_ns - int(slots[child.slot]["heartbeat_ns"])) / NS
             booted = int(slots[child.slot]["heartbeat_ns"]) > int(child.spawned_mono * NS)
-            limit = self.s.heartbeat_timeout_s if booted else self.s.boot_timeout_s
+            if booted:
+                child.boot_kills = 0
+            # a machine too busy to boot in time gets more time on each try, not a restart storm
+            limit = self.s.heartbeat_timeout_s if booted else self.s.boot_timeout_s * 2 ** min(child.boot_kills, 3)
             if age > limit:
-                log.error("%s (pid %d) stalled: no heartbeat for %.1f s; killing it", child.name,
-                          child.pid, age)
+                if not child.killed:  # once: a killed child may take a moment to be reaped
+                    if not booted:
+                        child.boot_kills += 1
+                    log.error("%s (pid %d) %s: no heartbeat for %.1f s; killing it%s", child.name, child.pid,
+                              "stalled" if booted else "did not finish booting", age,
+                              "" if booted else f" (its next boot may take "
+                              f"{self.s.boot_timeout_s * 2 ** min(child.boot_kills, 3):.0f} s)")
+                child.killed = True
                 try:
                     os.kill(child.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -253,6 +302,8 @@ class Supervisor:
         self.checkpoints = checkpoint.Periodic(self.shared, self.s.checkpoint_file(), self.s.checkpoint_interval_s)
         self.setup.prepare_rules()
         self.registry = self.setup.join_cluster()
+        self.settings_file = write_settings_file(self.s)
+        warm_kernels()
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
@@ -279,7 +330,7 @@ class Supervisor:
                 self.sleep(0.1)
         finally:
             self.stop()
-        return 1 if self.fatal else 0
+        return EXIT_CANNOT_BOOT if self.fatal else 0
 
     def roll_reference(self) -> None:
         """Replay across days: ingest announces the next trading day (its progress word: the
@@ -331,6 +382,7 @@ class Supervisor:
         self.shared.close()
         self.shared.unlink()
         self.shared = None
+        self.settings_file.unlink(missing_ok=True)
         log.info("stopped")
 
     def _signal_all(self, sig: int) -> None:

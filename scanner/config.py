@@ -6,11 +6,13 @@ Precedence (highest first): explicit keyword arguments (CLI options), environmen
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +21,8 @@ from pydantic_settings import (
 )
 
 from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
+
+MIN_API_KEY_LEN = 16
 
 
 class Settings(BaseSettings):
@@ -68,6 +72,9 @@ class Settings(BaseSettings):
     pin: bool = Field(True, description="Pin processes to cores with sched_setaffinity.")
     heartbeat_timeout_s: float = Field(5.0, gt=0, description="A heartbeat older than this is a stall.")
     boot_timeout_s: float = Field(30.0, gt=0, description="Time a child may take to send its first heartbeat.")
+    crash_loop_restarts: int = Field(5, ge=2, description="Crash-loop breaker: this many restarts of one child ...")
+    crash_loop_window_s: float = Field(60.0, gt=0, description="... within this many seconds ...")
+    crash_loop_hold_s: float = Field(60.0, gt=0, description="... hold it back this long before the next start.")
     checkpoint_interval_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(10.0, gt=0, description="TERM -> KILL deadline on stop.")
 
@@ -85,26 +92,36 @@ class Settings(BaseSettings):
     gateway_workers: int = Field(1, ge=1, le=8, description="Gateway processes sharing the port (SO_REUSEPORT).")
     api_keys: dict[str, Literal["read", "write"]] = Field(
         default_factory=dict,
-        description="Bearer API keys -> scope. Empty: no auth (only allowed on a loopback address).")
+        description=f"Bearer API keys -> scope; each at least {MIN_API_KEY_LEN} characters, no spaces. "
+        "Empty: no auth (only allowed on a loopback address).")
+    rate_limit_per_s: float = Field(50.0, ge=0, description="REST requests per second per API key (per client "
+                                    "address without a valid key), per gateway process; 0 = no limit.")
+    rate_limit_burst: int = Field(100, ge=1, description="REST requests a key may send at once (bucket size).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted.")
 
     # external sinks (off unless configured)
-    redis_url: str | None = None
+    redis_url: SecretStr | None = Field(None, description="redis://[user:password@]host:port/db (a secret: "
+                                        "masked in dumps, redacted in logs).")
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
     registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
                                   "record is older than this is missing from the cluster.")
+    cluster_top_metrics: list[str] = Field(
+        default_factory=lambda: ["change_pct", "change_from_open_pct", "gap_pct", "relative_volume", "day_volume",
+                                 "rsi_14", "range_pct"],
+        max_length=64, description="With redis_url: metrics whose top lists this host publishes for the cluster.")
+    cluster_top_n: int = Field(100, ge=1, le=1000, description="Rows per published top list (per metric and order).")
     public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
                                    "None = http://<http_host>:<http_port>.")
-    database_url: str | None = None
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL (a secret, like redis_url).")
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
 
     # storage (procs/storage/; see docs/storage.md)
-    clickhouse_url: str | None = Field(
-        None, description="ClickHouse: http(s)://user:pass@host:8123/db, or chdb:///dir (embedded engine).")
+    clickhouse_url: SecretStr | None = Field(
+        None, description="ClickHouse: http(s)://user:pass@host:8123/db, or chdb:///dir (embedded engine); a secret.")
     s3_bucket: str | None = Field(None, description="Cold archive bucket (Parquet per day); None = no archive.")
     s3_prefix: str = Field("scanner/", description="Key prefix of the archive inside the bucket.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); None = AWS.")
@@ -138,6 +155,18 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive power of two, was {v}")
         return v
 
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        # the message never shows a key (settings errors are printed and logged)
+        for i, key in enumerate(v):
+            if len(key) < MIN_API_KEY_LEN:
+                raise ValueError(f"API key #{i + 1} is {'empty' if not key else f'{len(key)} characters'}; "
+                                 f"keys must be at least {MIN_API_KEY_LEN} characters")
+            if key != key.strip() or any(c.isspace() or not c.isprintable() for c in key):
+                raise ValueError(f"API key #{i + 1} contains whitespace or control characters")
+        return v
+
     @field_validator("notify_destinations")
     @classmethod
     def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,6 +191,17 @@ class Settings(BaseSettings):
         if toml:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+    # -- secrets
+    def secret_json(self) -> str:
+        """Every setting as JSON with the secrets in clear: only for the 0600 settings file that
+        hands the settings to child processes (`model_dump_json` masks them)."""
+        data = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                data[name] = value.get_secret_value()
+        return json.dumps(data)
 
     # -- derived
     def n_scan_workers(self) -> int:
@@ -206,6 +246,22 @@ class Settings(BaseSettings):
     def notifier_enabled(self) -> bool:
         """A notifier runs when Redis (its input) and at least one destination are configured."""
         return bool(self.redis_url) and bool(self.notify_destinations or self.notify_file)
+
+
+def reveal(value: SecretStr | str | None) -> str | None:
+    """The clear text of a secret setting (None stays None), at the point of use only."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@")
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|token|secret|api_key|apikey)=([^&\s'\"]+)")
+
+
+def redact(text: str) -> str:
+    """`text` with URL passwords (`scheme://user:***@host`) and password/token query or conninfo
+    parameters (`password=***`) masked: applied to every log line."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m[1]}=***", text)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

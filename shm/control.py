@@ -26,7 +26,8 @@ Writers of the shared words (the caller keeps to this; the block does not enforc
 
 Each process writes only its own slot (heartbeat, counters, timings), from its work loop, so a
 stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts of a slot
-before the child starts and reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
+before the child starts (and `hold_until_ns` while a crash-looping child is held back) and
+reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
 all processes of the host). All fields are aligned 8-byte words: see `shm.platform`.
 
 **Event-time progress** (replay only; live processes leave it at 0). A replay is a chain of
@@ -70,20 +71,21 @@ SLOT_DTYPE = np.dtype(
         "names": [
             "name", "pid", "core", "started_ns", "heartbeat_ns", "restarts", "state",
             "n_in", "n_out", "drops", "errors", "overruns",
-            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles",
+            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles", "hold_until_ns",
         ],
         "formats": [
             "S24", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8",
             "<i8", "<i8", "<i8", "<i8", "<i8",
-            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8",
+            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8", "<i8",
         ],
-        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152],
+        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160],
         "itemsize": 192,
     }
 )
 
-# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor.
-STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD = 0, 1, 2, 3, 4
+# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor
+# (DEAD; HELD: in a crash loop, held back until the slot's `hold_until_ns`, wall clock).
+STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD, STATE_HELD = 0, 1, 2, 3, 4, 5
 
 HEADER_OFF = 0
 GENERATION_OFF = 128

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 
-from procs.api import alerts, bars, health, prom, symbols
+from procs.api import alerts, bars, health, limits, openapi, prom, symbols
 from procs.api.deps import ReadAuth
 from procs.api.state import GatewayState
 
@@ -49,6 +49,8 @@ def create_app(state: GatewayState) -> FastAPI:
             return JSONResponse({"detail": f"request body over {s.max_request_bytes} bytes"}, status_code=413)
         return await call_next(request)
 
+    limits.install(app, s)  # outermost: a throttled client costs no body read
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(prom.router)
     app.include_router(symbols.router, dependencies=[ReadAuth])

@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
 from procs.api.deps import ReadAuth, StateDep
+from scanner.config import reveal
 from scanner.metrics import HIST
 
 router = APIRouter(prefix="/api/bars", tags=["bars"], dependencies=[ReadAuth])
@@ -38,8 +39,8 @@ def bars(
         raise HTTPException(422, detail=[{"loc": ["query", "start"], "msg": "start must be before end",
                                           "type": "value_error"}])
     if state.settings.database_url:
-        return {"symbol": sym, "source": "postgres", "bars": _from_db(state.settings.database_url, sym, start, end,
-                                                                      limit)}
+        url = reveal(state.settings.database_url) or ""
+        return {"symbol": sym, "source": "postgres", "bars": _from_db(url, sym, start, end, limit)}
     return {"symbol": sym, "source": "memory", "bars": _from_memory(state, state.row_of[sym], start, end, limit)}
 
 

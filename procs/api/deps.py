@@ -44,6 +44,7 @@ def _require(scope: Scope):  # type: ignore[no-untyped-def]
         if scope == "write" and got != "write":
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this API key has read scope only")
 
+    check.scope = scope  # type: ignore[attr-defined]  # read by procs/api/openapi.py
     return check
 
 

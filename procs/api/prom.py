@@ -68,7 +68,8 @@ class ControlCollector:
         yield from (ticks, rate, alerts, drops, restarts, hb, cycles, lost, gen, clients)
 
 
-@router.get("/metrics", dependencies=[ReadAuth])
+@router.get("/metrics", dependencies=[ReadAuth], response_class=Response,
+            responses={200: {"description": "Prometheus text format 0.0.4.", "content": {"text/plain": {}}}})
 def metrics(state: StateDep) -> Response:
     """Prometheus text exposition."""
     registry = CollectorRegistry(auto_describe=False)

@@ -72,6 +72,7 @@ class GatewayState:
         """Move new alerts from the shared-memory feed to `recent` and to every interested
         client: one frame per client per poll ({"type": "alerts", "alerts": [...]}), encoded
         once for all clients without a filter."""
+        self.encoder.watch(self.shared.control.rules_generation)
         recs = self.feed.poll(8192)
         if not len(recs):
             return 0

@@ -11,6 +11,7 @@ baseline, in the same run.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -85,15 +86,16 @@ def bench_publisher(url: str, workdir: Path, n: int = 100_000) -> dict:
     import redis
 
     from scanner.alert_json import AlertEncoder
-    from scanner.records import ALERT_DTYPE
+    from scanner.records import ALERT_DTYPE, rule_key
     from scanner.rules.store import install_default_pack
 
     rules = workdir / "rules.json"
     install_default_pack(rules)
+    rule_keys = np.array([rule_key(r["id"]) for r in json.loads(rules.read_text())], np.uint64)
     recs = np.zeros(n, ALERT_DTYPE)
     recs["seq"] = np.arange(n)
     recs["sym"] = np.arange(n) % 1000
-    recs["rule"] = np.arange(n) % 20
+    recs["rule"] = rule_keys[np.arange(n) % len(rule_keys)]
     recs["values"] = 1.5
     encoder = AlertEncoder([f"S{i}" for i in range(1000)], rules)
     sink = RedisSink(url, stream_maxlen=n)

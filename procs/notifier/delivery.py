@@ -217,10 +217,11 @@ class Notifier:
         return f"{self.stream}:notified:{entry_id}"
 
     def _prepare(self, stats: PassStats) -> None:
-        """Create the group (from new entries on: a first start does not replay history) and take
-        back this consumer's own pending entries, left by a crash or a restart."""
+        """Create the group at the stream's start (id 0, not `$`: alerts written before the
+        notifier's first start, e.g. while the instance was still booting it, are delivered, not
+        lost) and take back this consumer's own pending entries, left by a crash or a restart."""
         try:
-            self.redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

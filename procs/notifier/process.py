@@ -8,6 +8,7 @@ import socket
 
 from procs.notifier.delivery import Notifier
 from procs.runtime import BootError, Context
+from scanner.config import reveal
 from scanner.notify.destinations import load_destinations
 from scanner.notify.limits import RetrySchedule
 
@@ -25,8 +26,9 @@ def main(ctx: Context) -> None:
     if not dests:
         raise BootError("the notifier has no enabled destinations")
     retry = RetrySchedule(s.notify_retry_base_s, s.notify_retry_cap_s, s.notify_max_attempts)
-    notifier = Notifier(s.redis_url, dests, consumer=f"{socket.gethostname()}:{s.instance}", group=s.notify_group,
-                        dead_stream=s.notify_dead_stream, retry=retry, claim_idle_s=s.notify_claim_idle_s)
+    notifier = Notifier(reveal(s.redis_url) or "", dests, consumer=f"{socket.gethostname()}:{s.instance}",
+                        group=s.notify_group, dead_stream=s.notify_dead_stream, retry=retry,
+                        claim_idle_s=s.notify_claim_idle_s)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
     log.info("delivering to %s", ", ".join(f"{d.name} ({d.kind})" for d in dests))
     try:

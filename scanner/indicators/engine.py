@@ -250,3 +250,24 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
+
+
+def warm_kernels() -> None:
+    """Compile (the first time on a machine) or load from numba's cache every indicator kernel,
+    with the argument kinds the indicator process passes (rows of its column buffers, a
+    BAR_DTYPE batch's fields, a copy of the history ring), before its first heartbeat (issue 10.1)."""
+    from scanner.records import BAR_DTYPE
+
+    n = 2
+    e = IndicatorEngine(n)
+    e.warm_up(np.full((len(HIST), n, 4), np.nan), np.zeros(n, np.int64))
+    open_ns = session_bounds_ns(20260105)["open"]
+    bars = np.zeros(2, BAR_DTYPE)
+    bars["sym"], bars["minute_ns"] = [0, 1], open_ns
+    bars["high"], bars["low"], bars["close"], bars["volume"] = 11.0, 9.0, 10.0, 100.0
+    e.on_bars_closed(bars)
+    f8 = [m.name for m in CATALOGUE.metrics if m.dtype == "f8"]
+    i8 = [m.name for m in CATALOGUE.metrics if m.dtype == "i8"]
+    buf_f8, buf_i8 = np.zeros((len(f8), n)), np.zeros((len(i8), n), np.int64)
+    cols = {**{name: buf_f8[i] for i, name in enumerate(f8)}, **{name: buf_i8[i] for i, name in enumerate(i8)}}
+    e.update_live(cols, open_ns + MINUTE_NS + 1)

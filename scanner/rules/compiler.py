@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from scanner.metrics import CATALOGUE, HIST
-from scanner.records import ALERT_VALUES
+from scanner.records import ALERT_VALUES, rule_key
 from scanner.rules import kernel
 from scanner.rules.lower import Handle, Step, numba_table, numpy_ops, resolve_ops
 from scanner.rules.model import ALERT_MODES, Comparison, Group, Ref, Rule, ref_name
@@ -187,7 +187,8 @@ class CompiledRules:
     rows of `snap`), `f8_names`, `hist_refs` ((HIST_FIELDS name, bars_ago) per row of `hist`),
     `value_pos` (int64 (n_rules, ALERT_VALUES): p < len(f8_cols) -> snap[p], else hist[p - m];
     -1 pads), `value_names`, `modes` (int8 index into ALERT_MODES), `cooldown_ns` (int64),
-    `enabled` (bool), `backend`, `n_nodes`, `n_steps`.
+    `enabled` (bool), `keys` (uint64 `rule_key` of each rule id: what alerts carry), `backend`,
+    `n_nodes`, `n_steps`.
     """
 
     def __init__(self, rules: list[Rule], n_rows: int, f8_names: list[str], hist_refs: list[Ref],
@@ -200,6 +201,9 @@ class CompiledRules:
         self.modes = np.array([ALERT_MODES.index(r.alert_mode) for r in rules], np.int8)
         self.cooldown_ns = np.array([round(r.cooldown_seconds * 1e9) for r in rules], np.int64)
         self.enabled = np.array([r.enabled for r in rules], bool)
+        self.keys = np.array([rule_key(r.id) for r in rules], np.uint64)
+        if len(np.unique(self.keys)) != len(rules):
+            raise ValueError("two rules share an id (or a 64-bit rule key): alerts could not tell them apart")
         self.value_pos = np.full((len(rules), ALERT_VALUES), -1, np.int64)
         self.value_names: list[list[str]] = []
         for i, r in enumerate(rules):

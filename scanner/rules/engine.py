@@ -101,7 +101,7 @@ class ScanEngine:
         self._match = match
         rule, row, kind = self.state.step(match, now_ns, bar_minute, day)
         recs = self.writer.fill(rule, row, kind, self.compiled.value_pos, cur, self._hist, event_ns,
-                                now_ns if scan_ns is None else scan_ns, self.generation,
+                                now_ns if scan_ns is None else scan_ns, self.generation, self.compiled.keys,
                                 self.compiled.price_pos)
         self._cur, self._have_prev = 1 - self._cur, True
         return recs

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import websockets
 
-from tests.procs.instance import Instance
+from tests.procs.instance import Instance, child
 from tests.support import eventually
 
-READ, WRITE = "read-key-123", "write-key-456"
+READ, WRITE = "read-key-0123456789", "write-key-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_catalogue_snapshot_top(gw: Instance) -> None:
     vols = [r["day_volume"] for r in top["rows"]]
     assert vols == sorted(vols, reverse=True)
     bad = c.get("/api/top", params={"metric": "nope"})
-    assert bad.status_code == 422 and bad.json()["detail"]["field"] == "metric"
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "metric"]
+    assert "rsi_14" in bad.json()["detail"][0]["allowed"]
 
 
 def test_rule_crud_validation_and_reload(gw: Instance) -> None:
@@ -89,9 +90,11 @@ def test_rule_crud_validation_and_reload(gw: Instance) -> None:
 
 def test_bars_from_shared_memory(gw: Instance) -> None:
     c = api(gw)
-    sym = c.get("/api/top", params={"metric": "day_volume", "limit": 1}).json()["rows"][0]["symbol"]
-    got = eventually(lambda: (r := c.get(f"/api/bars/{sym}").json())["bars"] and r, 30, 0.2, "closed bars")
-    assert got["source"] == "memory"
+    # wait for the event (the bar process closed a minute), not for the minute clock
+    eventually(lambda: child(gw.status(), "bars")["out"] > 0, 90, 0.2, "a minute closed")
+    sym = gw.symbol_with_a_closed_bar()
+    got = c.get(f"/api/bars/{sym}").json()
+    assert got["source"] == "memory" and got["bars"]
     for b in got["bars"]:
         assert b["low"] <= min(b["open"], b["close"]) <= max(b["open"], b["close"]) <= b["high"]
         assert b["volume"] > 0 and b["trades"] >= 1

@@ -3,6 +3,7 @@ synthetic market, two hosts each consume the partitions of their half of the uni
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import Consumer
 
 from procs.feed_bridge import BridgeStats, run_bridge
 from procs.shared import Shared
@@ -36,7 +38,8 @@ def test_two_hosts_share_the_topic_with_no_gap_and_no_duplicate_across_an_ingest
               "SCANNER_SCAN_WORKERS": "1", "SCANNER_FEED_RATE": "4000"}
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
-    a = Instance(tmp_path / "a", f"ka{os.getpid()}", SCANNER_RANGE_START="0", SCANNER_RANGE_END="250", **common)
+    a = Instance(tmp_path / "a", f"ka{os.getpid()}", SCANNER_RANGE_START="0", SCANNER_RANGE_END="250",
+                 SCANNER_KAFKA_ALERTS_TOPIC=f"alerts{os.getpid()}", **common)
     b = Instance(tmp_path / "b", f"kb{os.getpid()}", SCANNER_RANGE_START="250", SCANNER_RANGE_END="400", **common)
     settings = Settings(feed="kafka", kafka_bootstrap=kafka_broker.bootstrap, kafka_ticks_topic=topic,
                         kafka_partitions=4, symbols=400, feed_rate=4000.0)
@@ -57,6 +60,16 @@ def test_two_hosts_share_the_topic_with_no_gap_and_no_duplicate_across_an_ingest
         eventually(lambda: table_ticks(a.name) + table_ticks(b.name) >= total, 60, 0.2, "every tick consumed")
         assert table_ticks(a.name) + table_ticks(b.name) == total  # none lost, none twice
         assert child(a.status(), "ingest")["restarts"] >= 1
+        alerts = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "t",
+                           "auto.offset.reset": "earliest"})
+        alerts.subscribe([f"alerts{os.getpid()}"])
+        try:
+            msg = eventually(lambda: next((m for m in alerts.consume(100, 1.0) if m.error() is None), None), 60, 0,
+                             "an alert on the Kafka alerts topic")
+        finally:
+            alerts.close()
+        alert = json.loads(msg.value())
+        assert {"rule", "symbol", "kind", "event_ts"} <= set(alert) and msg.key().decode() == alert["rule"]
     finally:
         if bridge.ident is not None:
             bridge.join(timeout=30)

@@ -108,6 +108,8 @@ def test_two_supervisors_share_the_registry(tmp_path: Path, redis_server: RedisS
         eventually(lambda: [h["state"] for h in reg.hosts()] == ["ok", "ok"], 10, 0.1, "both registered")
         hosts = reg.hosts()
         assert [(h["range_start"], h["range_end"]) for h in hosts] == [(0, 200), (200, 400)]
+        listed = json.loads(one.cli("status", "--all", "--json").stdout.strip().splitlines()[-1])["hosts"]
+        assert [h["instance"] for h in listed] == [one.name, two.name]
         clash.start()
         assert clash.proc is not None and clash.proc.wait(timeout=60) == 1
         assert "overlaps host" in clash.output()
@@ -116,6 +118,7 @@ def test_two_supervisors_share_the_registry(tmp_path: Path, redis_server: RedisS
         os.kill(st["supervisor_pid"], signal.SIGKILL)  # the host dies without a word
         eventually(lambda: {h["instance"]: h["state"] for h in reg.hosts()}[one.name] == "missing", 10, 0.2,
                    "the killed host marked missing")
+        assert "MISSING" in two.cli("status", "--all").stdout
         for pid in orphans:  # children of a killed supervisor: not this test's subject
             try:
                 os.kill(pid, signal.SIGKILL)
