@@ -72,8 +72,7 @@ def run_foreground(settings: Settings, on_ready: object = None) -> int:
     try:
         return Supervisor(settings, on_ready=on_ready).run()
     except UnsupportedPlatform as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return EXIT_CANNOT_BOOT
+        fail(str(exc), EXIT_CANNOT_BOOT)
 
 
 @app.command()
@@ -101,8 +100,7 @@ def start(
             if foreground:  # bad configuration: EXIT_CANNOT_BOOT, so systemd does not restart in a loop
                 from procs.runtime import EXIT_CANNOT_BOOT
 
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(EXIT_CANNOT_BOOT) from None
+                fail(str(exc), EXIT_CANNOT_BOOT)
             raise
         if foreground:
             raise typer.Exit(run_foreground(settings))
@@ -164,7 +162,8 @@ def status(
     as_json: JsonOpt = False,
     every_host: Annotated[bool, typer.Option("--all", help="Every host of the cluster (registry in Redis).")] = False,
 ) -> None:
-    """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
+    """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops, memory (RSS,
+    private, shared); the size of each shared-memory segment."""
     from procs.status import collect, require_control
 
     if every_host:
@@ -192,11 +191,16 @@ def status(
                f"p99 {st['scan_p99_ms']:.3f} ms  overruns {st['scan_overruns']}  "
                f"alerts/s {st['alerts_per_s']:.2f}  drops {st['drops']}  ring lost {st['ring_lost']}")
     columns = ("process", "pid", "alive", "restarts", "uptime s", "hb ms", "core", "in/s", "out/s", "drops",
-               "p50 ms", "p99 ms")
+               "p50 ms", "p99 ms", "rss MB", "priv MB", "shm MB")
     table(columns, ([p["name"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], f"{p['uptime_s'] or 0:.0f}",
                      f"{p['heartbeat_age_ms'] or 0:.0f}", p["core"], f"{p['rate_in']:.0f}", f"{p['rate_out']:.0f}",
-                     p["drops"], f"{p['p50_ms']:.3f}", f"{p['p99_ms']:.3f}"] for p in st["processes"]),
+                     p["drops"], f"{p['p50_ms']:.3f}", f"{p['p99_ms']:.3f}", f"{p['rss_mb'] or 0:.1f}",
+                     f"{p['private_mb'] or 0:.1f}", f"{p['shared_mb'] or 0:.1f}"] for p in st["processes"]),
           right=set(columns) - {"process", "alive"})
+    mem = st["memory"]
+    typer.echo(f"memory: {mem['private_mb']:.1f} MB private (sum over processes) + {mem['shared_mb']:.1f} MB "
+               f"of segments = {mem['private_mb'] + mem['shared_mb']:.1f} MB")
+    typer.echo("segments: " + "  ".join(f"{s['name'].split('.', 2)[-1]} {s['mb']:.1f} MB" for s in st["segments"]))
 
 
 def cluster_status(settings: Settings, as_json: bool) -> None:
@@ -235,13 +239,17 @@ def demo(
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
     symbols: SymbolsOpt = None,
-    rate: Annotated[Optional[float], typer.Option(help="Synthetic ticks per second.")] = None,
+    rate: Annotated[Optional[float], typer.Option(
+        help="Synthetic ticks per second, session average (the open runs ~2.7x faster).")] = 8000.0,
+    preopen: Annotated[float, typer.Option(
+        help="Start this many seconds before the open of the latest weekday (0: now, or at the open).")] = 180.0,
     port: PortOpt = None,
 ) -> None:
-    """Run everything in the foreground on a synthetic feed; Ctrl-C stops it cleanly."""
+    """Run everything in the foreground on a synthetic market that opens a few minutes after
+    the start, with a synthetic history (average volumes, gaps); Ctrl-C stops it cleanly."""
     with guard():
         settings = settings_from(config, instance, data_dir, feed="synthetic", symbols=symbols,
-                                 feed_rate=rate, http_port=port)
+                                 feed_rate=rate, http_port=port, feed_preopen_s=preopen)
 
         def ready() -> None:
             typer.echo(f"\n  dashboard: http://{settings.http_host}:{settings.http_port}/\n"

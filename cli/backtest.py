@@ -175,7 +175,7 @@ def run_backtest(settings: Settings, rule_list: list, out: Path, *, skipped: lis
 
 def write_outputs(out: Path, rule_list: list, collector: Any, meta: dict, skipped: list[tuple[str, str]]) -> dict:
     """alerts.parquet, stats.parquet, report.html, summary.json in `out`; returns the summary."""
-    import numpy as np
+    import numpy as np  # here, not at the top: the CLI starts without numpy (tests/cli/test_common.py)
 
     from scanner.alert_table import write_table
     from scanner.backtest.report import render

@@ -108,7 +108,13 @@ def validate_file(file: Annotated[Path, typer.Argument(help="JSON file to check.
 
 @app.command("schema")
 def schema() -> None:
-    """Print the JSON Schema of a rule."""
-    from scanner.rules.model import rule_json_schema
+    """Print the JSON Schema of a rule, with the metrics a rule may name (`x-metrics`: name, unit,
+    description, from the catalogue) and the bar-history fields for `bars_ago` operands."""
+    from scanner.metrics import CATALOGUE, HIST_FIELDS
+    from scanner.rules.model import rule_json_schema, rule_metrics
 
-    typer.echo(json.dumps(rule_json_schema(), indent=2))
+    doc = rule_json_schema()
+    doc["x-metrics"] = [{"name": n, "unit": CATALOGUE[n].unit, "description": CATALOGUE[n].description}
+                        for n in rule_metrics()]
+    doc["x-history-fields"] = list(HIST_FIELDS)
+    typer.echo(json.dumps(doc, indent=2))

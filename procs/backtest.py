@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scanner.alert_table import rule_index
 from scanner.backtest.report import PriceChart
 from scanner.backtest.returns import DAY_BARS_DTYPE, HORIZONS, DayBars, bucket_of, forward_returns
-from scanner.records import ALERT_ENTER
+from scanner.records import ALERT_ENTER, rule_positions
 from scanner.rules.model import Rule
 from scanner.session import MINUTE_NS, minute_of_day, trading_days
 
@@ -87,7 +86,7 @@ class Collector:
             return
         db = DayBars(day, bars)
         sym = alerts["sym"].astype(np.int64)
-        rule = rule_index(alerts["rule"], self.rules)
+        rule = rule_positions([r.id for r in self.rules], alerts["rule"])
         ev = alerts["event_ns"].astype(np.int64)
         res = forward_returns(db, sym, ev, alerts["price"], self.short[np.minimum(rule, len(self.rules))],
                               data_end_ns)

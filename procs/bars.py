@@ -16,7 +16,7 @@ import numpy as np
 from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import TICK_CONSUMER_BARS, WRITERS
-from scanner.bars import BarAggregator, warm_up
+from scanner.bars import META_PUBLISHED, BarAggregator, warm_up
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.bars")
@@ -76,6 +76,8 @@ def main(ctx: Context) -> None:
         if bars is not None and len(bars):
             out.publish(bars)
             ctx.count(n_out=len(bars))
+        # after the publish: every bar this watermark closed is in the ring (higher timeframes close on it)
+        agg.meta[META_PUBLISHED] = agg.watermark_ns
         if agg.late_ticks != late_seen:
             log.warning("%d late ticks dropped (beyond the %d ms grace)", agg.late_ticks - late_seen,
                         ctx.settings.bar_grace_ms)

@@ -20,14 +20,30 @@ from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
+from scanner.bars import META_PUBLISHED
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
+from scanner.indicators.timeframes import TimeframeIndicators
+from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import CATALOGUE, Owner
+from scanner.timeframes import TIMEFRAMES, TimeframeBars
 
 log = logging.getLogger("scanner.indicators")
 
 
+def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
+    """The synthetic market's past days as a volume profile, so relative volume means something
+    from the first minute (a real feed gets it from stored history, `warm_start`)."""
+    from scanner.feeds.synthetic import make_universe, volume_profile
+    from scanner.session import OPEN_MIN
+
+    s = ctx.settings
+    u = make_universe(s.symbols, s.feed_seed, s.feed_rate)
+    engine.load_volume_profile(volume_profile(u, np.arange(n) + s.range_start, OPEN_MIN).astype(np.float32))
+
+
 def main(ctx: Context) -> None:
     warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
+    warm_timeframe_kernels()
     sh = ctx.shared
     t, h = sh.table, sh.history
     n = t.n_rows
@@ -36,7 +52,18 @@ def main(ctx: Context) -> None:
     hist = h.hist.copy()
     engine.warm_up(hist, head)
     warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
+    if ctx.settings.feed == "synthetic" and engine.profile is None:
+        _synthetic_history(ctx, engine, n)
+    # higher timeframes: rings in the `timeframes` segment (only this process reads and writes
+    # them once running), live bars rebuilt from the 1-minute ring, engines from the rings
+    tfa = sh.timeframes.arrays  # type: ignore[union-attr]
+    rings, heads = [tfa[f"ring_{tf}"] for tf in TIMEFRAMES], [tfa[f"head_{tf}"] for tf in TIMEFRAMES]
+    tfb = TimeframeBars(n, rings, heads)
+    tfi = TimeframeIndicators(n)
+    tfb.resume(hist, head)
+    tfi.warm_up(rings, heads)
     del hist
+    published = sh.state["bars"].arrays["meta"]
     bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
     # inputs: every non-indicator column, copied consistently; outputs: private buffers
     inputs = [m for m in CATALOGUE.metrics if m.owner != Owner.INDICATORS]
@@ -58,16 +85,21 @@ def main(ctx: Context) -> None:
     contiguous = bool(np.all(np.diff(out_idx) == 1))
 
     def take_closed() -> int:
+        wm = int(published[META_PUBLISHED])  # read before the poll: all bars it closed are in the ring
         closed = bars.poll(1 << 16)
         if len(closed):
             engine.on_bars_closed(closed)
+            tfi.on_bars_closed(tfb.on_bars_closed(closed))
             ctx.count(n_in=len(closed))
+        if wm > tfb.watermark_ns and len(closed) < (1 << 16):
+            tfi.on_bars_closed(tfb.close_due(wm))
         return len(closed)
 
     def refresh(event_ns: int) -> None:
         t0 = time.perf_counter()
         t.snapshot(0, n, in_f8, buf_f8, in_i8, buf_i8)
         engine.update_live(cols, event_ns)
+        tfi.update_live(cols, tfb, event_ns)
         seq.begin(blocks)
         if contiguous:
             t.f8[out_idx[0]:out_idx[-1] + 1] = out

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from scanner.records import ALERT_ENTER, ALERT_VALUES, rule_key
+from scanner.records import ALERT_ENTER, ALERT_VALUES, rule_positions
 from scanner.rules.model import Rule, rule_metric_names
 from scanner.session import NY
 
@@ -25,25 +25,13 @@ COLUMNS = ["event_ns", "event_time", "symbol", "rule", "kind", "price", "seq", "
            *VALUE_COLUMNS]
 
 
-def rule_index(keys: np.ndarray, rules: list[Rule]) -> np.ndarray:
-    """Position in `rules` of each record's rule key (`scanner.records.rule_key`); len(rules)
-    for a key of no rule in the list."""
-    known = np.array([rule_key(r.id) for r in rules], np.uint64)
-    order = np.argsort(known)
-    pos = np.minimum(np.searchsorted(known[order], keys), max(len(known) - 1, 0))
-    if not len(known):
-        return np.zeros(len(keys), np.int64)
-    return np.where(known[order][pos] == keys, order[pos], len(rules)).astype(np.int64)
-
-
 def alert_columns(recs: np.ndarray, symbols: list[str], rules: list[Rule]) -> dict[str, Any]:
     """Column name -> numpy array (object arrays for text), rows sorted (module docstring).
-    `rules`: the rules whose keys the records carry (an unknown key shows as rule "?")."""
-    rule = rule_index(recs["rule"], rules)
-    order = np.lexsort((recs["sym"], rule, recs["event_ns"]))
-    recs, rule = recs[order], rule[order]
+    `rules` is the rule list whose stable keys the records' `rule` fields carry."""
+    recs = recs[np.lexsort((recs["sym"], recs["rule"], recs["event_ns"]))]
     ids = np.array([r.id for r in rules] + ["?"], dtype=object)
     metrics = np.array(["|".join(rule_metric_names(r)) for r in rules] + [""], dtype=object)
+    rule = rule_positions([r.id for r in rules], recs["rule"])
     names = np.array(symbols + ["?"], dtype=object)
     sym = np.minimum(recs["sym"].astype(np.int64), len(symbols))
     cols: dict[str, Any] = {

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
+    feed_preopen_s: float = Field(
+        0.0, ge=0, le=5.5 * 3600, description="Synthetic feed: start this long before the open of the latest "
+        "weekday (0 = now in the session, else at the open).")
     replay_files: list[str] = Field(default_factory=list, description="Recorded trade files (feed 'replay').")
     replay_max: bool = Field(False, description="Replay as fast as possible.")
     replay_speed: float = Field(1.0, gt=0, description="Replay pace: event seconds per wall second (1 = real time).")
@@ -89,7 +92,8 @@ class Settings(BaseSettings):
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = Field(8700, ge=0, le=65535)
-    gateway_workers: int = Field(1, ge=1, le=8, description="Gateway processes sharing the port (SO_REUSEPORT).")
+    gateway_workers: int = Field(0, ge=0, le=8, description="Gateway processes sharing the port (SO_REUSEPORT); "
+                                 "0 = one per two cores.")
     api_keys: dict[str, Literal["read", "write"]] = Field(
         default_factory=dict,
         description=f"Bearer API keys -> scope; each at least {MIN_API_KEY_LEN} characters, no spaces. "
@@ -99,6 +103,13 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(100, ge=1, description="REST requests a key may send at once (bucket size).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted.")
+    ws_max_clients: int = Field(5000, ge=1, description="WebSocket connections per gateway process.")
+    ws_client_buffer_bytes: int = Field(
+        1 << 20, ge=16 * 1024, description="Unsent bytes held per WebSocket client; past it, frames are dropped.")
+    ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="Largest message a WebSocket client may send.")
+    ws_max_subscription: int = Field(1000, ge=1, description="Rules + symbols + tags in one subscription.")
+    ws_rate_per_s: float = Field(20.0, gt=0, description="WebSocket messages per second per API key (sustained).")
+    ws_rate_burst: float = Field(40.0, ge=1, description="WebSocket messages per API key at once.")
 
     # external sinks (off unless configured)
     redis_url: SecretStr | None = Field(None, description="redis://[user:password@]host:port/db (a secret: "
@@ -206,6 +217,10 @@ class Settings(BaseSettings):
     # -- derived
     def n_scan_workers(self) -> int:
         return self.scan_workers or (os.cpu_count() or 1)
+
+    def n_gateway_workers(self) -> int:
+        """Gateway processes: as set, else one per two usable cores (each has its own feed slot)."""
+        return self.gateway_workers or max(1, min(8, len(os.sched_getaffinity(0)) // 2))
 
     def block_shift(self) -> int:
         return self.block_rows.bit_length() - 1
