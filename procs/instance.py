@@ -238,7 +238,8 @@ def process_names(settings: Settings) -> list[str]:
     notifier = ["notifier"] if settings.notifier_enabled() else []
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
     n_gw = settings.n_gateway_workers()
-    gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
+    # the first is always "gateway" (what status, soak and the fault bench name), then gateway-1..
+    gateways = ["gateway", *(f"gateway-{i}" for i in range(1, n_gw))]
     return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
 
 
