@@ -191,7 +191,8 @@ def write_outputs(out: Path, rule_list: list, collector: Any, meta: dict, skippe
     table["symbol"] = np.array([collector.symbols[i] for i in cols["symbol"].tolist()], dtype=object)
     table["bucket"] = np.array([BUCKET_NAMES[i] if i >= 0 else "overnight" for i in cols["bucket"].tolist()],
                                dtype=object)
-    table["side"] = np.array([rule_list[i].side for i in cols["rule"].tolist()], dtype=object)
+    table["side"] = np.array([rule_list[i].side if i < len(rule_list) else "?" for i in cols["rule"].tolist()],
+                             dtype=object)
     write_table(out / "alerts.parquet", table)
     rows = stats_rows(stats)
     write_table(out / "stats.parquet", {k: np.array(v, dtype=object if k in ("rule", "group", "horizon") else float)
