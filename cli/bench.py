@@ -11,18 +11,19 @@ from typing import Annotated
 
 import typer
 
+from cli.common import JsonOpt, table
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks (same-run baselines, medians).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line.")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smaller sizes (smoke test).")]
 
 
 def emit(result: dict, as_json: bool) -> None:
-    if not as_json:
-        for k, v in result.items():
-            typer.echo(f"{k:>28}: {v}")
+    """The result as one JSON object (the contract), or as a two-column table for people."""
+    if as_json:
+        typer.echo(json.dumps(result))
         return
-    typer.echo(json.dumps(result))
+    table(("result", "value"), result.items())
 
 
 @app.command()
@@ -31,6 +32,14 @@ def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
     from procs.bench.engine import bench_engine
 
     emit(bench_engine(quick=quick), as_json)
+
+
+@app.command()
+def feed(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
+    """Alpaca and Polygon trade frames (1-1,000 trades each) decoded to tick columns vs stdlib json."""
+    from procs.bench.feed import bench_feed
+
+    emit(bench_feed(quick=quick), as_json)
 
 
 @app.command()
@@ -63,11 +72,14 @@ def fanout(
     as_json: JsonOpt = False,
     clients: Annotated[int, typer.Option(help="Concurrent WebSocket clients.")] = 500,
     seconds: Annotated[float, typer.Option(help="Measurement window.")] = 15.0,
+    large: Annotated[int, typer.Option(help="Clients of the second run (latency_ms_p99_N); 0 = skip.")] = 2000,
+    load_procs: Annotated[int, typer.Option(help="Load-generator processes; 0 = one per spare core.")] = 0,
 ) -> None:
-    """Scan match -> WebSocket client latency with N clients; publisher alerts/s into Redis."""
+    """Scan match -> WebSocket client latency with N clients in separate load-generator
+    processes, gateway CPU per delivery; publisher alerts/s into Redis."""
     from procs.bench.fanout import bench_fanout
 
-    emit(bench_fanout(clients=clients, seconds=seconds), as_json)
+    emit(bench_fanout(clients=clients, seconds=seconds, large=large, load_procs=load_procs), as_json)
 
 
 @app.command()
@@ -81,3 +93,36 @@ def storage(
     from procs.bench.storage import bench_storage
 
     emit(bench_storage(symbols=symbols, minutes=minutes, s3_minutes=s3_minutes), as_json)
+
+
+@app.command()
+def faults(
+    as_json: JsonOpt = False,
+    redis_s: Annotated[float, typer.Option(help="Seconds Redis stays stopped.")] = 30.0,
+    pg_s: Annotated[float, typer.Option(help="Seconds PostgreSQL stays stopped.")] = 20.0,
+    full_s: Annotated[float, typer.Option(help="Seconds the spool's file system stays full.")] = 10.0,
+    symbols: Annotated[int, typer.Option(help="Synthetic universe size.")] = 1000,
+    rate: Annotated[float, typer.Option(help="Synthetic ticks per second.")] = 20_000.0,
+) -> None:
+    """Fault injection (kill -9 of every process, Redis/PostgreSQL outages, disk full): recovery
+    time and data lost per fault (docs/reliability.md)."""
+    from procs.bench.faults import bench_faults
+
+    result = bench_faults(symbols=symbols, feed_rate=rate, redis_s=redis_s, pg_s=pg_s, full_s=full_s,
+                          echo=(lambda _line: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(result))
+
+
+@app.command()
+def backtest(
+    as_json: JsonOpt = False,
+    symbols: Annotated[int, typer.Option(help="Symbols in the synthetic session.")] = 10_000,
+    minutes: Annotated[int, typer.Option(help="Event minutes replayed (from the open).")] = 20,
+    rate: Annotated[float, typer.Option(help="Ticks per event second, all symbols together.")] = 5_000.0,
+    workers: Annotated[int, typer.Option(help="Scanner processes (0 = cores).")] = 0,
+) -> None:
+    """A synthetic session replayed through the processes with 1 s event-time scans, at two batch sizes."""
+    from procs.bench.backtest import bench_backtest
+
+    emit(bench_backtest(symbols=symbols, minutes=minutes, rate=rate, workers=workers), as_json)

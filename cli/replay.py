@@ -1,39 +1,48 @@
 """`scanner replay FILE...`: recorded trades through the whole pipeline, with progress and a summary.
 
 The replay runs as an instance of its own (default name `replay`, data dir `var/replay`, HTTP
-port 8701, so it can run beside a live instance): the supervisor is started as
-`python -m cli.app start --foreground` with the settings in `SCANNER_SUPERVISOR_SETTINGS`
-(feed "replay"), the command watches it (`procs.replay.ReplayWatch`) until the feed is done and
-drained, prints the summary, then stops it with TERM and waits for a clean exit. Ctrl-C stops
-it the same way.
+port 8701, so it can run beside a live instance): the supervisor is started by
+`cli.common.launch_supervisor` (`python -m cli.app start --foreground`, settings in
+`SCANNER_SUPERVISOR_SETTINGS`, feed "replay"), the command watches it
+(`procs.replay.ReplayWatch`) until the feed is done and drained, prints the summary, then stops
+it with TERM and waits for a clean exit. Ctrl-C stops it the same way.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cli.common import ConfigOpt, ScannerError, fail, settings_from
-from procs.status import pid_alive
-from scanner.config import Settings
-from scanner.feeds.replay import ReplayError, estimate_rows, spec_from_settings
-from scanner.session import NY
+from cli.common import (
+    ConfigOpt,
+    ScannerError,
+    WorkersOpt,
+    ensure_stopped,
+    gateway_port,
+    guard,
+    launch_supervisor,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    from scanner.config import Settings
 
 DEFAULT_INSTANCE = "replay"
 DEFAULT_DATA_DIR = Path("var/replay")
 DEFAULT_PORT = 8701
 SUFFIXES = (".zip", ".dbn", ".dbn.zst", ".csv", ".csv.gz")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# a replay's alerts are its result: ingest waits rather than let the command's consumer be lapped
+# (procs.ingest_replay), but one scan of many symbols can raise more than a live-sized ring holds
+REPLAY_ALERT_RING = 1 << 18
 InstanceOpt = Annotated[Optional[str], typer.Option(
     "--instance", "-i", help=f"Instance name (default: '{DEFAULT_INSTANCE}').")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
@@ -56,10 +65,14 @@ def replay_command(
     size_col: Annotated[Optional[str], typer.Option(help="CSV: size column (default 'size').")] = None,
     ts_unit: Annotated[Optional[str], typer.Option(help="CSV: auto, iso, s, ms, us or ns.")] = None,
     bars_out: Annotated[Optional[Path], typer.Option(help="Write every closed bar to this .npz or .csv file.")] = None,
+    alerts_out: Annotated[Optional[Path], typer.Option(help="Write every alert to this .csv or .parquet file.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Ticks per decoded batch (same alerts at any size).")] = None,
+    scan_interval: Annotated[Optional[int], typer.Option(
+        "--scan-interval-ms", help="Scan cadence in event time (default: the configured scan_interval_ms).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     port: Annotated[Optional[int], typer.Option(
         help=f"Gateway HTTP port (default {DEFAULT_PORT}; 0 = any free port).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
+    workers: WorkersOpt = None,
     sinks: Annotated[bool, typer.Option(
         "--sinks/--no-sinks", help="Keep the configured Redis/database/archive sinks (off: a replay stays local).")
     ] = False,
@@ -68,11 +81,13 @@ def replay_command(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Replay recorded trades through the full pipeline (ingest, bars, indicators, scanners, gateway)."""
-    try:
+    with guard():
         if speed is not None and max_speed:
             raise ScannerError("--speed and --max exclude each other")
         if bars_out is not None and bars_out.suffix not in (".npz", ".csv"):
             raise ScannerError(f"--bars-out must end in .npz or .csv, was {bars_out.name!r}")
+        if alerts_out is not None and alerts_out.suffix not in (".csv", ".parquet"):
+            raise ScannerError(f"--alerts-out must end in .csv or .parquet, was {alerts_out.name!r}")
         layout = {k: v for k, v in (("symbol", symbol_col), ("ts", ts_col), ("price", price_col),
                                     ("size", size_col), ("ts_unit", ts_unit)) if v}
         settings = settings_from(
@@ -80,15 +95,15 @@ def replay_command(
             replay_files=[str(p) for p in expand(files)], replay_max=max_speed or None, replay_speed=speed,
             replay_format=fmt, replay_daily=daily, replay_csv_layout=layout or None,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
-            http_port=_port(port), scan_workers=workers,
+            http_port=gateway_port(port, DEFAULT_PORT), scan_workers=workers, replay_batch=batch,
+            scan_interval_ms=scan_interval,
         )
+        settings = settings.model_copy(update={"alert_ring_capacity": max(settings.alert_ring_capacity,
+                                                                           REPLAY_ALERT_RING)})
         if not sinks:  # a replay of old data must not publish alerts or write bars to live systems
             settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
                                                    "s3_bucket": None})
-        code = run_replay(settings, bars_out=bars_out, as_json=as_json)
-    except ScannerError as exc:
-        fail(str(exc))
-        return
+        code = run_replay(settings, bars_out=bars_out, alerts_out=alerts_out, as_json=as_json)
     raise typer.Exit(code)
 
 
@@ -109,38 +124,19 @@ def expand(args: list[str]) -> list[Path]:
     return [f.resolve() for f in out]
 
 
-def _port(port: int | None) -> int:
-    if port is None:
-        return DEFAULT_PORT
-    if port:
-        return port
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: bool = False) -> int:
+def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: Path | None = None,
+               as_json: bool = False) -> int:
     """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
-    from procs.replay import read_report
-    from procs.supervisor import read_pid
-
-    try:
-        spec = spec_from_settings(settings)
-    except ReplayError as exc:
-        raise ScannerError(str(exc)) from None
-    pid = read_pid(settings.pidfile())
-    if pid and pid_alive(pid):
-        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid}); "
-                           "stop it or pass --instance")
-    run_dir = settings.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     from procs.ingest_replay import report_path
+    from procs.replay import read_report
+    from scanner.feeds.replay import estimate_rows, spec_from_settings
 
+    spec = spec_from_settings(settings)  # ReplayError: a user error (`guard`)
+    ensure_stopped(settings, "; stop it or pass --instance")
+    settings.run_dir().mkdir(parents=True, exist_ok=True)
     report_path(settings).unlink(missing_ok=True)
     t0 = time.monotonic()
-    proc, log_from = _launch(settings)
+    proc, log_from = launch_supervisor(settings)
     watch = None
     interrupted = False
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
@@ -174,6 +170,12 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: boo
 
             write_bars(bars_out, watch.bars(), watch.symbols())
             summary["bars_out"] = str(bars_out)
+        summary["alerts_lost"] = watch.alerts_lost()
+        if alerts_out is not None:
+            from procs.replay import write_alerts
+
+            summary["alerts_written"] = write_alerts(alerts_out, watch.alerts(), watch.symbols(), settings)
+            summary["alerts_out"] = str(alerts_out)
     except KeyboardInterrupt:
         interrupted = True
         typer.echo(f"interrupted: stopping the replay instance {settings.instance!r}", err=True)
@@ -191,20 +193,6 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: boo
         raise ScannerError(f"the replay instance did not stop cleanly (exit code {rc}); "
                            f"see {settings.logfile()}")
     return 0
-
-
-def _launch(settings: Settings) -> tuple[subprocess.Popen, int]:
-    """The supervisor in a session of its own (Ctrl-C reaches only this command, which stops it)."""
-    from cli.app import SUPERVISOR_SETTINGS_ENV
-
-    logfile = settings.logfile()
-    log_from = logfile.stat().st_size if logfile.exists() else 0
-    env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
-    with open(logfile, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    return proc, log_from
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -242,6 +230,8 @@ def _log_reason(logfile: Path, start: int) -> str:
 
 
 def _fmt_ns(ns: int | None) -> str:
+    from scanner.session import NY
+
     if not ns:
         return "-"
     return datetime.fromtimestamp(ns / 1e9, NY).strftime("%Y-%m-%d %H:%M:%S")
@@ -273,6 +263,8 @@ def _print_summary(s: dict, as_json: bool) -> None:
     typer.echo(f"  alerts     {s['alerts']:>12,}")
     typer.echo(f"  malformed  {s['malformed']:>12,}  rows")
     typer.echo(f"  duration   {s['duration_s']:>12.1f}  s (feed {s['feed_s']:.1f} s, {rate})")
+    if s.get("alerts_out"):
+        typer.echo(f"  alerts out {s['alerts_out']} ({s['alerts_written']:,} alerts, {s['alerts_lost']} lost)")
     if s.get("bars_out"):
         typer.echo(f"  bars out   {s['bars_out']} ({s['bars_collected']:,} bars, {s['bars_lost']} lost)")
     if s["error"]:
@@ -284,15 +276,24 @@ def _print_summary(s: dict, as_json: bool) -> None:
 
 
 class _Progress:
-    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate."""
+    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate, the
+    replayed time, the time left (also used by `scanner backtest`)."""
 
     def __init__(self, total: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console,
                                  disable=not console.is_terminal)
         self.task = self.progress.add_task("starting", total=total or None, info="")
         self.total = total
@@ -306,7 +307,7 @@ class _Progress:
 
     def update(self, snap: Any, final: bool = False) -> None:
         done = snap.ticks + snap.dropped + snap.malformed
-        when = f"replay {_fmt_ns(snap.event_ns)[11:]} ET" if snap.event_ns else "starting"
+        when = f"replay {_fmt_ns(snap.event_ns)} ET" if snap.event_ns else "starting"
         self.progress.update(
             self.task, completed=self.total if final and self.total else min(done, self.total or done),
             description=when, info=f"{snap.ticks:,} ticks {snap.bars:,} bars {snap.alerts:,} alerts")

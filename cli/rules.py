@@ -4,54 +4,65 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, settings_from
-from scanner.config import Settings
+from cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    InstanceOpt,
+    ScannerError,
+    fail,
+    guard,
+    quick_paths,
+    settings_from,
+    table,
+)
+
+if TYPE_CHECKING:
+    from scanner.rules.model import Rule
 
 app = typer.Typer(no_args_is_help=True, help="Manage the rule store (changes reach the workers within a cycle).")
 
 
-
-def _settings(config: Path | None, instance: str | None, data_dir: Path | None) -> Settings:
-    return settings_from(config, instance, data_dir)
-
-
-def _load_file(path: Path) -> list:
+def _load_file(path: Path) -> list[Rule]:
+    """The rules in a JSON file; a missing file or an invalid rule ends the command (`fail`)."""
     from scanner.rules.store import RuleStoreError, validate
 
     try:
         text = path.read_text()
     except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
+        fail(f"cannot read {path}: {exc}")
     try:
         return validate(text)
     except RuleStoreError as exc:
         text = str(exc)  # one line (JSON errors, too deep) or pydantic's list of field errors
-        typer.echo(f"error: {path}: invalid rules:{chr(10) if chr(10) in text else ' '}{text}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"{path}: invalid rules:{chr(10) if chr(10) in text else ' '}{text}")
 
 
 @app.command("list")
 def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None,
                as_json: Annotated[bool, typer.Option("--json", help="Full rules as JSON.")] = False) -> None:
     """List the stored rules."""
-    from cli.common import guard
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None and not quick.rules_file().exists():
+        # no database configured (quick_paths saw no setting), so the store is this file: none yet
+        typer.echo("[]" if as_json else "0 rules")
+        return
     from procs.rules_admin import rule_summary, store_for
 
     with guard():
-        rules, problems = store_for(_settings(config, instance, data_dir)).read()
+        rules, problems = store_for(settings_from(config, instance, data_dir)).read()
     for p in problems:
         typer.echo(f"warning: skipped invalid stored {p}", err=True)
     if as_json:
         typer.echo(json.dumps([r.dump() for r in rules], indent=2))
         return
-    for r in rules:
-        s = rule_summary(r)
-        typer.echo(f"{s['id']:<28} {'on ' if s['enabled'] else 'off'} {s['severity']:<8} {s['alert_mode']:<13} "
-                   f"{s['name']}")
+    rows = [rule_summary(r) for r in rules]
+    if rows:
+        table(("id", "on", "severity", "mode", "name"),
+              ([s["id"], "on" if s["enabled"] else "off", s["severity"], s["alert_mode"], s["name"]] for s in rows))
     typer.echo(f"{len(rules)} rules")
 
 
@@ -59,13 +70,11 @@ def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir:
 def add(file: Annotated[Path, typer.Argument(help="JSON file: one rule or a list of rules.")],
         config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Add rules (a rule with an existing id replaces it in place)."""
-    from cli.common import guard
     from procs.rules_admin import store_for
 
     rules = _load_file(file)
     with guard():
-        settings = _settings(config, instance, data_dir)
-        store = store_for(settings)
+        store = store_for(settings_from(config, instance, data_dir))
         current = store.list()
         by_id = {r.id: i for i, r in enumerate(current)}
         for r in rules:
@@ -82,11 +91,10 @@ def add(file: Annotated[Path, typer.Argument(help="JSON file: one rule or a list
 def rm(rule_id: Annotated[str, typer.Argument(help="Rule id.")], config: ConfigOpt = None,
        instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Remove a rule by id."""
-    from cli.common import ScannerError, guard
     from procs.rules_admin import store_for
 
     with guard():
-        if not store_for(_settings(config, instance, data_dir)).remove(rule_id):
+        if not store_for(settings_from(config, instance, data_dir)).remove(rule_id):
             raise ScannerError(f"no rule with id {rule_id!r}")
     typer.echo(f"removed {rule_id}")
 
@@ -100,7 +108,13 @@ def validate_file(file: Annotated[Path, typer.Argument(help="JSON file to check.
 
 @app.command("schema")
 def schema() -> None:
-    """Print the JSON Schema of a rule."""
-    from scanner.rules.model import rule_json_schema
+    """Print the JSON Schema of a rule, with the metrics a rule may name (`x-metrics`: name, unit,
+    description, from the catalogue) and the bar-history fields for `bars_ago` operands."""
+    from scanner.metrics import CATALOGUE, HIST_FIELDS
+    from scanner.rules.model import rule_json_schema, rule_metrics
 
-    typer.echo(json.dumps(rule_json_schema(), indent=2))
+    doc = rule_json_schema()
+    doc["x-metrics"] = [{"name": n, "unit": CATALOGUE[n].unit, "description": CATALOGUE[n].description}
+                        for n in rule_metrics()]
+    doc["x-history-fields"] = list(HIST_FIELDS)
+    typer.echo(json.dumps(doc, indent=2))

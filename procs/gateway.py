@@ -8,15 +8,20 @@ stalled event loop shows as a stale heartbeat.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import resource
 import socket
 
 import uvicorn
 
 from procs.api.app import ConfigError, create_app
+from procs.api.cluster import REFRESH_S, ClusterView
+from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
+from scanner.alert_json import decode_alert
+from scanner.backoff import Backoff
+from scanner.config import reveal
 
 log = logging.getLogger("scanner.gateway")
 POLL_S = 0.002
@@ -33,34 +38,28 @@ async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> No
     server.should_exit = True
 
 
-def decode_alert(raw: bytes | str) -> dict | None:
-    """One pub/sub message as an alert dict, or None when it is not one (not JSON, too deep, not
-    an object with string `rule` and `symbol`, `tags` not a list): anyone who can PUBLISH on the
-    channel can send it, and it must not reach the clients' filters or `recent`."""
-    try:
-        a = json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
-    if not (isinstance(a, dict) and isinstance(a.get("rule"), str) and isinstance(a.get("symbol"), str)
-            and isinstance(a.get("tags", []), list)):
-        return None
-    return a
-
-
 async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
     """With Redis configured, alerts of every host come from the `alerts` channel (the local
     feed ring is then not read, or local alerts would arrive twice)."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(ctx.settings.redis_url)
-    backoff = 0.1
+    client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    resume = StreamResume()  # what is published while the subscription is down comes back from the stream
+    backoff = Backoff()
     malformed = 0
     while ctx.should_run():
         ctx.beat()
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe("alerts")
-            backoff = 0.1
+            backoff.succeeded()
+            gap = resume.gap
+            missed = await resume.replay(client)
+            if missed:
+                n = state.dispatch(missed)
+                ctx.count(n_in=n, n_out=n * len(state.clients))
+            if resume.gap != gap:
+                ctx.count(drops=resume.gap - gap)
             while ctx.should_run():
                 ctx.beat()
                 batch = []
@@ -79,15 +78,40 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                         if malformed == bad or malformed // 1000 != (malformed - bad) // 1000:
                             log.warning("dropped %d malformed message(s) on the alerts channel (%d so far)",
                                         bad, malformed)
-                    n = state.dispatch(alerts) if alerts else 0
+                    n = state.dispatch(resume.fresh(alerts)) if alerts else 0
                     ctx.count(n_in=n, n_out=n * len(state.clients))
+                await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:
-            log.error("redis subscription lost (%s); retrying in %.1f s", exc, backoff)
+            delay = backoff.failed()
+            log.error("redis subscription lost (%s); retrying in %.1f s", exc, delay)
             ctx.count(errors=1)
-            await asyncio.sleep(backoff)
-            backoff = min(5.0, backoff * 2)
+            await asyncio.sleep(delay)
     await client.aclose()
     server.should_exit = True
+
+
+async def _watch_cluster(ctx: Context, state: GatewayState) -> None:
+    """With Redis: the cluster view (registry, every host's top lists and symbols) once a second."""
+    import redis.asyncio as aioredis
+
+    view = ClusterView(ctx.settings.instance, ctx.settings.registry_ttl_s)
+    state.cluster = view
+    client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    backoff = Backoff()
+    try:
+        while ctx.should_run():
+            try:
+                await view.refresh(client)
+                if backoff.succeeded():
+                    log.info("cluster view: redis reachable again")
+                await asyncio.sleep(REFRESH_S)
+            except (OSError, aioredis.RedisError) as exc:
+                delay = backoff.failed()
+                if backoff.failures == 1:
+                    log.error("cluster view: redis unavailable (%s); other hosts' data goes stale", exc)
+                await asyncio.sleep(delay)
+    finally:
+        await client.aclose()
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -102,18 +126,31 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _raise_fd_limit(clients: int) -> None:
+    """Room for `clients` sockets plus REST and the process's own files (soft limit up to hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = clients + 1024 if hard == resource.RLIM_INFINITY else min(hard, clients + 1024)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 async def _serve(ctx: Context) -> None:
+    _raise_fd_limit(ctx.settings.ws_max_clients)
     index = int(ctx.name.split("-", 1)[1]) if "-" in ctx.name else 0
     state = GatewayState(ctx.settings, ctx.shared, feed_consumer=index)
     try:
         app = create_app(state)
     except ConfigError as exc:
         raise BootError(str(exc)) from None
+    # upgrade requests go to the feed's own protocol (procs/api/wsfeed.py), REST to FastAPI
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
-                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio")
+                            log_level="warning", loop="none", lifespan="on", ws=state.hub.protocol_class(),
+                            log_config=None)  # our handlers: every line redacted (procs.runtime)
     server = uvicorn.Server(config)
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))
+    tops = asyncio.create_task(state.hub.run_tops(ctx.should_run))
+    cluster = asyncio.create_task(_watch_cluster(ctx, state)) if ctx.settings.redis_url else None
     try:
         try:
             sock = _listen_socket(ctx.settings.http_host, ctx.settings.http_port)
@@ -125,6 +162,9 @@ async def _serve(ctx: Context) -> None:
     finally:
         ctx.stopping = True
         await pump
+        tops.cancel()
+        if cluster is not None:
+            cluster.cancel()
     if not server.started and not ctx.shared.control.shutdown:
         raise BootError(f"gateway could not listen on {ctx.settings.http_host}:{ctx.settings.http_port}")
 

@@ -2,7 +2,8 @@
 
 Batched: one write of packed RESP commands and one read of the replies per batch. Redis being
 down never blocks the caller: encoded alerts wait in a bounded buffer, reconnects back off
-(0.1 s doubling to 5 s), and the oldest alerts beyond the bound are dropped and counted.
+(`scanner.backoff.Backoff`: 0.1 s doubling to 5 s, jittered), and the oldest alerts beyond the
+bound are dropped and counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from collections import deque
 
 import redis
+
+from scanner.backoff import Backoff
 
 log = logging.getLogger("scanner.redis")
 
@@ -28,8 +31,7 @@ class RedisSink:
         self.buffer_limit = buffer_limit
         self.stream_maxlen = stream_maxlen
         self.batch = batch
-        self.backoff = 0.0
-        self.retry_at = 0.0
+        self.backoff = Backoff()
         self.connected = True
         self.sent = 0
         self.dropped_total = 0
@@ -45,7 +47,8 @@ class RedisSink:
         self.buffer.extend(items)
 
     def flush(self) -> int:
-        """Send what is buffered; returns how many alerts were dropped for the bound."""
+        """Send what is buffered; returns how many alerts were dropped (beyond the buffer bound,
+        or refused by Redis with an error reply)."""
         dropped = 0
         over = len(self.buffer) - self.buffer_limit
         if over > 0:
@@ -54,33 +57,36 @@ class RedisSink:
             dropped = over
             self.dropped_total += over
             log.error("redis buffer full: dropped %d oldest alerts", over)
-        if not self.buffer or time.monotonic() < self.retry_at:
+        if not self.buffer or not self.backoff.ready():
             return dropped
         try:
             while self.buffer:
                 n = min(self.batch, len(self.buffer))
-                self._send_batch([self.buffer[i] for i in range(n)])
+                refused = self._send_batch([self.buffer[i] for i in range(n)])
+                dropped += refused
+                self.dropped_total += refused
                 for _ in range(n):
                     self.buffer.popleft()
                 self.sent += n
             if not self.connected:
                 log.info("redis reconnected (%s)", self.url)
-            self.connected, self.backoff = True, 0.0
+            self.connected = True
+            self.backoff.succeeded()
         except (redis.RedisError, OSError) as exc:
             self.failures += 1
-            self.backoff = min(5.0, self.backoff * 2 if self.backoff else 0.1)
-            self.retry_at = time.monotonic() + self.backoff
+            self.backoff.failed()
             if self.conn is not None:
                 self.conn.disconnect()
                 self.conn = None
             if self.connected:
-                log.error("redis unavailable (%s); buffering, retry in %.1f s", exc, self.backoff)
+                log.error("redis unavailable (%s); buffering, retry in %.1f s", exc, self.backoff.delay)
             self.connected = False
         return dropped
 
-    def _send_batch(self, items: list[tuple[str, bytes]]) -> None:
+    def _send_batch(self, items: list[tuple[str, bytes]]) -> int:
         """One write of pre-encoded RESP commands, then one read per reply. Packing the protocol
-        ourselves is ~2x faster than redis-py pipelines for these three small commands."""
+        ourselves is ~2x faster than redis-py pipelines for these three small commands. Returns
+        the alerts whose XADD Redis refused (an error reply, e.g. OOM at maxmemory): drops."""
         if self.conn is None:
             self.conn = self.client.connection_pool.make_connection()
             self.conn.connect()
@@ -92,16 +98,19 @@ class RedisSink:
                 chan = self._channels[rule_id] = _resp_prefix(b"PUBLISH", f"{CHANNEL_ALL}:{rule_id}".encode())
             parts += (self._pub_all, body, chan, body, self._xadd, body)
         self.conn.send_packed_command([b"".join(parts)])
-        errors = 0
-        for _ in range(3 * len(items)):
+        errors = lost = 0
+        for i in range(3 * len(items)):
             try:
                 self.conn.read_response()
-            except redis.ResponseError as exc:  # a command refused (e.g. wrong type): counted, not retried
+            except redis.ResponseError as exc:  # a command refused (maxmemory, wrong type): counted, not retried
                 errors += 1
+                lost += i % 3 == 2  # the XADD: the alert's durable copy (notifier, storage) is lost
                 last = exc
         if errors:
-            log.error("redis refused %d commands: %s", errors, last)
+            log.error("redis refused %d commands (%d alerts not in the stream, counted as drops): %s",
+                      errors, lost, last)
             self.failures += errors
+        return lost
 
 
 def _resp_prefix(*args: bytes, n_more: int = 1) -> bytes:

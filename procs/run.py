@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import sys
+from procs.orphan import die_with_parent
 
-from procs.runtime import EXIT_CANNOT_BOOT, run_child
+if __name__ == "__main__":
+    die_with_parent()  # first, before the heavy imports: a dying supervisor takes us with it
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from procs.runtime import EXIT_CANNOT_BOOT, run_child  # noqa: E402
 
 # process name prefix -> module with `main(ctx)`
 MODULES = {
@@ -17,7 +22,7 @@ MODULES = {
     "scan": "procs.scan",
     "publisher": "procs.publisher",
     "gateway": "procs.gateway",
-    "notifier": "procs.notifier",
+    "notifier": "procs.notifier.process",
     "storage": "procs.storage.process",
 }
 

@@ -1,8 +1,9 @@
 """What every child process shares: attach, pin, heartbeat from the work loop, stop on TERM.
 
-A child is started by the supervisor as `python -m procs.run NAME --slot N` with its settings
-in the environment (`SCANNER_CHILD_SETTINGS`, JSON). Exit code `EXIT_CANNOT_BOOT` tells the
-supervisor not to restart it (configuration or platform error) but to stop the instance.
+A child is started by the supervisor as `python -m procs.run NAME --slot N`; its settings come
+from a 0600 file named in `SCANNER_CHILD_SETTINGS_FILE` (secrets never in the environment).
+Exit code `EXIT_CANNOT_BOOT` tells the supervisor not to restart it (configuration or platform
+error) but to stop the instance.
 """
 
 from __future__ import annotations
@@ -12,17 +13,98 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from procs.shared import Shared
-from scanner.config import Settings
+from scanner.config import Settings, redact
 from shm.control import BUCKETS_US, STATE_RUNNING, STATE_STARTING, STATE_STOPPING
 
 EXIT_CANNOT_BOOT = 3
-SETTINGS_ENV = "SCANNER_CHILD_SETTINGS"
+SETTINGS_ENV = "SCANNER_CHILD_SETTINGS"  # settings JSON (older supervisors)
+SETTINGS_FILE_ENV = "SCANNER_CHILD_SETTINGS_FILE"  # path of the 0600 settings file (see write_settings_file)
 
 log = logging.getLogger("scanner")
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks URL passwords and password/token parameters in every formatted line (the
+    message, its arguments and any traceback): drivers put connection URLs in their errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(fmt: str, handlers: list[logging.Handler] | None = None) -> None:
+    """Root logging at `SCANNER_LOG_LEVEL` (INFO) with `fmt`, every handler redacting."""
+    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"), format=fmt, handlers=handlers)
+    for h in logging.getLogger().handlers:
+        h.setFormatter(RedactingFormatter(fmt))
+
+
+def write_settings_file(settings: Settings) -> Path:
+    """The settings (secrets in clear) in `<data dir>/<instance>.settings.json`, mode 0600,
+    written atomically: how the supervisor hands them to its children, instead of an
+    environment variable any process of the user can read from /proc/<pid>/environ."""
+    path = settings.run_dir() / f"{settings.instance}.settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask, and if the file existed
+        os.write(fd, settings.secret_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def read_child_settings() -> Settings:
+    """A child's settings: from the file named by `SETTINGS_FILE_ENV` (refused unless it is
+    private to this user), else (older supervisors) from `SETTINGS_ENV`."""
+    name = os.environ.get(SETTINGS_FILE_ENV)
+    if name:
+        return read_settings_file(Path(name))
+    return Settings.model_validate_json(os.environ[SETTINGS_ENV])
+
+
+def read_settings_file(path: Path) -> Settings:
+    """Settings from a file written by `write_settings_file`; refused unless private (0600)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise BootError(f"settings file {path} is readable by others (mode {mode:o}): refused")
+    return Settings.model_validate_json(path.read_bytes())
+
+
+def private_data_dir(settings: Settings) -> Path:
+    """umask 077 for this process and its children (logs, pidfile, checkpoints, spool, segments
+    are created readable by this user only), and the data directory itself made 0700."""
+    os.umask(0o077)
+    path = settings.run_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def prepare_numba_cache(settings: Settings) -> Path:
+    """Put numba's cache of compiled kernels in a known writable place, before numba is imported
+    (children inherit the environment): `NUMBA_CACHE_DIR` when set; else numba's default beside
+    the sources when that is writable (one cache per install, shared by every instance); else
+    `<data_dir>/numba-cache` (a read-only install, e.g. under systemd's ProtectSystem=strict,
+    where numba would otherwise fail to import a `cache=True` kernel). Returns the directory."""
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given:
+        path = Path(given)
+    else:
+        src = Path(__file__).resolve().parents[1] / "scanner"
+        if os.access(src, os.W_OK) and (not (src / "__pycache__").exists() or os.access(src / "__pycache__", os.W_OK)):
+            return src / "__pycache__"
+        path = settings.run_dir() / "numba-cache"
+        os.environ["NUMBA_CACHE_DIR"] = str(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class BootError(RuntimeError):
@@ -55,6 +137,8 @@ class Context:
         The first beat ends the boot phase (the supervisor allows `boot_timeout_s` until then, so
         slow start-up work such as compiling kernels goes before the loop)."""
         now = time.monotonic_ns()
+        if os.getppid() != self.parent:  # the supervisor died: stop (should_run says so too)
+            self.stopping = True
         self.slot["heartbeat_ns"] = now
         if not self._running:
             self._running = True
@@ -117,10 +201,9 @@ class Context:
 
 def run_child(name: str, slot: int, main: Callable[[Context], None]) -> int:
     """Attach, run `main(ctx)` until stopped, mark the slot; returns the exit code."""
-    logging.basicConfig(level=os.environ.get("SCANNER_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    setup_logging(f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
     try:
-        settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+        settings = read_child_settings()
         from shm.platform import check_memory_model
 
         check_memory_model()

@@ -1,4 +1,4 @@
-"""The supervisor: allocates the segments, spawns pinned children, watches, restarts, stops.
+"""The supervisor: spawns pinned children, watches, restarts, stops (set-up: `procs.instance`).
 
 Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the loop
 (`signal.set_wakeup_fd`); the loop dispatches to one `handle_*` method per signal, reaps
@@ -9,43 +9,38 @@ flag + TERM, wait until a deadline, KILL, reap once more, checkpoint, unlink the
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import select
 import signal
 import socket
 import sys
-import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from procs import checkpoint
-from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV
-from procs.scan import match_state
-from procs.shared import WRITERS, Shared, instance_segments
-from scanner.bars import BarAggregator
+from procs.instance import InstanceSetup, PidLock, assign_cores, process_names, remove_stale_segments
+from procs.orphan import PARENT_ENV
+from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV, SETTINGS_FILE_ENV, write_settings_file
+from procs.shared import WRITERS, Shared
+from scanner.backoff import Backoff
 from scanner.config import Settings
-from scanner.feeds import replay as replay_feed
-from scanner.feeds.synthetic import make_universe
-from scanner.metrics import CATALOGUE, Owner
-from scanner.session import NY, session_bounds_ns, trading_day
-from shm.control import STATE_DEAD, STATE_RUNNING, STATE_STARTING
+from scanner.metrics import Owner
+from scanner.session import trading_day
+from shm.control import STATE_DEAD, STATE_HELD, STATE_RUNNING, STATE_STARTING
+from shm.partitioned import PartitionedMatrix
 from shm.platform import check_memory_model
-from shm.segment import Segment
+
+if TYPE_CHECKING:
+    from procs.registry import RegistryThread
 
 log = logging.getLogger("scanner.supervisor")
 NS = 1_000_000_000
 
 # Writers whose death may leave odd seqlock counters behind.
 WRITER_OF_PROCESS = {"ingest": Owner.INGEST, "bars": Owner.BARS, "indicators": Owner.INDICATORS}
-
-
-class SupervisorError(RuntimeError):
-    """A user-facing reason why the instance cannot start."""
 
 
 @dataclass
@@ -56,35 +51,26 @@ class Child:
     pid: int = 0
     spawned_mono: float = 0.0
     restarts: int = 0
-    failures: int = 0  # consecutive quick deaths, for the backoff
+    backoff: Backoff = field(default_factory=Backoff)  # consecutive quick deaths pace restarts
     next_start: float = 0.0
-
-    def backoff(self) -> float:
-        """Delay before the next restart: 0.1 s, doubling per quick death, capped at 5 s."""
-        return min(5.0, 0.1 * (2 ** max(0, self.failures - 1))) if self.failures else 0.0
-
-
-def process_names(settings: Settings) -> list[str]:
-    scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
-    notifier = ["notifier"] if settings.notifier_enabled() else []
-    storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
-    n_gw = settings.gateway_workers
-    gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
-    return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
+    deaths: deque[float] = field(default_factory=deque)  # monotonic times of recent restarts (breaker)
+    killed: bool = False  # SIGKILL sent for a stall (logged once)
+    boot_kills: int = 0  # consecutive kills before a first heartbeat: each doubles the next boot's allowance
 
 
-def assign_cores(names: list[str], settings: Settings) -> dict[str, int | None]:
-    """cpu_map entries first, then round-robin over the cores this process may use."""
-    if not settings.pin:
-        return {n: None for n in names}
-    cores = sorted(os.sched_getaffinity(0))
-    out: dict[str, int | None] = {}
-    for i, n in enumerate(names):
-        core = settings.cpu_map.get(n)
-        if core is not None and core not in cores:
-            raise SupervisorError(f"cpu_map puts {n!r} on core {core}, but only cores {cores} are available")
-        out[n] = core if core is not None else cores[i % len(cores)]
-    return out
+def warm_kernels() -> None:
+    """Compile (first start on a machine) or load every numba kernel once, here, before any
+    child starts: the children then load them from the cache before their first heartbeat,
+    instead of all compiling the same kernels at once on a busy machine (issue 10.1)."""
+    from scanner.bars import warm_up as warm_bars
+    from scanner.indicators.engine import warm_kernels as warm_indicators
+    from scanner.rules.compiler import warm_up as warm_rules
+
+    t0 = time.monotonic()
+    warm_bars()
+    warm_indicators()
+    warm_rules()
+    log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
 
 
 def sd_notify(message: str) -> None:
@@ -102,54 +88,6 @@ def sd_notify(message: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
-class PidLock:
-    """`<instance>.lock` held with flock for the supervisor's lifetime; `<instance>.pid` written
-    atomically beside it. A second start on the same instance finds the lock taken."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.lock_path = settings.run_dir() / f"{settings.instance}.lock"
-        self.pid_path = settings.pidfile()
-        self.fd: int | None = None
-        self.instance = settings.instance
-
-    def acquire(self) -> None:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                pid = read_pid(self.pid_path)
-                raise SupervisorError(
-                    f"instance {self.instance!r} is already running (pid {pid or '?'}); "
-                    "stop it first with `scanner stop`"
-                ) from None
-            raise
-        self.fd = fd
-        tmp = self.pid_path.with_name(self.pid_path.name + ".tmp")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self.pid_path)
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            if read_pid(self.pid_path) == os.getpid():
-                self.pid_path.unlink()
-        except FileNotFoundError:
-            pass
-        os.close(self.fd)
-        self.fd = None
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 class Supervisor:
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD)
 
@@ -164,131 +102,26 @@ class Supervisor:
         self.shared: Shared | None = None
         self.on_ready = on_ready
         self._wake_r, self._wake_w = -1, -1
-        self._last_checkpoint = time.monotonic()
-        self._ckpt_thread: threading.Thread | None = None
-        self._replay: replay_feed.ReplayIndex | None = None
-
-    # ------------------------------------------------------------------ setup
-    def replay_index(self) -> replay_feed.ReplayIndex:
-        """Feed "replay": the symbols in the replay files and their first day (read once)."""
-        if self._replay is None:
-            try:
-                self._replay = replay_feed.index(replay_feed.spec_from_settings(self.s))
-            except replay_feed.ReplayError as exc:
-                raise SupervisorError(str(exc)) from None
-        return self._replay
-
-    def symbols(self) -> list[str]:
-        s = self.s
-        if s.feed == "replay":
-            names = self.replay_index().symbols
-        elif s.symbols_file:
-            names = [ln.strip() for ln in Path(s.symbols_file).read_text().splitlines() if ln.strip()]
-        else:
-            names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
-        end = s.range_end if s.range_end is not None else len(names)
-        if not 0 <= s.range_start < end <= len(names):
-            raise SupervisorError(
-                f"symbol range {s.range_start}:{end} is outside the universe of {len(names)} symbols"
-            )
-        return names[s.range_start:end]
-
-    def prepare_rules(self) -> None:
-        """Default pack into an empty store; with the PostgreSQL store, the schema first and a
-        watcher that turns a change made through another host into a generation bump here."""
-        from procs.rules_admin import bump_generation, install_defaults, open_store
-
-        if self.s.rules_in_postgres():
-            import psycopg
-
-            from procs.rules_pg import RulesVersionWatcher
-            from procs.storage.pg import migrate
-
-            try:
-                migrate(self.s.database_url or "", retention_days=self.s.bar_retention_days,
-                        compress_after_days=self.s.bar_compress_after_days)
-            except (psycopg.Error, OSError) as exc:
-                raise SupervisorError(f"the rule store is in PostgreSQL (database_url) and it is not "
-                                      f"reachable: {exc}") from None
-            control = self.shared.control if self.shared else None
-            self.rules_watcher = RulesVersionWatcher(open_store(self.s),  # type: ignore[arg-type]
-                                                     lambda: bump_generation(self.s, control))
-            self.rules_watcher.start()
-        if install_defaults(self.s):
-            log.info("no rule store yet: installed the default rule pack")
-
-    def allocate(self) -> Shared:
-        s = self.s
-        keys = self.symbols()
-        day = (self.replay_index().first_day if s.feed == "replay" else None) or trading_day(time.time_ns())
-        shared = Shared.create(
-            s.instance, keys=keys, n_workers=s.n_scan_workers(), trading_day=day,
-            tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
-            alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
-            block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
-            states={"bars": BarAggregator.new_state(len(keys)),
-                    "matches": match_state(len(keys), s.n_scan_workers())},
-        )
-        t = shared.table
-        BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
-                                    for m in CATALOGUE.owned_by(Owner.BARS)})
-        self.load_reference(shared)
-        event_ns = self.initial_event_time(day)
-        path = s.checkpoint_file()
-        if path.exists() and s.feed != "replay":  # a replay starts from an empty day
-            try:
-                meta = checkpoint.restore(shared, path, day)
-                event_ns = max(event_ns, int(meta["event_ns"]))
-                log.info("restored checkpoint %s (feed clock %s)", path, _fmt_ns(event_ns))
-            except checkpoint.CheckpointRefused as exc:
-                log.warning("%s", exc)
-        # a replay's clock stays at 0 until its ingest, which owns it, moves it (procs.ingest_replay)
-        shared.control.set_clock(event_ns, time.time_ns(), 0.0 if s.feed == "replay" else s.feed_speed)
-        return shared
-
-    def initial_event_time(self, day: int) -> int:
-        """Event time the feed starts at: now during the regular session, else the open
-        (the synthetic market then runs a session of its own from 09:30)."""
-        if self.s.feed == "replay":
-            return 0
-        now = time.time_ns()
-        open_ns = session_bounds_ns(day)["open"]
-        if self.s.feed == "synthetic" and not open_ns <= now < open_ns + 390 * 60 * NS:
-            return open_ns
-        return now
-
-    def load_reference(self, shared: Shared) -> None:
-        """Reference columns (previous close, average daily volume) before any worker runs:
-        the synthetic universe's, or a replay's from daily history (Lean daily files)."""
-        lo, n = self.s.range_start, shared.table.n_rows
-        if self.s.feed == "synthetic":
-            u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
-            prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
-        elif self.s.feed == "replay":
-            daily = replay_feed.spec_from_settings(self.s).daily
-            prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
-            log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
-        else:
-            return
-        t = shared.table
-        w = t.writer(WRITERS[Owner.REFERENCE])
-        blocks = w.block_range(0, n)
-        w.begin(blocks)
-        t.f8[CATALOGUE.f8("prev_close")] = prev
-        t.f8[CATALOGUE.f8("avg_daily_volume")] = adv
-        w.end(blocks)
+        self.checkpoints: checkpoint.Periodic | None = None
+        self.setup = InstanceSetup(settings)
+        self.registry: RegistryThread | None = None
+        self.settings_file = settings.run_dir() / f"{settings.instance}.settings.json"
 
     # ------------------------------------------------------------------ children
     def spawn(self, child: Child) -> None:
         assert self.shared is not None
         slot = self.shared.control.slots[child.slot : child.slot + 1]
         env = dict(os.environ)
-        env[SETTINGS_ENV] = self.s.model_dump_json()
+        env.pop(SETTINGS_ENV, None)
+        env.pop("NOTIFY_SOCKET", None)  # only the supervisor speaks to systemd
+        env[SETTINGS_FILE_ENV] = str(self.settings_file)  # 0600: secrets never in an environment
+        env[PARENT_ENV] = str(os.getpid())  # a child checks it is still ours (see procs.run)
         argv = [sys.executable, "-m", "procs.run", child.name, "--slot", str(child.slot)]
         slot["name"] = child.name.encode()
         slot["restarts"] = child.restarts
         slot["core"] = -1 if child.core is None else child.core
         slot["state"] = STATE_STARTING
+        slot["hold_until_ns"] = 0
         slot["heartbeat_ns"] = time.monotonic_ns()
         pid = os.posix_spawn(sys.executable, argv, env)
         slot["pid"] = pid
@@ -298,6 +131,7 @@ class Supervisor:
             except OSError as exc:
                 log.warning("could not pin %s to core %d: %s", child.name, child.core, exc)
         child.pid = pid
+        child.killed = False
         child.spawned_mono = time.monotonic()
         self.by_pid[pid] = child
         log.info("spawned %s pid %d core %s", child.name, pid, child.core)
@@ -336,21 +170,39 @@ class Supervisor:
             self.stopping = True
             return
         lived = time.monotonic() - child.spawned_mono
-        child.failures = child.failures + 1 if lived < 30.0 else 1
+        if lived >= 30.0:  # a long life ends the run of quick deaths
+            child.backoff.succeeded()
+        delay = child.backoff.failed()
         child.restarts += 1
-        child.next_start = time.monotonic() + child.backoff()
+        child.next_start = child.backoff.retry_at
+        now = time.monotonic()
+        child.deaths.append(now)
+        while child.deaths and now - child.deaths[0] > self.s.crash_loop_window_s:
+            child.deaths.popleft()
+        if len(child.deaths) >= self.s.crash_loop_restarts:  # crash-loop breaker
+            child.next_start = max(child.next_start, now + self.s.crash_loop_hold_s)
+            slot["state"] = STATE_HELD
+            slot["hold_until_ns"] = time.time_ns() + int((child.next_start - now) * NS)
+            slot["restarts"] = child.restarts
+            log.error("%s %s after %.1f s: %d restarts in %.0f s, a crash loop; holding it back %.0f s "
+                      "(restart #%d)", child.name, how, lived, len(child.deaths), self.s.crash_loop_window_s,
+                      child.next_start - now, child.restarts)
+            child.deaths.clear()
+            return
         log.warning("%s %s after %.1f s; restart #%d in %.1f s", child.name, how, lived,
-                    child.restarts, child.backoff())
+                    child.restarts, delay)
 
     def repair_writer(self, name: str) -> None:
         """A writer that died mid-write leaves odd counters: make them even again."""
         assert self.shared is not None
+        n = 0
         owner = WRITER_OF_PROCESS.get(name)
-        if owner is None:
-            return
-        n = self.shared.table.writer(WRITERS[owner]).repair()
+        if owner is not None:
+            n += self.shared.table.writer(WRITERS[owner]).repair()
         if owner is Owner.BARS:
             n += self.shared.history.writer().repair()
+        if name.startswith("scan-") and "matches" in self.shared.state:
+            n += PartitionedMatrix(self.shared.state["matches"].arrays).repair(int(name[5:]))
         if n:
             log.warning("repaired %d odd seqlock counters left by %s", n, name)
 
@@ -363,10 +215,19 @@ class Supervisor:
                 continue
             age = (now_ns - int(slots[child.slot]["heartbeat_ns"])) / NS
             booted = int(slots[child.slot]["heartbeat_ns"]) > int(child.spawned_mono * NS)
-            limit = self.s.heartbeat_timeout_s if booted else self.s.boot_timeout_s
+            if booted:
+                child.boot_kills = 0
+            # a machine too busy to boot in time gets more time on each try, not a restart storm
+            limit = self.s.heartbeat_timeout_s if booted else self.s.boot_timeout_s * 2 ** min(child.boot_kills, 3)
             if age > limit:
-                log.error("%s (pid %d) stalled: no heartbeat for %.1f s; killing it", child.name,
-                          child.pid, age)
+                if not child.killed:  # once: a killed child may take a moment to be reaped
+                    if not booted:
+                        child.boot_kills += 1
+                    log.error("%s (pid %d) %s: no heartbeat for %.1f s; killing it%s", child.name, child.pid,
+                              "stalled" if booted else "did not finish booting", age,
+                              "" if booted else f" (its next boot may take "
+                              f"{self.s.boot_timeout_s * 2 ** min(child.boot_kills, 3):.0f} s)")
+                child.killed = True
                 try:
                     os.kill(child.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -436,13 +297,13 @@ class Supervisor:
             self.lock.release()
 
     def _run(self) -> int:
-        stale = instance_segments(self.s.instance)
-        if stale:
-            log.warning("removing %d stale segments of a previous run: %s", len(stale), ", ".join(stale))
-            for name in stale:
-                os.unlink(Segment.path(name))
-        self.shared = self.allocate()
-        self.prepare_rules()
+        remove_stale_segments(self.s.instance)
+        self.shared = self.setup.allocate()
+        self.checkpoints = checkpoint.Periodic(self.shared, self.s.checkpoint_file(), self.s.checkpoint_interval_s)
+        self.setup.prepare_rules()
+        self.registry = self.setup.join_cluster()
+        self.settings_file = write_settings_file(self.s)
+        warm_kernels()
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
@@ -463,33 +324,30 @@ class Supervisor:
                 self.shared.control.slots[0]["heartbeat_ns"] = time.monotonic_ns()
                 self.check_heartbeats()
                 self.start_due()
-                self.maybe_checkpoint()
+                self.checkpoints.maybe()
+                self.roll_reference()
                 sd_notify("WATCHDOG=1")
                 self.sleep(0.1)
         finally:
             self.stop()
-        return 1 if self.fatal else 0
+        return EXIT_CANNOT_BOOT if self.fatal else 0
 
-    def maybe_checkpoint(self) -> None:
-        """Periodic checkpoint in a thread: copying and fsyncing a large table and history
-        (~130 MB for 5,000 symbols x 400 bars) must not hold up reaping and heartbeat checks."""
-        if time.monotonic() - self._last_checkpoint < self.s.checkpoint_interval_s:
+    def roll_reference(self) -> None:
+        """Replay across days: ingest announces the next trading day (its progress word: the
+        day's first tick time) and waits; load that day's reference columns, set the header's
+        trading day, then acknowledge in our own word (slot 0). See `procs.ingest_replay`."""
+        if self.s.feed != "replay" or self.shared is None or "ingest" not in self.children:
             return
-        if self._ckpt_thread is not None and self._ckpt_thread.is_alive():
+        ctl = self.shared.control
+        want = ctl.progress_of(self.children["ingest"].slot)
+        if want <= ctl.progress_of(0):
             return
-        self._last_checkpoint = time.monotonic()
-        self._ckpt_thread = threading.Thread(target=self.checkpoint, name="checkpoint", daemon=True)
-        self._ckpt_thread.start()
-
-    def checkpoint(self) -> None:
-        assert self.shared is not None
-        self._last_checkpoint = time.monotonic()
-        try:
-            ev = self.shared.control.event_time_ns(time.time_ns())
-            size = checkpoint.save(self.shared, self.s.checkpoint_file(), ev)
-            log.info("checkpoint written (%d bytes)", size)
-        except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not stop trading
-            log.error("checkpoint failed: %s", exc)
+        day = trading_day(want)
+        if day != self.setup.reference_day:
+            self.setup.load_reference(self.shared, day)
+            ctl.header["trading_day"] = day
+            log.info("replay rolled to trading day %d: reference data reloaded", day)
+        ctl.publish_progress(0, want)
 
     def stop(self) -> None:
         """Shutdown flag + TERM, wait until the deadline, KILL, reap, checkpoint, unlink."""
@@ -499,8 +357,8 @@ class Supervisor:
             return
         self.shared.control.request_shutdown()
         self._signal_all(signal.SIGTERM)
-        if self._ckpt_thread is not None:
-            self._ckpt_thread.join()  # the final checkpoint below must not race a periodic one
+        if self.checkpoints is not None:
+            self.checkpoints.join()  # the final checkpoint below must not race a periodic one
         deadline = time.monotonic() + self.s.stop_timeout_s
         while self.by_pid and time.monotonic() < deadline:
             self.reap()
@@ -517,10 +375,14 @@ class Supervisor:
                 child = self.by_pid.pop(pid, None)
                 if child:
                     self.child_exited(child, status)
-        self.checkpoint()
+        if self.checkpoints is not None:
+            self.checkpoints.save()
+        if self.registry is not None:
+            self.registry.stop()
         self.shared.close()
         self.shared.unlink()
         self.shared = None
+        self.settings_file.unlink(missing_ok=True)
         log.info("stopped")
 
     def _signal_all(self, sig: int) -> None:
@@ -529,8 +391,3 @@ class Supervisor:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-
-
-def _fmt_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns / NS, NY).strftime("%Y-%m-%d %H:%M:%S %Z")
-

@@ -1,8 +1,12 @@
 """Alert records (ALERT_DTYPE) to JSON-able dicts, with rule ids and metric names attached.
 
-The rule index in a record is the rule's position in the rule store's list at the record's
-generation; the encoder re-reads the store when it sees a generation it does not know, and
-keeps the last few generations so that alerts raised just before a rule change still map.
+A record names its rule by the rule's stable key (`scanner.records.rule_key` of its id), never
+by a list position, so adding or deleting a rule between the scan and the encoding cannot
+relabel an alert (issue 10.8). The encoder resolves a key through the rules of the record's
+generation (the store is re-read when a generation is new to it), then through every rule it
+has seen (a rule deleted since keeps its last definition), then by re-reading the store once
+(a worker can run a newer store than the generation it labels). A key that is still unknown
+is encoded as `#<key in hex>` and counted in `unknown`: never as another rule.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from scanner.records import ALERT_ENTER
+from scanner.records import ALERT_ENTER, rule_key
 
 NS = 1_000_000_000
 log = logging.getLogger("scanner.alerts")
@@ -36,7 +40,7 @@ class RuleMeta:
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.id = str(raw.get("id", "?"))
-        self.name = str(raw.get("name", self.id))
+        self.name = str(raw.get("name") or self.id)
         self.severity = str(raw.get("severity", "info"))
         self.tags = list(raw.get("tags", []))
         try:
@@ -46,6 +50,9 @@ class RuleMeta:
 
 
 class AlertEncoder:
+    GENERATIONS = 8  # rule sets kept by generation
+    KNOWN = 20_000  # rule definitions kept by key (deleted rules included), least recently used out
+
     def __init__(self, keys: list[str], rules: Path | Callable[[], list[dict[str, Any]]], host: str = "") -> None:
         """`rules`: the JSON rule file, or a function returning the stored rules as dicts."""
         import socket
@@ -53,39 +60,68 @@ class AlertEncoder:
         self.keys = keys
         self.load = rules if callable(rules) else (lambda: json.loads(Path(rules).read_text()))
         self.host = host or socket.gethostname()
-        self._by_gen: OrderedDict[int, list[RuleMeta]] = OrderedDict()
+        self._by_gen: OrderedDict[int, dict[int, RuleMeta]] = OrderedDict()
+        self._by_key: OrderedDict[int, RuleMeta] = OrderedDict()
+        self._retried: set[tuple[int, int]] = set()
+        self.unknown = 0  # alerts whose rule could not be named
 
-    def _rules(self, generation: int) -> list[RuleMeta]:
+    def watch(self, generation: int) -> None:
+        """Read the rules of `generation` now if not yet read (the publisher calls this every
+        pass, so a rule's definition is known before it can be deleted again)."""
+        if generation not in self._by_gen:
+            self._load(generation)
+
+    def _load(self, generation: int) -> dict[int, RuleMeta]:
+        try:
+            raw = self.load()
+        except Exception as exc:  # noqa: BLE001 - rules seen before still resolve by key
+            log.warning("rules for generation %d not readable (%s): alerts resolve by known keys", generation, exc)
+            raw = []
+        metas = {rule_key(m.id): m for m in (RuleMeta(r) for r in raw if isinstance(r, dict))}
+        self._by_gen[generation] = metas
+        self._by_gen.move_to_end(generation)
+        while len(self._by_gen) > self.GENERATIONS:
+            self._by_gen.popitem(last=False)
+        for k, m in metas.items():
+            self._by_key[k] = m
+            self._by_key.move_to_end(k)
+        while len(self._by_key) > self.KNOWN:
+            self._by_key.popitem(last=False)
+        return metas
+
+    def meta(self, key: int, generation: int) -> RuleMeta | None:
+        """The rule with stable key `key` as of `generation` (see the module docstring)."""
         metas = self._by_gen.get(generation)
         if metas is None:
-            try:
-                raw = self.load()
-            except Exception as exc:  # noqa: BLE001 - unknown rules still encode, by index
-                log.warning("rules for generation %d not readable (%s): alerts carry rule indices", generation, exc)
-                raw = []
-            metas = [RuleMeta(r) for r in raw if isinstance(r, dict)]
-            self._by_gen[generation] = metas
-            while len(self._by_gen) > 4:
-                self._by_gen.popitem(last=False)
-        return metas
+            metas = self._load(generation)
+        m = metas.get(key) or self._by_key.get(key)
+        if m is None and (generation, key) not in self._retried:
+            self._retried.add((generation, key))
+            if len(self._retried) > self.KNOWN:
+                self._retried.clear()
+            m = self._load(generation).get(key)
+        return m
 
     def to_dicts(self, recs: np.ndarray) -> list[dict[str, Any]]:
         out = []
         for r in recs.tolist():
-            seq, event_ns, scan_ns, sym, rule, gen, worker, kind, values = r
-            metas = self._rules(gen)
-            meta = metas[rule] if rule < len(metas) else None
+            seq, event_ns, scan_ns, sym, gen, worker, kind, key, values, price = r
+            meta = self.meta(key, gen)
+            if meta is None:
+                self.unknown += 1
+                label = f"#{key:016x}"
             names = meta.metrics if meta else []
             vals = {n: (v if v == v else None) for n, v in zip(names, values.tolist(), strict=False)}
             out.append({
                 "seq": seq,
-                "rule": meta.id if meta else f"#{rule}",
-                "rule_name": meta.name if meta else f"#{rule}",
+                "rule": meta.id if meta else label,
+                "rule_name": meta.name if meta else label,
                 "severity": meta.severity if meta else "info",
                 "tags": meta.tags if meta else [],
                 "symbol": self.keys[sym] if sym < len(self.keys) else f"#{sym}",
                 "kind": "enter" if kind == ALERT_ENTER else "exit",
                 "values": vals,
+                "price": price if price == price else None,
                 "event_ts": event_ns / NS,
                 "scan_ts": scan_ns / NS,
                 "host": self.host,
@@ -98,3 +134,17 @@ class AlertEncoder:
         """(rule id, JSON bytes) per alert, for Redis."""
         enc = _ENCODER.encode
         return [(d["rule"], enc(d)) for d in self.to_dicts(recs)]
+
+
+def decode_alert(raw: bytes | str) -> dict | None:
+    """One pub/sub message as an alert dict, or None when it is not one (not JSON, too deep, not
+    an object with string `rule` and `symbol`, `tags` not a list): anyone who can PUBLISH on the
+    channel can send it, and it must not reach the clients' filters or `recent`."""
+    try:
+        a = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not (isinstance(a, dict) and isinstance(a.get("rule"), str) and isinstance(a.get("symbol"), str)
+            and isinstance(a.get("tags", []), list)):
+        return None
+    return a

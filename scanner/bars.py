@@ -21,15 +21,21 @@ Semantics (event time drives everything, so a replay at any speed gives the same
   tick sequence gives the same bars.
 - Out-of-order ticks inside the live minute merge: open is the price of the earliest event
   time, close of the latest (ties: the later tick in feed order).
-- Ticks flagged TICK_ODD_LOT or TICK_NO_LAST count for volume, trades and VWAPs but do not set
-  open/high/low/close, the day's open/high/low or the pre-market high/low (as the SIP tapes
-  do). A bar whose ticks all carry such flags closes flat at the symbol's previous close (or at
-  its own VWAP when the symbol has no price yet).
+- Ticks flagged TICK_ODD_LOT, TICK_NO_LAST or TICK_NO_HIGH_LOW (`TICK_NO_PRICE`: odd-lot,
+  average-price, derivatively-priced, prior-reference, out-of-sequence and sold-last prints, by
+  the vendor's sale-condition table in `scanner.feeds.conditions`) count for volume, trades and
+  VWAPs but do not set open/high/low/close, the day's open/high/low, the HOD or the pre-market
+  high/low (as the SIP tapes do). A bar whose ticks all carry such flags closes flat at the
+  symbol's previous close (or at its own VWAP when the symbol has no price yet).
+- Ticks flagged TICK_NO_VOLUME (a market center's official open/close report, a corrected
+  consolidated close) are not trades at all: they count nowhere (no volume, no trade, no bar)
+  and only advance event time (the watermark).
 - Sessions (see `scanner.session`): every tick of the trading day forms bars, after-hours
-  (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count` and
-  the session `vwap` are regular session only (09:30-16:00); `premarket_*` is 04:00-09:30;
+  (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count`,
+  `lod_ts_ns`, `new_lod_count` and the session `vwap` are regular session only (09:30-16:00);
+  `premarket_*` is 04:00-09:30;
   `day_volume` / `day_trades` count every tick of the trading day (pre-market, after-hours).
-  The first regular-session print sets the high without counting as a *new* high.
+  The first regular-session print sets the high (and low) without counting as a *new* one.
 - The trading day rolls when the first tick of a later New York date arrives (or on
   `reset_day`): live bars close, day statistics restart; ticks of the old day after that are late.
 """
@@ -42,15 +48,23 @@ import numpy as np
 from numba import njit
 
 from scanner.metrics import CATALOGUE, HIST, HIST_FIELDS, Owner
-from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_PRICE, TICK_NO_VOLUME
 from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_day
 
 # float64 columns of the kernel, in kernel order: the table's bars-owned ones, then private state
 _F_COLS = ("bar_open", "bar_high", "bar_low", "bar_close", "bar_volume", "bar_vwap", "day_open",
            "day_high", "day_low", "day_volume", "new_hod_count", "vwap", "premarket_high",
-           "premarket_low", "premarket_volume", "bar_pv", "session_pv", "session_volume", "last_px")
+           "premarket_low", "premarket_volume", "bar_pv", "session_pv", "session_volume", "last_px",
+           "new_lod_count")
 _I_COLS = ("bar_start_ns", "bar_trades", "bars_closed", "day_trades", "hod_ts_ns", "bar_first_ts_ns",
-           "bar_last_ts_ns", "day_open_ts_ns")
+           "bar_last_ts_ns", "day_open_ts_ns", "lod_ts_ns")
+
+# kernel slot of each column: `f[_F_BAR_PV]` reads like the column it is (numba folds the constants)
+(_F_BAR_OPEN, _F_BAR_HIGH, _F_BAR_LOW, _F_BAR_CLOSE, _F_BAR_VOLUME, _F_BAR_VWAP, _F_DAY_OPEN, _F_DAY_HIGH,
+ _F_DAY_LOW, _F_DAY_VOLUME, _F_NEW_HOD_COUNT, _F_VWAP, _F_PREMARKET_HIGH, _F_PREMARKET_LOW,
+ _F_PREMARKET_VOLUME, _F_BAR_PV, _F_SESSION_PV, _F_SESSION_VOLUME, _F_LAST_PX, _F_NEW_LOD_COUNT) = range(len(_F_COLS))
+(_I_BAR_START, _I_BAR_TRADES, _I_BARS_CLOSED, _I_DAY_TRADES, _I_HOD_TS, _I_BAR_FIRST_TS, _I_BAR_LAST_TS,
+ _I_DAY_OPEN_TS, _I_LOD_TS) = range(len(_I_COLS))
 
 AGG_STATE: dict[str, np.dtype] = {
     "bar_pv": np.dtype(np.float64),  # sum(price * size) of the live bar
@@ -66,8 +80,9 @@ AGG_STATE: dict[str, np.dtype] = {
 # meta vector slots (int64); keep it in shared memory next to the state to survive a restart
 META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = range(6)
 META_LEN = 8
+META_PUBLISHED = 6  # watermark whose closed bars are all in the closed-bar ring (set by the bar process)
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
-_NO_PRICE = TICK_ODD_LOT | TICK_NO_LAST
+_NO_PRICE = TICK_NO_PRICE
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)
 _BIG = np.iinfo(np.int64).max
 FCols = tuple[np.ndarray, ...]  # the float64 kernel columns, `_F_COLS` order
@@ -80,9 +95,9 @@ assert not set(BAR_COLUMNS) - set(_F_COLS) - set(_I_COLS), "a bars-owned column 
 def _close_row(r: int, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, out: np.ndarray,
                n_out: int) -> int:
     """Emit row r's live bar into `out[n_out]` and the history ring; clear the live bar."""
-    bo, bh, bl, bc, bv, bvw = f[0], f[1], f[2], f[3], f[4], f[5]
-    last_px = f[18]
-    start, trades, closed = iv[0], iv[1], iv[2]
+    bo, bh, bl, bc = f[_F_BAR_OPEN], f[_F_BAR_HIGH], f[_F_BAR_LOW], f[_F_BAR_CLOSE]
+    bv, bvw, last_px = f[_F_BAR_VOLUME], f[_F_BAR_VWAP], f[_F_LAST_PX]
+    start, trades, closed = iv[_I_BAR_START], iv[_I_BAR_TRADES], iv[_I_BARS_CLOSED]
     vol = bv[r]
     vw = bvw[r]
     o, h, lo, c = bo[r], bh[r], bl[r], bc[r]
@@ -120,11 +135,11 @@ def _close_row(r: int, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, 
     bc[r] = np.nan
     bv[r] = 0.0
     bvw[r] = np.nan
-    f[15][r] = 0.0
+    f[_F_BAR_PV][r] = 0.0
     start[r] = 0
     trades[r] = 0
-    iv[5][r] = 0
-    iv[6][r] = 0
+    iv[_I_BAR_FIRST_TS][r] = 0
+    iv[_I_BAR_LAST_TS][r] = 0
     return n_out + 1
 
 
@@ -135,7 +150,7 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
     wm = meta[META_WATERMARK]
     if meta[META_MIN_START] > wm - MINUTE_NS:
         return n_out
-    start = iv[0]
+    start = iv[_I_BAR_START]
     lowest = _BIG
     for r in range(start.shape[0]):
         s = start[r]
@@ -155,10 +170,9 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
     """Merge ticks (all before bounds[4], the day's end) into live bars and day statistics;
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
-    bo, bh, bl, bc, bv, bvw = f[0], f[1], f[2], f[3], f[4], f[5]
-    d_open, d_high, d_low, d_vol, n_hod, vwap = f[6], f[7], f[8], f[9], f[10], f[11]
-    pm_high, pm_low, pm_vol, bpv, s_pv, s_vol = f[12], f[13], f[14], f[15], f[16], f[17]
-    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts = iv
+    (bo, bh, bl, bc, bv, bvw, d_open, d_high, d_low, d_vol, n_hod, vwap, pm_high, pm_low, pm_vol, bpv, s_pv, s_vol,
+     _last_px, n_lod) = f  # `_F_COLS` order
+    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts, lod_ts = iv
     day_start, pre, opn, cls = bounds[0], bounds[1], bounds[2], bounds[3]
     n_out = 0
     wm = meta[META_WATERMARK]
@@ -171,6 +185,13 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
         s0 = start[r]
         if t < day_start or m + MINUTE_NS <= wm or (s0 != 0 and m < s0):
             late += 1
+            continue
+        if flags[k] & TICK_NO_VOLUME:  # a report, not a trade: only event time moves
+            if t > max_ts:
+                max_ts = t
+                if t - grace > wm:
+                    wm = t - grace
+                    meta[META_WATERMARK] = wm
             continue
         if s0 != 0 and m > s0:
             n_out = _close_row(r, f, iv, hist, head, out, n_out)
@@ -227,8 +248,13 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
                     d_high[r] = p
                     hod_ts[r] = t
                     n_hod[r] += 1.0
-                if np.isnan(d_low[r]) or p < d_low[r]:
+                if np.isnan(d_low[r]):
                     d_low[r] = p
+                    lod_ts[r] = t
+                elif p < d_low[r]:
+                    d_low[r] = p
+                    lod_ts[r] = t
+                    n_lod[r] += 1.0
         if t > max_ts:
             max_ts = t
             if t - grace > wm:
@@ -391,7 +417,7 @@ class BarAggregator:
         for name in ("day_open", "day_high", "day_low", "vwap", "premarket_high", "premarket_low"):
             c[name][:] = np.nan
         for name in ("day_volume", "new_hod_count", "premarket_volume", "session_pv", "session_volume",
-                     "day_trades", "hod_ts_ns", "day_open_ts_ns", "bars_closed"):
+                     "day_trades", "hod_ts_ns", "day_open_ts_ns", "bars_closed", "new_lod_count", "lod_ts_ns"):
             c[name][:] = 0
         self.meta[META_DAY] = day
         self._set_bounds(day)
@@ -420,3 +446,16 @@ def new_columns(n_rows: int) -> dict[str, np.ndarray]:
 def new_history(n_rows: int, depth: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Private bar-history ring (NaN) and head counts."""
     return np.full((len(HIST_FIELDS), n_rows, depth), np.nan), np.zeros(n_rows, np.int64)
+
+
+def warm_up() -> None:
+    """Compile (the first time on a machine) or load from numba's cache every bar kernel, with
+    the argument kinds the bar process passes (table columns, a TICK_DTYPE batch's fields, the
+    history ring), so a process pays for it before its first heartbeat instead of stalling its
+    loop at the first tick or minute close (issue 10.1)."""
+    agg = BarAggregator(new_columns(2), *new_history(2, 4), grace_ns=0)
+    open_ns = session_bounds_ns(20260105)["open"]
+    t = np.zeros(2, TICK_DTYPE)
+    t["sym"], t["ts_ns"], t["price"], t["size"] = [0, 1], [open_ns + 1, open_ns + 2], 10.0, 100.0
+    agg.on_ticks(t)
+    agg.close_due(open_ns + 2 * MINUTE_NS)

@@ -9,10 +9,15 @@ Layout:
 | 16 | n | JSON directory: [[name, dtype str, shape], ...] |
 | 64-aligned | ... | each array, 64-byte aligned, in directory order |
 
-Only the owning process writes (no seqlock: nobody else reads it while that process runs; the
-supervisor only checkpoints it). A restarted process attaches and finds its state as it left
-it; a process that died mid-update must be able to cope (the bar and indicator kernels re-derive
-what they can from the table and history on start).
+This module gives views, not a protocol: who writes which array, and how readers stay
+consistent, is the user's contract, stated where the segment is defined. Two kinds exist:
+
+* private state (`state.bars`): one process writes, and nobody else reads it while that
+  process runs; the supervisor only checkpoints it. A restarted process attaches and finds its
+  state as it left it; a process that died mid-update must cope (the bar kernels re-derive what
+  they can from the table and history on start);
+* shared state with several writers (`state.matches`): each scan worker writes its own column
+  range under its own sequence counter and the gateways read (`shm.partitioned`).
 """
 
 from __future__ import annotations

@@ -11,11 +11,36 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 | 256 | 192 x MAX_SLOTS | process slots, one per process, each three cache lines |
 | 256 + 192 x MAX_SLOTS | 17 x 8 x MAX_SLOTS | cycle-time histogram per slot: 16 bucket counts
   (BUCKETS_US, +Inf), then the sum in µs |
+| PROGRESS_OFF (64-aligned) | 64 x MAX_SLOTS | event-time progress per slot, each word on its own
+  cache line: "done up to event time T" (ns), written only by that slot's process |
+
+Writers of the shared words (the caller keeps to this; the block does not enforce it):
+
+* header identity (magic, layout, n_symbols, trading day, created, supervisor pid) and the
+  shutdown flag: the supervisor, at creation and on stop.
+* the feed clock anchor (`set_clock`): one writer at a time, but not always the supervisor. It
+  anchors the clock at start-up; with a replay feed it leaves it stopped and replay ingest
+  (`procs/ingest_replay.py`) writes it from then on.
+* the rules generation: whoever changes the rules - the CLI and gateways under the rule store's
+  lock file (`procs/rules_admin.py`), the supervisor on SIGHUP without it.
 
 Each process writes only its own slot (heartbeat, counters, timings), from its work loop, so a
 stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts of a slot
-before the child starts and reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
+before the child starts (and `hold_until_ns` while a crash-looping child is held back) and
+reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
 all processes of the host). All fields are aligned 8-byte words: see `shm.platform`.
+
+**Event-time progress** (replay only; live processes leave it at 0). A replay is a chain of
+hand-offs on one event clock: ingest publishes every tick up to a scan boundary T, then anchors
+the feed clock at T; bars drains the tick ring, closes what the watermark T - grace closes, then
+stores `progress[bars] = T`; indicators take the closed bars, refresh the live values at T, then
+store `progress[indicators] = T`; each scan worker scans at T, publishes its alerts, then stores
+`progress[scan-i] = T` ("scanned up to T"); ingest publishes nothing after T before every
+worker's word reached T. One writer per word, and each writer stores its word *after* the data
+it covers (ring heads, table columns under their seqlocks, the alert ring); a reader loads the
+word *before* the data. x86-64 keeps stores in program order and loads in program order (TSO,
+checked by `shm.platform`), so a reader that sees T also sees everything written for T. A word
+only grows; a restarted process continues from the value it finds.
 """
 
 from __future__ import annotations
@@ -25,7 +50,7 @@ import numpy as np
 from shm.segment import Segment
 
 MAGIC = int.from_bytes(b"SCANCTL1", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: event-time progress words
 MAX_SLOTS = 64
 
 HEADER_DTYPE = np.dtype(
@@ -46,20 +71,21 @@ SLOT_DTYPE = np.dtype(
         "names": [
             "name", "pid", "core", "started_ns", "heartbeat_ns", "restarts", "state",
             "n_in", "n_out", "drops", "errors", "overruns",
-            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles",
+            "rate_in", "rate_out", "p50_us", "p99_us", "max_us", "cycles", "hold_until_ns",
         ],
         "formats": [
             "S24", "<i8", "<i8", "<i8", "<i8", "<i8", "<i8",
             "<i8", "<i8", "<i8", "<i8", "<i8",
-            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8",
+            "<f8", "<f8", "<f8", "<f8", "<f8", "<i8", "<i8",
         ],
-        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152],
+        "offsets": [0, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160],
         "itemsize": 192,
     }
 )
 
-# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor.
-STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD = 0, 1, 2, 3, 4
+# Slot states, written by the process itself (STARTING/RUNNING/STOPPING) or the supervisor
+# (DEAD; HELD: in a crash loop, held back until the slot's `hold_until_ns`, wall clock).
+STATE_EMPTY, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_DEAD, STATE_HELD = 0, 1, 2, 3, 4, 5
 
 HEADER_OFF = 0
 GENERATION_OFF = 128
@@ -71,12 +97,15 @@ BUCKETS_US = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_00
               1_000_000, 2_500_000, 5_000_000)
 N_BUCKETS = 16
 HIST_WORDS = N_BUCKETS + 1  # + running sum of cycle time, µs
-CONTROL_SIZE = HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS
+PROGRESS_OFF = -(-(HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS) // 64) * 64
+PROGRESS_STRIDE = 64  # one cache line per word: writers of neighbouring slots never share a line
+CONTROL_SIZE = PROGRESS_OFF + PROGRESS_STRIDE * MAX_SLOTS
 assert len(BUCKETS_US) == N_BUCKETS - 1
 
 assert HEADER_DTYPE.itemsize == 128
 assert SLOT_DTYPE.itemsize % 64 == 0
 assert SLOTS_OFF % 64 == 0
+assert PROGRESS_OFF % 64 == 0 and PROGRESS_OFF >= HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS
 
 
 class ControlBlock:
@@ -91,6 +120,8 @@ class ControlBlock:
         self._shutdown = np.ndarray((1,), "<i8", seg.buf, SHUTDOWN_OFF)
         self.slots = np.ndarray((MAX_SLOTS,), SLOT_DTYPE, seg.buf, SLOTS_OFF)
         self.cycle_hist = np.ndarray((MAX_SLOTS, HIST_WORDS), "<i8", seg.buf, HIST_OFF)
+        # (MAX_SLOTS,) int64 view with a 64-byte stride: word i at PROGRESS_OFF + 64 i
+        self.progress = np.ndarray((MAX_SLOTS,), "<i8", seg.buf, PROGRESS_OFF, strides=(PROGRESS_STRIDE,))
 
     @classmethod
     def create(cls, name: str, *, n_symbols: int, layout_hash: str, trading_day: int,
@@ -143,6 +174,19 @@ class ControlBlock:
         h = self.header
         return int(h["clock_event_ns"]) + int((wall_ns - int(h["clock_wall_ns"])) * float(h["clock_speed"]))
 
+    @property
+    def clock_anchor_ns(self) -> int:
+        """The anchored event time (a replay's clock stands still between anchors: speed 0)."""
+        return int(self.header["clock_event_ns"])
+
+    def publish_progress(self, slot: int, event_ns: int) -> None:
+        """Slot `slot` is done up to event time `event_ns`; store it after the work it covers."""
+        self.progress[slot] = event_ns
+
+    def progress_of(self, slot: int) -> int:
+        """Event time slot `slot` is done up to (0: nothing yet); load it before the data."""
+        return int(self.progress[slot])
+
     def slot_index(self, name: str) -> int:
         """Index of the slot named `name`; KeyError if none."""
         key = name.encode()
@@ -152,5 +196,5 @@ class ControlBlock:
         raise KeyError(name)
 
     def close(self) -> None:
-        del self.header, self._generation, self._shutdown, self.slots, self.cycle_hist
+        del self.header, self._generation, self._shutdown, self.slots, self.cycle_hist, self.progress
         self.seg.close()

@@ -11,7 +11,8 @@ Layout (64-byte aligned sections):
 
 One writer. It stores the record's fields and then `head` inside begin/end of the counters of
 the blocks it touches; readers use `read()` (seqlock-consistent per block) to get the value
-`bars_ago` records back for a range of rows.
+`bars_ago` records back for a range of rows, and `snapshot()` for a copy of everything (the
+checkpoint).
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ class History:
                 out[i, r0 - lo:r1 - lo] = np.where(ok, vals, np.nan)
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1)
+
+    def snapshot(self, hist_out: np.ndarray, head_out: np.ndarray, max_retries: int = 10_000) -> int:
+        """A consistent copy of every row's ring and head (block by block, against the writer's
+        counters, like `read`); returns retry rounds."""
+        shift, n = self.block_shift, self.n_rows
+
+        def copy(b0: int, b1: int) -> None:
+            r0, r1 = b0 << shift, min(n, b1 << shift)
+            hist_out[:, r0:r1] = self.hist[:, r0:r1]
+            head_out[r0:r1] = self.head[r0:r1]
+
+        return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, 0, self.n_blocks, max_retries)
 
     def close(self) -> None:
         del self.header, self.hist, self.head, self._counters, self.seq

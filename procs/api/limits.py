@@ -12,7 +12,7 @@ from collections import OrderedDict
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from procs.api.deps import _bearer as bearer_token  # one parser of the Authorization header
+from procs.api.deps import bearer as bearer_token  # one parser of the Authorization header
 from procs.api.deps import key_scope
 from scanner.config import Settings
 from scanner.notify.limits import TokenBucket

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 
+from procs.api.cluster import cluster_matches
 from procs.api.deps import ReadAuth, StateDep, WriteAuth
 from procs.rules_admin import store_for
 from scanner.rules.model import Rule, rule_json_schema
@@ -83,12 +84,14 @@ def delete_rule(rule_id: str, state: StateDep) -> Response:
 
 
 @router.get("/{rule_id}/matches", dependencies=[ReadAuth])
-def rule_matches(rule_id: str, state: StateDep) -> dict[str, Any]:
-    """Symbols matching the rule at the scanners' last cycle (not only the new ones that alerted)."""
+def rule_matches(rule_id: str, state: StateDep, request: Request) -> dict[str, Any]:
+    """Symbols matching the rule at the scanners' last cycle (not only the new ones that alerted),
+    over every host of the cluster (`stale_hosts`: hosts that could not answer)."""
     rules = _store(state).list()
     index = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
     if index is None:
         raise HTTPException(404, detail=f"no rule with id {rule_id!r}")
     symbols, stale = state.matches(index)
-    return {"rule": rule_id, "count": len(symbols), "symbols": sorted(symbols), "workers_pending": stale,
-            "generation": state.shared.control.rules_generation}
+    return cluster_matches(state, request, {
+        "rule": rule_id, "count": len(symbols), "symbols": sorted(symbols), "workers_pending": stale,
+        "generation": state.shared.control.rules_generation})

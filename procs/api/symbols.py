@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
+from procs.api.cluster import ask_owner
 from procs.api.deps import StateDep
 from scanner.metrics import CATALOGUE
 
@@ -25,10 +26,14 @@ def symbols(state: StateDep) -> list[str]:
 
 
 @router.get("/api/symbols/{symbol}")
-def symbol(symbol: str, state: StateDep) -> dict:
-    """All metrics of one symbol (a seqlock-consistent read of its row)."""
+def symbol(symbol: str, state: StateDep, request: Request) -> dict:
+    """All metrics of one symbol (a seqlock-consistent read of its row); in a cluster, the host
+    that scans it answers (`host`, `stale` in the body; 503 when that host is down)."""
     row = state.row_of.get(symbol.upper())
     if row is None:
+        remote = ask_owner(state, request, symbol.upper())
+        if remote is not None:
+            return remote
         raise HTTPException(404, detail=f"unknown symbol {symbol!r}")
     return state.symbol_snapshot(row)
 
@@ -63,4 +68,4 @@ def top(
         raise HTTPException(422, detail=[{"loc": ["query", "columns"], "msg": f"unknown metrics {bad[:10]}",
                                           "type": "value_error", "allowed": list(F8_METRICS)}])
     out = state.top(metric, order, limit, cols, min_price=min_price, max_price=max_price, min_volume=min_volume)
-    return {"metric": metric, "order": order, "count": len(out), "rows": out}
+    return {"metric": metric, "order": order, "count": len(out), "rows": out, "stale_hosts": state.stale_hosts()}

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from procs.runtime import Context
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.indicators.engine import IndicatorEngine
 from scanner.metrics import HIST, HIST_FIELDS
 from scanner.session import MINUTE_NS, minute_of_day, session_bounds_ns
@@ -104,7 +104,7 @@ def _from_postgres(s: Settings, day: int, now: int, keys: list[str], depth: int,
 
     today = session_bounds_ns(day)["day_start"]
     until = now if now > today else session_bounds_ns(day)["day_end"]
-    with connect(s.database_url or "", statement_timeout_ms=120_000) as conn:
+    with connect(reveal(s.database_url) or "", statement_timeout_ms=120_000) as conn:
         days = []
         for d in past_days(day, 2 * s.warm_history_days + 10):
             b = session_bounds_ns(d)

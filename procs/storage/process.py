@@ -24,7 +24,7 @@ from procs.runtime import BootError, Context
 from procs.shared import BAR_CONSUMER_STORAGE, TICK_CONSUMER_STORAGE
 from procs.status import pid_alive
 from procs.storage.sink import SinkThread, Writer
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.storage.rows import SPOOL_BAR_DTYPE, SPOOL_TRADE_DTYPE, bars_to_spool, trades_to_spool
 from scanner.storage.spool import Spool
 from shm.control import STATE_RUNNING
@@ -56,25 +56,50 @@ class SpooledStream:
         self.buf: list[np.ndarray] = []
         self.buffered = 0
         self.first_at = 0.0
+        self.full_since = 0.0  # monotonic time the spool stopped taking writes (0: it takes them)
+        self.retry_at = 0.0
+        self.write_errors = 0
 
     def commit(self) -> None:
         self.shared_state[:] = self.consumer.state
 
     def pump(self, now: float, force: bool = False) -> int:
         """Poll the ring; spool a frame when the oldest buffered record waited `flush_s`. Returns
-        the records polled."""
-        recs = self.consumer.poll(MAX_POLL)
-        if len(recs):
-            if not self.buf:
-                self.first_at = now
-            self.buf.append(self.convert(recs))
-            self.buffered += len(recs)
-        if self.buf and (force or now - self.first_at >= self.flush_s or self.buffered >= MAX_FRAME):
+        the records polled. A spool write that fails (disk full) keeps the records buffered and
+        the ring cursor where it was, stops polling, and retries a second later: the records
+        wait in the ring (counted as lost only if the ring laps the cursor meanwhile)."""
+        n = 0
+        if self.full_since:
+            if now < self.retry_at:
+                return 0
+        else:
+            recs = self.consumer.poll(MAX_POLL)
+            n = len(recs)
+            if n:
+                if not self.buf:
+                    self.first_at = now
+                self.buf.append(self.convert(recs))
+                self.buffered += n
+        if self.buf and (force or self.full_since or now - self.first_at >= self.flush_s
+                         or self.buffered >= MAX_FRAME):
             batch = np.concatenate(self.buf) if len(self.buf) > 1 else self.buf[0]
-            self.spool.append(batch, ring_id=self.ring_id, cursor_end=self.consumer.cursor)
+            try:
+                self.spool.append(batch, ring_id=self.ring_id, cursor_end=self.consumer.cursor)
+            except OSError as exc:
+                if not self.full_since:
+                    log.error("%s: cannot write the spool (%s); %d records wait, retrying every second",
+                              self.name, exc, self.buffered)
+                    self.full_since = now
+                self.retry_at = now + 1.0
+                self.write_errors += 1
+                return n
+            if self.full_since:
+                log.warning("%s: spool writable again after %.1f s; %d records spooled", self.name,
+                            now - self.full_since, self.buffered)
+                self.full_since = 0.0
             self.commit()
             self.buf, self.buffered = [], 0
-        return len(recs)
+        return n
 
 
 def make_writers(s: Settings) -> list[Writer]:
@@ -82,13 +107,13 @@ def make_writers(s: Settings) -> list[Writer]:
     if s.database_url:
         from procs.storage.pg import PgWriter
 
-        writers.append(PgWriter(s.database_url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
-                                compress_after_days=s.bar_compress_after_days))
+        writers.append(PgWriter(reveal(s.database_url) or "", flavor=s.storage_flavor,
+                                retention_days=s.bar_retention_days, compress_after_days=s.bar_compress_after_days))
     if s.clickhouse_url:
         from procs.storage.ch import ChWriter, check_url
 
-        check_url(s.clickhouse_url)  # a malformed URL is a boot error, not a retry loop
-        writers.append(ChWriter(s.clickhouse_url))
+        check_url(reveal(s.clickhouse_url) or "")  # a malformed URL is a boot error, not a retry loop
+        writers.append(ChWriter(reveal(s.clickhouse_url) or ""))
     return writers
 
 
@@ -134,7 +159,7 @@ def main(ctx: Context) -> None:
     consumer = f"{socket.gethostname()}-{s.instance}"
     mirror = None if s.rules_in_postgres() else s.rules_file()  # the PostgreSQL store needs no mirror
     threads = [SinkThread(w, {st.name: st.spool for st in streams if w.name in st.spool.sinks},
-                          redis_url=s.redis_url, consumer=consumer, rules_file=mirror) for w in writers]
+                          redis_url=reveal(s.redis_url), consumer=consumer, rules_file=mirror) for w in writers]
     for t in threads:
         t.start()
     archiver = None
@@ -207,7 +232,7 @@ def _drain_until_producers_stop(ctx: Context, streams: list[SpooledStream], time
 def _report(ctx: Context, threads: list[SinkThread], streams: list[SpooledStream], seen: dict[str, int]) -> None:
     """Slot counters: rows committed (out), ring records lost (drops), database errors."""
     rows = sum(t.rows for t in threads)
-    errors = sum(t.errors for t in threads)
+    errors = sum(t.errors for t in threads) + sum(st.write_errors for st in streams)
     lost = sum(st.consumer.lost for st in streams)
     if lost != seen["lost"]:
         log.error("ring lapped: %d records lost before they reached the spool", lost - seen["lost"])

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.session import session_bounds_ns, trading_day
 from scanner.storage import StorageError
 from scanner.storage.archive import (
@@ -100,7 +100,7 @@ def _day_parts(s: Settings, day: int, ch: Any) -> dict[str, Iterator[pa.Table]]:
     def pg_bars() -> Iterator[pa.Table]:
         from procs.storage.pg import connect, read_day_bars
 
-        with connect(s.database_url or "") as conn:
+        with connect(reveal(s.database_url) or "") as conn:
             for lo, hi in _windows(day):
                 yield bars_arrow(read_day_bars(conn, day, lo, hi))
 
@@ -148,7 +148,7 @@ def archive_day(s: Settings, day: int) -> dict[str, Any] | None:
     if s.clickhouse_url:
         from procs.storage.ch import client
 
-        ch = client(s.clickhouse_url)
+        ch = client(reveal(s.clickhouse_url) or "")
     files = []
     try:
         with tempfile.TemporaryDirectory(prefix="scanner-archive-") as tmp:
@@ -225,7 +225,7 @@ def restore_day(s: Settings, day: int) -> dict[str, int]:
     s3 = s3_client(s)
     if not has_manifest(s3, s, day):
         raise StorageError(f"no archive for {iso_day(day)} in s3://{s.s3_bucket}/{s.s3_prefix}")
-    w = ChWriter(s.clickhouse_url)
+    w = ChWriter(reveal(s.clickhouse_url) or "")
     w.open()
     out = {}
     try:

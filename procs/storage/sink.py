@@ -2,7 +2,7 @@
 
 The storage process's loop never touches a socket: it spools and wakes these threads. A thread
 writes every frame its writer has not acknowledged, oldest first, acknowledges after commit,
-and on any error closes the connection and retries with backoff (0.1 s doubling to 5 s), so an
+and on any error closes the connection and retries with backoff (`scanner.backoff.Backoff`), so an
 outage only grows the spool. Alerts are read with a consumer group of their own per database
 (`storage-postgres`, `storage-clickhouse`): the stream keeps what was not yet acknowledged, so
 a crash re-delivers, and the writers are idempotent on the stream id.
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from scanner.backoff import Backoff
 from scanner.storage.rows import alert_rows
 from scanner.storage.spool import Spool
 
@@ -58,11 +59,10 @@ class SinkThread(threading.Thread):
         self.errors = 0
         self.last_error = ""
         self.commit_ms = 0.0  # last commit's duration
-        self._backoff = 0.0
+        self._backoff = Backoff()
         self._redis: Any = None
         self._alerts_from = "0"  # own pending entries first, then new ones ('>')
-        self._redis_backoff = 0.0
-        self._redis_retry_at = 0.0
+        self._redis_backoff = Backoff()
         self.rules_file = rules_file if hasattr(writer, "sync_rules") else None
         self._rules_seen: int | None = -1  # mtime_ns of the rule store last mirrored
 
@@ -82,9 +82,8 @@ class SinkThread(threading.Thread):
                 if not self.connected:
                     self.writer.open()
                     self.connected = True
-                    if self._backoff:
+                    if self._backoff.succeeded():
                         log.info("%s: connected again", self.writer.name)
-                    self._backoff = 0.0
                 busy = self._drain_spools()
                 busy |= self._drain_alerts()
                 self._sync_rules()
@@ -102,7 +101,7 @@ class SinkThread(threading.Thread):
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self.connected or not self._backoff:
+        if self.connected or not self._backoff.failing:
             log.error("%s unavailable (%s); spooling, retrying", self.writer.name, msg)
         self.last_error = msg
         self.connected = False
@@ -111,9 +110,8 @@ class SinkThread(threading.Thread):
             self.writer.close()
         except Exception:  # noqa: BLE001 - the connection is already broken
             pass
-        self._backoff = min(5.0, self._backoff * 2 if self._backoff else 0.1)
-        end = time.monotonic() + self._backoff
-        while time.monotonic() < end and not (self._stopping() and time.monotonic() >= self._stop_at):  # type: ignore[operator]
+        self._backoff.failed()
+        while not self._backoff.ready() and not (self._stopping() and time.monotonic() >= self._stop_at):  # type: ignore[operator]
             time.sleep(0.05)
 
     def _has_work(self) -> bool:
@@ -164,7 +162,7 @@ class SinkThread(threading.Thread):
     def _drain_alerts(self) -> bool:
         """One batch from the alerts stream into the writer, then XACK. Redis trouble only
         pauses alerts (with its own backoff); the spools keep draining."""
-        if not self.redis_url or time.monotonic() < self._redis_retry_at:
+        if not self.redis_url or not self._redis_backoff.ready():
             return False
         import redis
 
@@ -180,15 +178,14 @@ class SinkThread(threading.Thread):
             got = self._redis.xreadgroup(self.group, self.consumer, {ALERT_STREAM: self._alerts_from},
                                          count=ALERT_BATCH)
         except redis.RedisError as exc:
-            if self._redis_backoff == 0.0:
+            if not self._redis_backoff.failing:
                 log.error("%s: redis unavailable (%s); alerts wait in the stream", self.writer.name, exc)
-            self._redis_backoff = min(5.0, self._redis_backoff * 2 if self._redis_backoff else 0.1)
-            self._redis_retry_at = time.monotonic() + self._redis_backoff
+            self._redis_backoff.failed()
             if self._redis is not None:
                 self._redis.close()
                 self._redis = None
             return False
-        self._redis_backoff = 0.0
+        self._redis_backoff.succeeded()
         entries = got[0][1] if got else []
         if not entries:
             if self._alerts_from == "0":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from scanner.backoff import jittered_delay
+
 
 class TokenBucket:
     """`capacity` tokens, refilled at `rate` tokens per second; one token per send.
@@ -46,7 +48,8 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class RetrySchedule:
-    """Exponential backoff with "equal jitter": attempt n waits d/2 + U(0, d/2), d = min(cap, base * 2^(n-1)).
+    """Per-delivery retries: attempt n waits `scanner.backoff.jittered_delay` (d/2 + U(0, d/2),
+    d = min(cap, base * 2^(n-1))).
 
     Half the delay is fixed, so waits still grow; the random half spreads retries of many alerts
     that failed together (a destination outage) instead of hammering it in lockstep.
@@ -64,5 +67,4 @@ class RetrySchedule:
 
     def delay(self, failed_attempts: int, rng: random.Random | None = None) -> float:
         """Wait before the next attempt after `failed_attempts` (>= 1) failures."""
-        d = min(self.cap_s, self.base_s * 2.0 ** max(0, failed_attempts - 1))
-        return d / 2 + (rng or random).random() * d / 2
+        return jittered_delay(max(1, failed_attempts), self.base_s, self.cap_s, rng)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from scanner.metrics import CATALOGUE, HIST
-from scanner.records import ALERT_VALUES
+from scanner.records import ALERT_VALUES, rule_key
 from scanner.rules import kernel
 from scanner.rules.lower import Handle, Step, numba_table, numpy_ops, resolve_ops
 from scanner.rules.model import ALERT_MODES, Comparison, Group, Ref, Rule, ref_name
@@ -187,7 +187,8 @@ class CompiledRules:
     rows of `snap`), `f8_names`, `hist_refs` ((HIST_FIELDS name, bars_ago) per row of `hist`),
     `value_pos` (int64 (n_rules, ALERT_VALUES): p < len(f8_cols) -> snap[p], else hist[p - m];
     -1 pads), `value_names`, `modes` (int8 index into ALERT_MODES), `cooldown_ns` (int64),
-    `enabled` (bool), `backend`, `n_nodes`, `n_steps`.
+    `enabled` (bool), `keys` (uint64 `rule_key` of each rule id: what alerts carry), `backend`,
+    `n_nodes`, `n_steps`.
     """
 
     def __init__(self, rules: list[Rule], n_rows: int, f8_names: list[str], hist_refs: list[Ref],
@@ -195,10 +196,14 @@ class CompiledRules:
         m = len(f8_names)
         self.rules, self.n_rows, self.f8_names, self.hist_refs = rules, n_rows, f8_names, hist_refs
         self.f8_cols = np.array([CATALOGUE.f8(nm) for nm in f8_names], np.int64)
+        self.price_pos = f8_names.index("price")  # row of `snap` the alert records' price comes from
         self.backend, self.block, self.n_nodes = backend, block, len(b.nodes)
         self.modes = np.array([ALERT_MODES.index(r.alert_mode) for r in rules], np.int8)
         self.cooldown_ns = np.array([round(r.cooldown_seconds * 1e9) for r in rules], np.int64)
         self.enabled = np.array([r.enabled for r in rules], bool)
+        self.keys = np.array([rule_key(r.id) for r in rules], np.uint64)
+        if len(np.unique(self.keys)) != len(rules):
+            raise ValueError("two rules share an id (or a 64-bit rule key): alerts could not tell them apart")
         self.value_pos = np.full((len(rules), ALERT_VALUES), -1, np.int64)
         self.value_names: list[list[str]] = []
         for i, r in enumerate(rules):
@@ -295,7 +300,8 @@ def compile_rules(rules: Sequence[Rule], keys: Sequence[str], backend: Backend =
         raise ValueError(f"'block' must be positive, was {block}")
     rules = list(rules)
     refs = [ref for r in rules if r.enabled for ref in r.refs()]
-    f8_names = sorted({name for name, ago in refs if ago == 0}, key=CATALOGUE.f8)
+    # `price` always: every alert record carries the last trade price of its snapshot
+    f8_names = sorted({name for name, ago in refs if ago == 0} | {"price"}, key=CATALOGUE.f8)
     hist_refs = sorted({ref for ref in refs if ref[1] > 0}, key=lambda ref: (HIST[ref[0]], ref[1]))
     b = _Builder({nm: i for i, nm in enumerate(f8_names)}, {ref: i for i, ref in enumerate(hist_refs)}, keys)
     roots: dict[int, list[int]] = {}

@@ -7,7 +7,8 @@ metric (`"other"`, optionally scaled: `metric op factor * other + offset`), use 
 consecutive scan cycles), carry a nested `"condition"` tree of `all` / `any` / `none` groups,
 read a closed bar's field some bars back (`{"metric": "close", "bars_ago": 3}`), and restrict
 itself with a universe filter, a time-of-day window (America/New_York), a per-symbol cooldown
-and an alert mode.
+and an alert mode. `side` (`long` by default, or `short`) says which trade an alert suggests; it
+does not change matching, only how a backtest scores the alert (returns inverted for short).
 
 Metric names are the float (`f8`) columns of `CATALOGUE`; an operand with `bars_ago >= 1`
 names a bar-history field (`HIST_FIELDS`), `bars_ago = 1` being the last closed bar.
@@ -32,11 +33,11 @@ from pydantic import (
 )
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS
-from scanner.records import ALERT_VALUES
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!=", "between", "crosses_above", "crosses_below"]
 AlertMode = Literal["enter", "enter_exit", "once_per_bar", "once_per_day"]
 Severity = Literal["info", "low", "medium", "high", "critical"]
+Side = Literal["long", "short"]
 OPERATORS: tuple[str, ...] = get_args(Operator)
 COMPARE_OPS: tuple[str, ...] = (">", ">=", "<", "<=", "==", "!=")
 CROSS_OPS: tuple[str, ...] = ("crosses_above", "crosses_below")
@@ -363,6 +364,7 @@ class Rule(_Leaf):
         "enter: when a symbol starts matching; enter_exit: also when it stops; "
         "once_per_bar / once_per_day: at most once per 1-minute bar / trading day while matching."))
     cooldown_seconds: FiniteFloat = Field(0.0, ge=0, le=604800, description="Quiet time per (rule, symbol).")
+    side: Side = Field("long", description="The trade an alert suggests: a backtest inverts returns for 'short'.")
     window: Window | None = None
     universe: Universe | None = None
     condition: Condition | None = None
@@ -434,13 +436,12 @@ class Rule(_Leaf):
 
     def signature(self) -> dict[str, Any]:
         """What decides the rule's matches and alerts (dump without the display fields)."""
-        return {k: v for k, v in self.dump().items() if k not in ("name", "description", "severity", "tags")}
+        return {k: v for k, v in self.dump().items() if k not in ("name", "description", "severity", "tags", "side")}
 
 
 Group.model_rebuild()
 Comparison.model_rebuild()
 Rule.model_rebuild()
-RuleModel = Rule  # the name the API layer uses
 
 
 class RuleSet(RootModel[Annotated[list[Rule], Field(max_length=MAX_RULES)]]):
@@ -457,6 +458,8 @@ class RuleSet(RootModel[Annotated[list[Rule], Field(max_length=MAX_RULES)]]):
 
 def rule_metric_names(rule: Rule) -> list[str]:
     """Names of the values an alert of this rule carries (`ALERT_DTYPE.values`), in order."""
+    from scanner.records import ALERT_VALUES  # here, not at the top: the rule model loads without numpy
+
     return [ref_name(r) for r in rule.refs()[:ALERT_VALUES]]
 
 

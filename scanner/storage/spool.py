@@ -171,9 +171,13 @@ class Spool:
             off = os.lseek(self.fd, 0, os.SEEK_END)
             data = head.tobytes() + payload
             written = 0
-            while written < len(data):
-                written += os.pwrite(self.fd, data[written:], off + written)
-            os.fdatasync(self.fd)
+            try:
+                while written < len(data):
+                    written += os.pwrite(self.fd, data[written:], off + written)
+                os.fdatasync(self.fd)
+            except OSError:  # e.g. ENOSPC: no torn frame left behind for the next append to follow
+                os.ftruncate(self.fd, off)
+                raise
             self.frames.append(Frame(seq, off, len(records), ring_id, cursor_end))
             self.last_seq = seq
         return seq

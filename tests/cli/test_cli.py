@@ -108,3 +108,16 @@ def test_daemon_start_status_stop(tmp_path: Path) -> None:
         run("stop", *d)
         for seg in instance_segments(name):
             os.unlink(f"/dev/shm/{seg}")
+
+
+def test_rules_schema_lists_every_rule_metric_with_unit_and_description() -> None:
+    from scanner.metrics import CATALOGUE
+
+    r = run("rules", "schema")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    listed = {m["name"]: m for m in doc["x-metrics"]}
+    assert set(listed) == {m.name for m in CATALOGUE.metrics if m.dtype == "f8"}
+    for name in ("change_15m_pct", "or_low_30m", "pct_from_sma_200_1d", "atr_14_60m", "new_lod_count"):
+        assert listed[name]["unit"] == CATALOGUE[name].unit and listed[name]["description"]
+    assert "close" in doc["x-history-fields"]

@@ -28,6 +28,7 @@ class Instance:
             "SCANNER_SCAN_WORKERS": "2", "SCANNER_HTTP_PORT": str(self.port), "SCANNER_FEED_RATE": "3000",
             "SCANNER_SCAN_INTERVAL_MS": "200", "SCANNER_HEARTBEAT_TIMEOUT_S": "1.5",
             "SCANNER_CHECKPOINT_INTERVAL_S": "2",
+            "SCANNER_BOOT_TIMEOUT_S": "120",  # shared 2-core test machines can take a minute to import
         })
         self.env.update(env)
         self.log = tmp / f"{name}.out"
@@ -56,6 +57,18 @@ class Instance:
         st = self.status()
         ok = st["processes"] and all(p["alive"] and p["state"] == "running" for p in st["processes"])
         return st if ok else None
+
+    def symbol_with_a_closed_bar(self) -> str:
+        """A symbol whose bar history holds a closed bar (read from the instance's shared memory)."""
+        import numpy as np
+
+        from procs.shared import Shared
+
+        sh = Shared.attach(self.name)
+        try:
+            return sh.table.key_list()[int(np.flatnonzero(sh.history.head)[0])]
+        finally:
+            sh.close()
 
     def stop(self) -> int:
         assert self.proc is not None

@@ -24,8 +24,8 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 
-from procs.notifier import Notifier, PassStats
-from procs.supervisor import process_names
+from procs.instance import process_names
+from procs.notifier.delivery import Notifier, PassStats
 from scanner.config import Settings
 from scanner.notify import signing
 from scanner.notify.destinations import parse_destinations
@@ -345,7 +345,7 @@ def test_redis_outage_never_stalls_and_recovers(tmp_path: Path, receiver: Receiv
 
 KILLABLE = """
 import sys, time
-from procs.notifier import Notifier
+from procs.notifier.delivery import Notifier
 from scanner.notify.destinations import parse_destinations
 import json
 url, stream, dests = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

@@ -14,7 +14,7 @@ from procs.bench.services import PostgresServer
 from procs.rules_pg import PgRuleStore
 from procs.storage.pg import migrate
 from scanner.rules.store import RuleStoreError
-from tests.procs.instance import Instance
+from tests.procs.instance import Instance, child
 from tests.support import eventually
 
 
@@ -72,11 +72,17 @@ def test_a_change_through_one_host_reaches_the_other(db: str, tmp_path: Path) ->
         eventually(lambda: b.get("/api/status").json()["rules_generation"] > gen_b, 20, 0.2, "host B notified")
         m = eventually(lambda: (r := b.get("/api/rules/via-host-a/matches").json())["count"] > 0 and r, 20, 0.2)
         assert m["workers_pending"] == []
-        # bars of a symbol come from the database once the storage writer committed some
-        sym = b.get("/api/top", params={"metric": "day_volume", "limit": 1}).json()["rows"][0]["symbol"]
-        got = eventually(lambda: (r := b.get(f"/api/bars/{sym}").json())["bars"] and r, 60, 0.5, "bars in PG")
-        assert got["source"] == "postgres" and all(x["high"] >= x["low"] for x in got["bars"])
+        # bars of a symbol come from the database once the storage writer committed them. Wait for
+        # the events (a minute closed, the writer committed every bar closed so far), not for a
+        # minute of the clock to pass.
+        hb = hosts[1]
+        closed = eventually(lambda: child(hb.status(), "bars")["out"], 90, 0.2, "a minute closed on host B")
+        eventually(lambda: child(hb.status(), "storage")["out"] >= closed, 90, 0.2, "host B's bars committed")
+        sym = hb.symbol_with_a_closed_bar()
+        got = b.get(f"/api/bars/{sym}").json()
+        assert got["source"] == "postgres" and got["bars"] and all(x["high"] >= x["low"] for x in got["bars"])
     finally:
         for h in hosts:
             h.close()
+
 

@@ -20,7 +20,7 @@ from procs.storage.ch import ChWriter, client
 from procs.storage.history import Progress, _from_archive, _from_postgres, past_days
 from procs.storage.pg import PgWriter
 from procs.storage.s3 import archive_day, read_archived, restore_day
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.indicators.volume import volume_profile
 from scanner.metrics import HIST
 from scanner.session import MINUTE_NS, minute_of_day, session_bounds_ns, trading_days
@@ -68,7 +68,7 @@ def stored(pg: PostgresServer, moto: MotoServer, tmp_path_factory: pytest.TempPa
     s = Settings(database_url=pg.url, clickhouse_url=f"chdb://{ch_dir}", s3_bucket="scanner-archive",
                  s3_endpoint_url=moto.url, s3_prefix="t/", warm_history_days=2, data_dir=ch_dir)
     boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=s.s3_bucket)
-    pw, cw = PgWriter(pg.url), ChWriter(s.clickhouse_url or "")
+    pw, cw = PgWriter(pg.url), ChWriter(reveal(s.clickhouse_url) or "")
     pw.open()
     cw.open()
     for i, d in enumerate(DAYS):
@@ -111,12 +111,12 @@ def test_archive_writes_verified_parquet_and_a_manifest(stored: Settings) -> Non
 def test_restore_replaces_the_day_in_clickhouse_exactly_once(stored: Settings) -> None:
     s = stored
     archive_day(s, DAYS[1])
-    ch = client(s.clickhouse_url or "")
+    ch = client(reveal(s.clickhouse_url) or "")
     ch.command(f"ALTER TABLE bars_1m DROP PARTITION {DAYS[1]}")
     ch.close()
     assert restore_day(s, DAYS[1]) == {"bars": len(day_bars(DAYS[1], 1))}
     assert restore_day(s, DAYS[1]) == {"bars": len(day_bars(DAYS[1], 1))}  # twice: still once
-    ch = client(s.clickhouse_url or "")
+    ch = client(reveal(s.clickhouse_url) or "")
     n, total = ch.query(f"SELECT count(), sum(volume) FROM bars_1m WHERE day = {DAYS[1]}").result_rows[0]
     ch.close()
     assert n == len(day_bars(DAYS[1], 1)) and total == pytest.approx(day_bars(DAYS[1], 1)["volume"].sum())
@@ -138,7 +138,7 @@ def test_archive_command(stored: Settings, monkeypatch: pytest.MonkeyPatch) -> N
     app = typer.Typer()
     app.command("archive")(archive_command)
     app.command("other")(lambda: None)
-    for k, v in {"DATABASE_URL": stored.database_url, "CLICKHOUSE_URL": stored.clickhouse_url,
+    for k, v in {"DATABASE_URL": reveal(stored.database_url), "CLICKHOUSE_URL": reveal(stored.clickhouse_url),
                  "S3_BUCKET": stored.s3_bucket, "S3_ENDPOINT_URL": stored.s3_endpoint_url, "S3_PREFIX": "t/"}.items():
         monkeypatch.setenv(f"SCANNER_{k}", str(v))
     r = CliRunner().invoke(app, ["archive", "--date", "2024-03-12"])

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,9 +46,11 @@ class Instance:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def storage(self) -> dict | None:
-        st = self.status()
-        p = next(p for p in st["processes"] if p["name"] == "storage")
+        p = self.proc_status("storage")
         return p if p["alive"] and p["state"] == "running" else None
+
+    def proc_status(self, name: str) -> dict:
+        return next(p for p in self.status()["processes"] if p["name"] == name)
 
     def spool_bytes(self) -> int:
         path = self.data / "spool" / f"{self.name}.bars.spool"
@@ -86,17 +87,20 @@ def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis
     inst = Instance(tmp_path, SCANNER_DATABASE_URL=pg.url, SCANNER_CLICKHOUSE_URL=f"chdb://{ch_dir}",
                     SCANNER_REDIS_URL=redis_server.url, SCANNER_CAPTURE_TRADES="true")
     try:
-        eventually(lambda: pg_bars(pg.url) > 0, 60, what="first bars in PostgreSQL")
+        # events, not the minute clock: a minute closed, then the writer committed bars
+        eventually(lambda: inst.proc_status("bars")["out"] > 0, 90, 0.2, "a minute closed")
+        eventually(lambda: pg_bars(pg.url) > 0, 90, what="first bars in PostgreSQL")
         pg.stop()  # outage: the writer keeps spooling
         minute = FILE_DTYPE.itemsize + 150 * SPOOL_BAR_DTYPE.itemsize  # about one minute close pending
-        eventually(lambda: inst.spool_bytes() > minute, 20, what="a minute close spooled during the outage")
+        eventually(lambda: inst.spool_bytes() > minute, 60, what="a minute close spooled during the outage")
         kill_storage(inst)  # kill -9 while the database is down
         grown = inst.spool_bytes()
-        eventually(lambda: inst.spool_bytes() > grown + minute, 20, what="the restarted writer to spool more")
+        eventually(lambda: inst.spool_bytes() > grown + minute, 60, what="the restarted writer to spool more")
         pg.start()
         kill_storage(inst)  # kill -9 while it reconnects and replays the backlog
         eventually(lambda: inst.spool_bytes() == FILE_DTYPE.itemsize, 40, what="the spool to drain")
-        time.sleep(2.0)  # another close in steady state
+        drained = pg_bars(pg.url)  # then another minute close, written in steady state (an event, not a sleep)
+        eventually(lambda: pg_bars(pg.url) > drained, 90, 0.2, "another minute close in steady state")
     finally:
         code = inst.stop()
         for name in instance_segments(inst.name):

@@ -119,6 +119,11 @@ def test_changed_cells_match_brute_force(shape: tuple[int, int]) -> None:
         assert st.changed(m).tolist() == np.flatnonzero(m != st.latched).tolist()
 
 
+def _pos(eng: ScanEngine, alert: np.void) -> int:
+    """The rule list position of the rule an alert names by its stable key."""
+    return int(np.flatnonzero(eng.compiled.keys == alert["rule"])[0])
+
+
 def test_alert_writer_fills_records() -> None:
     w = AlertWriter(worker=3, lo=1000, seq=50, capacity=1)
     snap = np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]])
@@ -134,10 +139,11 @@ def test_alert_writer_fills_records() -> None:
         event_ns=5,
         scan_ns=6,
         generation=9,
+        keys=np.array([7 << 60, 11], np.uint64),
     )
     assert recs.dtype == ALERT_DTYPE and len(recs) == 3
     assert recs["seq"].tolist() == [50, 51, 52] and w.seq == 53
-    assert recs["sym"].tolist() == [1002, 1000, 1001] and recs["rule"].tolist() == [0, 1, 0]
+    assert recs["sym"].tolist() == [1002, 1000, 1001] and recs["rule"].tolist() == [7 << 60, 11, 7 << 60]
     assert (
         recs["kind"].tolist() == [E, X, E] and (recs["worker"] == 3).all() and (recs["generation"] == 9).all()
     )
@@ -156,6 +162,7 @@ def test_alert_writer_fills_records() -> None:
                 0,
                 0,
                 0,
+                np.zeros(0, np.uint64),
             )
         )
         == 0
@@ -194,7 +201,7 @@ def test_engine_cycles(backend: str) -> None:
     r1 = eng.cycle(
         snap_for(eng, [9.0, 10.0, 0.5], [10.0, 10.0, 1.0], [6.0, 1.0, 9.0]), hist, t, t - 5, 600, 1, 1
     )
-    assert [(int(a["rule"]), int(a["sym"]), int(a["kind"])) for a in r1] == [(1, 100, E)]
+    assert [(_pos(eng, a), int(a["sym"]), int(a["kind"])) for a in r1] == [(1, 100, E)]
     assert eng.match_counts().tolist() == [0, 1, 0] and eng.matching_rows(1).tolist() == [100]
     # the zero-copy path: fill the engine's own buffer
     buf = eng.snapshot_buffer()
@@ -202,7 +209,7 @@ def test_engine_cycles(backend: str) -> None:
     hb = eng.hist_buffer()
     hb[:] = hist
     r2 = eng.cycle(buf, hb, t + S, t, 600, 1, 1)
-    got = [(int(a["rule"]), int(a["sym"]), int(a["kind"])) for a in r2]
+    got = [(_pos(eng, a), int(a["sym"]), int(a["kind"])) for a in r2]
     assert got == [(0, 100, E), (0, 102, E), (1, 102, E), (2, 100, E)]
     assert (
         r2["seq"].tolist() == [11, 12, 13, 14] and (r2["generation"] == 4).all() and (r2["worker"] == 2).all()
@@ -214,7 +221,7 @@ def test_engine_cycles(backend: str) -> None:
     r3 = eng.cycle(
         snap_for(eng, [11.5, 10.0, 2.0], [10.0, 10.0, 1.0], [6.0, 1.0, 9.0]), hist, t + 2 * S, t, 600, 1, 1
     )
-    assert [(int(a["rule"]), int(a["sym"]), int(a["kind"])) for a in r3] == [(0, 100, X), (0, 102, X)]
+    assert [(_pos(eng, a), int(a["sym"]), int(a["kind"])) for a in r3] == [(0, 100, X), (0, 102, X)]
     with pytest.raises(ValueError, match="'hist' is needed"):
         eng.cycle(eng.snapshot_buffer(), None, t, t, 600, 1, 1)
 
@@ -235,12 +242,12 @@ def test_engine_rule_change_keeps_unchanged_rules_quiet() -> None:
     snap = np.array([[3.0, 3.0], [2.5, 2.5], [6.0, 7.0]])
     recs = eng.cycle(snap, None, S, S, 600, 1, 1)
     # "gainer" (only renamed) stays latched; "new" alerts; the cross has no previous vwap: no alert
-    assert [(int(a["rule"]), int(a["sym"])) for a in recs] == [(2, 1)] and (recs["generation"] == 5).all()
+    assert [(_pos(eng, a), int(a["sym"])) for a in recs] == [(2, 1)] and (recs["generation"] == 5).all()
     # the previous price did carry over: the next cycle judges crosses against this one
     recs = eng.cycle(np.array([[3.0, 2.0], [2.9, 2.5], [6.0, 7.0]]), None, 2 * S, 2 * S, 600, 1, 1)
     assert len(recs) == 0
     recs = eng.cycle(np.array([[3.0, 2.6], [2.9, 2.5], [6.0, 7.0]]), None, 3 * S, 3 * S, 600, 1, 1)
-    assert [(int(a["rule"]), int(a["sym"]), int(a["kind"])) for a in recs] == [(0, 1, E)]
+    assert [(_pos(eng, a), int(a["sym"]), int(a["kind"])) for a in recs] == [(0, 1, E)]
     # a changed definition starts fresh
     eng.set_rules(parse_rules([RULES[1].dump() | {"value": 5.5}]), generation=6)
     assert len(eng.cycle(np.array([[2.0, 2.0], [6.0, 7.0]]), None, 4 * S, 4 * S, 600, 1, 1)) == 2
@@ -252,4 +259,4 @@ def test_engine_rule_change_carries_the_previous_snapshot() -> None:
     assert len(eng.cycle(np.array([[4.0]]), None, 0, 0, 600, 1, 1)) == 0
     eng.set_rules(parse_rules([{"id": "rsi", "metric": "rsi_14", "operator": ">", "value": 90}, cross]), 2)
     recs = eng.cycle(np.array([[6.0], [50.0]]), None, S, S, 600, 1, 1)  # price, rsi_14
-    assert [(int(a["rule"]), int(a["kind"])) for a in recs] == [(1, E)]
+    assert [(_pos(eng, a), int(a["kind"])) for a in recs] == [(1, E)]

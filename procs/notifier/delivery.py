@@ -1,4 +1,5 @@
-"""Notifier: a consumer group on the Redis `alerts` stream, delivering to e-mail, webhooks and SMS.
+"""The notifier's delivery state machine: a consumer group on the Redis `alerts` stream, delivering
+to e-mail, webhooks and SMS (the I/O of one attempt: `procs.notifier.senders`).
 
 Delivery contract:
 
@@ -27,68 +28,25 @@ import itertools
 import json
 import logging
 import random
-import smtplib
-import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import redis
 
+from procs.notifier.senders import DeliveryError, Entry, Job, Senders
 from procs.redis_out import STREAM
-from procs.runtime import BootError, Context
-from scanner.notify import messages, signing
-from scanner.notify.destinations import (
-    Destination,
-    EmailDestination,
-    SmsDestination,
-    WebhookDestination,
-    load_destinations,
-)
+from scanner.backoff import Backoff
+from scanner.notify.destinations import Destination
 from scanner.notify.limits import RetrySchedule, TokenBucket
 
 log = logging.getLogger("scanner.notifier")
 DEAD_MAXLEN = 100_000
 PROGRESS_TTL_S = 7 * 86400
-RETRYABLE_HTTP = frozenset({408, 425, 429})
 MAX_BLOCK_MS = 500
-
-
-class DeliveryError(Exception):
-    """One failed attempt; `permanent` ones are not retried."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-@dataclass(eq=False)
-class Entry:
-    """One stream entry and how many of its deliveries are still open."""
-
-    id: str
-    raw: bytes
-    alert: dict[str, Any]
-    open: int = 0
-    track: bool = False  # note per-destination progress (more than one destination)
-
-
-@dataclass(eq=False)
-class Job:
-    """One entry to one destination, across its attempts."""
-
-    entry: Entry
-    dest: Destination
-    attempts: int = 0
-    error: str = ""
-    sent_to: set[str] = field(default_factory=set)  # SMS recipients already sent: not re-sent on retry
 
 
 @dataclass
@@ -97,83 +55,6 @@ class PassStats:
     delivered: int = 0  # successful deliveries
     dead: int = 0  # deliveries dead-lettered, plus unreadable entries
     failed: int = 0  # failed attempts
-
-
-class Senders:
-    """The I/O of one attempt per destination kind; raises DeliveryError on failure."""
-
-    def __init__(self) -> None:
-        self.http = httpx.Client(follow_redirects=False)
-
-    def send(self, job: Job) -> None:
-        d = job.dest
-        try:
-            if isinstance(d, WebhookDestination):
-                self.webhook(d, job)
-            elif isinstance(d, SmsDestination):
-                self.sms(d, job)
-            else:
-                self.email(d, job)
-        except DeliveryError:
-            raise
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(f"SMTP recipients refused: {exc.recipients}", all(c >= 500 for c in codes)) from exc
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", exc.smtp_code >= 500) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from exc
-
-    @staticmethod
-    def _check(resp: httpx.Response) -> None:
-        if resp.is_success:
-            return
-        code = resp.status_code
-        raise DeliveryError(f"HTTP {code}: {resp.text[:200]}", 400 <= code < 500 and code not in RETRYABLE_HTTP)
-
-    def webhook(self, d: WebhookDestination, job: Job) -> None:
-        body = job.entry.raw
-        headers = {"Content-Type": "application/json", signing.DELIVERY_HEADER: job.entry.id, **d.headers,
-                   **signing.signed_headers(d.secret.get_secret_value(), body)}
-        self._check(self.http.post(d.url, content=body, headers=headers, timeout=d.timeout_s))
-
-    def sms(self, d: SmsDestination, job: Job) -> None:
-        text = messages.sms_body(job.entry.alert)
-        for number in d.to:
-            if number in job.sent_to:
-                continue
-            resp = self.http.post(d.messages_url(), data={"To": number, "From": d.from_number, "Body": text},
-                                  auth=(d.account_sid, d.auth_token.get_secret_value()), timeout=d.timeout_s)
-            self._check(resp)
-            job.sent_to.add(number)
-
-    def email(self, d: EmailDestination, job: Job) -> None:
-        alert = job.entry.alert
-        msg = EmailMessage()
-        msg["Subject"] = messages.email_subject(alert, d.subject_prefix)
-        msg["From"] = d.from_addr
-        msg["To"] = ", ".join(d.to)
-        msg["Date"] = formatdate(localtime=False)
-        msg["Message-ID"] = make_msgid("alert")
-        msg["X-Scanner-Alert"] = job.entry.id
-        msg.set_content(messages.email_body(alert))
-        msg.add_attachment(job.entry.raw, maintype="application", subtype="json", filename="alert.json")
-        tls = ssl.create_default_context()  # verifies the server (SMTP_SSL's own default would not)
-        smtp = (smtplib.SMTP_SSL(d.smtp_host, d.smtp_port, timeout=d.timeout_s, context=tls)
-                if d.security == "ssl" else smtplib.SMTP(d.smtp_host, d.smtp_port, timeout=d.timeout_s))
-        with smtp:
-            if d.security == "starttls":
-                smtp.starttls(context=tls)
-            if d.username:
-                smtp.login(d.username, d.password.get_secret_value() if d.password else "")
-            refused = smtp.send_message(msg)
-        if refused:
-            log.warning("%s: some recipients refused: %s", d.name, refused)
-
-    def close(self) -> None:
-        self.http.close()
 
 
 class Notifier:
@@ -211,8 +92,7 @@ class Notifier:
         self._progress: list[tuple[str, str]] = []
         self._ready = False  # group exists and this consumer's own pending entries were recovered
         self._redis_up = True
-        self._redis_backoff = 0.0
-        self._redis_retry_at = 0.0
+        self._redis_backoff = Backoff()
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._next_touch = now + claim_idle_s / 3
@@ -223,8 +103,8 @@ class Notifier:
         now = time.monotonic()
         self._collect(now, stats)
         self._dispatch(now)
-        if now < self._redis_retry_at:
-            time.sleep(0.01 if self.running else min(0.05, self._redis_retry_at - now))
+        if not self._redis_backoff.ready(now):
+            time.sleep(0.01 if self.running else min(0.05, self._redis_backoff.retry_at - now))
             return stats
         try:
             if not self._ready:
@@ -236,7 +116,8 @@ class Notifier:
             self._flush()  # entries that need no delivery are acked in the same pass
             if not self._redis_up:
                 log.info("redis reachable again")
-            self._redis_up, self._redis_backoff = True, 0.0
+            self._redis_up = True
+            self._redis_backoff.succeeded()
         except redis.RedisError as exc:
             self._redis_failed(exc)
         self._dispatch(time.monotonic())
@@ -336,10 +217,11 @@ class Notifier:
         return f"{self.stream}:notified:{entry_id}"
 
     def _prepare(self, stats: PassStats) -> None:
-        """Create the group (from new entries on: a first start does not replay history) and take
-        back this consumer's own pending entries, left by a crash or a restart."""
+        """Create the group at the stream's start (id 0, not `$`: alerts written before the
+        notifier's first start, e.g. while the instance was still booting it, are delivered, not
+        lost) and take back this consumer's own pending entries, left by a crash or a restart."""
         try:
-            self.redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -465,33 +347,7 @@ class Notifier:
     def _redis_failed(self, exc: redis.RedisError) -> None:
         if "NOGROUP" in str(exc):
             self._ready = False  # stream or group deleted under us: create it again
-        self._redis_backoff = min(5.0, self._redis_backoff * 2 if self._redis_backoff else 0.1)
-        self._redis_retry_at = time.monotonic() + self._redis_backoff
+        self._redis_backoff.failed()
         if self._redis_up:
-            log.error("redis unavailable (%s); retry in %.1f s", exc, self._redis_backoff)
+            log.error("redis unavailable (%s); retry in %.1f s", exc, self._redis_backoff.delay)
         self._redis_up = False
-
-
-def main(ctx: Context) -> None:
-    s = ctx.settings
-    if not s.redis_url:
-        raise BootError("the notifier needs redis_url")
-    try:
-        dests = load_destinations(s.notify_destinations, s.notify_file)
-    except (OSError, ValueError) as exc:
-        raise BootError(f"notify destinations: {exc}") from exc
-    if not dests:
-        raise BootError("the notifier has no enabled destinations")
-    retry = RetrySchedule(s.notify_retry_base_s, s.notify_retry_cap_s, s.notify_max_attempts)
-    notifier = Notifier(s.redis_url, dests, consumer=f"{socket.gethostname()}:{s.instance}", group=s.notify_group,
-                        dead_stream=s.notify_dead_stream, retry=retry, claim_idle_s=s.notify_claim_idle_s)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
-    log.info("delivering to %s", ", ".join(f"{d.name} ({d.kind})" for d in dests))
-    try:
-        while ctx.should_run():
-            ctx.beat()
-            st = notifier.run_once()
-            ctx.count(n_in=st.read, n_out=st.delivered, drops=st.dead, errors=st.failed)
-    finally:
-        st = notifier.close()
-        ctx.count(n_in=st.read, n_out=st.delivered, drops=st.dead, errors=st.failed)

@@ -1,0 +1,1 @@
+"""The notifier process (`process`): its delivery state machine (`delivery`) and senders (`senders`)."""

@@ -1,0 +1,173 @@
+"""Issue 10.1: every numba kernel is compiled or loaded before a process's first heartbeat.
+
+In process: after the warm-ups, driving the bar, indicator and scan code with the argument
+kinds the processes use (shared-memory columns, ring batches) compiles nothing more. With real
+processes: an instance whose numba cache is empty (so every kernel compiles during boot) comes
+up under a short heartbeat timeout without a single stall."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba.core.registry import CPUDispatcher
+
+import scanner.bars
+import scanner.indicators.averages
+import scanner.indicators.engine
+import scanner.indicators.intraday
+import scanner.indicators.momentum
+import scanner.indicators.volatility
+import scanner.rules.kernel
+import scanner.timeframes
+from procs.scan import match_state
+from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
+from scanner.bars import BarAggregator
+from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
+from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
+from scanner.metrics import CATALOGUE, Owner
+from scanner.records import TICK_DTYPE
+from scanner.rules.compiler import warm_up as warm_rules
+from scanner.rules.engine import ScanEngine
+from scanner.rules.store import default_pack
+from scanner.session import MINUTE_NS, session_bounds_ns
+from tests.procs.instance import Instance, child
+from tests.support import eventually
+
+MODULES = (scanner.bars, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
+           scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes)
+
+
+def signatures() -> dict[str, int]:
+    return {f"{m.__name__}.{k}": len(v.signatures) for m in MODULES for k, v in vars(m).items()
+            if isinstance(v, CPUDispatcher)}
+
+
+@pytest.fixture
+def shared() -> Iterator[Shared]:
+    n = 300
+    sh = Shared.create(f"kw{os.getpid()}", keys=[f"S{i}" for i in range(n)], n_workers=1, trading_day=20260105,
+                       tick_capacity=4096, bar_capacity=4096, alert_capacity=1024, hist_depth=8, block_shift=6,
+                       supervisor_pid=os.getpid(), created_ns=time.time_ns(),
+                       states={"bars": BarAggregator.new_state(n), "matches": match_state(n, 1)})
+    try:
+        yield sh
+    finally:
+        sh.close()
+        sh.unlink()
+
+
+def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) -> None:
+    scanner.bars.warm_up()
+    warm_kernels()
+    warm_timeframe_kernels()
+    warm_rules()
+    before = signatures()
+    entry = ("scanner.bars._ingest", "scanner.bars._close_due", "scanner.indicators.engine._fold_bars",
+             "scanner.indicators.engine._fold_history", "scanner.indicators.engine._live",
+             "scanner.rules.kernel.run_steps")  # what Python calls; the rest are inlined callees
+    assert all(before[k] >= 1 for k in entry), before
+    t, h, n = shared.table, shared.history, shared.table.n_rows
+    # bars, as procs/bars.py drives it: table columns, the shared state, ring batches
+    cols = {m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index]) for m in CATALOGUE.owned_by(Owner.BARS)}
+    agg = BarAggregator(cols, h.hist, h.head, state=shared.state["bars"].arrays, grace_ns=0)
+    open_ns = session_bounds_ns(20260105)["open"]
+    ticks = np.zeros(1000, TICK_DTYPE)
+    ticks["sym"] = np.arange(1000) % n
+    ticks["ts_ns"] = open_ns + np.arange(1000) * 100_000_000
+    ticks["price"], ticks["size"] = 10.0 + np.arange(1000) % 7, 100.0
+    tick_in, bar_in = shared.ticks.consumer(TICK_CONSUMER_BARS), shared.bars.consumer(BAR_CONSUMER_INDICATORS)
+    shared.ticks.producer().publish(ticks)
+    closed = [agg.on_ticks(tick_in.poll(1 << 16)),
+              agg.close_due(open_ns + 5 * MINUTE_NS)]
+    bars = np.concatenate(closed)
+    assert len(bars) > 0
+    shared.bars.producer().publish(bars)
+    # indicators, as procs/indicators.py drives it
+    eng = IndicatorEngine(n)
+    eng.warm_up(h.hist.copy(), h.head.copy())
+    got = bar_in.poll(1 << 16)
+    assert len(got) == len(bars)
+    eng.on_bars_closed(got)
+    inputs = [m for m in CATALOGUE.metrics if m.owner != Owner.INDICATORS]
+    buf_f8 = np.empty((sum(m.dtype == "f8" for m in inputs), n))
+    buf_i8 = np.empty((sum(m.dtype == "i8" for m in inputs), n), np.int64)
+    live: dict[str, np.ndarray] = {}
+    live.update(zip([m.name for m in inputs if m.dtype == "f8"], buf_f8, strict=True))
+    live.update(zip([m.name for m in inputs if m.dtype == "i8"], buf_i8, strict=True))
+    t.snapshot(0, n, np.array([m.index for m in inputs if m.dtype == "f8"]), buf_f8,
+               np.array([m.index for m in inputs if m.dtype == "i8"]), buf_i8)
+    out = np.full((len(INDICATOR_COLUMNS), n), np.nan)
+    live.update(zip(INDICATOR_COLUMNS, out, strict=True))
+    eng.update_live(live, open_ns + 6 * MINUTE_NS)
+    # a scan over the default rule pack
+    se = ScanEngine(default_pack(), t.key_list(), lo=0, worker_id=0)
+    snap = se.snapshot_buffer()
+    t.snapshot(0, n, se.f8_cols, snap)
+    hist = se.hist_buffer()
+    if len(hist):
+        h.read(0, n, se.compiled.hist_fields, se.compiled.hist_bars_ago, hist)
+    se.cycle(snap, hist, 1, open_ns, 600, 1, 20260105)
+    assert signatures() == before
+
+
+@pytest.mark.slow
+def test_a_cold_numba_cache_does_not_stall_the_boot(tmp_path: Path) -> None:
+    """Every kernel compiles during boot (empty cache), yet no child is killed as stalled: the
+    compile happens before the first heartbeat, under boot_timeout_s, not in the work loop."""
+    inst = Instance(tmp_path, f"cold{os.getpid()}", NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+                    SCANNER_SYMBOLS="200", SCANNER_FEED_RATE="1000", SCANNER_FEED_SPEED="30",
+                    SCANNER_HEARTBEAT_TIMEOUT_S="3", SCANNER_BOOT_TIMEOUT_S="300")
+    kernels = ("bars", "indicators", "scan-0", "scan-1")  # the processes that run numba kernels
+    inst.start()
+    try:
+        eventually(inst.all_running, 300, 0.2, "all processes running from a cold numba cache")
+        # ticks aggregated, a minute closed and folded by the indicators: every kernel has run
+        eventually(lambda: child(inst.status(), "indicators")["in"] > 0, 120, 0.2, "closed bars folded")
+        st = inst.status()
+        assert all(child(st, k)["restarts"] == 0 for k in kernels), st["processes"]
+        stalls = [ln for ln in inst.output().splitlines() if "stalled" in ln]
+        assert not [ln for ln in stalls if any(f" {k} (pid" in ln for k in kernels)], stalls
+        assert any((tmp_path / "numba").rglob("*.nbi"))  # the cache went where it was told
+        assert inst.stop() == 0
+    finally:
+        inst.close()
+
+
+@pytest.mark.slow
+def test_first_demo_log_has_no_error_line(tmp_path: Path) -> None:
+    """`scanner demo` on a fresh machine (empty numba cache): its log has no ERROR line (the
+    kernels compile once in the supervisor, before any child and any heartbeat deadline)."""
+    import signal
+    import subprocess
+    import sys
+
+    from procs.shared import instance_segments
+    from tests.support import free_port
+
+    name = f"demo{os.getpid()}"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), SCANNER_INSTANCE=name,
+               SCANNER_DATA_DIR=str(tmp_path / "data"), SCANNER_SCAN_WORKERS="2", SCANNER_BOOT_TIMEOUT_S="300")
+    log = tmp_path / "demo.log"
+    proc = subprocess.Popen([sys.executable, "-m", "cli.app", "demo", "--symbols", "1000", "--port", str(free_port())],
+                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    inst = Instance(tmp_path, name)
+    inst.data_dir = tmp_path / "data"
+    try:
+        eventually(inst.all_running, 600, 0.5, "the demo running")
+        eventually(lambda: child(inst.status(), "scan-0")["cycles"] > 3, 120, 0.2, "scan cycles")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for seg in instance_segments(name):
+            os.unlink(f"/dev/shm/{seg}")
+    text = log.read_text(errors="replace")
+    assert "numba kernels ready" in text
+    assert [ln for ln in text.splitlines() if " ERROR " in ln] == []

@@ -1,0 +1,98 @@
+"""Issue 10.6: secrets stay secret. URL passwords never reach a log line, settings reach the
+children through a private (0600) file rather than the environment, and an instance's data
+directory is private (umask 077)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from procs.runtime import BootError, RedactingFormatter, read_settings_file, write_settings_file
+from scanner.config import Settings, redact, reveal
+from tests.procs.instance import Instance
+from tests.support import eventually
+
+URLS = {
+    "redis://:hunter2@127.0.0.1:6379/0": "redis://:***@127.0.0.1:6379/0",
+    "postgresql://scanner:hunter2@db.internal:5432/scanner": "postgresql://scanner:***@db.internal:5432/scanner",
+    "https://default:hunter2@ch.example:8443/db": "https://default:***@ch.example:8443/db",
+    "host=db user=scanner password=hunter2 dbname=x": "host=db user=scanner password=*** dbname=x",
+    "https://hooks.example/send?token=hunter2&x=1": "https://hooks.example/send?token=***&x=1",
+}
+
+
+@pytest.mark.parametrize(("raw", "shown"), URLS.items())
+def test_redact(raw: str, shown: str) -> None:
+    assert redact(f"cannot connect to {raw}: refused") == f"cannot connect to {shown}: refused"
+
+
+def test_urls_without_credentials_are_unchanged() -> None:
+    for text in ("redis://127.0.0.1:6379/0", "chdb:///var/lib/ch", "http://[::1]:8700/api/rules?limit=5"):
+        assert redact(text) == text
+
+
+def test_every_log_line_is_redacted_even_tracebacks() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("test.secrets")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("redis reconnected (%s)", "redis://:hunter2@h:1/0")
+        try:
+            raise ConnectionError("Error connecting to postgresql://u:hunter2@h/db")
+        except ConnectionError:
+            log.exception("storage failed")
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "hunter2" not in text and "redis://:***@h:1/0" in text
+    assert "ConnectionError: Error connecting to postgresql://u:***@h/db" in text
+
+
+def test_secret_settings_are_masked_but_reach_the_settings_file(tmp_path: Path) -> None:
+    s = Settings(instance="sec", data_dir=tmp_path, redis_url="redis://:hunter2@h:1/0",
+                 database_url="postgresql://u:hunter2@h/db", clickhouse_url="https://u:hunter2@h:8443/db")
+    for name in ("redis_url", "database_url", "clickhouse_url"):
+        assert isinstance(getattr(s, name), SecretStr)
+    assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()
+    assert reveal(s.redis_url) == "redis://:hunter2@h:1/0" and reveal(None) is None
+    path = write_settings_file(s)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["database_url"] == "postgresql://u:hunter2@h/db"
+    back = read_settings_file(path)
+    assert reveal(back.clickhouse_url) == "https://u:hunter2@h:8443/db" and back == s
+    os.chmod(path, 0o644)
+    with pytest.raises(BootError, match="readable by others"):
+        read_settings_file(path)
+
+
+def test_instance_files_are_private_and_secrets_not_in_child_environments(tmp_path: Path) -> None:
+    inst = Instance(tmp_path, f"sec{os.getpid()}", SCANNER_SYMBOLS="200", SCANNER_SCAN_WORKERS="1",
+                    SCANNER_CLICKHOUSE_URL=f"chdb://{tmp_path / 'ch'}", SCANNER_STORAGE_FLUSH_MS="100")
+    old = os.umask(0o022)  # a permissive caller: the instance must not rely on it
+    try:
+        inst.start()
+        st = eventually(inst.all_running, 300, 0.2, "instance up")
+        eventually(lambda: (inst.data_dir / f"{inst.name}.checkpoint.npz").exists(), 60, 0.2, "a checkpoint")
+        for p in st["processes"]:
+            environ = Path(f"/proc/{p['pid']}/environ").read_bytes()
+            assert b"SCANNER_CHILD_SETTINGS=" not in environ, p["name"]  # no settings JSON in the environment
+            assert b"SCANNER_CHILD_SETTINGS_FILE=" in environ, p["name"]
+        assert inst.stop() == 0
+    finally:
+        os.umask(old)
+        inst.close()
+    assert stat.S_IMODE(inst.data_dir.stat().st_mode) == 0o700
+    files = [p for p in inst.data_dir.rglob("*")]
+    assert any(p.name.endswith(".checkpoint.npz") for p in files) and any(p.is_dir() for p in files)
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, (p, oct(p.stat().st_mode))
