@@ -72,8 +72,7 @@ def run_foreground(settings: Settings, on_ready: object = None) -> int:
     try:
         return Supervisor(settings, on_ready=on_ready).run()
     except UnsupportedPlatform as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return EXIT_CANNOT_BOOT
+        fail(str(exc), EXIT_CANNOT_BOOT)
 
 
 @app.command()
@@ -101,8 +100,7 @@ def start(
             if foreground:  # bad configuration: EXIT_CANNOT_BOOT, so systemd does not restart in a loop
                 from procs.runtime import EXIT_CANNOT_BOOT
 
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(EXIT_CANNOT_BOOT) from None
+                fail(str(exc), EXIT_CANNOT_BOOT)
             raise
         if foreground:
             raise typer.Exit(run_foreground(settings))

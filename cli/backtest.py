@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import numpy as np
 import typer
 
 from cli.common import (
@@ -176,6 +175,8 @@ def run_backtest(settings: Settings, rule_list: list, out: Path, *, skipped: lis
 
 def write_outputs(out: Path, rule_list: list, collector: Any, meta: dict, skipped: list[tuple[str, str]]) -> dict:
     """alerts.parquet, stats.parquet, report.html, summary.json in `out`; returns the summary."""
+    import numpy as np  # here, not at the top: the CLI starts without numpy (tests/cli/test_common.py)
+
     from scanner.alert_table import write_table
     from scanner.backtest.report import render
     from scanner.backtest.returns import BUCKET_NAMES
@@ -190,7 +191,8 @@ def write_outputs(out: Path, rule_list: list, collector: Any, meta: dict, skippe
     table["symbol"] = np.array([collector.symbols[i] for i in cols["symbol"].tolist()], dtype=object)
     table["bucket"] = np.array([BUCKET_NAMES[i] if i >= 0 else "overnight" for i in cols["bucket"].tolist()],
                                dtype=object)
-    table["side"] = np.array([rule_list[i].side for i in cols["rule"].tolist()], dtype=object)
+    table["side"] = np.array([rule_list[i].side if i < len(rule_list) else "?" for i in cols["rule"].tolist()],
+                             dtype=object)
     write_table(out / "alerts.parquet", table)
     rows = stats_rows(stats)
     write_table(out / "stats.parquet", {k: np.array(v, dtype=object if k in ("rule", "group", "horizon") else float)

@@ -23,7 +23,7 @@ def emit(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    table(("result", "value"), result.items())
+    table(("result", "value"), result.items(), right={"value"})
 
 
 @app.command()
@@ -126,3 +126,14 @@ def backtest(
     from procs.bench.backtest import bench_backtest
 
     emit(bench_backtest(symbols=symbols, minutes=minutes, rate=rate, workers=workers), as_json)
+
+
+@app.command()
+def cli(
+    as_json: JsonOpt = False,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (medians).")] = 11,
+) -> None:
+    """CPU time of `status`, `stop`, `rules list` on a stopped instance vs the interpreter's start-up."""
+    from procs.bench.cli import bench_cli
+
+    emit(bench_cli(rounds=rounds), as_json)

@@ -58,10 +58,11 @@ PortOpt = Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")]
 SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS_FILE"  # path of a 0600 settings file
 
 
-def fail(msg: str) -> NoReturn:
-    """The one way a command reports a user error: `error: msg` on stderr, exit code 1."""
+def fail(msg: str, code: int = 1) -> NoReturn:
+    """The one way a command reports a user error: `error: msg` on stderr, exit code 1 (or
+    `code`: `start --foreground` gives EXIT_CANNOT_BOOT, 3, so systemd does not restart it)."""
     typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -25,6 +25,7 @@ from procs import checkpoint
 from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
+from procs.status import read_pid
 from scanner.bars import BarAggregator
 from scanner.config import Settings, reveal
 from scanner.daily import reference_columns
@@ -237,7 +238,8 @@ def process_names(settings: Settings) -> list[str]:
     notifier = ["notifier"] if settings.notifier_enabled() else []
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
     n_gw = settings.n_gateway_workers()
-    gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
+    # the first is always "gateway" (what status, soak and the fault bench name), then gateway-1..
+    gateways = ["gateway", *(f"gateway-{i}" for i in range(1, n_gw))]
     return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
 
 
@@ -295,12 +297,6 @@ class PidLock:
         os.close(self.fd)
         self.fd = None
 
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 def remove_stale_segments(instance: str) -> None:
     """Segments left by a run that died without unlinking them (e.g. a supervisor `kill -9`)."""

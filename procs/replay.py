@@ -125,7 +125,7 @@ class ReplayWatch:
         return bars, alerts
 
     def alerts(self) -> np.ndarray:
-        """Every alert collected so far (ALERT_DTYPE), ordered by event time, rule, symbol."""
+        """Every alert collected so far (ALERT_DTYPE), ordered by event time, rule key, symbol."""
         a = np.concatenate(self.alert_parts) if self.alert_parts else np.empty(0, ALERT_DTYPE)
         return a[np.lexsort((a["sym"], a["rule"], a["event_ns"]))]
 

@@ -34,6 +34,9 @@ from procs.api.wslimits import RateLimiter, admission, subscription, top_request
 from scanner.config import Settings
 
 log = logging.getLogger("scanner.gateway.ws")
+# the websockets protocol logs every open/close at INFO: thousands of lines with thousands of clients
+_PROTOCOL_LOG = logging.getLogger("scanner.gateway.ws.protocol")
+_PROTOCOL_LOG.setLevel(logging.WARNING)
 _ENC = msgspec.json.Encoder().encode
 _DEC = msgspec.json.Decoder().decode
 USAGE = ('expected {"op": "subscribe", "rules": [...], "symbols": [...], "tags": [...]} or '
@@ -193,7 +196,7 @@ class FeedProtocol(asyncio.Protocol):
                  _loop: Any = None) -> None:
         s = self.hub.settings
         self.server_state = server_state
-        self.ws = ServerProtocol(max_size=s.ws_max_message_bytes)
+        self.ws = ServerProtocol(max_size=s.ws_max_message_bytes, logger=_PROTOCOL_LOG)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.limit = s.ws_client_buffer_bytes
         self.sub = ALL

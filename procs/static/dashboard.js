@@ -162,10 +162,19 @@ const refreshPanels = () => panels.forEach(p => p.refresh());
 
 // ---- sparklines: the symbol's last 30 one-minute closes, cached a minute ----
 const sparkCache = new Map();
+let inFlight = 0;
+const waiting = [];
+function limited(fn) {  // at most 4 sparkline requests at once: a burst of alerts must not flood the API
+  return new Promise((resolve, reject) => {
+    const run = () => { inFlight++; fn().then(resolve, reject).finally(() => { inFlight--; if (waiting.length) waiting.shift()(); }); };
+    inFlight < 4 ? run() : waiting.push(run);
+  });
+}
 async function sparkData(sym) {
   const hit = sparkCache.get(sym);
   if (hit && Date.now() - hit.at < 60_000) return hit.promise;
-  const promise = getJSON(`/api/bars/${encodeURIComponent(sym)}?limit=30`).then(d => d.bars.map(b => b.close)).catch(() => []);
+  const promise = limited(() => getJSON(`/api/bars/${encodeURIComponent(sym)}?limit=30`))
+    .then(d => d.bars.map(b => b.close)).catch(() => []);
   sparkCache.set(sym, {at: Date.now(), promise});
   if (sparkCache.size > 500) sparkCache.delete(sparkCache.keys().next().value);
   return promise;

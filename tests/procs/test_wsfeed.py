@@ -24,6 +24,11 @@ from tests.support import eventually, free_port
 KEY = "feed-test-key-0123456789"
 
 
+def connect(url: str, **kw: Any) -> Any:
+    """websockets.connect with a handshake timeout for a loaded machine (the default is 10 s)."""
+    return websockets.connect(url, open_timeout=60, **kw)
+
+
 class Server:
     """uvicorn in a thread with the feed's protocol; `push` hands alerts to the hub on its loop."""
 
@@ -91,8 +96,8 @@ async def next_of(ws: Any, kind: str, timeout: float = 30) -> dict[str, Any]:
 def test_groups_get_their_alerts_with_the_frame_header(feed: Server) -> None:
     async def run() -> None:
         url = f"ws://127.0.0.1:{feed.port}/ws"
-        async with websockets.connect(url) as everything, websockets.connect(url) as by_symbol, \
-                websockets.connect(url) as by_tag:
+        async with connect(url) as everything, connect(url) as by_symbol, \
+                connect(url) as by_tag:
             for ws in (everything, by_symbol, by_tag):
                 assert json.loads(await ws.recv())["type"] == "hello"
             await by_symbol.send(json.dumps({"op": "subscribe", "symbols": ["msft"]}))
@@ -126,7 +131,7 @@ def test_slow_client_drops_and_is_told_while_others_are_served(feed: Server) -> 
 
     async def fast_reader() -> int:
         got = 0
-        async with websockets.connect(f"ws://127.0.0.1:{feed.port}/ws", max_size=None) as ws:
+        async with connect(f"ws://127.0.0.1:{feed.port}/ws", max_size=None) as ws:
             await next_of(ws, "hello")
             for _ in range(40):  # 2 MB in all: far past the slow client's 64 KiB + kernel buffers
                 await asyncio.to_thread(feed.push, big)
@@ -161,7 +166,7 @@ def test_slow_client_drops_and_is_told_while_others_are_served(feed: Server) -> 
 def test_limits_message_size_nesting_subscription_rate(feed: Server) -> None:
     async def run() -> None:
         url = f"ws://127.0.0.1:{feed.port}/ws"
-        async with websockets.connect(url) as ws:
+        async with connect(url) as ws:
             await next_of(ws, "hello")
             await ws.send(json.dumps({"op": "subscribe", "rules": [f"r{i}" for i in range(150)]}))
             assert "too large" in (await next_of(ws, "error"))["error"]
@@ -173,7 +178,7 @@ def test_limits_message_size_nesting_subscription_rate(feed: Server) -> None:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await next_of(ws, "never")
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-        async with websockets.connect(url) as a, websockets.connect(url) as b:  # one key (none): one bucket
+        async with connect(url) as a, connect(url) as b:  # one key (none): one bucket
             await next_of(a, "hello")
             await next_of(b, "hello")
             for _ in range(20):
@@ -192,7 +197,7 @@ def test_max_clients_and_host_check(feed: Server) -> None:
         try:
             with pytest.raises(websockets.InvalidStatus) as refused:
                 for _ in range(31):
-                    conns.append(await websockets.connect(url))
+                    conns.append(await connect(url))
             assert refused.value.response.status_code == 503 and len(conns) == 30
         finally:
             for c in conns:
@@ -211,11 +216,11 @@ def test_max_clients_and_host_check(feed: Server) -> None:
 
 def test_api_key_required_when_configured(keyed: Server) -> None:
     async def run() -> None:
-        async with websockets.connect(f"ws://127.0.0.1:{keyed.port}/ws?token=wrong") as ws:
+        async with connect(f"ws://127.0.0.1:{keyed.port}/ws?token=wrong") as ws:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
-        async with websockets.connect(f"ws://127.0.0.1:{keyed.port}/ws",
+        async with connect(f"ws://127.0.0.1:{keyed.port}/ws",
                                       additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
             assert json.loads(await ws.recv())["type"] == "hello"
 

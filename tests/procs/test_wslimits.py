@@ -62,3 +62,15 @@ def test_filters() -> None:
     assert Sub(tags=frozenset({"momentum"})).wants(alert)
     assert not Sub(frozenset({"other"}), frozenset({"MSFT"}), frozenset({"x"})).wants(alert)
     assert not Sub(tags=frozenset({"x"})).wants({"rule": "r", "symbol": "S", "tags": "not-a-list"})
+
+
+def test_gateway_workers_from_the_cores() -> None:
+    import os
+
+    from procs.instance import process_names
+
+    cores = len(os.sched_getaffinity(0))
+    assert Settings(instance="g").n_gateway_workers() == max(1, min(8, cores // 2))
+    assert Settings(instance="g", gateway_workers=3).n_gateway_workers() == 3
+    names = process_names(Settings(instance="g", scan_workers=1, gateway_workers=3))
+    assert [n for n in names if n.startswith("gateway")] == ["gateway", "gateway-1", "gateway-2"]
