@@ -26,7 +26,7 @@ from scanner.feeds.synthetic import SyntheticTape, make_universe
 from scanner.market_state import LULD_COLUMNS, QUOTE_COLUMNS, STATUS_COLUMNS, MarketStateWriter
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import session_bounds_ns
-from scanner.ticks import LastTradeWriter, validate_ticks
+from scanner.ticks import MAX_AHEAD_NS, LastTradeWriter, validate_ticks
 
 log = logging.getLogger("scanner.ingest")
 PASS_S = 0.01  # one batch every 10 ms: small enough for latency, large enough to amortise numpy
@@ -51,7 +51,8 @@ class TableSink:
         self.counters = feed_counters(ctx.shared)
 
     def push(self, ticks: np.ndarray) -> int:
-        good, bad = validate_ticks(ticks, self.n_rows)
+        # the synthetic feed's clock may run ahead of the wall clock (feed_speed): bound by both
+        good, bad = validate_ticks(ticks, self.n_rows, max(time.time_ns(), self.ctx.event_now_ns()) + MAX_AHEAD_NS)
         if bad:
             log.warning("dropped %d malformed ticks", bad)
         if len(good):

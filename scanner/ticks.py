@@ -6,13 +6,27 @@ import numpy as np
 
 from scanner.records import TICK_CANCEL, TICK_DTYPE, TICK_NO_PRICE, TICK_NO_VOLUME
 
+MIN_TS_NS = 631_152_000 * 1_000_000_000  # 1990-01-01 UTC: older is no data this scanner replays
+MAX_AHEAD_NS = 86_400 * 1_000_000_000  # a tick more than a day past the clocks is garbage
+MIN_PRICE, MAX_PRICE = 1e-4, 1e7  # USD: sub-penny quotes stop at 0.0001; the dearest share is under 1e6
+MIN_SIZE, MAX_SIZE = 1e-6, 1e10  # shares in one print (0 allowed: a zero-size print)
 
-def validate_ticks(ticks: np.ndarray, n_rows: int) -> tuple[np.ndarray, int]:
-    """Drop malformed ticks (unknown row, non-finite or non-positive price, negative or
-    non-finite size, non-positive timestamp). Returns (good ticks, number dropped)."""
-    px, sz = ticks["price"], ticks["size"]
-    ok = (ticks["sym"] < n_rows) & np.isfinite(px) & (px > 0) & np.isfinite(sz) & (sz >= 0)
-    ok &= ticks["ts_ns"] > 0
+
+def validate_ticks(ticks: np.ndarray, n_rows: int, max_ts_ns: int | None = None) -> tuple[np.ndarray, int]:
+    """Drop malformed ticks: unknown row, price not in [MIN_PRICE, MAX_PRICE], size neither 0 nor
+    in [MIN_SIZE, MAX_SIZE] (NaN and infinities included), timestamp before MIN_TS_NS or after `max_ts_ns` (the caller's
+    clock + MAX_AHEAD_NS; None = no upper bound). Returns (good ticks, number dropped).
+
+    The bounds are not cosmetic: a single tick from the far future rolls the bar aggregator to
+    its day, after which every real tick is late and dropped; an absurd price times size makes
+    the session's VWAP sums infinite for the rest of the day, and one that underflows makes a
+    bar open at 0 (all found by tests/scanner/test_hostile_ticks.py)."""
+    px, sz, ts = ticks["price"], ticks["size"], ticks["ts_ns"]
+    ok = (ticks["sym"] < n_rows) & (px >= MIN_PRICE) & (px <= MAX_PRICE)  # NaN fails every comparison
+    ok &= (sz == 0) | ((sz >= MIN_SIZE) & (sz <= MAX_SIZE))
+    ok &= ts >= MIN_TS_NS
+    if max_ts_ns is not None:
+        ok &= ts <= max_ts_ns
     bad = len(ticks) - int(np.count_nonzero(ok))
     return (ticks if bad == 0 else ticks[ok]), bad
 

@@ -5,7 +5,8 @@ oversized bodies (411, 413), rate limits (429), auth (401/403), unknown ids (404
 unreadable store or database (503) were undocumented; a 405 named only the methods of one route
 of its path in `Allow`; a 422 for a non-finite or deeply nested input failed to serialise (500).
 `complete()` adds the responses from what each route is (its auth dependency, body, path
-parameters), so a new route is documented the same way without a list to keep up to date.
+parameters; a path parameter may name a symbol another host of the cluster answers for), so a
+new route is documented the same way without a list to keep up to date.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
                 _add(r, 413, "The body is larger than `max_request_bytes`.")
             if route.dependant.path_params:
                 _add(r, 404, "No such resource.")
-            if route.path_format.startswith(("/api/rules", "/api/bars")):
-                _add(r, 503, "The rule store or the bar database cannot be read.")
+            if route.dependant.path_params or route.path_format.startswith(("/api/rules", "/api/bars")):
+                _add(r, 503, "The rule store, the bar database or the cluster host that scans the symbol "
+                     "cannot answer.")
             if route.path_format != "/health":
                 _add(r, 429, "Rate limit of the API key (or client address) exceeded.", _RETRY_AFTER)
     return doc

@@ -302,7 +302,7 @@ class Notifier:
         if raw is not None:
             try:
                 alert = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep JSON too: one entry must not crash-loop us
                 pass
         if not isinstance(alert, dict):
             why = "entry gone (trimmed)" if not fields else "no 'alert' JSON object in the entry"

@@ -151,7 +151,7 @@ class SinkThread(threading.Thread):
             return
         try:
             rules = json.loads(self.rules_file.read_text()) if mtime is not None else []
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("rule store %s unreadable (%s); not mirrored", self.rules_file, exc)
             self._rules_seen = mtime
             return

@@ -119,7 +119,7 @@ def parse_numeric_rows(lines: list[str], n_fields: int, usecols: Sequence[int], 
     out: list[list[float]] = []
     line_no: list[int] = []
     conv_map = converters or {}
-    for i, row in enumerate(csv.reader(lines)):
+    for i, row in enumerate(csv.reader(lines, quoting=csv.QUOTE_NONE)):  # a stray quote must not join lines
         ln = first_line + i
         if len(row) != n_fields:
             stats.bad(source, ln, f"expected {n_fields} fields, got {len(row)}")

@@ -101,6 +101,7 @@ class _Cols:
 
 
 _Parsed = tuple[str, int, float, float, int]
+_INT64_MAX = 2**63 - 1
 
 
 def _parse_row(rec: list[str], c: _Cols) -> _Parsed | str | None:
@@ -115,8 +116,10 @@ def _parse_row(rec: list[str], c: _Cols) -> _Parsed | str | None:
         conds = {int(x) for x in rec[c.cond].replace(" ", "").split(",") if x} if c.cond >= 0 else set()
     except (ValueError, OverflowError) as exc:
         return f"unparsable field: {exc}"
-    if not (0 < p < float("inf")) or not (0 <= q < float("inf")) or t <= 0:
-        return "price, size or time out of range"
+    if not (0 < p < float("inf")) or not (0 <= q < float("inf")) or not 0 < t <= _INT64_MAX:
+        return "price, size or time out of range"  # (a time past int64 once crashed the whole file)
+    if not rec[c.sym].strip():
+        return "empty symbol"
     if c.corr >= 0 and rec[c.corr].strip() not in ("", "0"):
         return None
     flags = flags_of(conds, c.conditions) if conds else 0

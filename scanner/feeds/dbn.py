@@ -52,9 +52,14 @@ def split_dbn(raw: bytes) -> tuple[Any, bytes]:
         raise ValueError("not a DBN stream (no 'DBN' magic)")
     end = 8 + int.from_bytes(raw[4:8], "little")
     dec = dbn.DBNDecoder()
-    dec.write(raw[:end])
-    meta = dec.decode()[0]
-    return meta, raw[end:]
+    try:  # a corrupt or cut header is a bad file (counted by the caller), not a crash
+        dec.write(raw[:end])
+        decoded = dec.decode()
+    except dbn.DBNError as exc:
+        raise ValueError(f"corrupt DBN metadata: {exc}") from None
+    if not decoded or end > len(raw):
+        raise ValueError("truncated DBN metadata")
+    return decoded[0], raw[end:]
 
 
 def symbols_from_metadata(meta: Any) -> dict[int, str]:

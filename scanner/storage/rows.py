@@ -158,6 +158,6 @@ def alert_rows(entries: list[tuple[str, bytes]]) -> list[tuple[Any, ...]]:
                         str(a.get("kind", "enter")), str(a.get("severity", "info")), str(a.get("host", "")),
                         int(a.get("worker", 0)), int(a.get("generation", 0)), int(a.get("seq", 0)),
                         json.dumps(a.get("values", {}), separators=(",", ":"))))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # deep JSON would block the stream too
             continue
     return out

@@ -3,6 +3,7 @@ change made through one host reaches another host's workers."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def test_store_semantics_order_and_version(db: str) -> None:
         store.add({"id": "bad", "type": "numeric", "metric": "nope", "operator": ">", "value": 1})
     with psycopg.connect(db) as c:  # ids in the table, in order
         assert [r[0] for r in c.execute("SELECT id FROM rules ORDER BY position")] == ["b", "c", "d"]
+    # a row the model refuses (stored by an older version) is skipped and reported, never fatal
+    deep: dict = {"metric": "price", "operator": ">", "value": 1}
+    for _ in range(199):
+        deep = {"all": [deep]}
+    with psycopg.connect(db) as conn:
+        conn.execute("INSERT INTO rules (id, name, body, position) VALUES ('old-deep', 'x', %s, 99)",
+                     (json.dumps({"id": "old-deep", "condition": deep}),))
+    rules, problems = store.read()
+    assert [r.id for r in rules] == ["b", "c", "d"] and len(problems) == 1 and "32 levels" in problems[0]
+    store.add(rule("e"))  # the next write drops it
+    assert [r.id for r in store.list()] == ["b", "c", "d", "e"] and store.read()[1] == []
 
 
 def test_a_change_through_one_host_reaches_the_other(db: str, tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ def ticks(rows: list[tuple[int, int, int, float, float]]) -> np.ndarray:
 
 
 def test_malformed_ticks_are_dropped_and_counted() -> None:
-    t = ticks([(0, 0, 10, 1.0, 100), (9, 0, 10, 1.0, 100), (1, 0, 10, float("nan"), 100), (1, 0, 10, -2.0, 100),
-               (1, 0, 10, 2.0, -5), (1, 0, 0, 2.0, 5), (2, 0, 11, 3.0, float("inf")), (2, 0, 12, 3.0, 0)])
+    t0 = 1_700_000_000 * 10**9
+    t = ticks([(0, 0, t0, 1.0, 100), (9, 0, t0, 1.0, 100), (1, 0, t0, float("nan"), 100), (1, 0, t0, -2.0, 100),
+               (1, 0, t0, 2.0, -5), (1, 0, 0, 2.0, 5), (2, 0, t0 + 1, 3.0, float("inf")), (2, 0, t0 + 2, 3.0, 0)])
     good, bad = validate_ticks(t, n_rows=5)
     assert bad == 6
     assert good["sym"].tolist() == [0, 2] and good["price"].tolist() == [1.0, 3.0]

@@ -72,7 +72,8 @@ def test_alert_rows_skip_malformed_entries() -> None:
     from scanner.storage.rows import alert_rows
 
     good = json.dumps({"rule": "r1", "symbol": "AAPL", "event_ts": OPEN / 1e9, "values": {"price": 3.5}}).encode()
-    rows = alert_rows([("1-0", good), ("1-1", b"not json"), ("1-2", b'{"symbol": "X"}')])
+    deep = b"[" * 100_000 + b"]" * 100_000  # past the JSON parser's recursion limit
+    rows = alert_rows([("1-0", good), ("1-1", b"not json"), ("1-2", b'{"symbol": "X"}'), ("1-3", deep)])
     assert len(rows) == 1 and rows[0][0] == "1-0" and rows[0][3] == 20240315 and rows[0][-1] == '{"price":3.5}'
 
 
