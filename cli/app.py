@@ -1,7 +1,9 @@
-"""`scanner`: start, stop, status, demo, rules, replay, bench, migrate.
+"""`scanner`: start, stop, status, demo, rules, replay, bench, migrate, archive.
 
 User errors (`ScannerError`, a bad setting, an instance already running) end in one line on
-stderr and exit code 1, never a traceback.
+stderr and exit code 1 through `cli.common.guard`, never a traceback. Every command imports the
+engine inside its body, so `status`, `stop` and `rules list` start without numpy, numba,
+FastAPI, redis or psycopg.
 """
 
 from __future__ import annotations
@@ -10,48 +12,67 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, ScannerError, fail, settings_from
-from procs.status import pid_alive
-from scanner.config import Settings
+from cli.bench import app as bench_app
+from cli.common import (
+    SUPERVISOR_SETTINGS_ENV,
+    ConfigOpt,
+    DataDirOpt,
+    InstanceOpt,
+    JsonOpt,
+    PortOpt,
+    ScannerError,
+    SymbolsOpt,
+    WorkersOpt,
+    ensure_stopped,
+    fail,
+    guard,
+    launch_supervisor,
+    quick_paths,
+    running_pid,
+    settings_from,
+    table,
+)
+from cli.kafka import feed_bridge_command
+from cli.replay import replay_command
+from cli.rules import app as rules_app
+from cli.soak import soak_command
+from cli.storage import archive_command, migrate_command
+
+if TYPE_CHECKING:
+    from scanner.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Real-time stock market scanner (shared-memory engine).")
-SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS_FILE"  # path of a 0600 settings file
 
 
-def _setup_logging(logfile: Path | None = None) -> None:
+def _setup_logging() -> None:
     from procs.runtime import setup_logging
 
     setup_logging("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
 def run_foreground(settings: Settings, on_ready: object = None) -> int:
-    from procs.runtime import prepare_numba_cache, private_data_dir
+    """Run the supervisor in this process until it stops; its exit code (EXIT_CANNOT_BOOT when
+    restarting cannot help: an unsupported platform, a child that cannot boot)."""
+    from procs.runtime import EXIT_CANNOT_BOOT, prepare_numba_cache, private_data_dir
 
     private_data_dir(settings)  # umask 077: nothing the instance writes is world-readable
     prepare_numba_cache(settings)  # before anything imports numba
-    from procs.instance import SupervisorError
     from procs.supervisor import Supervisor
     from shm.platform import UnsupportedPlatform
 
     _setup_logging()
     try:
         return Supervisor(settings, on_ready=on_ready).run()
-    except UnsupportedPlatform as exc:  # restarting cannot help
-        from procs.runtime import EXIT_CANNOT_BOOT
-
+    except UnsupportedPlatform as exc:
         typer.echo(f"error: {exc}", err=True)
         return EXIT_CANNOT_BOOT
-    except SupervisorError as exc:
-        raise ScannerError(str(exc)) from None
 
 
 @app.command()
@@ -60,15 +81,17 @@ def start(
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
     foreground: Annotated[bool, typer.Option("--foreground", help="Stay in the foreground (systemd).")] = False,
-    symbols: Annotated[Optional[int], typer.Option(help="Synthetic universe size.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")] = None,
+    symbols: SymbolsOpt = None,
+    workers: WorkersOpt = None,
+    port: PortOpt = None,
 ) -> None:
     """Start an instance: supervisor plus all worker processes."""
-    try:
+    with guard():
         settings_file = os.environ.pop(SUPERVISOR_SETTINGS_ENV, None)
         try:
-            if settings_file:  # from `daemonize`: a 0600 file, secrets never in the environment
+            if settings_file:  # from `launch_supervisor`: a 0600 file, secrets never in the environment
+                from pathlib import Path
+
                 from procs.runtime import read_settings_file
 
                 settings = read_settings_file(Path(settings_file))
@@ -85,31 +108,16 @@ def start(
         if foreground:
             raise typer.Exit(run_foreground(settings))
         daemonize(settings)
-    except ScannerError as exc:
-        fail(str(exc))
 
 
 def daemonize(settings: Settings) -> None:
     """Start the supervisor detached (own session, output to the log file), wait until it
     is up or has failed, and say which."""
-    from procs.instance import read_pid
-
-    run_dir = settings.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pid = read_pid(settings.pidfile())
-    if pid and pid_alive(pid):
-        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid})")
-    log = open(settings.logfile(), "ab")
-    from procs.runtime import private_data_dir, write_settings_file
-
-    private_data_dir(settings)
-    env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = str(write_settings_file(settings))
-    proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 60
     from procs.status import collect
 
+    ensure_stopped(settings)
+    proc, _ = launch_supervisor(settings)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = settings.logfile().read_text(errors="replace").splitlines()[-5:]
@@ -130,12 +138,15 @@ def daemonize(settings: Settings) -> None:
 @app.command()
 def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Stop a running instance cleanly (TERM; the supervisor stops its children)."""
-    from procs.instance import read_pid
+    from procs.status import live_pid, pid_alive
 
-    try:
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None and not live_pid(quick.pidfile()):
+        fail(f"instance {quick.instance!r} is not running")  # answered without loading the settings
+    with guard():
         settings = settings_from(config, instance, data_dir)
-        pid = read_pid(settings.pidfile())
-        if not pid or not pid_alive(pid):
+        pid = running_pid(settings)
+        if not pid:
             raise ScannerError(f"instance {settings.instance!r} is not running")
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + settings.stop_timeout_s + 10
@@ -143,9 +154,7 @@ def stop(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataD
             time.sleep(0.1)
         if pid_alive(pid):
             raise ScannerError(f"supervisor pid {pid} did not stop within the deadline")
-        typer.echo(f"instance {settings.instance!r} stopped")
-    except ScannerError as exc:
-        fail(str(exc))
+    typer.echo(f"instance {settings.instance!r} stopped")
 
 
 @app.command()
@@ -153,20 +162,28 @@ def status(
     config: ConfigOpt = None,
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    as_json: JsonOpt = False,
+    every_host: Annotated[bool, typer.Option("--all", help="Every host of the cluster (registry in Redis).")] = False,
 ) -> None:
     """Per-process pid, uptime, heartbeat age, core, rates, scan timings, drops."""
-    from procs.status import collect
+    from procs.status import collect, require_control
 
-    try:
+    if every_host:
+        with guard():
+            settings = settings_from(config, instance, data_dir)
+        return cluster_status(settings, as_json)
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None:
+        try:
+            require_control(quick.instance)
+        except FileNotFoundError as exc:
+            fail(str(exc))  # answered without loading the settings
+    with guard():
         settings = settings_from(config, instance, data_dir)
         try:
             st = collect(settings)
         except FileNotFoundError as exc:
             raise ScannerError(str(exc)) from None
-    except ScannerError as exc:
-        fail(str(exc))
-        return
     if as_json:
         typer.echo(json.dumps(st))
         return
@@ -175,16 +192,42 @@ def status(
     typer.echo(f"ticks/s {st['ticks_per_s']:.0f}  scan p50 {st['scan_p50_ms']:.3f} ms  "
                f"p99 {st['scan_p99_ms']:.3f} ms  overruns {st['scan_overruns']}  "
                f"alerts/s {st['alerts_per_s']:.2f}  drops {st['drops']}  ring lost {st['ring_lost']}")
-    hdr = f"{'process':<12}{'pid':>8}{'alive':>7}{'restarts':>9}{'uptime':>9}{'hb ms':>8}{'core':>5}" \
-          f"{'in/s':>11}{'out/s':>10}{'drops':>7}{'p50 ms':>9}{'p99 ms':>9}"
-    typer.echo(hdr)
-    for p in st["processes"]:
-        typer.echo(
-            f"{p['name']:<12}{p['pid']:>8}{'yes' if p['alive'] else 'NO':>7}{p['restarts']:>9}"
-            f"{(p['uptime_s'] or 0):>9.0f}{(p['heartbeat_age_ms'] or 0):>8.0f}"
-            f"{'' if p['core'] is None else p['core']:>5}{p['rate_in']:>11.0f}{p['rate_out']:>10.0f}"
-            f"{p['drops']:>7}{p['p50_ms']:>9.3f}{p['p99_ms']:>9.3f}"
-        )
+    columns = ("process", "pid", "alive", "restarts", "uptime s", "hb ms", "core", "in/s", "out/s", "drops",
+               "p50 ms", "p99 ms")
+    table(columns, ([p["name"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], f"{p['uptime_s'] or 0:.0f}",
+                     f"{p['heartbeat_age_ms'] or 0:.0f}", p["core"], f"{p['rate_in']:.0f}", f"{p['rate_out']:.0f}",
+                     p["drops"], f"{p['p50_ms']:.3f}", f"{p['p99_ms']:.3f}"] for p in st["processes"]),
+          right=set(columns) - {"process", "alive"})
+
+
+def cluster_status(settings: Settings, as_json: bool) -> None:
+    """`status --all`: every registered host, a missing or stale one marked."""
+    with guard():
+        if not settings.redis_url:
+            raise ScannerError("status --all reads the host registry: set redis_url")
+        import redis
+
+        from procs.registry import Registry
+        from scanner.config import reveal
+
+        reg = Registry(reveal(settings.redis_url) or "", settings.registry_ttl_s)
+        try:
+            hosts = reg.hosts()
+        except (redis.RedisError, OSError) as exc:
+            raise ScannerError(f"cannot read the host registry: {exc}") from None
+        finally:
+            reg.close()
+    if as_json:
+        typer.echo(json.dumps({"hosts": hosts}))
+        return
+    columns = ("instance", "state", "host", "range", "symbols", "ticks/s", "scan p99 ms", "rules gen", "version",
+               "age s")
+    table(columns, ([h["instance"], h["state"] if h["state"] == "ok" else h["state"].upper(), h.get("host", ""),
+                     f"{h['range_start']}:{h['range_end']}" if "range_start" in h else "",
+                     f"{h.get('first_symbol', '')}..{h.get('last_symbol', '')}" if "range_start" in h else "",
+                     f"{h.get('ticks_per_s', 0):.0f}", f"{h.get('scan_p99_ms', 0):.3f}", h.get("rules_generation", ""),
+                     h.get("version", ""), h.get("age_s") if h.get("age_s") is not None else ""] for h in hosts),
+          right={"ticks/s", "scan p99 ms", "rules gen", "age s"})
 
 
 @app.command()
@@ -192,12 +235,12 @@ def demo(
     config: ConfigOpt = None,
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
-    symbols: Annotated[Optional[int], typer.Option(help="Synthetic universe size.")] = None,
+    symbols: SymbolsOpt = None,
     rate: Annotated[Optional[float], typer.Option(help="Synthetic ticks per second.")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")] = None,
+    port: PortOpt = None,
 ) -> None:
     """Run everything in the foreground on a synthetic feed; Ctrl-C stops it cleanly."""
-    try:
+    with guard():
         settings = settings_from(config, instance, data_dir, feed="synthetic", symbols=symbols,
                                  feed_rate=rate, http_port=port)
 
@@ -207,28 +250,15 @@ def demo(
                        f"--data-dir {settings.data_dir}\n  Ctrl-C stops everything.\n", err=True)
 
         raise typer.Exit(run_foreground(settings, on_ready=ready))
-    except ScannerError as exc:
-        fail(str(exc))
 
 
-from cli import bench as _bench  # noqa: E402  (sub-apps register after the commands above)
-from cli import rules as _rules  # noqa: E402
-
-app.add_typer(_bench.app, name="bench")
-app.add_typer(_rules.app, name="rules")
-
-from cli.replay import replay_command  # noqa: E402
-
+# Sub-apps and commands of their own modules, registered after the commands above.
+app.add_typer(bench_app, name="bench")
+app.add_typer(rules_app, name="rules")
 app.command("replay")(replay_command)
-
-
-from cli.storage import archive_command, migrate_command  # noqa: E402
-
+app.command("feed-bridge")(feed_bridge_command)
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)
-
-from cli.soak import soak_command  # noqa: E402
-
 app.command("soak")(soak_command)
 
 

@@ -11,18 +11,19 @@ from typing import Annotated
 
 import typer
 
+from cli.common import JsonOpt, table
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks (same-run baselines, medians).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line.")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smaller sizes (smoke test).")]
 
 
 def emit(result: dict, as_json: bool) -> None:
-    if not as_json:
-        for k, v in result.items():
-            typer.echo(f"{k:>28}: {v}")
+    """The result as one JSON object (the contract), or as a two-column table for people."""
+    if as_json:
+        typer.echo(json.dumps(result))
         return
-    typer.echo(json.dumps(result))
+    table(("result", "value"), result.items())
 
 
 @app.command()
@@ -31,6 +32,14 @@ def engine(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
     from procs.bench.engine import bench_engine
 
     emit(bench_engine(quick=quick), as_json)
+
+
+@app.command()
+def feed(as_json: JsonOpt = False, quick: QuickOpt = False) -> None:
+    """Alpaca and Polygon trade frames (1-1,000 trades each) decoded to tick columns vs stdlib json."""
+    from procs.bench.feed import bench_feed
+
+    emit(bench_feed(quick=quick), as_json)
 
 
 @app.command()

@@ -1,33 +1,39 @@
 """`scanner replay FILE...`: recorded trades through the whole pipeline, with progress and a summary.
 
 The replay runs as an instance of its own (default name `replay`, data dir `var/replay`, HTTP
-port 8701, so it can run beside a live instance): the supervisor is started as
-`python -m cli.app start --foreground` with the settings in `SCANNER_SUPERVISOR_SETTINGS`
-(feed "replay"), the command watches it (`procs.replay.ReplayWatch`) until the feed is done and
-drained, prints the summary, then stops it with TERM and waits for a clean exit. Ctrl-C stops
-it the same way.
+port 8701, so it can run beside a live instance): the supervisor is started by
+`cli.common.launch_supervisor` (`python -m cli.app start --foreground`, settings in
+`SCANNER_SUPERVISOR_SETTINGS`, feed "replay"), the command watches it
+(`procs.replay.ReplayWatch`) until the feed is done and drained, prints the summary, then stops
+it with TERM and waits for a clean exit. Ctrl-C stops it the same way.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cli.common import ConfigOpt, ScannerError, fail, settings_from
-from procs.status import pid_alive
-from scanner.config import Settings
-from scanner.feeds.replay import ReplayError, estimate_rows, spec_from_settings
-from scanner.session import NY
+from cli.common import (
+    ConfigOpt,
+    ScannerError,
+    WorkersOpt,
+    ensure_stopped,
+    gateway_port,
+    guard,
+    launch_supervisor,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    from scanner.config import Settings
 
 DEFAULT_INSTANCE = "replay"
 DEFAULT_DATA_DIR = Path("var/replay")
@@ -59,7 +65,7 @@ def replay_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     port: Annotated[Optional[int], typer.Option(
         help=f"Gateway HTTP port (default {DEFAULT_PORT}; 0 = any free port).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")] = None,
+    workers: WorkersOpt = None,
     sinks: Annotated[bool, typer.Option(
         "--sinks/--no-sinks", help="Keep the configured Redis/database/archive sinks (off: a replay stays local).")
     ] = False,
@@ -68,7 +74,7 @@ def replay_command(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Replay recorded trades through the full pipeline (ingest, bars, indicators, scanners, gateway)."""
-    try:
+    with guard():
         if speed is not None and max_speed:
             raise ScannerError("--speed and --max exclude each other")
         if bars_out is not None and bars_out.suffix not in (".npz", ".csv"):
@@ -80,15 +86,12 @@ def replay_command(
             replay_files=[str(p) for p in expand(files)], replay_max=max_speed or None, replay_speed=speed,
             replay_format=fmt, replay_daily=daily, replay_csv_layout=layout or None,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
-            http_port=_port(port), scan_workers=workers,
+            http_port=gateway_port(port, DEFAULT_PORT), scan_workers=workers,
         )
         if not sinks:  # a replay of old data must not publish alerts or write bars to live systems
             settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
                                                    "s3_bucket": None})
         code = run_replay(settings, bars_out=bars_out, as_json=as_json)
-    except ScannerError as exc:
-        fail(str(exc))
-        return
     raise typer.Exit(code)
 
 
@@ -109,38 +112,18 @@ def expand(args: list[str]) -> list[Path]:
     return [f.resolve() for f in out]
 
 
-def _port(port: int | None) -> int:
-    if port is None:
-        return DEFAULT_PORT
-    if port:
-        return port
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: bool = False) -> int:
     """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
-    from procs.instance import read_pid
-    from procs.replay import read_report
-
-    try:
-        spec = spec_from_settings(settings)
-    except ReplayError as exc:
-        raise ScannerError(str(exc)) from None
-    pid = read_pid(settings.pidfile())
-    if pid and pid_alive(pid):
-        raise ScannerError(f"instance {settings.instance!r} is already running (pid {pid}); "
-                           "stop it or pass --instance")
-    run_dir = settings.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     from procs.ingest_replay import report_path
+    from procs.replay import read_report
+    from scanner.feeds.replay import estimate_rows, spec_from_settings
 
+    spec = spec_from_settings(settings)  # ReplayError: a user error (`guard`)
+    ensure_stopped(settings, "; stop it or pass --instance")
+    settings.run_dir().mkdir(parents=True, exist_ok=True)
     report_path(settings).unlink(missing_ok=True)
     t0 = time.monotonic()
-    proc, log_from = _launch(settings)
+    proc, log_from = launch_supervisor(settings)
     watch = None
     interrupted = False
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
@@ -193,20 +176,6 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: boo
     return 0
 
 
-def _launch(settings: Settings) -> tuple[subprocess.Popen, int]:
-    """The supervisor in a session of its own (Ctrl-C reaches only this command, which stops it)."""
-    from cli.app import SUPERVISOR_SETTINGS_ENV
-
-    logfile = settings.logfile()
-    log_from = logfile.stat().st_size if logfile.exists() else 0
-    env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = settings.model_dump_json()
-    with open(logfile, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    return proc, log_from
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # TERM / HUP to this command stop the replay like Ctrl-C
 
@@ -242,6 +211,8 @@ def _log_reason(logfile: Path, start: int) -> str:
 
 
 def _fmt_ns(ns: int | None) -> str:
+    from scanner.session import NY
+
     if not ns:
         return "-"
     return datetime.fromtimestamp(ns / 1e9, NY).strftime("%Y-%m-%d %H:%M:%S")

@@ -4,51 +4,62 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, settings_from
-from scanner.config import Settings
+from cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    InstanceOpt,
+    ScannerError,
+    fail,
+    guard,
+    quick_paths,
+    settings_from,
+    table,
+)
+
+if TYPE_CHECKING:
+    from scanner.rules.model import Rule
 
 app = typer.Typer(no_args_is_help=True, help="Manage the rule store (changes reach the workers within a cycle).")
 
 
-
-def _settings(config: Path | None, instance: str | None, data_dir: Path | None) -> Settings:
-    return settings_from(config, instance, data_dir)
-
-
-def _load_file(path: Path) -> list:
+def _load_file(path: Path) -> list[Rule]:
+    """The rules in a JSON file; a missing file or an invalid rule ends the command (`fail`)."""
     from scanner.rules.store import RuleStoreError, validate
 
     try:
         text = path.read_text()
     except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
+        fail(f"cannot read {path}: {exc}")
     try:
         return validate(text)
     except RuleStoreError as exc:
-        typer.echo(f"error: {path}: invalid rules:\n{exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"{path}: invalid rules:\n{exc}")
 
 
 @app.command("list")
 def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None,
                as_json: Annotated[bool, typer.Option("--json", help="Full rules as JSON.")] = False) -> None:
     """List the stored rules."""
-    from cli.common import guard
+    quick = quick_paths(config, instance, data_dir)
+    if quick is not None and not quick.rules_file().exists():
+        # no database configured (quick_paths saw no setting), so the store is this file: none yet
+        typer.echo("[]" if as_json else "0 rules")
+        return
     from procs.rules_admin import rule_summary, store_for
 
     with guard():
-        rules = store_for(_settings(config, instance, data_dir)).list()
+        rules = store_for(settings_from(config, instance, data_dir)).list()
     if as_json:
         typer.echo(json.dumps([r.dump() for r in rules], indent=2))
         return
-    for r in rules:
-        s = rule_summary(r)
-        typer.echo(f"{s['id']:<28} {'on ' if s['enabled'] else 'off'} {s['severity']:<8} {s['alert_mode']:<13} "
-                   f"{s['name']}")
+    rows = [rule_summary(r) for r in rules]
+    if rows:
+        table(("id", "on", "severity", "mode", "name"),
+              ([s["id"], "on" if s["enabled"] else "off", s["severity"], s["alert_mode"], s["name"]] for s in rows))
     typer.echo(f"{len(rules)} rules")
 
 
@@ -56,13 +67,11 @@ def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir:
 def add(file: Annotated[Path, typer.Argument(help="JSON file: one rule or a list of rules.")],
         config: ConfigOpt = None, instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Add rules (a rule with an existing id replaces it in place)."""
-    from cli.common import guard
     from procs.rules_admin import store_for
 
     rules = _load_file(file)
     with guard():
-        settings = _settings(config, instance, data_dir)
-        store = store_for(settings)
+        store = store_for(settings_from(config, instance, data_dir))
         current = store.list()
         by_id = {r.id: i for i, r in enumerate(current)}
         for r in rules:
@@ -79,11 +88,10 @@ def add(file: Annotated[Path, typer.Argument(help="JSON file: one rule or a list
 def rm(rule_id: Annotated[str, typer.Argument(help="Rule id.")], config: ConfigOpt = None,
        instance: InstanceOpt = None, data_dir: DataDirOpt = None) -> None:
     """Remove a rule by id."""
-    from cli.common import ScannerError, guard
     from procs.rules_admin import store_for
 
     with guard():
-        if not store_for(_settings(config, instance, data_dir)).remove(rule_id):
+        if not store_for(settings_from(config, instance, data_dir)).remove(rule_id):
             raise ScannerError(f"no rule with id {rule_id!r}")
     typer.echo(f"removed {rule_id}")
 

@@ -1,7 +1,7 @@
-"""`scanner migrate` and `scanner archive`: typer-compatible commands handing off to `procs.storage_*`.
+"""`scanner migrate` and `scanner archive`: typer-compatible commands handing off to `procs.storage`.
 
 Registered by cli/app.py (`app.command("migrate")(migrate_command)`, `app.command("archive")(archive_command)`).
-Storage problems (`StorageError`) end in one line on stderr and exit code 1.
+Storage problems (`StorageError`) end in one line on stderr and exit code 1 (`cli.common.guard`).
 """
 
 from __future__ import annotations
@@ -9,27 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cli.common import ScannerError, settings_from
-from scanner.config import Settings, reveal
-from scanner.storage import StorageError
+from cli.common import ConfigOpt, DataDirOpt, InstanceOpt, JsonOpt, guard, settings_from
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
-InstanceOpt = Annotated[Optional[str], typer.Option("--instance", "-i", help="Instance name (default: 'default').")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (pidfile, logs, rules).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line.")]
-
-
-def _settings(config: Path | None, **overrides: object) -> Settings:
-    try:
-        return settings_from(config, overrides.pop("instance", None), overrides.pop("data_dir", None),  # type: ignore[arg-type]
-                             **overrides)
-    except ScannerError as exc:
-        raise StorageError(str(exc)) from None
+if TYPE_CHECKING:
+    from scanner.config import Settings
 
 
 def _logging() -> None:
@@ -38,13 +25,11 @@ def _logging() -> None:
     setup_logging("%(asctime)s %(name)s %(levelname)s %(message)s", [logging.StreamHandler(sys.stderr)])
 
 
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
-
-
 def run_migrations(s: Settings) -> dict:
     """Apply PostgreSQL and/or ClickHouse migrations for the configured sinks."""
+    from scanner.config import reveal
+    from scanner.storage import StorageError
+
     if not (s.database_url or s.clickhouse_url):
         raise StorageError("nothing to migrate: set database_url and/or clickhouse_url")
     out: dict = {}
@@ -75,13 +60,9 @@ def migrate_command(
 ) -> None:
     """Apply the database migrations (versioned, idempotent, recorded in schema_migrations)."""
     _logging()
-    try:
-        s = _settings(config, instance=instance, data_dir=data_dir, database_url=database_url,
-                      clickhouse_url=clickhouse_url)
+    with guard():
+        s = settings_from(config, instance, data_dir, database_url=database_url, clickhouse_url=clickhouse_url)
         out = run_migrations(s)
-    except StorageError as exc:
-        _fail(exc)
-        return
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -101,11 +82,11 @@ def archive_command(
 ) -> None:
     """Archive a day's bars (and trades) to S3 as Parquet with a manifest, or restore one."""
     _logging()
-    try:
+    with guard():
         from procs.storage.s3 import archive_day, restore_day
         from scanner.storage.archive import iso_day, parse_day
 
-        s = _settings(config, instance=instance, data_dir=data_dir)
+        s = settings_from(config, instance, data_dir)
         day = parse_day(date)
         if restore:
             out: dict = {"restored": restore_day(s, day), "date": iso_day(day)}
@@ -117,7 +98,4 @@ def archive_command(
             msg = (f"archived {iso_day(day)}: " + ", ".join(f"{f['table']} {f['rows']} rows -> s3://{s.s3_bucket}/"
                                                             f"{f['key']}" for f in out["files"])
                    if manifest else f"no bars for {iso_day(day)}: nothing archived")
-    except StorageError as exc:
-        _fail(exc)
-        return
     typer.echo(json.dumps(out) if as_json else msg)

@@ -101,6 +101,10 @@ def main(ctx: Context) -> None:
         while ctx.should_run():  # done (or stopping): stay up, the supervisor must not restart us
             ctx.beat()
             ctx.sleep_until(time.monotonic() + 0.1)
+    elif feed == "kafka":
+        from procs.ingest_kafka import KafkaFeed
+
+        KafkaFeed(ctx, sink).run()
     elif feed == "none":
         while ctx.should_run():  # ticks come from elsewhere (tests, external ingest)
             ctx.beat()

@@ -16,8 +16,10 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from procs import checkpoint
+from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
 from scanner.bars import BarAggregator
@@ -27,6 +29,9 @@ from scanner.feeds.synthetic import make_universe
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import NY, session_bounds_ns, trading_day
 from shm.segment import Segment
+
+if TYPE_CHECKING:
+    from procs.registry import RegistryThread
 
 log = logging.getLogger("scanner.supervisor")
 NS = 1_000_000_000
@@ -44,6 +49,7 @@ class InstanceSetup:
         self.shared: Shared | None = None
         self.rules_watcher: object = None
         self._replay: replay_feed.ReplayIndex | None = None
+        self.universe: list[str] = []  # the whole symbol list this host's range is cut from
 
     def replay_index(self) -> replay_feed.ReplayIndex:
         """Feed "replay": the symbols in the replay files and their first day (read once)."""
@@ -62,6 +68,7 @@ class InstanceSetup:
             names = [ln.strip() for ln in Path(s.symbols_file).read_text().splitlines() if ln.strip()]
         else:
             names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
+        self.universe = names
         end = s.range_end if s.range_end is not None else len(names)
         if not 0 <= s.range_start < end <= len(names):
             raise SupervisorError(
@@ -103,7 +110,9 @@ class InstanceSetup:
             alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
             block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
             states={"bars": BarAggregator.new_state(len(keys)),
-                    "matches": match_state(len(keys), s.n_scan_workers())},
+                    "matches": match_state(len(keys), s.n_scan_workers()),
+                    **({"ingest": ingest_state(s.kafka_partitions, len(self.universe), s.range_start)}
+                       if s.feed == "kafka" else {})},
         )
         t = shared.table
         BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
@@ -123,6 +132,39 @@ class InstanceSetup:
         self.shared = shared
         return shared
 
+    def join_cluster(self) -> RegistryThread | None:
+        """With Redis: claim this host's name and symbol range in the host registry (refused with
+        a clear message on a conflict) and keep the record fresh; None without Redis."""
+        s = self.s
+        if not s.redis_url:
+            return None
+        import redis
+
+        from procs.registry import Registry, RegistryConflict, RegistryThread, base_record
+        from procs.status import collect
+
+        end = s.range_end if s.range_end is not None else len(self.universe)
+        url = s.public_url or f"http://{s.http_host}:{s.http_port}"
+        record = base_record(instance=s.instance, universe=self.universe, range_start=s.range_start,
+                             range_end=end, url=url)
+        registry = Registry(reveal(s.redis_url) or "", s.registry_ttl_s)
+        try:
+            registry.claim(record)
+        except RegistryConflict as exc:
+            raise SupervisorError(f"cannot join the cluster: {exc}") from None
+        except (redis.RedisError, OSError) as exc:
+            log.error("host registry unreachable at start (%s); registering when Redis is back", exc)
+
+        def live() -> dict[str, object]:
+            st = collect(s)
+            return {"ticks_per_s": st["ticks_per_s"], "scan_p99_ms": st["scan_p99_ms"],
+                    "rules_generation": st["rules_generation"], "alerts_per_s": st["alerts_per_s"],
+                    "processes_alive": sum(p["alive"] for p in st["processes"]), "symbols": st["symbols"]}
+
+        thread = RegistryThread(registry, record, live)
+        thread.start()
+        return thread
+
     def initial_event_time(self, day: int) -> int:
         """Event time the feed starts at: now during the regular session, else the open
         (the synthetic market then runs a session of its own from 09:30)."""
@@ -130,7 +172,7 @@ class InstanceSetup:
             return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
-        if self.s.feed == "synthetic" and not open_ns <= now < open_ns + 390 * 60 * NS:
+        if self.s.synthetic_market() and not open_ns <= now < open_ns + 390 * 60 * NS:
             return open_ns
         return now
 
@@ -138,7 +180,7 @@ class InstanceSetup:
         """Reference columns (previous close, average daily volume) before any worker runs:
         the synthetic universe's, or a replay's from daily history (Lean daily files)."""
         lo, n = self.s.range_start, shared.table.n_rows
-        if self.s.feed == "synthetic":
+        if self.s.synthetic_market():
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
             prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":

@@ -2,9 +2,11 @@
 
 * the alert feed ring in shared memory (gateways on this host read it: the embedded default,
   no Redis needed);
+* Kafka, when `kafka_bootstrap` and `kafka_alerts_topic` are set (`procs.kafka_out`);
 * Redis, when `redis_url` is configured: PUBLISH (one channel for all, one per rule) and XADD
   to the bounded `alerts` stream, in pipelines (see `procs.redis_out`); and, once a second,
-  the live bar and indicator columns that changed, as hashes `live:<symbol>`.
+  the live bar and indicator columns that changed, as hashes `live:<symbol>`, and this host's
+  top lists for the cluster (`procs.cluster_top`).
 
 Redis down never stops the pass: alerts wait in a bounded buffer, the connection is retried
 with backoff, and what had to be dropped is counted in the slot (`drops`).
@@ -16,7 +18,10 @@ import logging
 import time
 
 import numpy as np
+from redis import RedisError
 
+from procs.cluster_top import TopPublisher
+from procs.kafka_out import KafkaAlerts
 from procs.redis_out import LiveMirror, RedisSink
 from procs.rules_admin import rules_source
 from procs.runtime import Context
@@ -37,13 +42,17 @@ def main(ctx: Context) -> None:
     s = ctx.settings
     url = reveal(s.redis_url)
     redis = RedisSink(url, buffer_limit=s.redis_buffer_limit, stream_maxlen=s.alerts_stream_maxlen) if url else None
-    failures_seen = 0
+    kafka = (KafkaAlerts(s.kafka_bootstrap, s.kafka_alerts_topic)
+             if s.kafka_bootstrap and s.kafka_alerts_topic else None)
+    failures_seen = kafka_failed_seen = 0
     mirror = None
     if redis is not None:
         names = [m.name for m in CATALOGUE.metrics if m.dtype == "f8" and m.owner != Owner.REFERENCE]
         mirror = LiveMirror(redis.client, sh.table.key_list(), names)
         mirror_cols = np.array([CATALOGUE.f8(n) for n in names])
         mirror_buf = np.empty((len(names), sh.table.n_rows))
+        tops = TopPublisher(redis.client, s.instance, sh.table.key_list(), s.cluster_top_metrics, s.cluster_top_n)
+        top_buf = np.empty((len(tops.cols), sh.table.n_rows))
     lost_seen = sum(c.lost for c in consumers)
     while ctx.should_run():
         ctx.beat()
@@ -52,8 +61,12 @@ def main(ctx: Context) -> None:
         if batches:
             alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()
             feed.publish(alerts)
-            if redis is not None:
-                redis.send(encoder.encode(alerts))
+            if redis is not None or kafka is not None:
+                encoded = encoder.encode(alerts)
+                if redis is not None:
+                    redis.send(encoded)
+                if kafka is not None:
+                    kafka.send(encoded)
             ctx.count(n_in=len(alerts), n_out=len(alerts))
         lost = sum(c.lost for c in consumers)
         if lost != lost_seen:
@@ -67,8 +80,19 @@ def main(ctx: Context) -> None:
             if redis.failures != failures_seen:
                 ctx.count(errors=redis.failures - failures_seen)
                 failures_seen = redis.failures
+        if kafka is not None and kafka.failed != kafka_failed_seen:
+            ctx.count(drops=kafka.failed - kafka_failed_seen)
+            kafka_failed_seen = kafka.failed
         if mirror is not None and mirror.due():
             sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
             mirror.write(mirror_buf)
+        if redis is not None and tops.due():
+            sh.table.snapshot(0, sh.table.n_rows, tops.cols, top_buf)
+            try:
+                tops.publish(top_buf)
+            except (RedisError, OSError):  # Redis away: the lists expire, gateways mark this host stale
+                tops.next_at += 4.0
         if not batches:
             time.sleep(PASS_S)
+    if kafka is not None:
+        kafka.close()

@@ -1,10 +1,12 @@
 """Rule changes from outside the workers (CLI, REST): write the store, then bump the generation.
 
-The generation counter lives in the running instance's control block; every writer (the CLI,
-each gateway) bumps it under one file lock, so no bump is lost to a concurrent read-increment.
-Workers compare it every cycle and reload the store when it moved: a change reaches them within
-one cycle. When the instance is not running, the store is simply written (the workers read it
-when they start).
+The generation counter lives in the running instance's control block. The CLI and each gateway
+bump it here, under one file lock, so none of their bumps is lost to a concurrent
+read-increment. The supervisor's SIGHUP handler bumps it without that lock: a HUP racing one of
+these bumps can lose an increment, and a worker that read the counter between the two writes
+then sees the later change only at the next bump. Workers compare the counter every cycle and
+reload the store when it moved: a change reaches them within one cycle. When the instance is
+not running, the store is simply written (the workers read it when they start).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import fcntl
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from procs.shared import seg_name
-from scanner.config import Settings, reveal
 from scanner.rules.model import Rule
 from scanner.rules.store import RuleStore, install_default_pack
-from shm.control import ControlBlock
+
+if TYPE_CHECKING:  # the CLI lists rules without loading the engine: segments load in bump_generation
+    from scanner.config import Settings
+    from shm.control import ControlBlock
 
 log = logging.getLogger("scanner.rules")
 
@@ -26,6 +30,9 @@ def bump_generation(settings: Settings, control: ControlBlock | None = None) -> 
     """Bump the running instance's rules generation; None when the instance is not running."""
     own = control is None
     if control is None:
+        from procs.shared import seg_name
+        from shm.control import ControlBlock
+
         try:
             control = ControlBlock.attach(seg_name(settings.instance, "ctl"))
         except Exception:  # noqa: BLE001 - not running: nothing to notify
@@ -45,6 +52,7 @@ def open_store(settings: Settings, on_change=None) -> RuleStore:  # type: ignore
     """The configured rule store: PostgreSQL (shared by every host) or the JSON file."""
     if settings.rules_in_postgres():
         from procs.rules_pg import PgRuleStore
+        from scanner.config import reveal
 
         return PgRuleStore(reveal(settings.database_url) or "", on_change)
     return RuleStore(settings.rules_file(), on_change)

@@ -1,13 +1,21 @@
-"""`scanner status`: read the control block of a running instance (no RPC, no locks)."""
+"""`scanner status`: read the control block of a running instance (no RPC, no locks).
+
+Imports stay light (numpy and the segment classes load inside `collect`, once a control block
+exists), so the CLI answers about a stopped instance without loading the engine.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from procs.shared import Shared, seg_name
-from scanner.config import Settings
-from shm.control import STATE_DEAD, STATE_HELD, ControlBlock
+from shm.segment import SHM_DIR
+
+if TYPE_CHECKING:
+    from scanner.config import Settings
+    from shm.control import ControlBlock
 
 STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead", 5: "crash-loop"}
 
@@ -25,6 +33,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def read_pid(path: Path) -> int | None:
+    """The pid written in a pidfile, or None (no file, or not a number)."""
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def live_pid(pidfile: Path) -> int | None:
+    """The pid in `pidfile` if that process is alive, else None."""
+    pid = read_pid(pidfile)
+    return pid if pid and pid_alive(pid) else None
+
+
+def control_path(instance: str) -> str:
+    """The control segment's file (`procs.shared.seg_name(instance, "ctl")` under /dev/shm),
+    spelled here so that asking about a stopped instance does not import numpy."""
+    return os.path.join(SHM_DIR, f"scanner.{instance}.ctl")
+
+
+def require_control(instance: str) -> None:
+    """FileNotFoundError, saying so, when the instance has no control segment (not running)."""
+    if not os.path.exists(control_path(instance)):
+        raise FileNotFoundError(f"instance {instance!r} is not running (no control segment "
+                                f"{control_path(instance)})")
+
+
 def _stat_start(pid: int) -> float | None:
     """Process start time, seconds since boot (from /proc)."""
     try:
@@ -37,6 +72,10 @@ def _stat_start(pid: int) -> float | None:
 
 def collect(settings: Settings) -> dict:
     """Status of an instance as one JSON-able dict; raises FileNotFoundError if not running."""
+    require_control(settings.instance)
+    from procs.shared import seg_name
+    from shm.control import ControlBlock
+
     try:
         ctl = ControlBlock.attach(seg_name(settings.instance, "ctl"))
     except Exception as exc:  # noqa: BLE001 - any attach failure means "not running" here
@@ -48,6 +87,8 @@ def collect(settings: Settings) -> dict:
 
 
 def _collect(settings: Settings, ctl: ControlBlock) -> dict:
+    from shm.control import STATE_DEAD, STATE_HELD
+
     now_mono = time.monotonic_ns()
     now_wall = time.time_ns()
     with open("/proc/uptime") as fh:
@@ -121,6 +162,8 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
 
 def _ring_lost(settings: Settings) -> dict[str, int]:
     """Records consumers lost to lapping, per ring (should stay 0)."""
+    from procs.shared import Shared
+
     try:
         sh = Shared.attach(settings.instance)
     except Exception:  # noqa: BLE001 - best effort: status must work while starting/stopping

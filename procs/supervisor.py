@@ -18,6 +18,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from procs import checkpoint
 from procs.instance import InstanceSetup, PidLock, assign_cores, process_names, remove_stale_segments
@@ -30,6 +31,9 @@ from scanner.metrics import Owner
 from shm.control import STATE_DEAD, STATE_HELD, STATE_RUNNING, STATE_STARTING
 from shm.partitioned import PartitionedMatrix
 from shm.platform import check_memory_model
+
+if TYPE_CHECKING:
+    from procs.registry import RegistryThread
 
 log = logging.getLogger("scanner.supervisor")
 NS = 1_000_000_000
@@ -100,6 +104,7 @@ class Supervisor:
         self.checkpoints: checkpoint.Periodic | None = None
         self.setup = InstanceSetup(settings)
         self.settings_file = settings.run_dir() / f"{settings.instance}.settings.json"
+        self.registry: RegistryThread | None = None
 
     # ------------------------------------------------------------------ children
     def spawn(self, child: Child) -> None:
@@ -297,6 +302,7 @@ class Supervisor:
         self.setup.prepare_rules()
         self.settings_file = write_settings_file(self.s)
         warm_kernels()
+        self.registry = self.setup.join_cluster()
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
@@ -352,6 +358,8 @@ class Supervisor:
                     self.child_exited(child, status)
         if self.checkpoints is not None:
             self.checkpoints.save()
+        if self.registry is not None:
+            self.registry.stop()
         self.shared.close()
         self.shared.unlink()
         self.shared = None

@@ -21,10 +21,15 @@ Semantics (event time drives everything, so a replay at any speed gives the same
   tick sequence gives the same bars.
 - Out-of-order ticks inside the live minute merge: open is the price of the earliest event
   time, close of the latest (ties: the later tick in feed order).
-- Ticks flagged TICK_ODD_LOT or TICK_NO_LAST count for volume, trades and VWAPs but do not set
-  open/high/low/close, the day's open/high/low or the pre-market high/low (as the SIP tapes
-  do). A bar whose ticks all carry such flags closes flat at the symbol's previous close (or at
-  its own VWAP when the symbol has no price yet).
+- Ticks flagged TICK_ODD_LOT, TICK_NO_LAST or TICK_NO_HIGH_LOW (`TICK_NO_PRICE`: odd-lot,
+  average-price, derivatively-priced, prior-reference, out-of-sequence and sold-last prints, by
+  the vendor's sale-condition table in `scanner.feeds.conditions`) count for volume, trades and
+  VWAPs but do not set open/high/low/close, the day's open/high/low, the HOD or the pre-market
+  high/low (as the SIP tapes do). A bar whose ticks all carry such flags closes flat at the
+  symbol's previous close (or at its own VWAP when the symbol has no price yet).
+- Ticks flagged TICK_NO_VOLUME (a market center's official open/close report, a corrected
+  consolidated close) are not trades at all: they count nowhere (no volume, no trade, no bar)
+  and only advance event time (the watermark).
 - Sessions (see `scanner.session`): every tick of the trading day forms bars, after-hours
   (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count` and
   the session `vwap` are regular session only (09:30-16:00); `premarket_*` is 04:00-09:30;
@@ -42,7 +47,7 @@ import numpy as np
 from numba import njit
 
 from scanner.metrics import CATALOGUE, HIST, HIST_FIELDS, Owner
-from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_PRICE, TICK_NO_VOLUME
 from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_day
 
 # float64 columns of the kernel, in kernel order: the table's bars-owned ones, then private state
@@ -74,7 +79,7 @@ AGG_STATE: dict[str, np.dtype] = {
 META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = range(6)
 META_LEN = 8
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
-_NO_PRICE = TICK_ODD_LOT | TICK_NO_LAST
+_NO_PRICE = TICK_NO_PRICE
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)
 _BIG = np.iinfo(np.int64).max
 FCols = tuple[np.ndarray, ...]  # the float64 kernel columns, `_F_COLS` order
@@ -177,6 +182,13 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
         s0 = start[r]
         if t < day_start or m + MINUTE_NS <= wm or (s0 != 0 and m < s0):
             late += 1
+            continue
+        if flags[k] & TICK_NO_VOLUME:  # a report, not a trade: only event time moves
+            if t > max_ts:
+                max_ts = t
+                if t - grace > wm:
+                    wm = t - grace
+                    meta[META_WATERMARK] = wm
             continue
         if s0 != 0 and m > s0:
             n_out = _close_row(r, f, iv, hist, head, out, n_out)

@@ -20,22 +20,24 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
+
 
 class Settings(BaseSettings):
     """Everything an instance needs to start; one instance per host and symbol range."""
 
     model_config = SettingsConfigDict(env_prefix="SCANNER_", extra="forbid", validate_default=True)
 
-    instance: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+    instance: str = Field(DEFAULT_INSTANCE, pattern=INSTANCE_PATTERN,
                           description="Instance name: names the shared-memory segments and the pidfile.")
-    data_dir: Path = Field(Path("var"), description="Pidfile, logs, checkpoints, rule store, spool.")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Pidfile, logs, checkpoints, rule store, spool.")
 
     # universe and feed
     symbols: int = Field(5000, ge=1, le=100_000, description="Synthetic universe size.")
     symbols_file: Path | None = Field(None, description="One symbol per line; replaces the synthetic names.")
     range_start: int = Field(0, ge=0, description="First row of the universe this host scans.")
     range_end: int | None = Field(None, description="End (exclusive) of this host's range; None = all.")
-    feed: Literal["synthetic", "replay", "none"] = "synthetic"
+    feed: Literal["synthetic", "replay", "none", "kafka"] = "synthetic"
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
+
+    # Kafka (optional): the feed bridge produces ticks, hosts with feed "kafka" consume their range
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers (host:port,...); None = off.")
+    kafka_ticks_topic: str = Field("ticks", min_length=1, max_length=200, description="Topic of the bridge's ticks.")
+    kafka_partitions: int = Field(16, ge=1, le=4096, description="Partitions of the ticks topic (all hosts agree).")
+    kafka_alerts_topic: str | None = Field(None, max_length=200, description="Also produce alerts here (None = off).")
 
     # processes
     scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")
@@ -90,6 +98,15 @@ class Settings(BaseSettings):
     alerts_stream_maxlen: int = Field(1_000_000, ge=1000, description="Approximate MAXLEN of the alerts stream.")
     redis_buffer_limit: int = Field(100_000, ge=100,
                                     description="Alerts held while Redis is down; older ones are dropped and counted.")
+    registry_ttl_s: float = Field(10.0, ge=1.0, le=300.0, description="With redis_url: a host whose registry "
+                                  "record is older than this is missing from the cluster.")
+    cluster_top_metrics: list[str] = Field(
+        default_factory=lambda: ["change_pct", "change_from_open_pct", "gap_pct", "relative_volume", "day_volume",
+                                 "rsi_14", "range_pct"],
+        max_length=64, description="With redis_url: metrics whose top lists this host publishes for the cluster.")
+    cluster_top_n: int = Field(100, ge=1, le=1000, description="Rows per published top list (per metric and order).")
+    public_url: str | None = Field(None, description="URL of this host's gateway for the other hosts of a cluster; "
+                                   "None = http://<http_host>:<http_port>.")
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL (a secret, like redis_url).")
     rules_store: Literal["auto", "file", "postgres"] = Field(
         "auto", description="Where rules live: auto = PostgreSQL when database_url is set, else rules.json.")
@@ -133,6 +150,8 @@ class Settings(BaseSettings):
     @field_validator("notify_destinations")
     @classmethod
     def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not v:  # the default: nothing to check, and no need to load the notifier's models (and numpy)
+            return v
         from scanner.notify.destinations import parse_destinations  # lazy: keeps config import light
 
         parse_destinations(v)  # fail at load time, not in the child
@@ -171,23 +190,31 @@ class Settings(BaseSettings):
     def block_shift(self) -> int:
         return self.block_rows.bit_length() - 1
 
+    def paths(self) -> InstancePaths:
+        return InstancePaths(self.instance, self.data_dir)
+
     def run_dir(self) -> Path:
-        return self.data_dir.resolve()
+        return self.paths().run_dir()
 
     def pidfile(self) -> Path:
-        return self.run_dir() / f"{self.instance}.pid"
+        return self.paths().pidfile()
 
     def logfile(self) -> Path:
-        return self.run_dir() / f"{self.instance}.log"
+        return self.paths().logfile()
 
     def checkpoint_file(self) -> Path:
-        return self.run_dir() / f"{self.instance}.checkpoint.npz"
+        return self.paths().checkpoint_file()
+
+    def synthetic_market(self) -> bool:
+        """The ticks come from the synthetic market: directly, or through Kafka from a bridge running
+        it (no symbols_file): its universe, reference data and session clock apply."""
+        return self.feed == "synthetic" or (self.feed == "kafka" and not self.symbols_file)
 
     def rules_in_postgres(self) -> bool:
         return self.rules_store == "postgres" or (self.rules_store == "auto" and bool(self.database_url))
 
     def rules_file(self) -> Path:
-        return self.run_dir() / "rules.json"
+        return self.paths().rules_file()
 
     def spool_path(self) -> Path:
         return (self.spool_dir or self.data_dir / "spool").resolve()

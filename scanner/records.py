@@ -19,6 +19,9 @@ TICK_DTYPE = np.dtype(
 )
 TICK_ODD_LOT = 1  # under 100 shares: counts for volume, not for last/high/low (as the SIPs do)
 TICK_NO_LAST = 2  # condition code says "does not update last" (e.g. out-of-sequence prints)
+TICK_NO_HIGH_LOW = 4  # condition code says "does not update high/low" (e.g. average-price prints)
+TICK_NO_VOLUME = 8  # not a trade for volume: official open/close reports, corrected consolidated close
+TICK_NO_PRICE = TICK_ODD_LOT | TICK_NO_LAST | TICK_NO_HIGH_LOW  # any of these: never moves O/H/L/C or HOD
 
 # One closed 1-minute bar, produced by the bar process for the storage writer and indicators.
 BAR_DTYPE = np.dtype(

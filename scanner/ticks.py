@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scanner.records import TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import TICK_DTYPE, TICK_NO_PRICE, TICK_NO_VOLUME
 
 
 def validate_ticks(ticks: np.ndarray, n_rows: int) -> tuple[np.ndarray, int]:
@@ -20,7 +20,8 @@ def validate_ticks(ticks: np.ndarray, n_rows: int) -> tuple[np.ndarray, int]:
 class LastTradeWriter:
     """Applies batches of ticks to the ingest-owned columns: price, last_size, last_ts_ns,
     tick_count. Vectorised; the last tick of a symbol in feed order wins for `price`, and
-    odd lots / no-last prints count but do not set the last price (as the SIP tapes do)."""
+    odd lots / no-last / no-high-low prints count but do not set the last price (as the SIP
+    tapes do), and official open/close reports (TICK_NO_VOLUME) do not either."""
 
     def __init__(self, price: np.ndarray, last_size: np.ndarray, last_ts: np.ndarray,
                  tick_count: np.ndarray) -> None:
@@ -32,7 +33,7 @@ class LastTradeWriter:
         """Write the batch; returns the rows whose last price changed (for the seqlock)."""
         sym = ticks["sym"].astype(np.intp)
         np.add.at(self.tick_count, sym, 1)
-        qualifies = (ticks["flags"] & (TICK_ODD_LOT | TICK_NO_LAST)) == 0
+        qualifies = (ticks["flags"] & (TICK_NO_PRICE | TICK_NO_VOLUME)) == 0
         idx = np.flatnonzero(qualifies)
         if len(idx) == 0:
             return np.empty(0, np.intp)

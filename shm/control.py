@@ -12,6 +12,16 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 | 256 + 192 x MAX_SLOTS | 17 x 8 x MAX_SLOTS | cycle-time histogram per slot: 16 bucket counts
   (BUCKETS_US, +Inf), then the sum in µs |
 
+Writers of the shared words (the caller keeps to this; the block does not enforce it):
+
+* header identity (magic, layout, n_symbols, trading day, created, supervisor pid) and the
+  shutdown flag: the supervisor, at creation and on stop.
+* the feed clock anchor (`set_clock`): one writer at a time, but not always the supervisor. It
+  anchors the clock at start-up; with a replay feed it leaves it stopped and replay ingest
+  (`procs/ingest_replay.py`) writes it from then on.
+* the rules generation: whoever changes the rules - the CLI and gateways under the rule store's
+  lock file (`procs/rules_admin.py`), the supervisor on SIGHUP without it.
+
 Each process writes only its own slot (heartbeat, counters, timings), from its work loop, so a
 stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts of a slot
 before the child starts (and `hold_until_ns` while a crash-looping child is held back) and

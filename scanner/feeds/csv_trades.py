@@ -7,11 +7,10 @@ are UTC; fractions keep up to nanoseconds.
 
 `POLYGON_TRADES` is the vendor flat-file layout (Polygon / Massive `us_stocks_sip/trades_v1`:
 ticker, conditions, correction, exchange, id, participant_timestamp, price, sequence_number,
-sip_timestamp, size, tape, trf_id, trf_timestamp). There, condition 37 and sizes under 100 flag
-TICK_ODD_LOT, the conditions in `NO_LAST_CONDITIONS` (average-price, cash, next-day, prior
-reference, sold out of sequence, official open/close, contingent... prints, which do not update
-the consolidated last sale) flag TICK_NO_LAST, and corrected/cancelled trades (correction != 0)
-are skipped.
+sip_timestamp, size, tape, trf_id, trf_timestamp). There, sizes under 100 flag TICK_ODD_LOT and
+the condition ids set the flags of the vendor's table (`scanner.feeds.conditions.POLYGON`, the
+same table the live Polygon parser reads: odd lot, average-price, out-of-sequence, official
+open/close... prints), and corrected/cancelled trades (correction != 0) are skipped.
 
 Vendor files are often sorted by symbol; `sort=True` (default) orders each file by event time
 before yielding, which holds the whole file in memory.
@@ -32,13 +31,12 @@ from typing import Literal
 import numpy as np
 
 from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, in_batches, make_ticks
-from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
+from scanner.feeds.conditions import POLYGON, Rule, flags_of
+from scanner.records import TICK_ODD_LOT
 
 TsUnit = Literal["auto", "iso", "s", "ms", "us", "ns"]
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
-ODD_LOT_CONDITIONS = frozenset({37})
-NO_LAST_CONDITIONS = frozenset({2, 7, 13, 15, 16, 20, 21, 22, 29, 32, 52, 53})
 
 
 @dataclass(frozen=True)
@@ -99,8 +97,7 @@ class _Cols:
     n_fields: int
     ts_unit: TsUnit
     odd_lots: bool
-    odd_lot_conditions: frozenset[int]
-    no_last_conditions: frozenset[int]
+    conditions: dict[int, Rule]
 
 
 _Parsed = tuple[str, int, float, float, int]
@@ -122,11 +119,9 @@ def _parse_row(rec: list[str], c: _Cols) -> _Parsed | str | None:
         return "price, size or time out of range"
     if c.corr >= 0 and rec[c.corr].strip() not in ("", "0"):
         return None
-    flags = 0
-    if (c.odd_lots and q < 100) or conds & c.odd_lot_conditions:
+    flags = flags_of(conds, c.conditions) if conds else 0
+    if c.odd_lots and q < 100:
         flags |= TICK_ODD_LOT
-    if conds & c.no_last_conditions:
-        flags |= TICK_NO_LAST
     return rec[c.sym].strip(), t, p, q, flags
 
 
@@ -179,16 +174,15 @@ _EMPTY = make_ticks(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), n
 def read_csv_trades(paths: Iterable[str | Path], symbols: SymbolMap | None = None, *,
                     layout: CsvLayout = CsvLayout(), batch_size: int = 65_536, stats: FeedStats | None = None,
                     sort: bool = True, odd_lots: bool = False,
-                    odd_lot_conditions: frozenset[int] = ODD_LOT_CONDITIONS,
-                    no_last_conditions: frozenset[int] = NO_LAST_CONDITIONS) -> Iterator[TickBatch]:
+                    conditions: dict[int, Rule] = POLYGON) -> Iterator[TickBatch]:
     """Ticks of trade CSV files, file by file (each sorted by event time when `sort`).
-    `odd_lots` flags sizes under 100 as TICK_ODD_LOT (US equities)."""
+    `odd_lots` flags sizes under 100 as TICK_ODD_LOT (US equities); `conditions` maps the
+    condition ids of the layout's conditions column to their update rules."""
     symbols = symbols if symbols is not None else SymbolMap()
     stats = stats if stats is not None else FeedStats()
     for p in map(Path, paths):
         try:
-            ticks = _decode_file(p, layout, symbols, stats, odd_lots=odd_lots,
-                                 odd_lot_conditions=odd_lot_conditions, no_last_conditions=no_last_conditions)
+            ticks = _decode_file(p, layout, symbols, stats, odd_lots=odd_lots, conditions=conditions)
         except OSError as exc:  # missing or unreadable file
             stats.bad(str(p), 0, f"unreadable file: {exc}")
             continue

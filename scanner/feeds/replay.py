@@ -37,7 +37,6 @@ from scanner.feeds.lean import daily_reference, file_day, read_lean_daily, read_
 from scanner.session import trading_day
 from scanner.ticks import empty_ticks
 
-FORMATS = ("lean", "dbn", "csv", "flat")
 MAX_SYMBOL_BYTES = 16  # the table's key width
 _NAME_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 _TS_UNITS = ("auto", "iso", "s", "ms", "us", "ns")

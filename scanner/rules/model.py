@@ -32,7 +32,6 @@ from pydantic import (
 )
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS
-from scanner.records import ALERT_VALUES
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!=", "between", "crosses_above", "crosses_below"]
 AlertMode = Literal["enter", "enter_exit", "once_per_bar", "once_per_day"]
@@ -328,7 +327,6 @@ class Rule(_Leaf):
 Group.model_rebuild()
 Comparison.model_rebuild()
 Rule.model_rebuild()
-RuleModel = Rule  # the name the API layer uses
 
 
 class RuleSet(RootModel[list[Rule]]):
@@ -345,6 +343,8 @@ class RuleSet(RootModel[list[Rule]]):
 
 def rule_metric_names(rule: Rule) -> list[str]:
     """Names of the values an alert of this rule carries (`ALERT_DTYPE.values`), in order."""
+    from scanner.records import ALERT_VALUES  # here, not at the top: the rule model loads without numpy
+
     return [ref_name(r) for r in rule.refs()[:ALERT_VALUES]]
 
 

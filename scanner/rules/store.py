@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scanner.instance import RULES_FILE
 from scanner.rules.model import Rule, parse_rules
 
-RULES_FILE = "rules.json"
 RuleList = list[Rule]  # (the store has a method named `list`)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from scanner.metrics import CATALOGUE
-from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import TICK_NO_PRICE, TICK_NO_VOLUME
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -31,9 +31,11 @@ def table_columns(n_rows: int) -> dict[str, np.ndarray]:
 def pandas_reference_bars(df: pd.DataFrame) -> pd.DataFrame:
     """Independent 1-minute bars: a pandas resample per symbol of a frame with columns sym,
     ts_ns, price, size, flags. Volume, trades and VWAP count
-    every tick; OHLC only ticks without odd-lot / no-last flags; a minute with only flagged
-    ticks is flat at the previous bar's close (its VWAP when there is none)."""
-    df = df.assign(pv=df.price * df["size"], priced=(df["flags"] & (TICK_ODD_LOT | TICK_NO_LAST)) == 0)
+    every tick but reports (TICK_NO_VOLUME), which count nowhere; OHLC only ticks without
+    odd-lot / no-last / no-high-low flags; a minute with only flagged ticks is flat at the
+    previous bar's close (its VWAP when there is none)."""
+    df = df[(df["flags"] & TICK_NO_VOLUME) == 0]
+    df = df.assign(pv=df.price * df["size"], priced=(df["flags"] & TICK_NO_PRICE) == 0)
     out = []
     for sym, g in df.groupby("sym", sort=True):
         g = g.set_index(pd.to_datetime(g.ts_ns, unit="ns"))

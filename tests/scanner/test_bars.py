@@ -12,7 +12,15 @@ from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.dbn import read_dbn_ohlcv, read_dbn_trades
 from scanner.feeds.lean import lean_tick_files, read_lean_ticks
 from scanner.metrics import HIST
-from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import (
+    BAR_DTYPE,
+    TICK_DTYPE,
+    TICK_NO_HIGH_LOW,
+    TICK_NO_LAST,
+    TICK_NO_PRICE,
+    TICK_NO_VOLUME,
+    TICK_ODD_LOT,
+)
 from scanner.session import MINUTE_NS, NS, session_bounds_ns, trading_day
 from tests.scanner.helpers import data_path, pandas_reference_bars
 
@@ -42,8 +50,8 @@ def _sorted(bars: np.ndarray) -> np.ndarray:
 
 def _day_reference(df: pd.DataFrame, day: int) -> pd.DataFrame:
     b = session_bounds_ns(day)
-    d = df[(df.ts_ns >= b["day_start"]) & (df.ts_ns < b["day_end"])]
-    priced = (d["flags"] & (TICK_ODD_LOT | TICK_NO_LAST)) == 0
+    d = df[(df.ts_ns >= b["day_start"]) & (df.ts_ns < b["day_end"]) & ((df["flags"] & TICK_NO_VOLUME) == 0)]
+    priced = (d["flags"] & TICK_NO_PRICE) == 0
     reg = d[(d.ts_ns >= b["open"]) & (d.ts_ns < b["close"])]
     regp = reg[priced.loc[reg.index]]
     pre = d[(d.ts_ns >= b["premarket"]) & (d.ts_ns < b["open"])]
@@ -80,13 +88,15 @@ def lean_ticks() -> tuple[np.ndarray, list[np.ndarray], list[str]]:
 def test_lean_ticks_match_pandas_resample(lean_ticks: tuple[np.ndarray, list[np.ndarray], list[str]],
                                           flag_share: float) -> None:
     """Every bar of three real days equals the resample; with `flag_share` of the ticks also
-    flagged odd-lot / no-last (the 2013 tape has almost no odd lots), so flat bars occur too."""
+    flagged odd-lot / no-last / no-high-low / no-volume (the 2013 tape has almost no odd lots), so
+    flat bars and ignored reports occur too."""
     ticks, batches, names = lean_ticks
     if flag_share:
         rng = np.random.default_rng(3)
         ticks = ticks.copy()
         pick = rng.random(len(ticks)) < flag_share
-        ticks["flags"][pick] |= rng.choice([TICK_ODD_LOT, TICK_NO_LAST], int(pick.sum())).astype(np.uint32)
+        kinds = [TICK_ODD_LOT, TICK_NO_LAST, TICK_NO_HIGH_LOW, TICK_NO_LAST | TICK_NO_HIGH_LOW, TICK_NO_VOLUME]
+        ticks["flags"][pick] |= rng.choice(kinds, int(pick.sum())).astype(np.uint32)
         batches = np.split(ticks, np.cumsum([len(b) for b in batches])[:-1])
     agg, cols = _agg(len(names))
     got: list[np.ndarray] = []
@@ -236,6 +246,26 @@ def test_odd_lots_count_volume_but_not_price() -> None:
     bar = agg.close_all()
     assert bar[["open", "high", "low", "close"]].tolist() == [(10.0, 10.0, 10.0, 10.0)]
     assert bar["volume"][0] == 5.0 and bar["vwap"][0] == 12.0
+
+
+def test_no_high_low_prints_and_reports_never_move_the_day() -> None:
+    """An average-price print (no last, no high/low) above the high moves no price and no HOD; an
+    official close report (no volume) counts nowhere."""
+    agg, cols = _agg(1)
+    o = B["open"]
+    agg.on_ticks(_ticks([(0, o + 1 * NS, 10.0, 100, 0), (0, o + 2 * NS, 11.0, 100, 0),
+                         (0, o + 3 * NS, 50.0, 300, TICK_NO_LAST | TICK_NO_HIGH_LOW),
+                         (0, o + 4 * NS, 60.0, 100, TICK_NO_HIGH_LOW),
+                         (0, o + 5 * NS, 0.5, 9999, TICK_NO_VOLUME)]))
+    day = (cols["day_high"][0], cols["day_low"][0], cols["bar_high"][0], cols["bar_close"][0])
+    assert day == (11.0, 10.0, 11.0, 11.0)
+    assert cols["new_hod_count"][0] == 1.0 and cols["hod_ts_ns"][0] == o + 2 * NS
+    assert (cols["bar_volume"][0], cols["bar_trades"][0], cols["day_volume"][0]) == (600.0, 4, 600.0)
+    bar = agg.close_all()
+    assert bar[["open", "high", "low", "close", "volume"]].tolist() == [(10.0, 11.0, 10.0, 11.0, 600.0)]
+    # a minute holding only a report makes no bar
+    agg.on_ticks(_ticks([(0, o + 125 * NS, 12.0, 100, TICK_NO_VOLUME)]))
+    assert len(agg.close_all()) == 0 and agg.late_ticks == 0
 
 
 def test_sessions_and_day_roll() -> None:

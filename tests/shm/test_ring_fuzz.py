@@ -15,6 +15,7 @@ from shm.ring import Ring
 DT = np.dtype([("seq", "<i8"), ("a", "<f8"), ("b", "<f8"), ("pad", "<i8")])
 TOTAL = 3_000_000
 CAP = 1 << 14
+STALL_S = 120.0  # a consumer that makes no room for this long is dead or stuck: fail, do not hang
 
 
 def _valid(recs: np.ndarray) -> bool:
@@ -67,8 +68,13 @@ def test_lapped_consumer_never_reads_garbage(ring: Ring) -> None:
         recs = np.empty(n, DT)
         recs["seq"], recs["a"], recs["b"], recs["pad"] = s, s * 3.0, -s.astype(np.float64), s
         # keep the fast consumer (0) within the ring; the slow one (1) gets lapped on purpose
+        deadline = time.monotonic() + STALL_S
         while seq - int(cons["cursor"][0]) > CAP - 2 * n:
-            pass
+            if time.monotonic() > deadline or not procs[0].is_alive():
+                for p in procs:
+                    p.kill()
+                pytest.fail(f"the fast consumer stopped taking records at {int(cons['cursor'][0])} of {TOTAL} "
+                            f"(exit code {procs[0].exitcode})")
         prod.publish(recs)
         seq += n
     results = {r[0]: r for r in (q.get(timeout=60) for _ in procs)}

@@ -11,7 +11,7 @@ import pytest
 
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.csv_trades import CsvLayout, parse_ts, read_csv_trades, read_flat_file
-from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
+from scanner.records import TICK_NO_HIGH_LOW, TICK_NO_LAST, TICK_ODD_LOT
 from tests.scanner.helpers import data_path
 
 T0 = 1_381_239_000_000_000_000  # 2013-10-08 13:30:00 UTC
@@ -87,7 +87,7 @@ def test_vendor_flat_file_flags_and_sorting(tmp_path: Path) -> None:
     ticks = _ticks(read_flat_file([f], syms, stats=stats))
     assert ticks["ts_ns"].tolist() == [T0 + 2, T0 + 6, T0 + 8]  # sip_timestamp order
     assert ticks["sym"].tolist() == [1, 0, 0]
-    assert ticks["flags"].tolist() == [0, TICK_ODD_LOT, TICK_NO_LAST]
+    assert ticks["flags"].tolist() == [0, TICK_ODD_LOT, TICK_NO_LAST | TICK_NO_HIGH_LOW]  # -, odd lot, average price
     assert (stats.skipped, stats.malformed, stats.bad_lines[0][1]) == (2, 1, 7)  # correction, CCC; bad price
     part = _ticks(read_flat_file([f], SymbolMap(), ts_field="participant_timestamp"))
     assert part["ts_ns"].tolist() == [T0 + 1, T0 + 3, T0 + 5, T0 + 7]

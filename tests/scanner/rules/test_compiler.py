@@ -324,5 +324,40 @@ def test_backends_agree_on_the_bench_mix() -> None:
     assert a.n_steps == b.n_steps and a.n_nodes < sum(1 for _ in rules) * 4
 
 
+WARM_UP_PROBE = """
+import numpy as np
+from procs.bench.scan import random_hist, random_rules, random_table
+from scanner.rules import kernel
+from scanner.rules.compiler import compile_rules, warm_up
+
+assert kernel.run_steps.signatures == [], "a fresh interpreter has no kernel yet"
+warm_up()
+ready = list(kernel.run_steps.signatures)
+assert len(ready) == 1, ready
+n = 500
+keys = [f"S{i}" for i in range(n)]
+t = random_table(n, 9)
+comp = compile_rules(random_rules(t, 60, 9, keys, extended=True), keys, backend="numba", block=128)
+assert comp.hist_refs, "the mix should read history too"
+hist = random_hist(t, comp.hist_refs, 9)
+h = np.stack([hist[r] for r in comp.hist_refs])
+snap = np.stack([t[nm] for nm in comp.f8_names])
+comp.evaluate(snap, None, h, 600)
+comp.evaluate(snap, snap * 1.01, h, 600)
+assert list(kernel.run_steps.signatures) == ready, kernel.run_steps.signatures
+print("warm")
+"""
+
+
 def test_warm_up_runs() -> None:
-    warm_up()  # loads or JIT-compiles the kernel; must not raise
+    """After `warm_up`, the kernel is loaded once and a real rule set's first scans (with history
+    and a previous snapshot) find it ready: no second compile inside a scan cycle."""
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    r = subprocess.run([sys.executable, "-c", WARM_UP_PROBE], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "warm", r.stderr
+    warm_up()  # and in this process: loads the kernel, must not raise

@@ -1,0 +1,495 @@
+"""Compiled fast path for the commonest frame: an array of trade messages only, in the vendor's
+plain JSON. One pass over the bytes fills the trade columns (symbol key, price, size, time,
+flags) with no Python object per trade; symbols resolve through an open-addressing hash table
+kept across frames.
+
+It is strict on purpose: anything it does not fully understand (another message type, a
+string escape, a number beyond the exactly-rounded fast path, a symbol over 16 bytes, an
+unknown condition code, any syntax error) makes it give the whole frame up (-1), and the
+caller decodes that frame with msgspec (`scanner.feeds.frames.FrameDecoder`), which handles and
+counts every case. So both paths give the same result for any frame the fast path accepts
+(tests compare them on real and hostile frames).
+
+Numbers: a JSON number whose decimal mantissa fits 15 digits and whose power of ten is within
+10^±22 converts with one IEEE multiply or divide of two exact values, which is correctly
+rounded (Clinger's fast path): the same double as `float(text)`. Others give the frame up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from scanner.feeds import conditions
+from scanner.feeds.common import SymbolMap
+from scanner.feeds.conditions import ALPACA_CTA, ALPACA_UTP, flags_of
+from scanner.feeds.frames import BAD_TS, ts_span
+
+ALPACA, POLYGON = 0, 1
+_K_OTHER, _K_TYPE, _K_SYM, _K_PRICE, _K_SIZE, _K_TIME, _K_COND, _K_TAPE = range(8)
+MIN_TRADE_BYTES = 40  # no trade message is shorter: output capacity = len(frame) // 40 + 1
+SYM_BYTES = 16
+_POW10 = np.array([10.0 ** k for k in range(23)])
+EMPTY = np.int64(-2)  # hash-table slot never used
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ws(b: np.ndarray, i: int, n: int) -> int:
+    while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+        i += 1
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _str_end(b: np.ndarray, i: int, n: int) -> int:
+    """b[i] is '"': index of the closing quote; -1 on an escape, a control byte or the end."""
+    j = i + 1
+    while j < n:
+        c = b[j]
+        if c == 34:
+            return j
+        if c == 92 or c < 32:
+            return -1
+        j += 1
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _number(b: np.ndarray, i: int, n: int) -> tuple[float, int]:
+    """(value, end) of the JSON number at i; end -1 when not a number on the exact fast path."""
+    neg = False
+    if i < n and b[i] == 45:
+        neg = True
+        i += 1
+    m = 0
+    digits = 0
+    exp10 = 0
+    start = i
+    while i < n and 48 <= b[i] <= 57:
+        if digits > 0 or b[i] != 48:
+            digits += 1
+        m = m * 10 + (b[i] - 48)
+        i += 1
+        if digits > 15:
+            return 0.0, -1
+    if i == start or (i - start > 1 and b[start] == 48):
+        return 0.0, -1
+    if i < n and b[i] == 46:
+        i += 1
+        fs = i
+        while i < n and 48 <= b[i] <= 57:
+            if digits > 0 or b[i] != 48:
+                digits += 1
+            m = m * 10 + (b[i] - 48)
+            exp10 -= 1
+            i += 1
+            if digits > 15:
+                return 0.0, -1
+        if i == fs:
+            return 0.0, -1
+    if i < n and (b[i] == 101 or b[i] == 69):
+        i += 1
+        eneg = False
+        if i < n and (b[i] == 43 or b[i] == 45):
+            eneg = b[i] == 45
+            i += 1
+        es = i
+        e = 0
+        while i < n and 48 <= b[i] <= 57:
+            e = e * 10 + (b[i] - 48)
+            i += 1
+            if e > 400:
+                return 0.0, -1
+        if i == es:
+            return 0.0, -1
+        exp10 += -e if eneg else e
+    if exp10 < -22 or exp10 > 22:
+        return 0.0, -1
+    v = float(m)
+    v = v / _POW10[-exp10] if exp10 < 0 else v * _POW10[exp10]
+    return (-v if neg else v), i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _uint(b: np.ndarray, i: int, n: int) -> tuple[int, int]:
+    """(value, end) of a JSON non-negative integer of at most 18 digits at i; end -1 otherwise."""
+    v = 0
+    j = i
+    while j < n and 48 <= b[j] <= 57:
+        v = v * 10 + (b[j] - 48)
+        j += 1
+    if j == i or j - i > 18 or (j - i > 1 and b[i] == 48) or (j < n and (b[j] == 46 or b[j] == 101 or b[j] == 69)):
+        return 0, -1
+    return v, j
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _skip_number(b: np.ndarray, i: int, n: int) -> int:
+    """End of the JSON number at i (any size, strict grammar); -1 if it is not one."""
+    if i < n and b[i] == 45:
+        i += 1
+    s = i
+    while i < n and 48 <= b[i] <= 57:
+        i += 1
+    if i == s or (i - s > 1 and b[s] == 48):
+        return -1
+    if i < n and b[i] == 46:
+        i += 1
+        s = i
+        while i < n and 48 <= b[i] <= 57:
+            i += 1
+        if i == s:
+            return -1
+    if i < n and (b[i] == 101 or b[i] == 69):
+        i += 1
+        if i < n and (b[i] == 43 or b[i] == 45):
+            i += 1
+        s = i
+        while i < n and 48 <= b[i] <= 57:
+            i += 1
+        if i == s:
+            return -1
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _literal(b: np.ndarray, i: int, n: int, w0: int, w1: int, w2: int, w3: int, w4: int, ln: int) -> int:
+    if i + ln > n or b[i] != w0 or b[i + 1] != w1 or b[i + 2] != w2 or b[i + 3] != w3:
+        return -1
+    if ln == 5 and b[i + 4] != w4:
+        return -1
+    return i + ln
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _skip(b: np.ndarray, i: int, n: int) -> int:
+    """End of the scalar JSON value at i (string, number, true/false/null); -1 otherwise. Vendor
+    trade messages hold no nested values in the fields we skip: a container gives up."""
+    c = b[i]
+    if c == 34:
+        e = _str_end(b, i, n)
+        return -1 if e < 0 else e + 1
+    if c == 45 or 48 <= c <= 57:
+        return _skip_number(b, i, n)
+    if c == 116:
+        return _literal(b, i, n, 116, 114, 117, 101, 0, 4)  # true
+    if c == 110:
+        return _literal(b, i, n, 110, 117, 108, 108, 0, 4)  # null
+    if c == 102:
+        return _literal(b, i, n, 102, 97, 108, 115, 101, 5)  # false
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key(b: np.ndarray, s: int, e: int, vendor: int) -> int:
+    ln = e - s
+    c = b[s]
+    if vendor == ALPACA:
+        if ln != 1:
+            return _K_OTHER
+        if c == 84:
+            return _K_TYPE  # T
+        if c == 83:
+            return _K_SYM  # S
+        if c == 112:
+            return _K_PRICE  # p
+        if c == 115:
+            return _K_SIZE  # s
+        if c == 116:
+            return _K_TIME  # t
+        if c == 99:
+            return _K_COND  # c
+        if c == 122:
+            return _K_TAPE  # z
+        return _K_OTHER
+    if ln == 2 and c == 101 and b[s + 1] == 118:
+        return _K_TYPE  # ev
+    if ln == 3 and c == 115 and b[s + 1] == 121 and b[s + 2] == 109:
+        return _K_SYM  # sym
+    if ln == 1:
+        if c == 112:
+            return _K_PRICE
+        if c == 115:
+            return _K_SIZE
+        if c == 116:
+            return _K_TIME
+        if c == 99:
+            return _K_COND
+    return _K_OTHER
+
+
+@njit(cache=True, nogil=True)
+def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.ndarray, flags_b: np.ndarray,
+                key_lo: np.ndarray, key_hi: np.ndarray, px: np.ndarray, sz: np.ndarray, ts: np.ndarray,
+                flags: np.ndarray) -> int:
+    """Fill the columns from a frame holding only trades; returns the count, or -1 to give the
+    frame up. `cond_bit[c]`: bit (0..63) of condition character / id c, 255 unknown;
+    `flags_a/b[bit]`: TICK_* flags per bit (b: Alpaca tape C, UTP; a: the rest)."""
+    n = b.shape[0]
+    cap = px.shape[0]
+    i = _ws(b, 0, n)
+    if i >= n or b[i] != 91:
+        return -1
+    i = _ws(b, i + 1, n)
+    k = 0
+    if i < n and b[i] == 93:
+        return 0 if _ws(b, i + 1, n) == n else -1
+    while True:
+        if i >= n or b[i] != 123 or k >= cap:
+            return -1
+        i = _ws(b, i + 1, n)
+        seen = 0
+        mask = np.uint64(0)
+        tape = 0
+        while True:
+            if i >= n or b[i] != 34:
+                return -1
+            ke = _str_end(b, i, n)
+            if ke < 0:
+                return -1
+            kid = _key(b, i + 1, ke, vendor)
+            i = _ws(b, ke + 1, n)
+            if i >= n or b[i] != 58:
+                return -1
+            i = _ws(b, i + 1, n)
+            if i >= n:
+                return -1
+            if kid == _K_TYPE:
+                if b[i] != 34:
+                    return -1
+                e = _str_end(b, i, n)
+                want = 116 if vendor == ALPACA else 84  # "t" / "T"
+                if e != i + 2 or b[i + 1] != want:
+                    return -1
+                i = e + 1
+            elif kid == _K_SYM:
+                if b[i] != 34:
+                    return -1
+                e = _str_end(b, i, n)
+                if e < 0 or e - i - 1 > SYM_BYTES or e == i + 1:
+                    return -1
+                lo = np.uint64(0)
+                hi = np.uint64(0)
+                for j in range(e - i - 1):
+                    byte = np.uint64(b[i + 1 + j])
+                    if j < 8:
+                        lo |= byte << np.uint64(8 * j)
+                    else:
+                        hi |= byte << np.uint64(8 * (j - 8))
+                key_lo[k] = lo
+                key_hi[k] = hi
+                i = e + 1
+            elif kid == _K_PRICE or kid == _K_SIZE:
+                v, e = _number(b, i, n)
+                if e < 0:
+                    return -1
+                if kid == _K_PRICE:
+                    px[k] = v
+                else:
+                    sz[k] = v
+                i = e
+            elif kid == _K_TIME:
+                if vendor == ALPACA:
+                    if b[i] != 34:
+                        return -1
+                    e = _str_end(b, i, n)
+                    if e < 0:
+                        return -1
+                    t = ts_span(b, i + 1, e)
+                    if t == BAD_TS:
+                        return -1
+                    ts[k] = t
+                    i = e + 1
+                else:
+                    iv, e = _uint(b, i, n)
+                    if e < 0 or iv >= 2**62:
+                        return -1
+                    ts[k] = iv if iv >= 10**17 else iv * 1_000 if iv >= 10**14 else iv * 1_000_000
+                    i = e
+            elif kid == _K_COND:
+                if b[i] != 91:
+                    return -1
+                i = _ws(b, i + 1, n)
+                if i < n and b[i] == 93:
+                    i += 1
+                else:
+                    while True:
+                        if i >= n:
+                            return -1
+                        if vendor == ALPACA:
+                            if b[i] != 34 or i + 2 >= n or b[i + 2] != 34:
+                                return -1
+                            bit = cond_bit[b[i + 1]]
+                            i += 3
+                        else:
+                            cv, e = _uint(b, i, n)
+                            if e < 0 or cv > 255:
+                                return -1
+                            bit = cond_bit[cv]
+                            i = e
+                        if bit == 255:
+                            return -1
+                        mask |= np.uint64(1) << np.uint64(bit)
+                        i = _ws(b, i, n)
+                        if i < n and b[i] == 44:
+                            i = _ws(b, i + 1, n)
+                        elif i < n and b[i] == 93:
+                            i += 1
+                            break
+                        else:
+                            return -1
+            elif kid == _K_TAPE:
+                if b[i] != 34:
+                    return -1
+                e = _str_end(b, i, n)
+                if e != i + 2:
+                    return -1
+                tape = b[i + 1]
+                i = e + 1
+            else:
+                e = _skip(b, i, n)
+                if e < 0:
+                    return -1
+                i = e
+            seen |= 1 << kid
+            i = _ws(b, i, n)
+            if i < n and b[i] == 44:
+                i = _ws(b, i + 1, n)
+            elif i < n and b[i] == 125:
+                i = _ws(b, i + 1, n)
+                break
+            else:
+                return -1
+        need = (1 << _K_TYPE) | (1 << _K_SYM) | (1 << _K_PRICE) | (1 << _K_SIZE) | (1 << _K_TIME)
+        if seen & need != need:
+            return -1
+        table = flags_b if (vendor == ALPACA and tape == 67) else flags_a  # tape "C": UTP
+        f = np.uint32(0)
+        bits = mask
+        j = 0
+        while bits:
+            if bits & np.uint64(1):
+                f |= table[j]
+            bits >>= np.uint64(1)
+            j += 1
+        flags[k] = f
+        k += 1
+        if i < n and b[i] == 44:
+            i = _ws(b, i + 1, n)
+        elif i < n and b[i] == 93:
+            return k if _ws(b, i + 1, n) == n else -1
+        else:
+            return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slot(lo: np.uint64, hi: np.uint64, mask: np.uint64) -> np.int64:
+    h = (lo * np.uint64(0x9E3779B97F4A7C15)) ^ (hi * np.uint64(0xC2B2AE3D27D4EB4F))
+    h ^= h >> np.uint64(29)
+    return np.int64(h & mask)
+
+
+@njit(cache=True, nogil=True)
+def lookup(key_lo: np.ndarray, key_hi: np.ndarray, n: int, t_lo: np.ndarray, t_hi: np.ndarray, t_row: np.ndarray,
+           rows: np.ndarray) -> int:
+    """rows[k] = table row of key k (-1 unknown symbol), EMPTY when not in the table yet;
+    returns the number of misses."""
+    mask = np.uint64(t_row.shape[0] - 1)
+    miss = 0
+    for k in range(n):
+        lo, hi = key_lo[k], key_hi[k]
+        s = _slot(lo, hi, mask)
+        while True:
+            r = t_row[s]
+            if r == EMPTY:
+                rows[k] = EMPTY
+                miss += 1
+                break
+            if t_lo[s] == lo and t_hi[s] == hi:
+                rows[k] = r
+                break
+            s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+    return miss
+
+
+@njit(cache=True, nogil=True)
+def insert(lo: np.uint64, hi: np.uint64, row: int, t_lo: np.ndarray, t_hi: np.ndarray, t_row: np.ndarray) -> None:
+    mask = np.uint64(t_row.shape[0] - 1)
+    s = _slot(lo, hi, mask)
+    while t_row[s] != EMPTY and not (t_lo[s] == lo and t_hi[s] == hi):
+        s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+    t_lo[s], t_hi[s], t_row[s] = lo, hi, row
+
+
+def key_name(lo: int, hi: int) -> str:
+    """The symbol text of a 16-byte key."""
+    raw = int(lo).to_bytes(8, "little") + int(hi).to_bytes(8, "little")
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+class TradeScanner:
+    """The fast path of one parser: condition tables as bit maps, reusable output buffers and
+    the symbol hash table (16-byte key -> row of the caller's `SymbolMap`, -1 for a symbol
+    outside a fixed map). `scan(frame)` answers the trade columns or None (give up)."""
+
+    def __init__(self, vendor: int, symbols: SymbolMap, capacity: int = 0) -> None:
+        self.vendor = vendor
+        self.symbols = symbols
+        self.cond_bit = np.full(256, 255, np.uint8)
+        self.flags_a = np.zeros(64, np.uint32)
+        self.flags_b = np.zeros(64, np.uint32)
+        if vendor == ALPACA:
+            codes = sorted(set(ALPACA_CTA) | set(ALPACA_UTP))
+            assert len(codes) <= 64
+            for bit, code in enumerate(codes):
+                self.cond_bit[ord(code)] = bit
+                self.flags_a[bit] = flags_of([code], ALPACA_CTA)
+                self.flags_b[bit] = flags_of([code], ALPACA_UTP)
+        else:
+            for cid in range(64):  # ids outside the table update everything, as in `flags_of`
+                self.cond_bit[cid] = cid
+                self.flags_a[cid] = flags_of([cid], conditions.POLYGON)
+        size = 1 << max(12, (4 * max(len(symbols), capacity, 1024) - 1).bit_length())
+        self.t_lo = np.zeros(size, np.uint64)
+        self.t_hi = np.zeros(size, np.uint64)
+        self.t_row = np.full(size, EMPTY, np.int64)
+        self.cached = 0
+        self._alloc(1024)
+
+    def _alloc(self, cap: int) -> None:
+        self.key_lo, self.key_hi = np.empty(cap, np.uint64), np.empty(cap, np.uint64)
+        self.px, self.sz = np.empty(cap), np.empty(cap)
+        self.ts, self.flags = np.empty(cap, np.int64), np.empty(cap, np.uint32)
+        self.rows = np.empty(cap, np.int64)
+
+    def scan(self, frame: bytes | str) -> tuple[np.ndarray, ...] | None:
+        """(rows, ts_ns, price, size, flags) of a trades-only frame, or None."""
+        raw = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+        b = np.frombuffer(raw, np.uint8)
+        cap = len(b) // MIN_TRADE_BYTES + 1
+        if cap > len(self.px):
+            self._alloc(max(cap, 2 * len(self.px)))
+        n = scan_trades(b, self.vendor, self.cond_bit, self.flags_a, self.flags_b, self.key_lo, self.key_hi,
+                        self.px, self.sz, self.ts, self.flags)
+        if n < 0:
+            return None
+        rows = self.rows
+        if lookup(self.key_lo, self.key_hi, n, self.t_lo, self.t_hi, self.t_row, rows):
+            self._resolve(n)
+        return rows[:n].copy(), self.ts[:n].copy(), self.px[:n].copy(), self.sz[:n].copy(), self.flags[:n].copy()
+
+    def _resolve(self, n: int) -> None:
+        """Rows of keys not in the table yet (new symbols: a few per session)."""
+        miss = np.flatnonzero(self.rows[:n] == EMPTY)
+        found: dict[tuple[int, int], int] = {}
+        grow, get = self.symbols.grow, self.symbols.rows.get
+        for k in miss.tolist():
+            key = (int(self.key_lo[k]), int(self.key_hi[k]))
+            r = found.get(key)
+            if r is None:
+                name = key_name(*key)
+                r = found[key] = self.symbols.row(name) if grow else get(name, -1)
+                if 2 * (self.cached + 1) <= len(self.t_row):  # keep the table at most half full
+                    insert(np.uint64(key[0]), np.uint64(key[1]), r, self.t_lo, self.t_hi, self.t_row)
+                    self.cached += 1
+            self.rows[k] = r

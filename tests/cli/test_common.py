@@ -1,0 +1,142 @@
+"""The CLI's shared pieces: light imports (what keeps `status`/`stop`/`rules list` fast), the one
+error path, tables, the gateway port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.common import ScannerError, fail, gateway_port, guard
+from tests.support import REPO
+
+HEAVY = ("numpy", "numba", "fastapi", "redis", "psycopg", "uvicorn", "pyarrow", "boto3", "polars")
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The HEAVY top-level modules loaded by a fresh interpreter after running `code`."""
+    probe = (f"{code}\nimport json, sys\n"
+             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_cli_loads_no_engine() -> None:
+    assert _loaded_after("import cli.app") == []
+
+
+@pytest.mark.parametrize("args", [["status"], ["stop"], ["rules", "list"]])
+def test_commands_on_a_stopped_instance_load_no_engine(args: list[str], tmp_path: Path) -> None:
+    argv = [*args, "--instance", f"light{os.getpid()}", "--data-dir", str(tmp_path)]
+    code = ("from typer.testing import CliRunner\nimport cli.app\n"
+            f"r = CliRunner().invoke(cli.app.app, {argv!r})\n"
+            "assert r.exit_code in (0, 1), r.output\n"
+            "assert 'not running' in r.output or 'rules' in r.output, r.output")
+    assert _loaded_after(code) == []
+
+
+def test_guard_turns_project_errors_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from scanner.rules.store import RuleStoreError
+
+    for exc in (ScannerError("bad thing"), RuleStoreError("bad rule")):
+        with pytest.raises(typer.Exit) as ei, guard():
+            raise exc
+        assert ei.value.exit_code == 1
+        assert capsys.readouterr().err == f"error: {exc}\n"
+    with pytest.raises(KeyError), guard():  # a bug is not a user error: it keeps its traceback
+        raise KeyError("x")
+    with pytest.raises(typer.Exit):
+        fail("plain")
+    assert capsys.readouterr().err == "error: plain\n"
+
+
+def test_a_broken_rule_store_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "rules.json").write_text('[{"id": "x", "type": "numeric"')
+    r = subprocess.run([sys.executable, "-m", "cli.app", "rules", "list", "--data-dir", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_rules_list_prints_a_table(tmp_path: Path) -> None:
+    rule = {"id": "gap-up-4", "name": "Gap up 4%", "type": "numeric", "metric": "gap_pct", "operator": ">",
+            "value": 4.0}
+    (tmp_path / "rules.json").write_text(json.dumps([rule]))
+    r = subprocess.run([sys.executable, "-m", "cli.app", "rules", "list", "--data-dir", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    header, row, count = r.stdout.splitlines()
+    assert header.split() == ["id", "on", "severity", "mode", "name"]
+    assert row.split()[:2] == ["gap-up-4", "on"] and row.endswith("Gap up 4%")
+    assert count == "1 rules"
+
+
+def test_gateway_port() -> None:
+    assert gateway_port(None, 8701) == 8701
+    assert gateway_port(9000, 8701) == 9000
+    port = gateway_port(0, 8701)
+    assert port not in (0, 8701)
+    with socket.socket() as s:  # free now: it binds
+        s.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for k in list(os.environ):
+        if k.upper().startswith("SCANNER_"):
+            monkeypatch.delenv(k)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("env", "instance", "data_dir"), [
+    ({}, None, None),
+    ({}, "east", Path("/srv/scan")),
+    ({"SCANNER_INSTANCE": "west", "SCANNER_DATA_DIR": "rel/dir"}, None, None),
+    ({"SCANNER_INSTANCE": "west", "SCANNER_DATA_DIR": "rel/dir", "SCANNER_LOG_LEVEL": "DEBUG"}, "east", Path("x")),
+])
+def test_quick_paths_agree_with_the_settings(clean_env: pytest.MonkeyPatch, env: dict[str, str],
+                                             instance: str | None, data_dir: Path | None) -> None:
+    from cli.common import quick_paths, settings_from
+
+    for k, v in env.items():
+        clean_env.setenv(k, v)
+    quick = quick_paths(None, instance, data_dir)
+    assert quick is not None
+    s = settings_from(None, instance, data_dir)
+    assert quick == s.paths()
+    assert (quick.pidfile(), quick.rules_file(), quick.run_dir()) == (s.pidfile(), s.rules_file(), s.run_dir())
+
+
+@pytest.mark.parametrize(("env", "config", "instance"), [
+    ({}, Path("scanner.toml"), None),  # a configuration file may set anything
+    ({"SCANNER_CONFIG": "scanner.toml"}, None, None),
+    ({"SCANNER_SYMBOLS": "lots"}, None, None),  # a setting: only the settings class reads (and refuses) it
+    ({"scanner_instance": "west"}, None, None),  # another spelling pydantic-settings accepts
+    ({}, None, "no/slash"),  # a bad name: the settings class says why
+])
+def test_quick_paths_defer_when_unsure(clean_env: pytest.MonkeyPatch, env: dict[str, str], config: Path | None,
+                                       instance: str | None) -> None:
+    from cli.common import quick_paths
+
+    for k, v in env.items():
+        clean_env.setenv(k, v)
+    assert quick_paths(config, instance, None) is None
+
+
+def test_quick_and_full_answers_are_the_same(tmp_path: Path) -> None:
+    def run(*args: str, **env: str) -> tuple[int, str, str]:
+        e = {k: v for k, v in os.environ.items() if not k.upper().startswith("SCANNER_")}
+        r = subprocess.run([sys.executable, "-m", "cli.app", *args, "--instance", "gone", "--data-dir", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120, env={**e, **env})
+        return r.returncode, r.stdout, r.stderr
+
+    full = {"SCANNER_FEED_SEED": "7"}  # a setting (its default value): forces the settings class
+    for args in (["status"], ["stop"], ["rules", "list"], ["rules", "list", "--json"]):
+        assert run(*args) == run(*args, **full)

@@ -1,0 +1,130 @@
+"""The cluster's host registry against a real redis-server: claims, conflicts, states, and two
+real supervisors sharing one Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from procs.registry import INDEX, KEY, Registry, RegistryConflict, RegistryThread, base_record
+from tests.procs.instance import Instance
+from tests.support import RedisServer, eventually
+
+UNIVERSE = [f"S{i:04d}" for i in range(100)]
+
+
+@pytest.fixture
+def reg(redis_server: RedisServer) -> Iterator[Registry]:
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushdb()
+    registry = Registry(redis_server.url, ttl_s=2.0)
+    yield registry
+    registry.close()
+    r.flushdb()
+
+
+def rec(instance: str, lo: int, hi: int, universe: list[str] = UNIVERSE, host: str = "h1") -> dict:
+    return base_record(instance=instance, universe=universe, range_start=lo, range_end=hi,
+                       url=f"http://{instance}:8700", host=host)
+
+
+def test_claims_refuse_a_live_name_an_overlap_or_another_universe(reg: Registry) -> None:
+    a = rec("a", 0, 50)
+    reg.claim(a)
+    reg.claim(rec("b", 50, 100))  # adjacent ranges are fine
+    with pytest.raises(RegistryConflict, match="already registered"):
+        reg.claim(rec("a", 60, 70, host="h2"))
+    with pytest.raises(RegistryConflict, match=r"overlaps host 'a'.*0:50 \(S0000..S0049\)"):
+        reg.claim(rec("c", 40, 60))
+    with pytest.raises(RegistryConflict, match="another universe"):
+        reg.claim(rec("d", 0, 10, universe=UNIVERSE[::-1]))
+    assert [h["instance"] for h in reg.hosts()] == ["a", "b"]
+    assert all(h["state"] == "ok" for h in reg.hosts())
+
+
+def test_a_crashed_predecessor_on_the_same_host_does_not_block_a_restart(reg: Registry) -> None:
+    dead = rec("a", 0, 50)
+    dead["pid"] = 2**22 + 12345  # no such process
+    reg.claim(dead)
+    reg.claim(rec("a", 0, 50))  # same host: the dead pid's record is taken over
+    with pytest.raises(RegistryConflict):
+        live_elsewhere = rec("a", 0, 50, host="h2")
+        reg.claim(live_elsewhere)
+
+
+def test_states_ok_stale_missing_stopped(reg: Registry, redis_server: RedisServer) -> None:
+    a, b, c = rec("a", 0, 30), rec("b", 30, 60), rec("c", 60, 90)
+    for r in (a, b, c):
+        reg.claim(r)
+    reg.withdraw(c)
+    raw = redis.Redis.from_url(redis_server.url)
+    stale = {**b, "updated": time.time() - 1.5}
+    raw.set(KEY + "b", json.dumps(stale), px=2000)
+    states = {h["instance"]: h["state"] for h in reg.hosts()}
+    assert states == {"a": "ok", "b": "stale", "c": "stopped"}
+    eventually(lambda: {h["instance"]: h["state"] for h in reg.hosts()}["a"] == "missing", 5, 0.1,
+               "a's record to expire")
+    raw.set(KEY + "junk", b"{not json", px=2000)
+    raw.zadd(INDEX, {"junk": time.time()})
+    assert {h["instance"] for h in reg.hosts()} >= {"a", "b", "c", "junk"}  # one bad record breaks nothing
+
+
+def test_the_refresh_thread_keeps_the_record_alive_and_withdraws_on_stop(reg: Registry) -> None:
+    a = rec("a", 0, 50)
+    reg.claim(a)
+    t = RegistryThread(reg, a, lambda: {"ticks_per_s": 123.0, "scan_p99_ms": 0.5})
+    t.start()
+    time.sleep(2.5)  # longer than the TTL: only the refreshes keep it alive
+    (h,) = reg.hosts()
+    assert h["state"] == "ok" and h["ticks_per_s"] == 123.0
+    t.stop()
+    assert reg.hosts()[0]["state"] == "stopped"
+
+
+@pytest.mark.slow
+def test_two_supervisors_share_the_registry(tmp_path: Path, redis_server: RedisServer) -> None:
+    redis.Redis.from_url(redis_server.url).flushdb()
+    for d in ("one", "two", "three"):
+        (tmp_path / d).mkdir()
+    common = {"SCANNER_REDIS_URL": redis_server.url, "SCANNER_SYMBOLS": "400", "SCANNER_REGISTRY_TTL_S": "3",
+              "SCANNER_SCAN_WORKERS": "1"}
+    one = Instance(tmp_path / "one", f"ra{os.getpid()}", SCANNER_RANGE_START="0", SCANNER_RANGE_END="200", **common)
+    two = Instance(tmp_path / "two", f"rb{os.getpid()}", SCANNER_RANGE_START="200", SCANNER_RANGE_END="400",
+                   **common)
+    clash = Instance(tmp_path / "three", f"rc{os.getpid()}", SCANNER_RANGE_START="150", SCANNER_RANGE_END="250",
+                     **common)
+    reg = Registry(redis_server.url, ttl_s=3.0)
+    try:
+        one.start()
+        two.start()
+        eventually(lambda: one.all_running() and two.all_running(), 90, 0.2, "both hosts up")
+        eventually(lambda: [h["state"] for h in reg.hosts()] == ["ok", "ok"], 10, 0.1, "both registered")
+        hosts = reg.hosts()
+        assert [(h["range_start"], h["range_end"]) for h in hosts] == [(0, 200), (200, 400)]
+        listed = json.loads(one.cli("status", "--all", "--json").stdout.strip().splitlines()[-1])["hosts"]
+        assert [h["instance"] for h in listed] == [one.name, two.name]
+        clash.start()
+        assert clash.proc is not None and clash.proc.wait(timeout=60) == 1
+        assert "overlaps host" in clash.output()
+        st = one.status()
+        orphans = [p["pid"] for p in st["processes"] if p["name"] != "supervisor"]
+        os.kill(st["supervisor_pid"], signal.SIGKILL)  # the host dies without a word
+        eventually(lambda: {h["instance"]: h["state"] for h in reg.hosts()}[one.name] == "missing", 10, 0.2,
+                   "the killed host marked missing")
+        assert "MISSING" in two.cli("status", "--all").stdout
+        for pid in orphans:  # children of a killed supervisor: not this test's subject
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finally:
+        reg.close()
+        for inst in (one, two, clash):
+            inst.close()

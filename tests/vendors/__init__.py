@@ -1,0 +1,1 @@
+"""Local vendor protocol servers (Alpaca, Polygon/Massive) on loopback ports, for tests."""
