@@ -23,7 +23,7 @@ def emit(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    table(("result", "value"), result.items())
+    table(("result", "value"), result.items(), right={"value"})
 
 
 @app.command()
@@ -72,11 +72,14 @@ def fanout(
     as_json: JsonOpt = False,
     clients: Annotated[int, typer.Option(help="Concurrent WebSocket clients.")] = 500,
     seconds: Annotated[float, typer.Option(help="Measurement window.")] = 15.0,
+    large: Annotated[int, typer.Option(help="Clients of the second run (latency_ms_p99_N); 0 = skip.")] = 2000,
+    load_procs: Annotated[int, typer.Option(help="Load-generator processes; 0 = one per spare core.")] = 0,
 ) -> None:
-    """Scan match -> WebSocket client latency with N clients; publisher alerts/s into Redis."""
+    """Scan match -> WebSocket client latency with N clients in separate load-generator
+    processes, gateway CPU per delivery; publisher alerts/s into Redis."""
     from procs.bench.fanout import bench_fanout
 
-    emit(bench_fanout(clients=clients, seconds=seconds), as_json)
+    emit(bench_fanout(clients=clients, seconds=seconds, large=large, load_procs=load_procs), as_json)
 
 
 @app.command()
@@ -109,3 +112,28 @@ def faults(
                           echo=(lambda _line: None) if as_json else typer.echo)
     if as_json:
         typer.echo(json.dumps(result))
+
+
+@app.command()
+def backtest(
+    as_json: JsonOpt = False,
+    symbols: Annotated[int, typer.Option(help="Symbols in the synthetic session.")] = 10_000,
+    minutes: Annotated[int, typer.Option(help="Event minutes replayed (from the open).")] = 20,
+    rate: Annotated[float, typer.Option(help="Ticks per event second, all symbols together.")] = 5_000.0,
+    workers: Annotated[int, typer.Option(help="Scanner processes (0 = cores).")] = 0,
+) -> None:
+    """A synthetic session replayed through the processes with 1 s event-time scans, at two batch sizes."""
+    from procs.bench.backtest import bench_backtest
+
+    emit(bench_backtest(symbols=symbols, minutes=minutes, rate=rate, workers=workers), as_json)
+
+
+@app.command()
+def cli(
+    as_json: JsonOpt = False,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (medians).")] = 11,
+) -> None:
+    """CPU time of `status`, `stop`, `rules list` on a stopped instance vs the interpreter's start-up."""
+    from procs.bench.cli import bench_cli
+
+    emit(bench_cli(rounds=rounds), as_json)

@@ -35,6 +35,7 @@ USER_ERRORS = (
     ("scanner.feeds.replay", "ReplayError"),
     ("procs.instance", "SupervisorError"),
     ("procs.feed_bridge", "BridgeError"),
+    ("procs.runtime", "BootError"),
     ("shm.platform", "UnsupportedPlatform"),
 )
 
@@ -51,15 +52,17 @@ SymbolsOpt = Annotated[Optional[int], typer.Option(help="Synthetic universe size
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Scanner processes (0 = cores).")]
 PortOpt = Annotated[Optional[int], typer.Option(help="Gateway HTTP port.")]
 
-# The supervisor started by `launch_supervisor` reads its settings from here (JSON), not from
-# the command line, so a replay's or a daemon's settings reach it exactly as validated.
+# The supervisor started by `launch_supervisor` reads its settings from the 0600 file named here,
+# not from the command line or the environment, so a replay's or a daemon's settings reach it
+# exactly as validated and its secrets never sit in /proc/<pid>/environ.
 SUPERVISOR_SETTINGS_ENV = "SCANNER_SUPERVISOR_SETTINGS_FILE"  # path of a 0600 settings file
 
 
-def fail(msg: str) -> NoReturn:
-    """The one way a command reports a user error: `error: msg` on stderr, exit code 1."""
+def fail(msg: str, code: int = 1) -> NoReturn:
+    """The one way a command reports a user error: `error: msg` on stderr, exit code 1 (or
+    `code`: `start --foreground` gives EXIT_CANNOT_BOOT, 3, so systemd does not restart it)."""
     typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -92,7 +95,8 @@ def settings_from(config: Path | None, instance: str | None, data_dir: Path | No
         return load_settings(config, instance=instance, data_dir=data_dir, **more)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        loc = first["loc"][:1] if first["loc"][:1] == ("api_keys",) else first["loc"]  # a key is never shown
+        field = ".".join(str(p) for p in loc) or "settings"
         raise ScannerError(f"invalid setting {field}: {first['msg']}") from None
     except (OSError, ValueError) as exc:
         raise ScannerError(f"cannot read configuration: {exc}") from None
@@ -143,14 +147,13 @@ def launch_supervisor(settings: Settings) -> tuple[subprocess.Popen, int]:
     `SUPERVISOR_SETTINGS_ENV`, output
     appended to the instance's log. Returns the process and the log offset where this run's
     output starts."""
-    settings.run_dir().mkdir(parents=True, exist_ok=True)
-    logfile = settings.logfile()
-    log_from = logfile.stat().st_size if logfile.exists() else 0
     from procs.runtime import private_data_dir, write_settings_file
 
-    private_data_dir(settings)
+    private_data_dir(settings)  # umask 077 and a 0700 data directory before anything is written
+    logfile = settings.logfile()
+    log_from = logfile.stat().st_size if logfile.exists() else 0
     env = dict(os.environ)
-    env[SUPERVISOR_SETTINGS_ENV] = str(write_settings_file(settings))  # a 0600 file: no secrets in the environment
+    env[SUPERVISOR_SETTINGS_ENV] = str(write_settings_file(settings))
     with open(logfile, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

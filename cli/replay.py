@@ -40,6 +40,9 @@ DEFAULT_DATA_DIR = Path("var/replay")
 DEFAULT_PORT = 8701
 SUFFIXES = (".zip", ".dbn", ".dbn.zst", ".csv", ".csv.gz")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# a replay's alerts are its result: ingest waits rather than let the command's consumer be lapped
+# (procs.ingest_replay), but one scan of many symbols can raise more than a live-sized ring holds
+REPLAY_ALERT_RING = 1 << 18
 InstanceOpt = Annotated[Optional[str], typer.Option(
     "--instance", "-i", help=f"Instance name (default: '{DEFAULT_INSTANCE}').")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
@@ -62,6 +65,10 @@ def replay_command(
     size_col: Annotated[Optional[str], typer.Option(help="CSV: size column (default 'size').")] = None,
     ts_unit: Annotated[Optional[str], typer.Option(help="CSV: auto, iso, s, ms, us or ns.")] = None,
     bars_out: Annotated[Optional[Path], typer.Option(help="Write every closed bar to this .npz or .csv file.")] = None,
+    alerts_out: Annotated[Optional[Path], typer.Option(help="Write every alert to this .csv or .parquet file.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Ticks per decoded batch (same alerts at any size).")] = None,
+    scan_interval: Annotated[Optional[int], typer.Option(
+        "--scan-interval-ms", help="Scan cadence in event time (default: the configured scan_interval_ms).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     port: Annotated[Optional[int], typer.Option(
         help=f"Gateway HTTP port (default {DEFAULT_PORT}; 0 = any free port).")] = None,
@@ -79,6 +86,8 @@ def replay_command(
             raise ScannerError("--speed and --max exclude each other")
         if bars_out is not None and bars_out.suffix not in (".npz", ".csv"):
             raise ScannerError(f"--bars-out must end in .npz or .csv, was {bars_out.name!r}")
+        if alerts_out is not None and alerts_out.suffix not in (".csv", ".parquet"):
+            raise ScannerError(f"--alerts-out must end in .csv or .parquet, was {alerts_out.name!r}")
         layout = {k: v for k, v in (("symbol", symbol_col), ("ts", ts_col), ("price", price_col),
                                     ("size", size_col), ("ts_unit", ts_unit)) if v}
         settings = settings_from(
@@ -86,12 +95,15 @@ def replay_command(
             replay_files=[str(p) for p in expand(files)], replay_max=max_speed or None, replay_speed=speed,
             replay_format=fmt, replay_daily=daily, replay_csv_layout=layout or None,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
-            http_port=gateway_port(port, DEFAULT_PORT), scan_workers=workers,
+            http_port=gateway_port(port, DEFAULT_PORT), scan_workers=workers, replay_batch=batch,
+            scan_interval_ms=scan_interval,
         )
+        settings = settings.model_copy(update={"alert_ring_capacity": max(settings.alert_ring_capacity,
+                                                                           REPLAY_ALERT_RING)})
         if not sinks:  # a replay of old data must not publish alerts or write bars to live systems
             settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
                                                    "s3_bucket": None})
-        code = run_replay(settings, bars_out=bars_out, as_json=as_json)
+        code = run_replay(settings, bars_out=bars_out, alerts_out=alerts_out, as_json=as_json)
     raise typer.Exit(code)
 
 
@@ -112,7 +124,8 @@ def expand(args: list[str]) -> list[Path]:
     return [f.resolve() for f in out]
 
 
-def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: bool = False) -> int:
+def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: Path | None = None,
+               as_json: bool = False) -> int:
     """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
     from procs.ingest_replay import report_path
     from procs.replay import read_report
@@ -157,6 +170,12 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, as_json: boo
 
             write_bars(bars_out, watch.bars(), watch.symbols())
             summary["bars_out"] = str(bars_out)
+        summary["alerts_lost"] = watch.alerts_lost()
+        if alerts_out is not None:
+            from procs.replay import write_alerts
+
+            summary["alerts_written"] = write_alerts(alerts_out, watch.alerts(), watch.symbols(), settings)
+            summary["alerts_out"] = str(alerts_out)
     except KeyboardInterrupt:
         interrupted = True
         typer.echo(f"interrupted: stopping the replay instance {settings.instance!r}", err=True)
@@ -244,6 +263,8 @@ def _print_summary(s: dict, as_json: bool) -> None:
     typer.echo(f"  alerts     {s['alerts']:>12,}")
     typer.echo(f"  malformed  {s['malformed']:>12,}  rows")
     typer.echo(f"  duration   {s['duration_s']:>12.1f}  s (feed {s['feed_s']:.1f} s, {rate})")
+    if s.get("alerts_out"):
+        typer.echo(f"  alerts out {s['alerts_out']} ({s['alerts_written']:,} alerts, {s['alerts_lost']} lost)")
     if s.get("bars_out"):
         typer.echo(f"  bars out   {s['bars_out']} ({s['bars_collected']:,} bars, {s['bars_lost']} lost)")
     if s["error"]:
@@ -255,15 +276,24 @@ def _print_summary(s: dict, as_json: bool) -> None:
 
 
 class _Progress:
-    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate."""
+    """A rich progress bar on stderr (only when it is a terminal): rows done of the estimate, the
+    replayed time, the time left (also used by `scanner backtest`)."""
 
     def __init__(self, total: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console,
                                  disable=not console.is_terminal)
         self.task = self.progress.add_task("starting", total=total or None, info="")
         self.total = total
@@ -277,7 +307,7 @@ class _Progress:
 
     def update(self, snap: Any, final: bool = False) -> None:
         done = snap.ticks + snap.dropped + snap.malformed
-        when = f"replay {_fmt_ns(snap.event_ns)[11:]} ET" if snap.event_ns else "starting"
+        when = f"replay {_fmt_ns(snap.event_ns)} ET" if snap.event_ns else "starting"
         self.progress.update(
             self.task, completed=self.total if final and self.total else min(done, self.total or done),
             description=when, info=f"{snap.ticks:,} ticks {snap.bars:,} bars {snap.alerts:,} alerts")

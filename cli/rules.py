@@ -37,7 +37,8 @@ def _load_file(path: Path) -> list[Rule]:
     try:
         return validate(text)
     except RuleStoreError as exc:
-        fail(f"{path}: invalid rules:\n{exc}")
+        text = str(exc)  # one line (JSON errors, too deep) or pydantic's list of field errors
+        fail(f"{path}: invalid rules:{chr(10) if chr(10) in text else ' '}{text}")
 
 
 @app.command("list")
@@ -52,7 +53,9 @@ def list_rules(config: ConfigOpt = None, instance: InstanceOpt = None, data_dir:
     from procs.rules_admin import rule_summary, store_for
 
     with guard():
-        rules = store_for(settings_from(config, instance, data_dir)).list()
+        rules, problems = store_for(settings_from(config, instance, data_dir)).read()
+    for p in problems:
+        typer.echo(f"warning: skipped invalid stored {p}", err=True)
     if as_json:
         typer.echo(json.dumps([r.dump() for r in rules], indent=2))
         return
@@ -105,7 +108,13 @@ def validate_file(file: Annotated[Path, typer.Argument(help="JSON file to check.
 
 @app.command("schema")
 def schema() -> None:
-    """Print the JSON Schema of a rule."""
-    from scanner.rules.model import rule_json_schema
+    """Print the JSON Schema of a rule, with the metrics a rule may name (`x-metrics`: name, unit,
+    description, from the catalogue) and the bar-history fields for `bars_ago` operands."""
+    from scanner.metrics import CATALOGUE, HIST_FIELDS
+    from scanner.rules.model import rule_json_schema, rule_metrics
 
-    typer.echo(json.dumps(rule_json_schema(), indent=2))
+    doc = rule_json_schema()
+    doc["x-metrics"] = [{"name": n, "unit": CATALOGUE[n].unit, "description": CATALOGUE[n].description}
+                        for n in rule_metrics()]
+    doc["x-history-fields"] = list(HIST_FIELDS)
+    typer.echo(json.dumps(doc, indent=2))

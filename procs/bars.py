@@ -13,9 +13,10 @@ import time
 
 import numpy as np
 
+from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import TICK_CONSUMER_BARS, WRITERS
-from scanner.bars import BarAggregator, warm_up
+from scanner.bars import META_PUBLISHED, BarAggregator, warm_up
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.bars")
@@ -44,6 +45,9 @@ def main(ctx: Context) -> None:
     late_seen = agg.late_ticks
     lost_seen = ticks.lost
     grace = ctx.settings.bar_grace_ms * 1_000_000
+    ctl = sh.control
+    event = event_mode(ctx.settings)  # replay: publish "done up to T" after each drained pass
+    done = ctl.progress_of(ctx.slot_index)
 
     def write(fn, *args) -> np.ndarray:  # type: ignore[no-untyped-def]
         # any row may change (a tick's own row, or any row whose bar the watermark closes)
@@ -57,18 +61,23 @@ def main(ctx: Context) -> None:
 
     while ctx.should_run():
         ctx.beat()
+        # replay: the clock is read before the ring, so every tick up to it is in the ring (ingest
+        # anchors the clock at T after publishing the ticks up to T)
+        clock = ctl.clock_anchor_ns if event else 0
         batch = ticks.poll(MAX_BATCH)
         closed = []
         if len(batch):
             closed.append(write(agg.on_ticks, batch))
             ctx.count(n_in=len(batch))
-        wm = ctx.event_now_ns() - grace
+        wm = (clock if event else ctx.event_now_ns()) - grace
         if agg.day and wm > agg.watermark_ns:
             closed.append(write(agg.close_due, wm))
         bars = np.concatenate(closed) if len(closed) > 1 else (closed[0] if closed else None)
         if bars is not None and len(bars):
             out.publish(bars)
             ctx.count(n_out=len(bars))
+        # after the publish: every bar this watermark closed is in the ring (higher timeframes close on it)
+        agg.meta[META_PUBLISHED] = agg.watermark_ns
         if agg.late_ticks != late_seen:
             log.warning("%d late ticks dropped (beyond the %d ms grace)", agg.late_ticks - late_seen,
                         ctx.settings.bar_grace_ms)
@@ -78,5 +87,8 @@ def main(ctx: Context) -> None:
             log.error("tick ring lapped: %d ticks lost", ticks.lost - lost_seen)
             ctx.count(drops=ticks.lost - lost_seen)
             lost_seen = ticks.lost
+        if event and len(batch) < MAX_BATCH and clock > done:  # drained up to the clock
+            ctl.publish_progress(ctx.slot_index, clock)  # after the table, history and bar ring
+            done = clock
         if len(batch) < MAX_BATCH:
-            time.sleep(PASS_S)
+            time.sleep(POLL_S if event else PASS_S)

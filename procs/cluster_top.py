@@ -55,22 +55,36 @@ def _num(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def read_cluster_tops(client: Any, hosts: list[dict[str, Any]], metric: str, order: str, limit: int,
-                      max_age_s: float = 3.0) -> tuple[list[dict[str, Any]], list[str]]:
-    """The merged list over every registered, not stopped host, and the hosts left out (no list,
-    an old list, or a list without this metric): their symbols are stale, not absent."""
-    names = [h["instance"] for h in hosts if h.get("state") != "stopped"]
-    raws = client.mget([KEY + n for n in names]) if names else []
+def merge_docs(docs: dict[str, dict[str, Any]], hosts: list[dict[str, Any]], metric: str, order: str, limit: int,
+               max_age_s: float = 3.0) -> tuple[list[dict[str, Any]], list[str]]:
+    """The merged list over `hosts` from their published documents, and the hosts left out (no
+    list, an old list, or a list without this metric): their symbols are stale, not absent."""
     lists, stale = [], []
     now = time.time()
-    for name, raw in zip(names, raws, strict=True):
+    for name in (h["instance"] for h in hosts):
+        doc = docs.get(name)
+        try:
+            lst = doc["tops"][metric][order] if doc and now - float(doc["ts"]) <= max_age_s else None
+        except (KeyError, TypeError, ValueError):
+            lst = None
+        if isinstance(lst, list):
+            lists.append([it for it in lst if isinstance(it, dict)])
+        else:
+            stale.append(name)
+    return merge(lists, metric, order, limit), stale
+
+
+def read_cluster_tops(client: Any, hosts: list[dict[str, Any]], metric: str, order: str, limit: int,
+                      max_age_s: float = 3.0) -> tuple[list[dict[str, Any]], list[str]]:
+    """`merge_docs` over every registered, not stopped host, read now (sync Redis)."""
+    live = [h for h in hosts if h.get("state") != "stopped"]
+    raws = client.mget([KEY + h["instance"] for h in live]) if live else []
+    docs = {}
+    for h, raw in zip(live, raws, strict=True):
         try:
             doc = json.loads(raw) if raw is not None else None
-            lst = doc["tops"][metric][order] if doc and now - float(doc["ts"]) <= max_age_s else None
-        except (ValueError, KeyError, TypeError):
-            lst = None
-        if lst is None:
-            stale.append(name)
-        else:
-            lists.append(lst)
-    return merge(lists, metric, order, limit), stale
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            docs[h["instance"]] = doc
+    return merge_docs(docs, live, metric, order, limit, max_age_s)

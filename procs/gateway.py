@@ -8,16 +8,18 @@ stalled event loop shows as a stale heartbeat.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import resource
 import socket
 
 import uvicorn
 
 from procs.api.app import ConfigError, create_app
+from procs.api.cluster import REFRESH_S, ClusterView
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.runtime import BootError, Context
+from scanner.alert_json import decode_alert
 from scanner.backoff import Backoff
 from scanner.config import reveal
 
@@ -44,6 +46,7 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
     client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
     resume = StreamResume()  # what is published while the subscription is down comes back from the stream
     backoff = Backoff()
+    malformed = 0
     while ctx.should_run():
         ctx.beat()
         try:
@@ -67,7 +70,15 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
                         break
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if batch:
-                    n = state.dispatch(resume.fresh([json.loads(b) for b in batch]))
+                    alerts = [a for a in map(decode_alert, batch) if a is not None]
+                    if len(alerts) < len(batch):  # counted in the gateway's drops (status, /metrics)
+                        bad = len(batch) - len(alerts)
+                        ctx.count(drops=bad)
+                        malformed += bad
+                        if malformed == bad or malformed // 1000 != (malformed - bad) // 1000:
+                            log.warning("dropped %d malformed message(s) on the alerts channel (%d so far)",
+                                        bad, malformed)
+                    n = state.dispatch(resume.fresh(alerts)) if alerts else 0
                     ctx.count(n_in=n, n_out=n * len(state.clients))
                 await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:
@@ -77,6 +88,30 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
             await asyncio.sleep(delay)
     await client.aclose()
     server.should_exit = True
+
+
+async def _watch_cluster(ctx: Context, state: GatewayState) -> None:
+    """With Redis: the cluster view (registry, every host's top lists and symbols) once a second."""
+    import redis.asyncio as aioredis
+
+    view = ClusterView(ctx.settings.instance, ctx.settings.registry_ttl_s)
+    state.cluster = view
+    client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    backoff = Backoff()
+    try:
+        while ctx.should_run():
+            try:
+                await view.refresh(client)
+                if backoff.succeeded():
+                    log.info("cluster view: redis reachable again")
+                await asyncio.sleep(REFRESH_S)
+            except (OSError, aioredis.RedisError) as exc:
+                delay = backoff.failed()
+                if backoff.failures == 1:
+                    log.error("cluster view: redis unavailable (%s); other hosts' data goes stale", exc)
+                await asyncio.sleep(delay)
+    finally:
+        await client.aclose()
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -91,19 +126,31 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _raise_fd_limit(clients: int) -> None:
+    """Room for `clients` sockets plus REST and the process's own files (soft limit up to hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = clients + 1024 if hard == resource.RLIM_INFINITY else min(hard, clients + 1024)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 async def _serve(ctx: Context) -> None:
+    _raise_fd_limit(ctx.settings.ws_max_clients)
     index = int(ctx.name.split("-", 1)[1]) if "-" in ctx.name else 0
     state = GatewayState(ctx.settings, ctx.shared, feed_consumer=index)
     try:
         app = create_app(state)
     except ConfigError as exc:
         raise BootError(str(exc)) from None
+    # upgrade requests go to the feed's own protocol (procs/api/wsfeed.py), REST to FastAPI
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
-                            log_level="warning", loop="none", lifespan="on", ws="websockets-sansio",
+                            log_level="warning", loop="none", lifespan="on", ws=state.hub.protocol_class(),
                             log_config=None)  # our handlers: every line redacted (procs.runtime)
     server = uvicorn.Server(config)
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))
+    tops = asyncio.create_task(state.hub.run_tops(ctx.should_run))
+    cluster = asyncio.create_task(_watch_cluster(ctx, state)) if ctx.settings.redis_url else None
     try:
         try:
             sock = _listen_socket(ctx.settings.http_host, ctx.settings.http_port)
@@ -115,6 +162,9 @@ async def _serve(ctx: Context) -> None:
     finally:
         ctx.stopping = True
         await pump
+        tops.cancel()
+        if cluster is not None:
+            cluster.cancel()
     if not server.started and not ctx.shared.control.shutdown:
         raise BootError(f"gateway could not listen on {ctx.settings.http_host}:{ctx.settings.http_port}")
 

@@ -3,7 +3,10 @@
 Finalised state is rebuilt from the bar history at start (so a restart loses nothing), then
 advanced by the closed-bar ring. Live values are computed from a seqlock-consistent copy of the
 input columns into private output buffers, then copied into the table under this writer's
-seqlock in one step, a little before each scan cycle.
+seqlock in one step, a little before each scan cycle. In a replay the cycle is on event time
+(`procs.eventtime`): once bars is done up to a scan boundary T, every closed bar is taken, the
+live values are computed at T, and "done up to T" is published for the scan workers, so scans
+see the same indicator values at any replay speed and batch size.
 """
 
 from __future__ import annotations
@@ -13,17 +16,34 @@ import time
 
 import numpy as np
 
+from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
+from scanner.bars import META_PUBLISHED
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
+from scanner.indicators.timeframes import TimeframeIndicators
+from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import CATALOGUE, Owner
+from scanner.timeframes import TIMEFRAMES, TimeframeBars
 
 log = logging.getLogger("scanner.indicators")
 
 
+def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
+    """The synthetic market's past days as a volume profile, so relative volume means something
+    from the first minute (a real feed gets it from stored history, `warm_start`)."""
+    from scanner.feeds.synthetic import make_universe, volume_profile
+    from scanner.session import OPEN_MIN
+
+    s = ctx.settings
+    u = make_universe(s.symbols, s.feed_seed, s.feed_rate)
+    engine.load_volume_profile(volume_profile(u, np.arange(n) + s.range_start, OPEN_MIN).astype(np.float32))
+
+
 def main(ctx: Context) -> None:
     warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
+    warm_timeframe_kernels()
     sh = ctx.shared
     t, h = sh.table, sh.history
     n = t.n_rows
@@ -32,7 +52,18 @@ def main(ctx: Context) -> None:
     hist = h.hist.copy()
     engine.warm_up(hist, head)
     warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
+    if ctx.settings.feed == "synthetic" and engine.profile is None:
+        _synthetic_history(ctx, engine, n)
+    # higher timeframes: rings in the `timeframes` segment (only this process reads and writes
+    # them once running), live bars rebuilt from the 1-minute ring, engines from the rings
+    tfa = sh.timeframes.arrays  # type: ignore[union-attr]
+    rings, heads = [tfa[f"ring_{tf}"] for tf in TIMEFRAMES], [tfa[f"head_{tf}"] for tf in TIMEFRAMES]
+    tfb = TimeframeBars(n, rings, heads)
+    tfi = TimeframeIndicators(n)
+    tfb.resume(hist, head)
+    tfi.warm_up(rings, heads)
     del hist
+    published = sh.state["bars"].arrays["meta"]
     bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
     # inputs: every non-indicator column, copied consistently; outputs: private buffers
     inputs = [m for m in CATALOGUE.metrics if m.owner != Owner.INDICATORS]
@@ -52,27 +83,57 @@ def main(ctx: Context) -> None:
     seq = t.writer(WRITERS[Owner.INDICATORS])
     blocks = seq.block_range(0, n)
     contiguous = bool(np.all(np.diff(out_idx) == 1))
+
+    def take_closed() -> int:
+        wm = int(published[META_PUBLISHED])  # read before the poll: all bars it closed are in the ring
+        closed = bars.poll(1 << 16)
+        if len(closed):
+            engine.on_bars_closed(closed)
+            tfi.on_bars_closed(tfb.on_bars_closed(closed))
+            ctx.count(n_in=len(closed))
+        if wm > tfb.watermark_ns and len(closed) < (1 << 16):
+            tfi.on_bars_closed(tfb.close_due(wm))
+        return len(closed)
+
+    def refresh(event_ns: int) -> None:
+        t0 = time.perf_counter()
+        t.snapshot(0, n, in_f8, buf_f8, in_i8, buf_i8)
+        engine.update_live(cols, event_ns)
+        tfi.update_live(cols, tfb, event_ns)
+        seq.begin(blocks)
+        if contiguous:
+            t.f8[out_idx[0]:out_idx[-1] + 1] = out
+        else:
+            t.f8[out_idx] = out
+        seq.end(blocks)
+        ctx.record_cycle(time.perf_counter() - t0)
+        ctx.count(n_out=n)
+
+    if event_mode(ctx.settings):
+        ctl = sh.control
+        me, bars_slot = ctx.slot_index, ctl.slot_index("bars")
+        done = ctl.progress_of(me)
+        while ctx.should_run():
+            ctx.beat()
+            up_to = ctl.progress_of(bars_slot)  # loaded before the bar ring: see shm.control
+            if up_to <= done:
+                take_closed()
+                time.sleep(POLL_S)
+                continue
+            while take_closed() == 1 << 16:
+                pass
+            refresh(up_to)
+            ctl.publish_progress(me, up_to)
+            done = up_to
+        return
     period = ctx.settings.scan_interval_ms / 1000.0
     lead = min(0.02, period / 4)  # finish just before the scanners' aligned cycle
     next_at = (time.time() // period + 1) * period - lead
     while ctx.should_run():
         ctx.beat()
-        closed = bars.poll(1 << 16)
-        if len(closed):
-            engine.on_bars_closed(closed)
-            ctx.count(n_in=len(closed))
+        take_closed()
         now = time.time()
         if now >= next_at:
-            t0 = time.perf_counter()
-            t.snapshot(0, n, in_f8, buf_f8, in_i8, buf_i8)
-            engine.update_live(cols, ctx.event_now_ns())
-            seq.begin(blocks)
-            if contiguous:
-                t.f8[out_idx[0]:out_idx[-1] + 1] = out
-            else:
-                t.f8[out_idx] = out
-            seq.end(blocks)
-            ctx.record_cycle(time.perf_counter() - t0)
-            ctx.count(n_out=n)
+            refresh(ctx.event_now_ns())
             next_at += period * max(1, int((now - next_at) // period) + 1)
         time.sleep(0.002)

@@ -9,15 +9,19 @@ Run by `procs.ingest` when `feed = "replay"`. What differs from a live feed:
 * **Pacing**: with `replay_speed` X, a tick with event time t is published at wall time
   `w0 + (t - t0) / X` (t0, w0: the first tick); with `replay_max`, as fast as bars takes them.
 * **The feed clock** in the control block belongs to ingest in replay mode (the supervisor
-  leaves it at 0, stopped). Ingest anchors it with `control.set_clock(event_ns, wall_ns, 0)`
-  every pass, at the latest event time that is safe: the newest tick bars has already taken
-  from the ring (ticks still in flight are never overtaken), or, once bars has taken
-  everything, the paced replay time (up to just before the next tick). So bars' watermark
-  (`ctx.event_now_ns() - grace`) follows the replayed time and closes quiet symbols' bars as
-  live. Speed 0 (no extrapolation) on purpose: a clock running on its own at speed X would
-  overtake ticks during a decode or flow-control pause and make them late.
-* **End of data**: once bars has taken every tick, ingest sets the clock past the last minute
-  plus the grace (bars' `close_due` then closes every live bar), writes the report
+  leaves it at 0, stopped), and it drives the scan cadence (`procs.eventtime`): the clock moves
+  only from one scan boundary T (a multiple of `scan_interval_ms` of event time) to the next.
+  Ingest publishes every tick with event time <= T, anchors the clock at T
+  (`control.set_clock(T, wall, 0)`: speed 0, it never runs on its own), then waits until every
+  scan worker has published "scanned up to T" before it publishes any later tick. Bars' watermark
+  (`clock - grace`) therefore closes quiet symbols' bars at the same boundary at any speed, and
+  every boundary of a trading day is scanned on the same state. A stretch with no ticks across
+  a day change (night, weekend) is not stepped through: the day is finished (boundaries up to
+  its last minute + grace), then the clock continues at the next day's first tick. Before the
+  first tick of each day, ingest announces the day in its progress word and waits until the
+  supervisor has written that day's reference columns (`Supervisor.roll_reference`).
+* **End of data**: once the last ticks are scanned, ingest steps the boundaries up to the last
+  minute plus the grace (bars' `close_due` then closes every live bar), writes the report
   `<data_dir>/<instance>.replay.json` (decoder counts and the malformed rows with their line
   numbers), and sets its slot's `cycles` to 1: *feed done*. It then idles until stopped.
 
@@ -39,19 +43,19 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from procs.eventtime import ceil_boundary, slots_named, step_ns, wait_progress
 from procs.runtime import BootError, Context
-from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS
+from procs.shared import ALERT_CONSUMER_REPLAY, BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS
 from scanner.config import Settings
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.replay import ReplayError, open_ticks, spec_from_settings
-from scanner.session import MINUTE_NS, NS
+from scanner.session import MINUTE_NS, NS, day_start_ns, next_day, trading_day
 from shm.control import STATE_RUNNING
 
 log = logging.getLogger("scanner.ingest")
@@ -121,14 +125,18 @@ class ReplayFeed:
         self.grace_ns = s.bar_grace_ms * 1_000_000
         self.half = self.ring.capacity // 2
         self.step = max(1, self.ring.capacity // 4)
-        self.inflight: deque[tuple[int, int]] = deque()  # (ring head after a publish, newest event ns)
+        self.step_ns = step_ns(s)
         self.max_ts: int | None = None
         self.first_ts: int | None = None
-        self.consumed_ts: int | None = None
         self.clock = int(self.ctl.header["clock_event_ns"])  # a restarted ingest never moves it back
+        self.next_b: int | None = None  # the next scan boundary (event ns) not yet handed off
+        self.day = (0, 0)  # [start, end) of the trading day being replayed, epoch ns
+        self.scan_slots = slots_named(ctx, b"scan-")
+        # the replay command's consumer on each alert ring: never lapped (waited for, like bars)
+        self.alert_rings = [(r.consumers[ALERT_CONSUMER_REPLAY: ALERT_CONSUMER_REPLAY + 1], r)
+                            for r in ctx.shared.alerts]
         self.ev0 = 0  # pacing anchor: event time ev0 at monotonic w0
         self.w0 = -1.0
-        self.next_ts: int | None = None  # event time of the next tick not yet published, when known
         self.stats = FeedStats(max_bad=MAX_BAD_LINES)
         self.wall_start_ns = 0  # replay started (decoding included in the feed time)
         self.wall_first_ns = 0
@@ -154,7 +162,7 @@ class ReplayFeed:
         self.wall_start_ns = time.time_ns()
         log.info("replaying %d files %s", len(spec.files),
                  "as fast as possible" if not self.speed else f"at {self.speed:g}x")
-        reader = _Reader(open_ticks(spec, symbols, self.stats))
+        reader = _Reader(open_ticks(spec, symbols, self.stats, batch_size=ctx.settings.replay_batch))
         try:
             while True:
                 if not ctx.should_run():
@@ -163,7 +171,6 @@ class ReplayFeed:
                 slot["errors"] = self.stats.malformed
                 item = reader.get(PASS_S)
                 if item is None:
-                    self.update_clock()
                     continue
                 if item is _Reader.END:
                     break
@@ -179,7 +186,12 @@ class ReplayFeed:
                     return
         finally:
             reader.stop()
-        self.finish()
+        if not self.finish():
+            return
+        self.write_report()
+        ctx.slot["errors"] = self.stats.malformed
+        ctx.slot["cycles"] = 1  # feed done (read by `scanner replay`)
+        log.info("replay done: %s", self.stats.report().splitlines()[0])
 
     def wait_ready(self) -> bool:
         """Wait until bars and indicators consume (a consumer attaching later starts at the
@@ -201,31 +213,49 @@ class ReplayFeed:
 
     # ------------------------------------------------------------------ publishing
     def feed(self, batch: np.ndarray) -> bool:
-        """Publish one batch, paced by event time (or at once with --max); False when stopped."""
-        if not self.speed:
-            return self.publish(batch)
+        """Publish one batch, handing each scan boundary off on the way (module docstring),
+        paced by event time unless --max; False when stopped."""
         ctx = self.ctx
         ts = batch["ts_ns"]
+        reach = np.maximum.accumulate(ts)  # sorted even if a few ticks are out of order
         i, n = 0, len(batch)
         while i < n:
-            if self.w0 < 0:
-                self.ev0, self.w0 = int(ts[0]), time.monotonic()
-            over = ts[i:] > self.target()
-            j = i + int(over.argmax()) if over.any() else n
+            if self.next_b is None or not self.day[0] <= int(ts[i]) < self.day[1]:  # a new trading day
+                if self.next_b is not None and not self.finish_day():
+                    return False
+                d = trading_day(int(ts[i]))
+                self.day = (day_start_ns(d), day_start_ns(next_day(d)))
+                if not self.announce_day(int(ts[i])):
+                    return False
+                self.next_b = max(ceil_boundary(int(ts[i]), self.step_ns), self.clock)
+            if self.speed and self.w0 < 0:
+                self.ev0, self.w0 = int(ts[i]), time.monotonic()
+            limit = self.next_b if not self.speed else min(self.next_b, self.target())
+            j = int(np.searchsorted(reach, limit, side="right"))  # ticks before the first beyond it
             if j > i:
                 if not self.publish(batch[i:j]):
                     return False
                 i = j
-            if i < n:
-                self.next_ts = int(ts[i])
-                due = self.w0 + (self.next_ts - self.ev0) / NS / self.speed
+            elif limit >= self.next_b:
+                if not self.boundary(self.next_b):
+                    return False
+                self.next_b += self.step_ns
+            else:  # paced: wait until the next tick or boundary is due
+                due = self.w0 + (min(int(reach[i]), self.next_b) - self.ev0) / NS / self.speed
                 ctx.beat()
-                self.update_clock()
                 ctx.sleep_until(min(due, time.monotonic() + PASS_S))
                 if not ctx.should_run():
                     return False
-        self.next_ts = None
         return True
+
+    def announce_day(self, first_ns: int) -> bool:
+        """A new trading day starts with a tick at `first_ns`: publish it in our progress word and
+        wait until the supervisor has loaded that day's reference columns (previous close, average
+        volume) and acknowledged in its own word. False when stopped."""
+        if first_ns <= self.ctl.progress_of(self.ctx.slot_index):
+            return True  # announced by an earlier life of this process
+        self.ctl.publish_progress(self.ctx.slot_index, first_ns)
+        return wait_progress(self.ctx, [0], first_ns)
 
     def target(self) -> int:
         """Paced replay time now: the event time whose ticks are due."""
@@ -240,7 +270,6 @@ class ReplayFeed:
                 if not ctx.should_run():
                     return False
                 ctx.beat()
-                self.update_clock()
                 time.sleep(0.0005)
             if not self.wall_first_ns:
                 self.wall_first_ns = time.time_ns()
@@ -249,41 +278,41 @@ class ReplayFeed:
             hi, lo = int(ts.max()), int(ts.min())
             self.max_ts = hi if self.max_ts is None else max(self.max_ts, hi)
             self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
-            self.inflight.append((self.ring.head, self.max_ts))
-            self.update_clock()
         return True
 
-    def update_clock(self) -> None:
-        """Advance the feed clock to the latest safe event time (module docstring)."""
-        cursor = int(self.bars_cursor["cursor"][0])
-        while self.inflight and self.inflight[0][0] <= cursor:
-            self.consumed_ts = self.inflight.popleft()[1]
-        safe = self.consumed_ts
-        if self.speed and self.w0 >= 0 and not self.inflight and self.next_ts is not None:
-            paced = min(self.target(), self.next_ts - 1)
-            safe = paced if safe is None else max(safe, paced)
-        if safe is not None and safe > self.clock:
-            self.clock = safe
-            self.ctl.set_clock(safe, time.time_ns(), 0.0)
+    def boundary(self, t_ns: int) -> bool:
+        """Hand scan boundary `t_ns` off: anchor the clock there (every tick up to it is in the
+        ring), wait until every scan worker scanned up to it. Before that, while the replay
+        command's alert consumer (when attached) is more than half a ring behind, wait: its
+        alerts are the replay's result and must not be lapped. False when stopped."""
+        ctx = self.ctx
+        for cur, ring in self.alert_rings:
+            while int(cur["attached"][0]) and ring.head - int(cur["cursor"][0]) > ring.capacity // 2:
+                if not ctx.should_run():
+                    return False
+                ctx.beat()
+                time.sleep(0.001)
+        if t_ns > self.clock:
+            self.clock = t_ns
+            self.ctl.set_clock(t_ns, time.time_ns(), 0.0)
+        return wait_progress(self.ctx, self.scan_slots, t_ns)
 
     # ------------------------------------------------------------------ end of data
-    def finish(self) -> None:
-        """Wait for bars to take everything, close the last minute, report, mark done."""
-        ctx = self.ctx
-        while self.inflight:
-            if not ctx.should_run():
-                return
-            ctx.beat()
-            self.update_clock()
-            time.sleep(0.002)
-        if self.max_ts is not None:
-            end = self.max_ts - self.max_ts % MINUTE_NS + MINUTE_NS + self.grace_ns
-            self.clock = max(self.clock, end)
-            self.ctl.set_clock(self.clock, time.time_ns(), 0.0)
-        self.write_report()
-        ctx.slot["errors"] = self.stats.malformed
-        ctx.slot["cycles"] = 1  # feed done (read by `scanner replay`)
-        log.info("replay done: %s", self.stats.report().splitlines()[0])
+    def finish_day(self) -> bool:
+        """Step the boundaries up to the last minute seen + grace: bars closes every live bar and
+        the scans see it. False when stopped."""
+        if self.max_ts is None or self.next_b is None:
+            return True
+        end = self.max_ts - self.max_ts % MINUTE_NS + MINUTE_NS + self.grace_ns
+        while self.next_b <= ceil_boundary(end, self.step_ns):
+            if not self.boundary(self.next_b):
+                return False
+            self.next_b += self.step_ns
+        return True
+
+    def finish(self) -> bool:
+        """End of data: finish the last day. False when stopped."""
+        return self.finish_day()
 
     def write_report(self) -> None:
         st, slot = self.stats, self.ctx.slot

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import time
@@ -18,16 +19,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from procs import checkpoint
 from procs.ingest_kafka import ingest_state
 from procs.scan import match_state
 from procs.shared import WRITERS, Shared, instance_segments
+from procs.status import read_pid
 from scanner.bars import BarAggregator
 from scanner.config import Settings, reveal
+from scanner.daily import reference_columns
 from scanner.feeds import replay as replay_feed
-from scanner.feeds.synthetic import make_universe
+from scanner.feeds.synthetic import daily_history, make_universe
 from scanner.metrics import CATALOGUE, Owner
-from scanner.session import NY, session_bounds_ns, trading_day
+from scanner.session import NY, latest_weekday, session_bounds_ns, trading_day
+from scanner.timeframes import seed_daily
 from shm.segment import Segment
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ class InstanceSetup:
         self.rules_watcher: object = None
         self._replay: replay_feed.ReplayIndex | None = None
         self.universe: list[str] = []  # the whole symbol list this host's range is cut from
+        self.reference_day: int | None = None  # the trading day the reference columns are for (replay)
 
     def replay_index(self) -> replay_feed.ReplayIndex:
         """Feed "replay": the symbols in the replay files and their first day (read once)."""
@@ -104,6 +111,8 @@ class InstanceSetup:
         s = self.s
         keys = self.symbols()
         day = (self.replay_index().first_day if s.feed == "replay" else None) or trading_day(time.time_ns())
+        if s.synthetic_market() and s.feed_preopen_s > 0:
+            day = latest_weekday(day)  # a demo on a Sunday plays Friday's session
         shared = Shared.create(
             s.instance, keys=keys, n_workers=s.n_scan_workers(), trading_day=day,
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
@@ -140,8 +149,10 @@ class InstanceSetup:
             return None
         import redis
 
+        from procs.api.cluster import SYMBOLS_KEY
         from procs.registry import Registry, RegistryConflict, RegistryThread, base_record
         from procs.status import collect
+        from scanner.config import reveal
 
         end = s.range_end if s.range_end is not None else len(self.universe)
         url = s.public_url or f"http://{s.http_host}:{s.http_port}"
@@ -150,6 +161,7 @@ class InstanceSetup:
         registry = Registry(reveal(s.redis_url) or "", s.registry_ttl_s)
         try:
             registry.claim(record)
+            registry.client.set(SYMBOLS_KEY + s.instance, json.dumps(self.universe[s.range_start:end]))
         except RegistryConflict as exc:
             raise SupervisorError(f"cannot join the cluster: {exc}") from None
         except (redis.RedisError, OSError) as exc:
@@ -167,25 +179,48 @@ class InstanceSetup:
 
     def initial_event_time(self, day: int) -> int:
         """Event time the feed starts at: now during the regular session, else the open
-        (the synthetic market then runs a session of its own from 09:30)."""
+        (the synthetic market then runs a session of its own from 09:30); with
+        `feed_preopen_s`, that long before the open (the demo)."""
         if self.s.feed == "replay":
             return 0
         now = time.time_ns()
         open_ns = session_bounds_ns(day)["open"]
+        if self.s.synthetic_market() and self.s.feed_preopen_s > 0:
+            return open_ns - int(self.s.feed_preopen_s * NS)
         if self.s.synthetic_market() and not open_ns <= now < open_ns + 390 * 60 * NS:
             return open_ns
         return now
 
-    def load_reference(self, shared: Shared) -> None:
-        """Reference columns (previous close, average daily volume) before any worker runs:
-        the synthetic universe's, or a replay's from daily history (Lean daily files)."""
+    def load_reference(self, shared: Shared, day: int | None = None) -> None:
+        """Reference columns (previous close/high/low, average daily volume, 52 weeks) and the
+        daily timeframe's history before any worker runs: the synthetic universe's generated
+        daily history, or a replay's (Lean daily files) for its first day; or, for `day` (a replay
+        rolling to its next day: `Supervisor.roll_reference`), that day's reference columns only
+        (the indicators process owns the daily ring once it runs)."""
         lo, n = self.s.range_start, shared.table.n_rows
-        if self.s.synthetic_market():
+        today = int(shared.control.header["trading_day"])
+        tfa = shared.timeframes.arrays  # type: ignore[union-attr]
+        ring, head = tfa["ring_1d"], tfa["head_1d"]
+        if self.s.synthetic_market():  # chunk by chunk: the daily matrices of 10,000 symbols are big
             u = make_universe(self.s.symbols, self.s.feed_seed, self.s.feed_rate)
-            prev, adv = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
+            parts = []
+            for a in range(0, n, 2048):
+                b = min(n, a + 2048)
+                m = daily_history(u, today, self.s.feed_seed, rows=(lo + a, lo + b))
+                parts.append(reference_columns(m))
+                seed_daily(ring[a:b], head[a:b], m)  # before any child runs
+                del m
+            ref = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            ref["prev_close"], ref["avg_daily_volume"] = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]
         elif self.s.feed == "replay":
             daily = replay_feed.spec_from_settings(self.s).daily
-            prev, adv, found = replay_feed.reference(shared.table.key_list(), self.replay_index().first_day, daily)
+            first = day is None
+            day = day or self.replay_index().first_day
+            m, found = replay_feed.daily_history(shared.table.key_list(), day, daily)
+            ref = reference_columns(m)
+            if first:
+                seed_daily(ring, head, m)
+            self.reference_day = day
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         else:
             return
@@ -193,8 +228,8 @@ class InstanceSetup:
         w = t.writer(WRITERS[Owner.REFERENCE])
         blocks = w.block_range(0, n)
         w.begin(blocks)
-        t.f8[CATALOGUE.f8("prev_close")] = prev
-        t.f8[CATALOGUE.f8("avg_daily_volume")] = adv
+        for name, values in ref.items():
+            t.f8[CATALOGUE.f8(name)] = values
         w.end(blocks)
 
 
@@ -202,8 +237,9 @@ def process_names(settings: Settings) -> list[str]:
     scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
     notifier = ["notifier"] if settings.notifier_enabled() else []
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
-    n_gw = settings.gateway_workers
-    gateways = ["gateway"] if n_gw == 1 else [f"gateway-{i}" for i in range(n_gw)]
+    n_gw = settings.n_gateway_workers()
+    # the first is always "gateway" (what status, soak and the fault bench name), then gateway-1..
+    gateways = ["gateway", *(f"gateway-{i}" for i in range(1, n_gw))]
     return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
 
 
@@ -261,12 +297,6 @@ class PidLock:
         os.close(self.fd)
         self.fd = None
 
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 def remove_stale_segments(instance: str) -> None:
     """Segments left by a run that died without unlinking them (e.g. a supervisor `kill -9`)."""

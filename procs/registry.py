@@ -93,6 +93,34 @@ def conflict(mine: dict[str, Any], other: dict[str, Any]) -> str | None:
     return None
 
 
+def parse_record(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A stored record, or None when it is absent or unreadable (one bad record never breaks a listing)."""
+    if raw is None:
+        return None
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def host_states(index: dict[str, float], live: dict[str, dict[str, Any]], now: float,
+                ttl_s: float) -> list[dict[str, Any]]:
+    """Every host of the index with `state`: ok, stale (record older than half the TTL), missing
+    (record expired without a clean stop) or stopped; sorted by range."""
+    out = []
+    for name, score in index.items():
+        rec = live.get(name)
+        if rec is not None:
+            age = now - float(rec.get("updated", 0))
+            rec = {**rec, "state": "stale" if age > ttl_s / 2 else "ok", "age_s": round(age, 1)}
+        else:
+            rec = {"instance": name, "state": "stopped" if score == STOPPED else "missing",
+                   "age_s": None if score == STOPPED else round(now - score, 1)}
+        out.append(rec)
+    return sorted(out, key=lambda r: (r.get("range_start", 1 << 62), r["instance"]))
+
+
 class Registry:
     """Claim, refresh and withdraw this host's record; list every host with its state."""
 
@@ -105,17 +133,7 @@ class Registry:
     def _live(self) -> list[dict[str, Any]]:
         names = [n.decode() for n in self.client.zrange(INDEX, 0, -1)]
         raws = self.client.mget([KEY + n for n in names]) if names else []
-        out = []
-        for raw in raws:
-            if raw is None:
-                continue
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue  # one unreadable record never breaks the listing (it expires by itself)
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return [rec for rec in map(parse_record, raws) if rec is not None]
 
     def claim(self, record: dict[str, Any]) -> None:
         """Register `record`, or raise `RegistryConflict` saying who is in the way."""
@@ -159,22 +177,9 @@ class Registry:
         pipe.execute()
 
     def hosts(self) -> list[dict[str, Any]]:
-        """Every registered host with `state`: ok, stale (record older than half the TTL),
-        missing (record expired without a clean stop) or stopped; sorted by range."""
-        now = time.time()
+        """Every registered host with its `state` (`host_states`)."""
         index = {n.decode(): s for n, s in self.client.zrange(INDEX, 0, -1, withscores=True)}
-        live = {r.get("instance"): r for r in self._live()}
-        out = []
-        for name, score in index.items():
-            rec = live.get(name)
-            if rec is not None:
-                age = now - float(rec.get("updated", 0))
-                rec = {**rec, "state": "stale" if age > self.ttl_s / 2 else "ok", "age_s": round(age, 1)}
-            else:
-                rec = {"instance": name, "state": "stopped" if score == STOPPED else "missing",
-                       "age_s": None if score == STOPPED else round(now - score, 1)}
-            out.append(rec)
-        return sorted(out, key=lambda r: (r.get("range_start", 1 << 62), r["instance"]))
+        return host_states(index, {r.get("instance"): r for r in self._live()}, time.time(), self.ttl_s)
 
     def close(self) -> None:
         self.client.close()

@@ -1,8 +1,10 @@
 """Watching a replay instance from outside (`scanner replay`): progress, end of data, closed bars.
 
 The watcher attaches the instance's segments like `scanner status` does and takes consumer slot
-`BAR_CONSUMER_REPLAY` of the closed-bar ring (from the oldest record still kept), so it sees
-every bar the bar process closes, however long the replay. The replay is *finished* when:
+`BAR_CONSUMER_REPLAY` of the closed-bar ring and `ALERT_CONSUMER_REPLAY` of every scanner
+worker's alert ring (from the oldest record still kept), so it sees every bar the bar process
+closes and every alert the workers raise, however long the replay (a lapped ring is counted).
+The replay is *finished* when:
 
 1. ingest's slot says feed done (`cycles` = 1, see `procs.ingest_replay`),
 2. bars has taken every tick from the tick ring,
@@ -21,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from procs.ingest_replay import report_path
-from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
+from procs.shared import ALERT_CONSUMER_REPLAY, BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
-from scanner.records import BAR_DTYPE
+from scanner.records import ALERT_DTYPE, BAR_DTYPE
 
 BAR_CONSUMER_REPLAY = 7  # the replay watcher's slot on the closed-bar ring (indicators 0, storage 1)
 
@@ -53,7 +55,9 @@ class ReplayWatch:
         self.bars_slot = ctl.slot_index("bars")
         self.scans = [i for i in range(len(ctl.slots)) if bytes(ctl.slots[i]["name"]).startswith(b"scan-")]
         self.consumer = shared.bars.consumer(BAR_CONSUMER_REPLAY, from_start=True)
+        self.alert_consumers = [r.consumer(ALERT_CONSUMER_REPLAY, from_start=True) for r in shared.alerts]
         self.parts: list[np.ndarray] = []
+        self.alert_parts: list[np.ndarray] = []
         self.n_collected = 0
         self._bars_seen = (-1, 0.0)
 
@@ -71,13 +75,16 @@ class ReplayWatch:
             return None
 
     def poll(self) -> Snapshot:
-        """Take the new closed bars, read the counters."""
+        """Take the new closed bars and alerts, read the counters."""
         while True:
             got = self.consumer.poll(1 << 16)
             if not len(got):
                 break
             self.parts.append(got.copy())
             self.n_collected += len(got)
+        for c in self.alert_consumers:
+            while len(got := c.poll(1 << 16)):
+                self.alert_parts.append(got.copy())
         slots = self.sh.control.slots
         ing, bars = slots[self.ingest], slots[self.bars_slot]
         return Snapshot(
@@ -111,6 +118,20 @@ class ReplayWatch:
     def bars_lost(self) -> int:
         return self.consumer.lost
 
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bars and alerts collected since the last `take` (handed over, no longer kept)."""
+        bars, alerts = self.bars(), self.alerts()
+        self.parts, self.alert_parts = [], []
+        return bars, alerts
+
+    def alerts(self) -> np.ndarray:
+        """Every alert collected so far (ALERT_DTYPE), ordered by event time, rule, symbol."""
+        a = np.concatenate(self.alert_parts) if self.alert_parts else np.empty(0, ALERT_DTYPE)
+        return a[np.lexsort((a["sym"], a["rule"], a["event_ns"]))]
+
+    def alerts_lost(self) -> int:
+        return sum(c.lost for c in self.alert_consumers)
+
     def symbols(self) -> list[str]:
         return self.sh.table.key_list()
 
@@ -139,3 +160,12 @@ def write_bars(path: Path, bars: np.ndarray, symbols: list[str]) -> None:
             rec = dict(zip(BAR_DTYPE.names, b, strict=True))
             vals = ",".join(repr(float(rec[k])) for k in prices)
             f.write(f"{symbols[rec['sym']]},{rec['minute_ns']},{vals},{rec['trades']}\n")
+
+
+def write_alerts(path: Path, alerts: np.ndarray, symbols: list[str], settings: Settings) -> int:
+    """Alerts to `.csv` or `.parquet` (`scanner.alert_table`), rule ids from the instance's rule
+    store; returns the number written."""
+    from procs.rules_admin import open_store
+    from scanner.alert_table import alert_columns, write_table
+
+    return write_table(path, alert_columns(alerts, symbols, open_store(settings).list()))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 from psycopg.types.json import Jsonb
 
-from scanner.rules.store import RuleList, RuleStore, default_pack, validate
+from scanner.rules.store import RuleList, RuleStore, RuleStoreError, default_pack, load_items, parse_stored
 
 log = logging.getLogger("scanner.rules")
 LOCK_KEY = 724_601  # advisory lock id of the rule store
@@ -39,15 +39,26 @@ class PgRuleStore(RuleStore):
             finally:
                 self._conn = None
 
-    def list(self) -> RuleList:
-        def read(conn: psycopg.Connection) -> RuleList:
-            rows = conn.execute("SELECT body FROM rules ORDER BY position, id").fetchall()
-            return validate([r[0] for r in rows])
+    def read(self) -> tuple[RuleList, list[str]]:
+        """Rows validated one by one (the body as text, parsed per row, so that one row the
+        JSON parser or the model refuses is skipped and reported instead of failing the read)."""
+        def fetch(conn: psycopg.Connection) -> list[tuple[str, str]]:
+            return conn.execute("SELECT id, body::text FROM rules ORDER BY position, id").fetchall()
 
         if self._conn is not None:
-            return read(self._conn)
-        with self._connect() as conn:
-            return read(conn)
+            rows = fetch(self._conn)
+        else:
+            with self._connect() as conn:
+                rows = fetch(conn)
+        items: list[object] = []
+        unreadable: list[str] = []
+        for rid, body in rows:
+            try:
+                items.extend(load_items(f"[{body}]"))
+            except RuleStoreError as exc:
+                unreadable.append(f"row id {rid[:64]!r}: {exc}")
+        rules, problems = parse_stored(items)
+        return rules, unreadable + problems
 
     def _write(self, rules: RuleList) -> None:
         assert self._conn is not None, "_write outside _locked"

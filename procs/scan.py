@@ -7,6 +7,11 @@ writes new (edge-triggered) alerts into this worker's SPSC alert ring. No I/O in
 A rule change (generation bump in the control block) is picked up at the next cycle. A cycle
 that overruns its period is counted and logged; missed boundaries are counted as overruns too,
 never skipped silently.
+
+In a replay the feed clock drives the cadence instead (`procs.eventtime`): the worker scans at
+each boundary T the indicators process is done up to, with T as the event time and the cooldown
+clock, then publishes "scanned up to T" in its control-block progress word; ingest waits for it
+before publishing ticks after T. No boundary is skipped, whatever the replay speed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 
 import numpy as np
 
+from procs.eventtime import POLL_S, event_mode
 from procs.rules_admin import open_store
 from procs.runtime import Context
 from scanner.rules.compiler import warm_up
@@ -85,8 +91,17 @@ class Worker:
         log.info("generation %d: %d rules over rows %d..%d (%d columns, %d history operands)", gen, len(rules),
                  self.lo, self.hi, len(self.engine.f8_cols), len(refs))
 
-    def cycle(self) -> int:
-        """One scan over the range; returns the number of alerts written."""
+    def warm(self) -> None:
+        """Compile and warm the kernels on a scratch engine over empty buffers, leaving the real
+        engine's alert state untouched (a replay's first scan must be a real one)."""
+        if self.engine is None:
+            return
+        scratch = ScanEngine(self.engine.compiled.rules, self.keys, self.lo, self.index)
+        scratch.cycle(scratch.snapshot_buffer(), scratch.hist_buffer(), 0, 0, 0, 0, 19700101)
+
+    def cycle(self, at_ns: int | None = None) -> int:
+        """One scan over the range; returns the number of alerts written. `at_ns`: a replay's
+        scan boundary (event time, also the cooldown clock); None = live, on the feed clock now."""
         ctx = self.ctx
         if ctx.shared.control.rules_generation != self.generation:
             self.load_rules()
@@ -100,9 +115,10 @@ class Worker:
         if len(hist):
             sh.history.read(self.lo, self.hi, self.hist_fields, self.hist_ago, hist)
         now_ns = time.time_ns()
-        event_ns = ctx.event_now_ns()
+        event_ns = ctx.event_now_ns() if at_ns is None else at_ns
         minute = int(minute_of_day(np.array([event_ns]))[0])
-        alerts = engine.cycle(snap, hist, now_ns, event_ns, minute, event_ns // MINUTE_NS, trading_day(event_ns))
+        alerts = engine.cycle(snap, hist, now_ns if at_ns is None else at_ns, event_ns, minute,
+                              event_ns // MINUTE_NS, trading_day(event_ns), scan_ns=now_ns)
         self.publish_matches()
         if len(alerts):
             self.ring.publish(alerts)
@@ -110,9 +126,33 @@ class Worker:
         return len(alerts)
 
 
+def run_event_time(ctx: Context, w: Worker) -> None:
+    """Replay: scan at each boundary the indicators process is done up to (module docstring)."""
+    ctl = ctx.shared.control
+    me, ind = ctx.slot_index, ctl.slot_index("indicators")
+    done = ctl.progress_of(me)
+    while ctx.should_run():
+        ctx.beat()
+        t = ctl.progress_of(ind)  # loaded before the table: see shm.control
+        if t <= done:
+            time.sleep(POLL_S)
+            continue
+        t0 = time.perf_counter()
+        n = w.cycle(t)
+        ctx.record_cycle(time.perf_counter() - t0)
+        ctx.count(n_in=w.hi - w.lo, n_out=n)
+        ctl.publish_progress(me, t)  # after the alerts are in the ring
+        done = t
+
+
 def main(ctx: Context) -> None:
     warm_up()  # the rule kernel, even if the first rule set needs none (a later one may)
     w = Worker(ctx)
+    if event_mode(ctx.settings):
+        w.load_rules()
+        w.warm()
+        run_event_time(ctx, w)
+        return
     w.cycle()  # load and compile the rules, warm the kernels: the first timed cycle is a real one
     period = ctx.settings.scan_interval_ms / 1000.0
     next_at = (time.time() // period + 1) * period

@@ -11,6 +11,7 @@
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
 | state.bars | `scanner.<instance>.state.bars` | bars | only bars (its private state across restarts); checkpoint |
 | state.matches | `scanner.<instance>.state.matches` | scan worker i, its own rows (`shm.partitioned`) | gateways |
+| timeframes | `scanner.<instance>.timeframes` | indicators (the supervisor seeds the daily ring) | indicators |
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import ALERT_DTYPE, BAR_DTYPE, TICK_DTYPE
+from scanner.timeframes import ring_spec
 from shm.arrays import NamedArrays
 from shm.control import ControlBlock
 from shm.history import History
@@ -35,7 +37,7 @@ WRITERS: dict[Owner, int] = {Owner.INGEST: 0, Owner.BARS: 1, Owner.INDICATORS: 2
 
 TICK_CONSUMER_BARS, TICK_CONSUMER_STORAGE = 0, 1
 BAR_CONSUMER_INDICATORS, BAR_CONSUMER_STORAGE = 0, 1
-ALERT_CONSUMER_PUBLISHER = 0
+ALERT_CONSUMER_PUBLISHER, ALERT_CONSUMER_REPLAY = 0, 1  # 1: `scanner replay` / `backtest` (procs.replay)
 
 
 def seg_name(instance: str, part: str) -> str:
@@ -61,6 +63,7 @@ class Shared:
     feed: Ring
     owner: bool = False
     state: dict[str, NamedArrays] = field(default_factory=dict)
+    timeframes: NamedArrays | None = None  # higher-timeframe rings (not checkpointed: rebuilt)
 
     @classmethod
     def create(cls, instance: str, *, keys: list[str], n_workers: int, trading_day: int,
@@ -92,7 +95,11 @@ class Shared:
                                      {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
             for name, arrays in (states or {}).items()
         }
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True, state=state)
+        spec = ring_spec(n)
+        timeframes = NamedArrays.create(seg_name(instance, "timeframes"), spec,
+                                        fill={k: (np.nan if k.startswith("ring") else 0) for k in spec})
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, owner=True, state=state,
+                   timeframes=timeframes)
 
     @classmethod
     def attach(cls, instance: str) -> Shared:
@@ -115,16 +122,18 @@ class Shared:
         prefix = seg_name(instance, "state.")
         state = {name[len(prefix):]: NamedArrays.attach(name)
                  for name in instance_segments(instance) if name.startswith(prefix)}
-        return cls(instance, control, table, history, ticks, bars, alerts, feed, state=state)
+        timeframes = NamedArrays.attach(seg_name(instance, "timeframes"))
+        return cls(instance, control, table, history, ticks, bars, alerts, feed, state=state, timeframes=timeframes)
 
     def segments(self) -> list[Segment]:
         return [self.control.seg, self.table.seg, self.history.seg, self.ticks.seg, self.bars.seg,
-                *(r.seg for r in self.alerts), self.feed.seg, *(a.seg for a in self.state.values())]
+                *(r.seg for r in self.alerts), self.feed.seg, *(a.seg for a in self.state.values()),
+                *([self.timeframes.seg] if self.timeframes else [])]
 
     def close(self) -> None:
         """Unmap everything in this process (the data stays for the other processes)."""
         for part in (self.control, self.table, self.history, self.ticks, self.bars, *self.alerts, self.feed,
-                     *self.state.values()):
+                     *self.state.values(), *([self.timeframes] if self.timeframes else [])):
             part.close()
 
     def unlink(self) -> None:

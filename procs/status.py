@@ -130,6 +130,7 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
             "p50_ms": round(float(s["p50_us"]) / 1e3, 3),
             "p99_ms": round(float(s["p99_us"]) / 1e3, 3),
             "max_ms": round(float(s["max_us"]) / 1e3, 3),
+            **(process_memory(pid) if alive else {"rss_mb": None, "private_mb": None, "shared_mb": None}),
         })
         drops += int(s["drops"])
         if name == "ingest":
@@ -141,6 +142,7 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
             scan_max = max(scan_max, float(s["max_us"]) / 1e3)
             overruns += int(s["overruns"])
     h = ctl.header
+    segs = segment_sizes(settings.instance)
     return {
         "instance": settings.instance,
         "supervisor_pid": int(h["supervisor_pid"]),
@@ -157,7 +159,39 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
         "alerts_per_s": round(alerts_per_s, 2),
         "drops": drops,
         "ring_lost": _ring_lost(settings),
+        "segments": segs,
+        "memory": {"private_mb": round(sum(p["private_mb"] or 0 for p in procs), 1),
+                   "shared_mb": round(sum(s["mb"] for s in segs), 1)},
     }
+
+
+def process_memory(pid: int) -> dict[str, float | None]:
+    """RSS of a process in MB (/proc/<pid>/status): all of it, its private (anonymous) part
+    and the shared-memory pages it touched."""
+    kb: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "RssAnon", "RssShmem"):
+                    kb[k] = float(v.split()[0])
+    except OSError:
+        return {"rss_mb": None, "private_mb": None, "shared_mb": None}
+    return {"rss_mb": round(kb.get("VmRSS", 0) / 1024, 1), "private_mb": round(kb.get("RssAnon", 0) / 1024, 1),
+            "shared_mb": round(kb.get("RssShmem", 0) / 1024, 1)}
+
+
+def segment_sizes(instance: str) -> list[dict[str, object]]:
+    """Every shared-memory segment of the instance with its size in MB."""
+    out: list[dict[str, object]] = []
+    prefix = f"scanner.{instance}."
+    for name in sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix)):
+        try:
+            size = os.stat(os.path.join(SHM_DIR, name)).st_size
+        except OSError:
+            continue
+        out.append({"name": name, "mb": round(size / 2**20, 1)})
+    return out
 
 
 def _ring_lost(settings: Settings) -> dict[str, int]:

@@ -28,6 +28,7 @@ from procs.shared import WRITERS, Shared
 from scanner.backoff import Backoff
 from scanner.config import Settings
 from scanner.metrics import Owner
+from scanner.session import trading_day
 from shm.control import STATE_DEAD, STATE_HELD, STATE_RUNNING, STATE_STARTING
 from shm.partitioned import PartitionedMatrix
 from shm.platform import check_memory_model
@@ -103,8 +104,8 @@ class Supervisor:
         self._wake_r, self._wake_w = -1, -1
         self.checkpoints: checkpoint.Periodic | None = None
         self.setup = InstanceSetup(settings)
-        self.settings_file = settings.run_dir() / f"{settings.instance}.settings.json"
         self.registry: RegistryThread | None = None
+        self.settings_file = settings.run_dir() / f"{settings.instance}.settings.json"
 
     # ------------------------------------------------------------------ children
     def spawn(self, child: Child) -> None:
@@ -300,9 +301,9 @@ class Supervisor:
         self.shared = self.setup.allocate()
         self.checkpoints = checkpoint.Periodic(self.shared, self.s.checkpoint_file(), self.s.checkpoint_interval_s)
         self.setup.prepare_rules()
+        self.registry = self.setup.join_cluster()
         self.settings_file = write_settings_file(self.s)
         warm_kernels()
-        self.registry = self.setup.join_cluster()
         self.install_signals()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
@@ -324,11 +325,29 @@ class Supervisor:
                 self.check_heartbeats()
                 self.start_due()
                 self.checkpoints.maybe()
+                self.roll_reference()
                 sd_notify("WATCHDOG=1")
                 self.sleep(0.1)
         finally:
             self.stop()
         return EXIT_CANNOT_BOOT if self.fatal else 0
+
+    def roll_reference(self) -> None:
+        """Replay across days: ingest announces the next trading day (its progress word: the
+        day's first tick time) and waits; load that day's reference columns, set the header's
+        trading day, then acknowledge in our own word (slot 0). See `procs.ingest_replay`."""
+        if self.s.feed != "replay" or self.shared is None or "ingest" not in self.children:
+            return
+        ctl = self.shared.control
+        want = ctl.progress_of(self.children["ingest"].slot)
+        if want <= ctl.progress_of(0):
+            return
+        day = trading_day(want)
+        if day != self.setup.reference_day:
+            self.setup.load_reference(self.shared, day)
+            ctl.header["trading_day"] = day
+            log.info("replay rolled to trading day %d: reference data reloaded", day)
+        ctl.publish_progress(0, want)
 
     def stop(self) -> None:
         """Shutdown flag + TERM, wait until the deadline, KILL, reap, checkpoint, unlink."""

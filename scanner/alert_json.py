@@ -105,7 +105,7 @@ class AlertEncoder:
     def to_dicts(self, recs: np.ndarray) -> list[dict[str, Any]]:
         out = []
         for r in recs.tolist():
-            seq, event_ns, scan_ns, sym, gen, worker, kind, key, values = r
+            seq, event_ns, scan_ns, sym, gen, worker, kind, key, values, price = r
             meta = self.meta(key, gen)
             if meta is None:
                 self.unknown += 1
@@ -121,6 +121,7 @@ class AlertEncoder:
                 "symbol": self.keys[sym] if sym < len(self.keys) else f"#{sym}",
                 "kind": "enter" if kind == ALERT_ENTER else "exit",
                 "values": vals,
+                "price": price if price == price else None,
                 "event_ts": event_ns / NS,
                 "scan_ts": scan_ns / NS,
                 "host": self.host,
@@ -133,3 +134,17 @@ class AlertEncoder:
         """(rule id, JSON bytes) per alert, for Redis."""
         enc = _ENCODER.encode
         return [(d["rule"], enc(d)) for d in self.to_dicts(recs)]
+
+
+def decode_alert(raw: bytes | str) -> dict | None:
+    """One pub/sub message as an alert dict, or None when it is not one (not JSON, too deep, not
+    an object with string `rule` and `symbol`, `tags` not a list): anyone who can PUBLISH on the
+    channel can send it, and it must not reach the clients' filters or `recent`."""
+    try:
+        a = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not (isinstance(a, dict) and isinstance(a.get("rule"), str) and isinstance(a.get("symbol"), str)
+            and isinstance(a.get("tags", []), list)):
+        return None
+    return a

@@ -31,10 +31,11 @@ Semantics (event time drives everything, so a replay at any speed gives the same
   consolidated close) are not trades at all: they count nowhere (no volume, no trade, no bar)
   and only advance event time (the watermark).
 - Sessions (see `scanner.session`): every tick of the trading day forms bars, after-hours
-  (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count` and
-  the session `vwap` are regular session only (09:30-16:00); `premarket_*` is 04:00-09:30;
+  (16:00-20:00) and overnight included. `day_open/high/low`, `hod_ts_ns`, `new_hod_count`,
+  `lod_ts_ns`, `new_lod_count` and the session `vwap` are regular session only (09:30-16:00);
+  `premarket_*` is 04:00-09:30;
   `day_volume` / `day_trades` count every tick of the trading day (pre-market, after-hours).
-  The first regular-session print sets the high without counting as a *new* high.
+  The first regular-session print sets the high (and low) without counting as a *new* one.
 - The trading day rolls when the first tick of a later New York date arrives (or on
   `reset_day`): live bars close, day statistics restart; ticks of the old day after that are late.
 """
@@ -53,16 +54,17 @@ from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_
 # float64 columns of the kernel, in kernel order: the table's bars-owned ones, then private state
 _F_COLS = ("bar_open", "bar_high", "bar_low", "bar_close", "bar_volume", "bar_vwap", "day_open",
            "day_high", "day_low", "day_volume", "new_hod_count", "vwap", "premarket_high",
-           "premarket_low", "premarket_volume", "bar_pv", "session_pv", "session_volume", "last_px")
+           "premarket_low", "premarket_volume", "bar_pv", "session_pv", "session_volume", "last_px",
+           "new_lod_count")
 _I_COLS = ("bar_start_ns", "bar_trades", "bars_closed", "day_trades", "hod_ts_ns", "bar_first_ts_ns",
-           "bar_last_ts_ns", "day_open_ts_ns")
+           "bar_last_ts_ns", "day_open_ts_ns", "lod_ts_ns")
 
 # kernel slot of each column: `f[_F_BAR_PV]` reads like the column it is (numba folds the constants)
 (_F_BAR_OPEN, _F_BAR_HIGH, _F_BAR_LOW, _F_BAR_CLOSE, _F_BAR_VOLUME, _F_BAR_VWAP, _F_DAY_OPEN, _F_DAY_HIGH,
  _F_DAY_LOW, _F_DAY_VOLUME, _F_NEW_HOD_COUNT, _F_VWAP, _F_PREMARKET_HIGH, _F_PREMARKET_LOW,
- _F_PREMARKET_VOLUME, _F_BAR_PV, _F_SESSION_PV, _F_SESSION_VOLUME, _F_LAST_PX) = range(len(_F_COLS))
+ _F_PREMARKET_VOLUME, _F_BAR_PV, _F_SESSION_PV, _F_SESSION_VOLUME, _F_LAST_PX, _F_NEW_LOD_COUNT) = range(len(_F_COLS))
 (_I_BAR_START, _I_BAR_TRADES, _I_BARS_CLOSED, _I_DAY_TRADES, _I_HOD_TS, _I_BAR_FIRST_TS, _I_BAR_LAST_TS,
- _I_DAY_OPEN_TS) = range(len(_I_COLS))
+ _I_DAY_OPEN_TS, _I_LOD_TS) = range(len(_I_COLS))
 
 AGG_STATE: dict[str, np.dtype] = {
     "bar_pv": np.dtype(np.float64),  # sum(price * size) of the live bar
@@ -78,6 +80,7 @@ AGG_STATE: dict[str, np.dtype] = {
 # meta vector slots (int64); keep it in shared memory next to the state to survive a restart
 META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = range(6)
 META_LEN = 8
+META_PUBLISHED = 6  # watermark whose closed bars are all in the closed-bar ring (set by the bar process)
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
 _NO_PRICE = TICK_NO_PRICE
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)
@@ -168,8 +171,8 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
     (bo, bh, bl, bc, bv, bvw, d_open, d_high, d_low, d_vol, n_hod, vwap, pm_high, pm_low, pm_vol, bpv, s_pv, s_vol,
-     _last_px) = f  # `_F_COLS` order
-    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts = iv
+     _last_px, n_lod) = f  # `_F_COLS` order
+    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts, lod_ts = iv
     day_start, pre, opn, cls = bounds[0], bounds[1], bounds[2], bounds[3]
     n_out = 0
     wm = meta[META_WATERMARK]
@@ -245,8 +248,13 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
                     d_high[r] = p
                     hod_ts[r] = t
                     n_hod[r] += 1.0
-                if np.isnan(d_low[r]) or p < d_low[r]:
+                if np.isnan(d_low[r]):
                     d_low[r] = p
+                    lod_ts[r] = t
+                elif p < d_low[r]:
+                    d_low[r] = p
+                    lod_ts[r] = t
+                    n_lod[r] += 1.0
         if t > max_ts:
             max_ts = t
             if t - grace > wm:
@@ -409,7 +417,7 @@ class BarAggregator:
         for name in ("day_open", "day_high", "day_low", "vwap", "premarket_high", "premarket_low"):
             c[name][:] = np.nan
         for name in ("day_volume", "new_hod_count", "premarket_volume", "session_pv", "session_volume",
-                     "day_trades", "hod_ts_ns", "day_open_ts_ns", "bars_closed"):
+                     "day_trades", "hod_ts_ns", "day_open_ts_ns", "bars_closed", "new_lod_count", "lod_ts_ns"):
             c[name][:] = 0
         self.meta[META_DAY] = day
         self._set_bounds(day)

@@ -22,6 +22,8 @@ from pydantic_settings import (
 
 from scanner.instance import DEFAULT_DATA_DIR, DEFAULT_INSTANCE, INSTANCE_PATTERN, InstancePaths
 
+MIN_API_KEY_LEN = 16
+
 
 class Settings(BaseSettings):
     """Everything an instance needs to start; one instance per host and symbol range."""
@@ -41,6 +43,9 @@ class Settings(BaseSettings):
     feed_rate: float = Field(5_000.0, gt=0, description="Synthetic ticks per second (session average).")
     feed_seed: int = 7
     feed_speed: float = Field(1.0, gt=0, description="Synthetic clock speed (1 = real time).")
+    feed_preopen_s: float = Field(
+        0.0, ge=0, le=5.5 * 3600, description="Synthetic feed: start this long before the open of the latest "
+        "weekday (0 = now in the session, else at the open).")
     replay_files: list[str] = Field(default_factory=list, description="Recorded trade files (feed 'replay').")
     replay_max: bool = Field(False, description="Replay as fast as possible.")
     replay_speed: float = Field(1.0, gt=0, description="Replay pace: event seconds per wall second (1 = real time).")
@@ -50,6 +55,8 @@ class Settings(BaseSettings):
                                       description="Replay only these symbols (empty: every symbol in the files).")
     replay_daily: Path | None = Field(None, description="Lean daily/ folder for previous close and average "
                                       "volume; default: the sibling daily/ of Lean tick files.")
+    replay_batch: int = Field(65_536, ge=1, le=1 << 22, description="Replay: ticks per decoded batch (any "
+                              "size gives the same bars and alerts).")
     replay_csv_layout: dict[str, str] = Field(
         default_factory=dict, description="CSV trades: column names and ts unit overriding the defaults "
         "(keys: symbol, ts, price, size, conditions, correction, ts_unit).")
@@ -85,12 +92,24 @@ class Settings(BaseSettings):
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = Field(8700, ge=0, le=65535)
-    gateway_workers: int = Field(1, ge=1, le=8, description="Gateway processes sharing the port (SO_REUSEPORT).")
+    gateway_workers: int = Field(0, ge=0, le=8, description="Gateway processes sharing the port (SO_REUSEPORT); "
+                                 "0 = one per two cores.")
     api_keys: dict[str, Literal["read", "write"]] = Field(
         default_factory=dict,
-        description="Bearer API keys -> scope. Empty: no auth (only allowed on a loopback address).")
+        description=f"Bearer API keys -> scope; each at least {MIN_API_KEY_LEN} characters, no spaces. "
+        "Empty: no auth (only allowed on a loopback address).")
+    rate_limit_per_s: float = Field(50.0, ge=0, description="REST requests per second per API key (per client "
+                                    "address without a valid key), per gateway process; 0 = no limit.")
+    rate_limit_burst: int = Field(100, ge=1, description="REST requests a key may send at once (bucket size).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted.")
+    ws_max_clients: int = Field(5000, ge=1, description="WebSocket connections per gateway process.")
+    ws_client_buffer_bytes: int = Field(
+        1 << 20, ge=16 * 1024, description="Unsent bytes held per WebSocket client; past it, frames are dropped.")
+    ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="Largest message a WebSocket client may send.")
+    ws_max_subscription: int = Field(1000, ge=1, description="Rules + symbols + tags in one subscription.")
+    ws_rate_per_s: float = Field(20.0, gt=0, description="WebSocket messages per second per API key (sustained).")
+    ws_rate_burst: float = Field(40.0, ge=1, description="WebSocket messages per API key at once.")
 
     # external sinks (off unless configured)
     redis_url: SecretStr | None = Field(None, description="redis://[user:password@]host:port/db (a secret: "
@@ -147,6 +166,18 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive power of two, was {v}")
         return v
 
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        # the message never shows a key (settings errors are printed and logged)
+        for i, key in enumerate(v):
+            if len(key) < MIN_API_KEY_LEN:
+                raise ValueError(f"API key #{i + 1} is {'empty' if not key else f'{len(key)} characters'}; "
+                                 f"keys must be at least {MIN_API_KEY_LEN} characters")
+            if key != key.strip() or any(c.isspace() or not c.isprintable() for c in key):
+                raise ValueError(f"API key #{i + 1} contains whitespace or control characters")
+        return v
+
     @field_validator("notify_destinations")
     @classmethod
     def _valid_destinations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,6 +217,10 @@ class Settings(BaseSettings):
     # -- derived
     def n_scan_workers(self) -> int:
         return self.scan_workers or (os.cpu_count() or 1)
+
+    def n_gateway_workers(self) -> int:
+        """Gateway processes: as set, else one per two usable cores (each has its own feed slot)."""
+        return self.gateway_workers or max(1, min(8, len(os.sched_getaffinity(0)) // 2))
 
     def block_shift(self) -> int:
         return self.block_rows.bit_length() - 1

@@ -40,6 +40,31 @@ class Metric:
 
 
 _I, _B, _X, _R = Owner.INGEST, Owner.BARS, Owner.INDICATORS, Owner.REFERENCE
+ROLLING_MINUTES = (1, 5, 15, 30, 60)  # change_<n>m_pct
+TIMEFRAME_NAMES = {"5m": "5-minute", "15m": "15-minute", "60m": "60-minute", "1d": "daily"}
+TIMEFRAME_INDICATORS = ("rsi_14", "sma_20", "sma_50", "ema_9", "ema_20", "atr_14")  # + vwap intraday
+
+
+def _timeframe_columns() -> tuple[tuple[str, Dtype, str, Owner, str], ...]:
+    """`<indicator>_<tf>` for every higher timeframe (and `sma_200_1d`): live bar included like
+    the 1-minute ones; the daily history comes from the reference daily bars."""
+    out: list[tuple[str, Dtype, str, Owner, str]] = []
+    for tf, word in TIMEFRAME_NAMES.items():
+        bars = f"{word} bars (live bar included)"
+        out += [(f"rsi_14_{tf}", "f8", "0-100", _X, f"RSI(14), Wilder, on {bars}; 50 when flat."),
+                (f"sma_20_{tf}", "f8", "USD", _X, f"SMA of the last 20 {word} closes (live bar included)."),
+                (f"sma_50_{tf}", "f8", "USD", _X, f"SMA of the last 50 {word} closes (live bar included)."),
+                (f"ema_9_{tf}", "f8", "USD", _X, f"EMA(9) of {word} closes (live bar included)."),
+                (f"ema_20_{tf}", "f8", "USD", _X, f"EMA(20) of {word} closes (live bar included)."),
+                (f"atr_14_{tf}", "f8", "USD", _X, f"Average true range (14), Wilder, on closed {word} bars.")]
+        if tf == "1d":
+            out.append(("sma_200_1d", "f8", "USD", _X, "SMA of the last 200 daily closes (live bar included)."))
+        else:
+            out.append((f"vwap_{tf}", "f8", "USD", _X, f"VWAP of the live {word} bar."))
+    return tuple(out)
+
+
+OPENING_RANGES = (5, 15, 30)  # or_high_<n>m / or_low_<n>m
 
 # (name, dtype, unit, owner, description)
 _COLUMNS: tuple[tuple[str, Dtype, str, Owner, str], ...] = (
@@ -105,6 +130,43 @@ _COLUMNS: tuple[tuple[str, Dtype, str, Owner, str], ...] = (
     # ---- reference data, loaded before the loop starts
     ("prev_close", "f8", "USD", _R, "Previous session's close."),
     ("avg_daily_volume", "f8", "shares", _R, "Average daily volume over the loaded history."),
+    # ==== filters (issue 15): the day's low, from the bar process
+    ("lod_ts_ns", "i8", "ns", _B, "Event time the regular-session low of day was set, epoch ns."),
+    ("new_lod_count", "f8", "count", _B, "How many times the regular-session low of day was lowered today."),
+    # ==== filters (issue 15): rolling moves over the last minutes (live bar included)
+    *((f"change_{n}m_pct", "f8", "%", _X,
+       f"Change of the last price from the price {n} minute{'s' if n > 1 else ''} ago (the close of the last "
+       f"1-minute bar that started at or before the live minute minus {n}), percent.") for n in ROLLING_MINUTES),
+    ("volume_15m", "f8", "shares", _X,
+     "Volume in the last fifteen minutes of event time: the live bar plus closed bars of the previous 14."),
+    ("rel_volume_5m", "f8", "ratio", _X,
+     "volume_5m vs. the average volume of the same minutes of the day over past days (intraday volume "
+     "profile), else vs. the average daily volume spread evenly over the 390-minute session."),
+    ("rel_volume_15m", "f8", "ratio", _X, "volume_15m vs. the same minutes of the day (as rel_volume_5m)."),
+    ("range_5m_pct", "f8", "%", _X,
+     "High minus low of the live bar and the closed bars of the previous four minutes, percent of the low."),
+    ("velocity_5m", "f8", "%/min", _X, "Price velocity: change_5m_pct per minute (change_5m_pct / 5)."),
+    # ==== filters (issue 15): the day's landmarks
+    ("minutes_since_lod", "f8", "min", _X, "Minutes since the regular-session low of day was set."),
+    *((f"or_{side}_{n}m", "f8", "USD", _X,
+       f"Opening range {side}: the {side}est 1-minute bar {side} of 09:30-09:{30 + n:02d} America/New_York "
+       f"today; NaN until that window has ended.") for n in OPENING_RANGES for side in ("high", "low")),
+    ("above_or_high", "f8", "0/1", _X, "1 when the last price is above or_high_5m, else 0; NaN before 09:35."),
+    ("below_or_low", "f8", "0/1", _X, "1 when the last price is below or_low_5m, else 0; NaN before 09:35."),
+    ("gap_filled", "f8", "0/1", _X,
+     "1 once today's regular session traded back to the previous close (a gap up whose low reached it, a "
+     "gap down whose high reached it), else 0; NaN without a day open or previous close."),
+    ("pct_from_high_52w", "f8", "%", _X, "Last price vs. the 52-week high, percent (negative below it)."),
+    ("pct_from_low_52w", "f8", "%", _X, "Last price vs. the 52-week low, percent (positive above it)."),
+    ("pct_from_sma_50_1d", "f8", "%", _X, "Last price vs. the 50-day SMA of daily closes (sma_50_1d), percent."),
+    ("pct_from_sma_200_1d", "f8", "%", _X, "Last price vs. the 200-day SMA of daily closes (sma_200_1d), percent."),
+    # ==== filters (issue 15): daily reference values, up to the previous session
+    ("prev_high", "f8", "USD", _R, "Previous session's high (daily bar)."),
+    ("prev_low", "f8", "USD", _R, "Previous session's low (daily bar)."),
+    ("high_52w", "f8", "USD", _R, "Highest daily high of the last 252 sessions before today."),
+    ("low_52w", "f8", "USD", _R, "Lowest daily low of the last 252 sessions before today."),
+    # ==== filters (issue 15): indicators of the higher timeframes (scanner.timeframes), suffixed
+    *_timeframe_columns(),
 )
 
 

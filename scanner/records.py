@@ -33,13 +33,14 @@ BAR_DTYPE = np.dtype(
 # One alert, written by a scanner worker into its SPSC ring. `rule` is the rule's stable key
 # (`rule_key(rule id)`), never its position in a rule list: positions shift when a rule is
 # added or deleted between the scan and the encoder (issue 10.8). `values` holds the values of
-# up to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads).
+# up to ALERT_VALUES metrics the rule reads (in the rule's own metric order; NaN pads); `price`
+# is the symbol's last trade price in the same snapshot (the entry price of a backtest).
 ALERT_VALUES = 6
 ALERT_DTYPE = np.dtype(
     {"names": ["seq", "event_ns", "scan_ns", "sym", "generation", "worker", "kind", "rule",
-               "values"],
-     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u2", "<u2", "<u8", ("<f8", ALERT_VALUES)],
-     "offsets": [0, 8, 16, 24, 28, 32, 34, 40, 48], "itemsize": 96}
+               "values", "price"],
+     "formats": ["<i8", "<i8", "<i8", "<u4", "<u4", "<u2", "<u2", "<u8", ("<f8", ALERT_VALUES), "<f8"],
+     "offsets": [0, 8, 16, 24, 28, 32, 34, 40, 48, 96], "itemsize": 128}
 )
 ALERT_ENTER, ALERT_EXIT = 0, 1
 
@@ -51,6 +52,18 @@ def rule_key(rule_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(rule_id.encode(), digest_size=8).digest(), "little")
 
 
+def rule_positions(rule_ids: list[str], keys: np.ndarray) -> np.ndarray:
+    """Position in `rule_ids` of each alert's rule key (`ALERT_DTYPE["rule"]`), int64;
+    `len(rule_ids)` for a key no rule of the list has (a rule deleted since)."""
+    n = len(rule_ids)
+    if n == 0:
+        return np.zeros(len(keys), np.int64)
+    own = np.array([rule_key(r) for r in rule_ids], np.uint64)
+    order = np.argsort(own, kind="stable")
+    at = order[np.minimum(np.searchsorted(own[order], keys.astype(np.uint64)), n - 1)]
+    return np.where(own[at] == keys, at, n).astype(np.int64)
+
+
 assert TICK_DTYPE.itemsize == 32
 assert BAR_DTYPE.itemsize == 64
-assert ALERT_DTYPE.itemsize == 96
+assert ALERT_DTYPE.itemsize == 128

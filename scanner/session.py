@@ -85,6 +85,13 @@ def next_day(day: int) -> int:
     return d.year * 10000 + d.month * 100 + d.day
 
 
+def latest_weekday(day: int) -> int:
+    """`day` itself on Monday-Friday, else the Friday before (holidays are not known here)."""
+    d = _date(day)
+    d -= timedelta(days=max(0, d.weekday() - 4))
+    return d.year * 10000 + d.month * 100 + d.day
+
+
 def _offsets_by_hour(ts_ns: np.ndarray) -> np.ndarray:
     """UTC offset (ns) for each timestamp; zoneinfo is asked once per distinct UTC hour
     (US transitions fall on whole hours), so a batch costs a handful of lookups."""

@@ -11,6 +11,8 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 | 256 | 192 x MAX_SLOTS | process slots, one per process, each three cache lines |
 | 256 + 192 x MAX_SLOTS | 17 x 8 x MAX_SLOTS | cycle-time histogram per slot: 16 bucket counts
   (BUCKETS_US, +Inf), then the sum in µs |
+| PROGRESS_OFF (64-aligned) | 64 x MAX_SLOTS | event-time progress per slot, each word on its own
+  cache line: "done up to event time T" (ns), written only by that slot's process |
 
 Writers of the shared words (the caller keeps to this; the block does not enforce it):
 
@@ -27,6 +29,18 @@ stalled loop shows as a stale heartbeat. The supervisor writes pid/core/restarts
 before the child starts (and `hold_until_ns` while a crash-looping child is held back) and
 reads the rest. Heartbeats are `time.monotonic_ns()` (one clock for
 all processes of the host). All fields are aligned 8-byte words: see `shm.platform`.
+
+**Event-time progress** (replay only; live processes leave it at 0). A replay is a chain of
+hand-offs on one event clock: ingest publishes every tick up to a scan boundary T, then anchors
+the feed clock at T; bars drains the tick ring, closes what the watermark T - grace closes, then
+stores `progress[bars] = T`; indicators take the closed bars, refresh the live values at T, then
+store `progress[indicators] = T`; each scan worker scans at T, publishes its alerts, then stores
+`progress[scan-i] = T` ("scanned up to T"); ingest publishes nothing after T before every
+worker's word reached T. One writer per word, and each writer stores its word *after* the data
+it covers (ring heads, table columns under their seqlocks, the alert ring); a reader loads the
+word *before* the data. x86-64 keeps stores in program order and loads in program order (TSO,
+checked by `shm.platform`), so a reader that sees T also sees everything written for T. A word
+only grows; a restarted process continues from the value it finds.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ import numpy as np
 from shm.segment import Segment
 
 MAGIC = int.from_bytes(b"SCANCTL1", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: event-time progress words
 MAX_SLOTS = 64
 
 HEADER_DTYPE = np.dtype(
@@ -83,12 +97,15 @@ BUCKETS_US = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_00
               1_000_000, 2_500_000, 5_000_000)
 N_BUCKETS = 16
 HIST_WORDS = N_BUCKETS + 1  # + running sum of cycle time, µs
-CONTROL_SIZE = HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS
+PROGRESS_OFF = -(-(HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS) // 64) * 64
+PROGRESS_STRIDE = 64  # one cache line per word: writers of neighbouring slots never share a line
+CONTROL_SIZE = PROGRESS_OFF + PROGRESS_STRIDE * MAX_SLOTS
 assert len(BUCKETS_US) == N_BUCKETS - 1
 
 assert HEADER_DTYPE.itemsize == 128
 assert SLOT_DTYPE.itemsize % 64 == 0
 assert SLOTS_OFF % 64 == 0
+assert PROGRESS_OFF % 64 == 0 and PROGRESS_OFF >= HIST_OFF + HIST_WORDS * 8 * MAX_SLOTS
 
 
 class ControlBlock:
@@ -103,6 +120,8 @@ class ControlBlock:
         self._shutdown = np.ndarray((1,), "<i8", seg.buf, SHUTDOWN_OFF)
         self.slots = np.ndarray((MAX_SLOTS,), SLOT_DTYPE, seg.buf, SLOTS_OFF)
         self.cycle_hist = np.ndarray((MAX_SLOTS, HIST_WORDS), "<i8", seg.buf, HIST_OFF)
+        # (MAX_SLOTS,) int64 view with a 64-byte stride: word i at PROGRESS_OFF + 64 i
+        self.progress = np.ndarray((MAX_SLOTS,), "<i8", seg.buf, PROGRESS_OFF, strides=(PROGRESS_STRIDE,))
 
     @classmethod
     def create(cls, name: str, *, n_symbols: int, layout_hash: str, trading_day: int,
@@ -155,6 +174,19 @@ class ControlBlock:
         h = self.header
         return int(h["clock_event_ns"]) + int((wall_ns - int(h["clock_wall_ns"])) * float(h["clock_speed"]))
 
+    @property
+    def clock_anchor_ns(self) -> int:
+        """The anchored event time (a replay's clock stands still between anchors: speed 0)."""
+        return int(self.header["clock_event_ns"])
+
+    def publish_progress(self, slot: int, event_ns: int) -> None:
+        """Slot `slot` is done up to event time `event_ns`; store it after the work it covers."""
+        self.progress[slot] = event_ns
+
+    def progress_of(self, slot: int) -> int:
+        """Event time slot `slot` is done up to (0: nothing yet); load it before the data."""
+        return int(self.progress[slot])
+
     def slot_index(self, name: str) -> int:
         """Index of the slot named `name`; KeyError if none."""
         key = name.encode()
@@ -164,5 +196,5 @@ class ControlBlock:
         raise KeyError(name)
 
     def close(self) -> None:
-        del self.header, self._generation, self._shutdown, self.slots, self.cycle_hist
+        del self.header, self._generation, self._shutdown, self.slots, self.cycle_hist, self.progress
         self.seg.close()

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
+from procs.api.cluster import ask_owner
 from procs.api.deps import ReadAuth, StateDep
 from scanner.config import reveal
 from scanner.metrics import HIST
@@ -25,15 +26,20 @@ def _iso(minute_ns: int) -> str:
 def bars(
     symbol: str,
     state: StateDep,
+    request: Request,
     start: Annotated[datetime | None, Query(description="ISO time, inclusive (default: the limit's worth back).")]
     = None,
     end: Annotated[datetime | None, Query(description="ISO time, exclusive (default: now).")] = None,
     limit: Annotated[int, Query(ge=1, le=20_000)] = 390,
 ) -> dict[str, Any]:
-    """Closed 1-minute bars, oldest first: `{"symbol", "source", "bars": [{"t", open..trades}]}`."""
+    """Closed 1-minute bars, oldest first: `{"symbol", "source", "bars": [{"t", open..trades}]}`. A
+    symbol of another host of the cluster comes from the shared database, else from that host."""
     sym = symbol.upper()
     start, end = (t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t for t in (start, end))
     if sym not in state.row_of and not state.settings.database_url:
+        remote = ask_owner(state, request, sym)
+        if remote is not None:
+            return remote
         raise HTTPException(404, detail=f"unknown symbol {symbol!r}")
     if start and end and start >= end:
         raise HTTPException(422, detail=[{"loc": ["query", "start"], "msg": "start must be before end",

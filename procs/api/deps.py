@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Literal
 
-from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi import Depends, HTTPException, Request, status
 
 from procs.api.state import GatewayState
 
@@ -26,7 +26,7 @@ def key_scope(keys: dict[str, Scope], token: str | None) -> Scope | None:
     return None
 
 
-def _bearer(header: str | None) -> str | None:
+def bearer(header: str | None) -> str | None:
     if header and header.lower().startswith("bearer "):
         return header[7:].strip()
     return None
@@ -37,23 +37,15 @@ def _require(scope: Scope):  # type: ignore[no-untyped-def]
         keys = request.app.state.gateway.settings.api_keys
         if not keys:
             return  # no keys configured: open (the gateway refuses this on a non-loopback bind)
-        got = key_scope(keys, _bearer(request.headers.get("authorization")))
+        got = key_scope(keys, bearer(request.headers.get("authorization")))
         if got is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or unknown API key",
                                 headers={"WWW-Authenticate": "Bearer"})
         if scope == "write" and got != "write":
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this API key has read scope only")
 
+    check.scope = scope  # type: ignore[attr-defined]  # read by procs/api/openapi.py
     return check
-
-
-def websocket_allowed(ws: WebSocket) -> bool:
-    """WebSocket auth: `Authorization: Bearer KEY` or `?token=KEY`; read scope suffices."""
-    keys = ws.app.state.gateway.settings.api_keys
-    if not keys:
-        return True
-    token = _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
-    return key_scope(keys, token) is not None
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]

@@ -65,10 +65,18 @@ class ControlCollector:
         gen.add_metric([], ctl.rules_generation)
         clients = GaugeMetricFamily("scanner_websocket_clients", "WebSocket clients of this gateway.")
         clients.add_metric([], len(self.state.clients))
-        yield from (ticks, rate, alerts, drops, restarts, hb, cycles, lost, gen, clients)
+        hub = self.state.hub
+        ws = CounterMetricFamily("scanner_websocket_frames", "WebSocket frames of this gateway, by outcome "
+                                 "(dropped: a slow client's buffer was full).", labels=["outcome"])
+        ws.add_metric(["sent"], hub.frames)
+        ws.add_metric(["dropped"], hub.dropped)
+        deliveries = CounterMetricFamily("scanner_websocket_deliveries", "Alerts written to one WebSocket client.")
+        deliveries.add_metric([], hub.deliveries)
+        yield from (ticks, rate, alerts, drops, restarts, hb, cycles, lost, gen, clients, ws, deliveries)
 
 
-@router.get("/metrics", dependencies=[ReadAuth])
+@router.get("/metrics", dependencies=[ReadAuth], response_class=Response,
+            responses={200: {"description": "Prometheus text format 0.0.4.", "content": {"text/plain": {}}}})
 def metrics(state: StateDep) -> Response:
     """Prometheus text exposition."""
     registry = CollectorRegistry(auto_describe=False)

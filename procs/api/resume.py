@@ -12,11 +12,12 @@ per alert.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
 from typing import Any
+
+from scanner.alert_json import decode_alert
 
 log = logging.getLogger("scanner.gateway")
 STREAM = "alerts"
@@ -81,10 +82,9 @@ class StreamResume:
                 break
             for _entry_id, fields in entries:
                 read += 1
-                try:
-                    out.append(json.loads(fields[b"alert"]))
-                except (KeyError, ValueError, TypeError):
-                    continue  # not an alert entry
+                alert = decode_alert(fields.get(b"alert", b"")) if isinstance(fields, dict) else None
+                if alert is not None:  # else not an alert entry (anyone who can XADD can write one)
+                    out.append(alert)
             cursor = b"(" + entries[-1][0]
         missing = added_now - added_before - read
         if missing > 0:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 
+from procs.api.cluster import cluster_matches
 from procs.api.deps import ReadAuth, StateDep, WriteAuth
 from procs.rules_admin import store_for
 from scanner.rules.model import Rule, rule_json_schema
-from scanner.rules.store import RuleStoreError
 
 router = APIRouter(prefix="/api/rules", tags=["rules"])
 
@@ -19,13 +19,20 @@ def _store(state):  # type: ignore[no-untyped-def]
     return store_for(state.settings, state.shared.control)
 
 
-@router.get("", dependencies=[ReadAuth])
-def list_rules(state: StateDep) -> list[dict[str, Any]]:
-    """Every stored rule, in store order (the order alert records refer to)."""
-    try:
-        return [r.dump() for r in _store(state).list()]
-    except RuleStoreError as exc:
-        raise HTTPException(500, detail=str(exc)) from None
+SKIPPED = {"X-Rules-Skipped": {"description": "Stored items skipped as invalid (logged by the gateway).",
+                                "schema": {"type": "integer"}}}
+
+
+@router.get("", dependencies=[ReadAuth], responses={200: {"headers": SKIPPED}})
+def list_rules(state: StateDep, response: Response) -> list[dict[str, Any]]:
+    """Every valid stored rule, in store order (the order alert records refer to). A stored item
+    the rule model refuses is skipped, logged, and counted in `X-Rules-Skipped`."""
+    store = _store(state)
+    rules, problems = store.read()
+    if problems:
+        response.headers["X-Rules-Skipped"] = str(len(problems))
+        store.report(problems)
+    return [r.dump() for r in rules]
 
 
 @router.get("/schema", dependencies=[ReadAuth])
@@ -48,7 +55,8 @@ def get_rule(rule_id: str, state: StateDep) -> dict[str, Any]:
     return rule.dump()
 
 
-@router.post("", status_code=201, dependencies=[WriteAuth])
+@router.post("", status_code=201, dependencies=[WriteAuth],
+             responses={200: {"description": "Replaced the rule with the same id."}})
 def create_rule(rule: Rule, state: StateDep, response: Response) -> dict[str, Any]:
     """Create a rule, or replace the rule with the same id (200 then)."""
     store = _store(state)
@@ -76,12 +84,14 @@ def delete_rule(rule_id: str, state: StateDep) -> Response:
 
 
 @router.get("/{rule_id}/matches", dependencies=[ReadAuth])
-def rule_matches(rule_id: str, state: StateDep) -> dict[str, Any]:
-    """Symbols matching the rule at the scanners' last cycle (not only the new ones that alerted)."""
+def rule_matches(rule_id: str, state: StateDep, request: Request) -> dict[str, Any]:
+    """Symbols matching the rule at the scanners' last cycle (not only the new ones that alerted),
+    over every host of the cluster (`stale_hosts`: hosts that could not answer)."""
     rules = _store(state).list()
     index = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
     if index is None:
         raise HTTPException(404, detail=f"no rule with id {rule_id!r}")
     symbols, stale = state.matches(index)
-    return {"rule": rule_id, "count": len(symbols), "symbols": sorted(symbols), "workers_pending": stale,
-            "generation": state.shared.control.rules_generation}
+    return cluster_matches(state, request, {
+        "rule": rule_id, "count": len(symbols), "symbols": sorted(symbols), "workers_pending": stale,
+        "generation": state.shared.control.rules_generation})

@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import numpy as np
 
+from procs.api.cluster import ClusterView, Forwarder
+from procs.api.wsfeed import FeedProtocol, Hub
 from procs.rules_admin import rules_source
 from procs.shared import Shared
 from scanner.alert_json import AlertEncoder
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
+from scanner.toplists import top_rows
 from shm.partitioned import PartitionedMatrix
 from shm.seqlock import SeqlockTimeout
-
-_ENCODE = msgspec.json.Encoder().encode
-
-
-@dataclass(eq=False)  # identity semantics: clients live in a set
-class Client:
-    """One WebSocket client: a bounded queue; when full the oldest frame is dropped and counted."""
-
-    queue: asyncio.Queue[str]
-    rules: set[str] = field(default_factory=set)
-    symbols: set[str] = field(default_factory=set)
-    tags: set[str] = field(default_factory=set)
-    dropped: int = 0
-    reported_dropped: int = 0
-
-    @property
-    def filtered(self) -> bool:
-        return bool(self.rules or self.symbols or self.tags)
-
-    def wants(self, alert: dict[str, Any]) -> bool:
-        if not self.filtered:
-            return True
-        return (alert["rule"] in self.rules or alert["symbol"] in self.symbols
-                or bool(self.tags.intersection(alert.get("tags", ()))))
-
-    def offer(self, frame: str) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()
-            self.dropped += 1
-        self.queue.put_nowait(frame)
 
 
 class GatewayState:
@@ -59,7 +29,7 @@ class GatewayState:
         self.encoder = AlertEncoder(self.keys, rules_source(settings))
         self.feed = shared.feed.consumer(feed_consumer)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)
-        self.clients: set[Client] = set()
+        self.hub = Hub(settings, self.top, self.stale_hosts)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
         self.all_i8 = np.arange(CATALOGUE.n_i8)
         from procs.scan import partition
@@ -67,11 +37,17 @@ class GatewayState:
         n_workers = len(shared.alerts)
         self.partitions = [partition(len(self.keys), n_workers, i, settings.block_rows) for i in range(n_workers)]
         self.started = time.time()
+        self.cluster: ClusterView | None = None  # with Redis: the other hosts (procs.gateway._watch_cluster)
+        self.forwarder: Forwarder | None = None  # REST requests for other hosts' symbols (made on first use)
+
+    @property
+    def clients(self) -> set[FeedProtocol]:
+        """The open WebSocket feed connections of this process."""
+        return self.hub.conns
 
     def poll_feed(self) -> int:
-        """Move new alerts from the shared-memory feed to `recent` and to every interested
-        client: one frame per client per poll ({"type": "alerts", "alerts": [...]}), encoded
-        once for all clients without a filter."""
+        """Move new alerts from the shared-memory feed to `recent` and to the WebSocket
+        clients: one frame per subscription group per poll, the same bytes to each member."""
         self.encoder.watch(self.shared.control.rules_generation)
         recs = self.feed.poll(8192)
         if not len(recs):
@@ -81,16 +57,7 @@ class GatewayState:
     def dispatch(self, alerts: list[dict[str, Any]]) -> int:
         """Hand decoded alerts to `recent` and the clients (from the feed ring or Redis)."""
         self.recent.extend(alerts)
-        shared_frame = None
-        for c in self.clients:
-            if c.filtered:
-                mine = [a for a in alerts if c.wants(a)]
-                if mine:
-                    c.offer(_ENCODE({"type": "alerts", "alerts": mine}).decode())
-            else:
-                if shared_frame is None:
-                    shared_frame = _ENCODE({"type": "alerts", "alerts": alerts}).decode()
-                c.offer(shared_frame)
+        self.hub.alerts(alerts)
         return len(alerts)
 
     def symbol_snapshot(self, row: int) -> dict[str, Any]:
@@ -106,23 +73,31 @@ class GatewayState:
 
     def top(self, metric: str, order: str, limit: int, columns: list[str], *, min_price: float | None = None,
             max_price: float | None = None, min_volume: float | None = None) -> list[dict[str, Any]]:
-        """Top `limit` rows by a float metric (NaN excluded), filtered, with extra columns."""
+        """Top `limit` rows by a float metric (NaN excluded), filtered, with extra columns: over the
+        whole cluster when this host is part of one and the hosts publish the metric (their lists,
+        filtered after the merge), else over this host's table."""
+        merged = self.cluster.top(metric, order, self.settings.cluster_top_n) if self.cluster is not None \
+            and self.cluster.active() else None
+        if merged is not None:
+            keep = [it for it in merged[0]
+                    if (min_price is None or (it.get("price") is not None and it["price"] >= min_price))
+                    and (max_price is None or (it.get("price") is not None and it["price"] <= max_price))
+                    and (min_volume is None or (it.get("day_volume") is not None and it["day_volume"] >= min_volume))]
+            return [{"symbol": it["symbol"], "host": it.get("host"),
+                     **{c: it.get(c) for c in dict.fromkeys([metric, *columns])}} for it in keep[:limit]]
         key = self.column(metric)
-        ok = np.isfinite(key)
+        ok = None
         if min_price is not None or max_price is not None:
             price = self.column("price")
+            ok = np.ones(len(key), bool)
             if min_price is not None:
                 ok &= price >= min_price
             if max_price is not None:
                 ok &= price <= max_price
         if min_volume is not None:
-            ok &= self.column("day_volume") >= min_volume
-        rows = np.flatnonzero(ok)
-        vals = key[rows] if order == "asc" else -key[rows]
-        if len(rows) > limit:
-            part = np.argpartition(vals, limit - 1)[:limit]
-            rows, vals = rows[part], vals[part]
-        rows = rows[np.argsort(vals, kind="stable")]
+            vol_ok = self.column("day_volume") >= min_volume
+            ok = vol_ok if ok is None else ok & vol_ok
+        rows = top_rows(key, ok, order, limit)
         data = {c: self.column(c)[rows] for c in dict.fromkeys([metric, *columns])}
         out = []
         for j, r in enumerate(rows.tolist()):
@@ -132,6 +107,10 @@ class GatewayState:
                 item[c] = x if np.isfinite(x) else None
             out.append(item)
         return out
+
+    def stale_hosts(self) -> list[str]:
+        """Hosts of the cluster whose data is stale or missing (empty outside a cluster)."""
+        return self.cluster.stale_hosts() if self.cluster is not None else []
 
     def matches(self, rule_index: int) -> tuple[list[str], list[int]]:
         """Symbols matching rule `rule_index` at each worker's last cycle, and the workers whose

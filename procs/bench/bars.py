@@ -8,6 +8,11 @@
   less; it is here because numba kernels must beat numpy in the same run to be used;
 - `minute_close_ms`: closing one minute for every symbol (`close_due`), folding those bars
   into the indicators and one `update_live` (median of several minutes);
+- `all_timeframes_close_ms`: the 16:00 minute close, on which every higher timeframe (5, 15,
+  60 minutes and the day) closes too for every symbol: the same work as `minute_close_ms` plus
+  `TimeframeBars` (fold and close) and the timeframe indicators (fold and live values), median
+  over several days; `all_timeframes_vs_minute_close` is its ratio to `minute_close_ms`
+  measured in the same loop on the ordinary minutes before it;
 - the same work in nautilus_trader (one `TimeBarAggregator` per symbol on a `TestClock`, with
   RSI(14), SMA(20/50/200), EMA(9/20) and ATR(14) fed each bar), when it is importable:
   `nautilus_ticks_per_s`, `nautilus_minute_close_ms`, `speedup_vs_nautilus`. nautilus takes
@@ -25,9 +30,11 @@ import numpy as np
 
 from scanner.bars import BarAggregator, new_history
 from scanner.indicators.engine import IndicatorEngine
+from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.metrics import CATALOGUE
 from scanner.records import BAR_DTYPE, TICK_DTYPE
-from scanner.session import MINUTE_NS, NS, session_bounds_ns
+from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns
+from scanner.timeframes import TimeframeBars
 
 BENCH_DAY = 20131008
 
@@ -128,6 +135,47 @@ def _ours_minute_close(symbols: int, minutes: int) -> float:
     return statistics.median(times[2:]) * 1e3
 
 
+def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
+    """(median ms of the 16:00 close with every timeframe, median ms of the ordinary minute
+    closes 15:56-15:59 doing the same pipeline); five minutes of ticks per day and symbol."""
+    cols = _table(symbols)
+    agg = BarAggregator(cols, *new_history(symbols))
+    eng = IndicatorEngine(symbols)
+    tfb = TimeframeBars(symbols)
+    tfi = TimeframeIndicators(symbols)
+    t = np.zeros(symbols, TICK_DTYPE)
+    t["sym"] = np.arange(symbols)
+    t["size"] = 100.0
+    rng = np.random.default_rng(2)
+    all_tf: list[float] = []
+    ordinary: list[float] = []
+    day = BENCH_DAY
+    for _ in range(days):
+        close = session_bounds_ns(day)["close"]
+        for m in range(5, 0, -1):
+            t["ts_ns"] = close - m * MINUTE_NS + 5 * NS
+            t["price"] = 10.0 + rng.normal(0, 0.05, symbols)
+            agg.on_ticks(t)
+            end = close - (m - 1) * MINUTE_NS
+            t0 = time.perf_counter()
+            closed = agg.close_due(end)
+            eng.on_bars_closed(closed)
+            tfi.on_bars_closed(tfb.on_bars_closed(closed))
+            parts = tfb.close_due(end)
+            tfi.on_bars_closed(parts)
+            eng.update_live(cols, end)
+            tfi.update_live(cols, tfb, end)
+            dt = time.perf_counter() - t0
+            assert len(closed) == symbols
+            if m == 1:
+                assert all(len(p) == symbols for p in parts), [len(p) for p in parts]
+                all_tf.append(dt)
+            elif m < 5:
+                ordinary.append(dt)
+        day = next_day(day)
+    return statistics.median(all_tf[1:]) * 1e3, statistics.median(ordinary[3:]) * 1e3
+
+
 def _nautilus(ticks: np.ndarray, symbols: int, minutes: int) -> dict[str, Any]:
     """Throughput and minute-close time of nautilus_trader on the same ticks (raises ImportError
     when it is not installed)."""
@@ -201,7 +249,7 @@ def _nautilus(ticks: np.ndarray, symbols: int, minutes: int) -> dict[str, Any]:
 
 
 def bench_bars(symbols: int = 10_000, ticks: int = 2_000_000, seed: int = 7, *, batch: int = 50_000,
-               close_minutes: int = 12, nautilus: bool = True,
+               close_minutes: int = 12, close_days: int = 6, nautilus: bool = True,
                nautilus_ticks: int = 200_000) -> dict[str, Any]:
     """Run the benchmark; see the module docstring for the keys."""
     if symbols <= 0 or ticks <= 0 or batch <= 0:
@@ -212,9 +260,13 @@ def bench_bars(symbols: int = 10_000, ticks: int = 2_000_000, seed: int = 7, *, 
         "symbols": symbols, "ticks": ticks, "batch": batch, "bars_closed": bars,
         "ticks_per_s": rate, "minute_close_ms": _ours_minute_close(symbols, close_minutes),
         "numpy_baseline_ticks_per_s": _numpy_throughput(tape, batch),
+        "all_timeframes_close_ms": None, "all_timeframes_vs_minute_close": None,
         "nautilus_ticks_per_s": None, "nautilus_minute_close_ms": None, "speedup_vs_nautilus": None,
         "nautilus_note": "",
     }
+    all_ms, ordinary_ms = _all_timeframes_close(symbols, close_days)
+    out["all_timeframes_close_ms"] = all_ms
+    out["all_timeframes_vs_minute_close"] = all_ms / ordinary_ms
     if not nautilus:
         out["nautilus_note"] = "skipped (nautilus=False)"
         return out

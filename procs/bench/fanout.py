@@ -1,17 +1,19 @@
 """`scanner bench fanout`: alert delivery to many WebSocket clients, and publisher throughput.
 
 One run, starting what it needs: a private redis-server (for the publisher figure) and a real
-instance (all processes, synthetic feed, 100 ms scan cadence) whose gateway serves N clients
-connected from this process. Latency is scan match (the alert's `scan_ts`, stamped by the
-scanner worker) to the client's receive time, on one host clock. Publisher throughput is
-alerts/s through `RedisSink` (pipelined PUBLISH x2 + XADD per alert) against the unpipelined
-baseline, in the same run.
+instance (all processes, synthetic feed, 100 ms scan cadence). The clients live in separate
+load-generator processes (`procs.bench.fanout_load`), pinned away from the gateway's core where
+there are cores to spare; each reads only the frame header (`scan_ts`, `count`). Latency is scan
+match (`scan_ts`, stamped by the scanner worker) to receive time, on one host clock. Gateway CPU
+is read from /proc (utime + stime) over the window and divided by the deliveries (alerts x
+clients that received them). Baseline of the same run: the same measure with one client.
+Publisher throughput is alerts/s through `RedisSink` against unpipelined PUBLISH.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import multiprocessing as mp
 import os
 import shutil
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from procs.bench.fanout_load import run_load
 from procs.bench.services import RedisService, free_port
 from procs.redis_out import RedisSink
 from procs.shared import instance_segments
@@ -31,43 +34,90 @@ def _start_instance(tmp: Path, port: int, symbols: int, rate: float) -> subproce
     env = dict(os.environ)
     env.update({"SCANNER_INSTANCE": f"fanout{os.getpid()}", "SCANNER_DATA_DIR": str(tmp / "data"),
                 "SCANNER_SYMBOLS": str(symbols), "SCANNER_HTTP_PORT": str(port), "SCANNER_FEED_RATE": str(rate),
-                "SCANNER_SCAN_INTERVAL_MS": "100"})
+                "SCANNER_SCAN_INTERVAL_MS": "100", "SCANNER_GATEWAY_WORKERS": "1",
+                # a benchmark, not a supervision test: no restarts while a shared machine is slow to boot
+                "SCANNER_BOOT_TIMEOUT_S": "180", "SCANNER_HEARTBEAT_TIMEOUT_S": "15"})
     log = open(tmp / "instance.log", "wb")
     return subprocess.Popen([sys.executable, "-m", "cli.app", "start", "--foreground"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
-async def _clients(port: int, n: int, seconds: float) -> tuple[list[float], int, int]:
-    import msgspec
-    import websockets
+def _gateway_pid(instance: str, data_dir: Path) -> int:
+    from procs.status import collect
+    from scanner.config import Settings
 
-    decode = msgspec.json.Decoder().decode
-    url = f"ws://127.0.0.1:{port}/ws"
-    lat: list[float] = []
-    frames = 0
-    connected = 0
-
-    async def one(i: int) -> None:
-        nonlocal frames, connected
-        async with websockets.connect(url, max_queue=None, open_timeout=60) as ws:
-            connected += 1
-            end = time.time() + seconds
-            while time.time() < end:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=max(0.01, end - time.time()))
-                except TimeoutError:
-                    break
-                now = time.time()
-                msg = decode(raw)
-                if msg.get("type") == "alerts":
-                    frames += 1
-                    lat.extend((now - a["scan_ts"]) * 1e3 for a in msg["alerts"])
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return lat, frames, connected
+    st = collect(Settings(instance=instance, data_dir=data_dir))
+    return next(p["pid"] for p in st["processes"] if p["name"].startswith("gateway"))
 
 
-def _wait_http(port: int, timeout: float = 90.0) -> None:
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, seconds (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _placement(gw_pid: int) -> tuple[list[int] | None, str]:
+    """Gateway on one core, load generators on the others (when there are others)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, f"1 core: gateway and load generators share core {cores[0]}"
+    os.sched_setaffinity(gw_pid, {cores[0]})
+    return cores[1:], f"gateway pinned to core {cores[0]}, load generators to {cores[1:]}"
+
+
+def measure(port: int, gw_pid: int, clients: int, seconds: float, load_cores: list[int] | None,
+            procs: int) -> dict:
+    """Connect `clients` in `procs` load processes, measure one window, return the figures."""
+    ctx = mp.get_context("spawn")
+    pipes, workers = [], []
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    for n in per:
+        if n == 0:
+            continue
+        mine, theirs = ctx.Pipe()
+        w = ctx.Process(target=run_load, args=(port, n, load_cores, theirs), daemon=True)
+        w.start()
+        pipes.append(mine)
+        workers.append(w)
+    try:
+        for p in pipes:
+            if not p.poll(180) or p.recv() != "ready":
+                raise RuntimeError("load generator did not connect its clients")
+        time.sleep(1.0)
+        start = time.time() + 0.2
+        for p in pipes:
+            p.send((start, start + seconds))
+        time.sleep(max(0.0, start - time.time()))
+        cpu0 = _cpu_s(gw_pid)
+        time.sleep(seconds)
+        cpu = _cpu_s(gw_pid) - cpu0
+        results = [p.recv() for p in pipes]
+    finally:
+        for w in workers:
+            w.join(timeout=30)
+            if w.is_alive():
+                w.kill()
+    lat = np.concatenate([r["lat"] for r in results])
+    weight = np.concatenate([r["weight"] for r in results])
+    alerts = sum(r["alerts"] for r in results)
+    out: dict = {"clients": clients, "frames": sum(r["frames"] for r in results), "deliveries": alerts,
+                 "deliveries_per_s": round(alerts / seconds), "gateway_cpu_s": round(cpu, 3),
+                 "gateway_cpu_pct": round(100 * cpu / seconds, 1),
+                 "gateway_cpu_us_per_delivery": round(cpu * 1e6 / alerts, 2) if alerts else None,
+                 "clients_closed": sum(r["closed"] for r in results)}
+    if len(lat):
+        order = np.argsort(lat)
+        cum = np.cumsum(weight[order]) / weight.sum()
+        pct = {q: float(lat[order][min(len(lat) - 1, np.searchsorted(cum, q / 100))]) for q in (50, 99)}
+        out.update({"latency_ms_p50": round(pct[50], 2), "latency_ms_p99": round(pct[99], 2),
+                    "latency_ms_max": round(float(lat.max()), 2)})
+    else:
+        out.update({"latency_ms_p50": None, "latency_ms_p99": None, "latency_ms_max": None})
+    return out
+
+
+def _wait_http(port: int, timeout: float = 240.0) -> None:
     import httpx
 
     end = time.monotonic() + timeout
@@ -115,27 +165,53 @@ def bench_publisher(url: str, workdir: Path, n: int = 100_000) -> dict:
             "publisher_speedup_vs_unpipelined": round(batched / plain, 1), "publisher_ops_per_alert": 3}
 
 
-def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000, rate: float = 5000.0) -> dict:
+def _above_idle(run: dict, idle_pct: float, seconds: float) -> float | None:
+    """Gateway CPU per delivery beyond what it spends with no client at all."""
+    if not run["deliveries"]:
+        return None
+    extra = max(0.0, run["gateway_cpu_s"] - idle_pct / 100 * seconds)
+    return round(extra * 1e6 / run["deliveries"], 2)
+
+
+def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000, rate: float = 5000.0,
+                 large: int = 2000, load_procs: int = 0) -> dict:
+    """One client (baseline), `clients`, then `large` clients against one instance."""
     tmp = Path(tempfile.mkdtemp(prefix="scanner-fanout-"))
     redis_srv = RedisService(tmp / "redis")
     port = free_port()
+    instance = f"fanout{os.getpid()}"
     inst = _start_instance(tmp, port, symbols, rate)
     try:
         _wait_http(port)
         time.sleep(2.0)  # let the first cycles and alerts start
-        lat, frames, connected = asyncio.run(_clients(port, clients, seconds))
-        out: dict = {"benchmark": "fanout", "clients": clients, "clients_connected": connected,
-                     "seconds": seconds, "symbols": symbols, "feed_ticks_per_s": rate,
-                     "frames_received": frames, "alerts_received": len(lat)}
-        if lat:
-            a = np.array(lat)
-            out.update({"latency_ms_p50": round(float(np.percentile(a, 50)), 2),
-                        "latency_ms_p99": round(float(np.percentile(a, 99)), 2),
-                        "latency_ms_max": round(float(a.max()), 2),
-                        "frames_per_s": round(frames / seconds),
-                        "client_alerts_per_s": round(len(lat) / seconds)})
-        else:
-            out.update({"latency_ms_p50": None, "latency_ms_p99": None})
+        gw_pid = _gateway_pid(instance, tmp / "data")
+        load_cores, placement = _placement(gw_pid)
+        procs = load_procs or max(1, len(load_cores or [0]))
+        load = os.getloadavg()
+        cpu0 = _cpu_s(gw_pid)  # baseline: the gateway with no client (poll loop, heartbeat, encoding)
+        time.sleep(5.0)
+        idle_pct = (_cpu_s(gw_pid) - cpu0) / 5.0 * 100
+        base = measure(port, gw_pid, 1, min(seconds, 5.0), load_cores, 1)
+        main = measure(port, gw_pid, clients, seconds, load_cores, procs)
+        out: dict = {"benchmark": "fanout", "clients": clients, "seconds": seconds, "symbols": symbols,
+                     "feed_ticks_per_s": rate, "placement": placement, "load_generator_processes": procs,
+                     "loadavg_1m_at_start": round(load[0], 2), "cpus": os.cpu_count()}
+        out.update({k: v for k, v in main.items() if k != "clients"})
+        out["gateway_idle_cpu_pct"] = round(idle_pct, 2)
+        out["gateway_cpu_us_per_delivery_above_idle"] = _above_idle(main, idle_pct, seconds)
+        out.update({"latency_ms_p99_1": base["latency_ms_p99"],
+                    "gateway_cpu_us_per_delivery_1": base["gateway_cpu_us_per_delivery"]})
+        if large:
+            big = measure(port, gw_pid, large, seconds, load_cores, procs)
+            out.update({f"latency_ms_p50_{large}": big["latency_ms_p50"],
+                        f"latency_ms_p99_{large}": big["latency_ms_p99"],
+                        f"deliveries_per_s_{large}": big["deliveries_per_s"],
+                        f"gateway_cpu_pct_{large}": big["gateway_cpu_pct"],
+                        f"gateway_cpu_us_per_delivery_{large}": big["gateway_cpu_us_per_delivery"],
+                        f"gateway_cpu_us_per_delivery_above_idle_{large}": _above_idle(big, idle_pct, seconds)})
+        if out["latency_ms_p99"] and out["latency_ms_p99_1"]:
+            out["p99_ratio_vs_1_client"] = round(out["latency_ms_p99"] / out["latency_ms_p99_1"], 2)
+        out["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
         out.update(bench_publisher(redis_srv.url, tmp))
         return out
     finally:
@@ -144,7 +220,7 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
             inst.wait(timeout=60)
         except subprocess.TimeoutExpired:
             inst.kill()
-        for name in instance_segments(f"fanout{os.getpid()}"):
+        for name in instance_segments(instance):
             os.unlink(f"/dev/shm/{name}")
         redis_srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)

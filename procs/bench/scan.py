@@ -44,6 +44,10 @@ def random_column(unit: str, n: int, rng: np.random.Generator, price: np.ndarray
         return rng.lognormal(0, 0.7, n)
     if unit == "min":
         return rng.uniform(-60, 400, n).round()
+    if unit == "0/1":
+        return rng.integers(0, 2, n).astype(np.float64)
+    if unit == "%/min":
+        return rng.normal(0, 0.8, n)
     return rng.poisson(3, n).astype(np.float64)
 
 
@@ -385,6 +389,7 @@ def bench_scan(symbols: int = 10_000, rules: int = 200, repeats: int = 50, pytho
         "speedup_vs_python": round(py_ms / e_ms, 1), "speedup_vs_polars": round(pl_ms / e_ms, 2),
         "identical": identical, "matches": int(res_np.sum()), "compile_ms": round(compile_ms, 2),
         "nodes": comp.n_nodes, "steps": comp.n_steps, "snap_columns": len(comp.f8_cols),
+        "catalogue_metrics": len(table), "rule_metrics_used": len(comp.f8_cols),
     }
 
 

@@ -224,3 +224,34 @@ def read_dbn_ohlcv(path: str | Path, symbols: SymbolMap | None = None, *,
     bars["volume"] = a["volume"]
     bars["vwap"] = np.nan
     return bars
+
+
+def encode_dbn_trades(ts_ns: np.ndarray, instrument_id: np.ndarray, price: np.ndarray, size: np.ndarray,
+                      names: list[str], day: tuple[int, int, int]) -> bytes:
+    """A DBN `trades` stream (metadata with `names[i]` mapped to instrument id i on `day`, then
+    one 48-byte record per trade): synthetic recordings for benchmarks and tests."""
+    import datetime as dt
+
+    class _Interval:  # the shapes Metadata.encode reads (databento_dbn declares them as protocols)
+        def __init__(self, iid: int) -> None:
+            self.start_date = dt.date(*day)
+            self.end_date = self.start_date + dt.timedelta(days=1)
+            self.symbol = str(iid)
+
+    class _Mapping:
+        def __init__(self, raw: str, iid: int) -> None:
+            self.raw_symbol, self.intervals = raw, [_Interval(iid)]
+
+    meta = dbn.Metadata(dataset="SYNTHETIC", schema=dbn.Schema.TRADES, start=int(ts_ns.min()) if len(ts_ns) else 0,
+                        end=int(ts_ns.max()) + 1 if len(ts_ns) else 1, stype_in=dbn.SType.RAW_SYMBOL,
+                        stype_out=dbn.SType.INSTRUMENT_ID, symbols=list(names), partial=[], not_found=[],
+                        mappings=[_Mapping(n, i) for i, n in enumerate(names)])
+    rec = np.zeros(len(ts_ns), TRADE_REC)
+    rec["length"] = TRADE_REC.itemsize // 4
+    rec["rtype"] = RTYPE_MBP_0
+    rec["instrument_id"] = instrument_id
+    rec["ts_event"] = rec["ts_recv"] = ts_ns
+    rec["price"] = np.rint(np.asarray(price) * PRICE_SCALE).astype(np.int64)
+    rec["size"] = size
+    rec["action"], rec["side"] = b"T", b"N"
+    return bytes(meta.encode()) + rec.tobytes()

@@ -33,14 +33,14 @@ _POW10 = np.array([10.0 ** k for k in range(23)])
 EMPTY = np.int64(-2)  # hash-table slot never used
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _ws(b: np.ndarray, i: int, n: int) -> int:
     while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
         i += 1
     return i
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _str_end(b: np.ndarray, i: int, n: int) -> int:
     """b[i] is '"': index of the closing quote; -1 on an escape, a control byte or the end."""
     j = i + 1
@@ -54,7 +54,7 @@ def _str_end(b: np.ndarray, i: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _number(b: np.ndarray, i: int, n: int) -> tuple[float, int]:
     """(value, end) of the JSON number at i; end -1 when not a number on the exact fast path."""
     neg = False
@@ -110,7 +110,7 @@ def _number(b: np.ndarray, i: int, n: int) -> tuple[float, int]:
     return (-v if neg else v), i
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _uint(b: np.ndarray, i: int, n: int) -> tuple[int, int]:
     """(value, end) of a JSON non-negative integer of at most 18 digits at i; end -1 otherwise."""
     v = 0
@@ -123,7 +123,7 @@ def _uint(b: np.ndarray, i: int, n: int) -> tuple[int, int]:
     return v, j
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _skip_number(b: np.ndarray, i: int, n: int) -> int:
     """End of the JSON number at i (any size, strict grammar); -1 if it is not one."""
     if i < n and b[i] == 45:
@@ -152,7 +152,7 @@ def _skip_number(b: np.ndarray, i: int, n: int) -> int:
     return i
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _literal(b: np.ndarray, i: int, n: int, w0: int, w1: int, w2: int, w3: int, w4: int, ln: int) -> int:
     if i + ln > n or b[i] != w0 or b[i + 1] != w1 or b[i + 2] != w2 or b[i + 3] != w3:
         return -1
@@ -161,7 +161,7 @@ def _literal(b: np.ndarray, i: int, n: int, w0: int, w1: int, w2: int, w3: int, 
     return i + ln
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _skip(b: np.ndarray, i: int, n: int) -> int:
     """End of the scalar JSON value at i (string, number, true/false/null); -1 otherwise. Vendor
     trade messages hold no nested values in the fields we skip: a container gives up."""
@@ -180,7 +180,7 @@ def _skip(b: np.ndarray, i: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _key(b: np.ndarray, s: int, e: int, vendor: int) -> int:
     ln = e - s
     c = b[s]
@@ -218,7 +218,7 @@ def _key(b: np.ndarray, s: int, e: int, vendor: int) -> int:
     return _K_OTHER
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.ndarray, flags_b: np.ndarray,
                 key_lo: np.ndarray, key_hi: np.ndarray, px: np.ndarray, sz: np.ndarray, ts: np.ndarray,
                 flags: np.ndarray) -> int:
@@ -382,14 +382,14 @@ def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.nd
             return -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _slot(lo: np.uint64, hi: np.uint64, mask: np.uint64) -> np.int64:
     h = (lo * np.uint64(0x9E3779B97F4A7C15)) ^ (hi * np.uint64(0xC2B2AE3D27D4EB4F))
     h ^= h >> np.uint64(29)
     return np.int64(h & mask)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def lookup(key_lo: np.ndarray, key_hi: np.ndarray, n: int, t_lo: np.ndarray, t_hi: np.ndarray, t_row: np.ndarray,
            rows: np.ndarray) -> int:
     """rows[k] = table row of key k (-1 unknown symbol), EMPTY when not in the table yet;
@@ -412,7 +412,7 @@ def lookup(key_lo: np.ndarray, key_hi: np.ndarray, n: int, t_lo: np.ndarray, t_h
     return miss
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def insert(lo: np.uint64, hi: np.uint64, row: int, t_lo: np.ndarray, t_hi: np.ndarray, t_row: np.ndarray) -> None:
     mask = np.uint64(t_row.shape[0] - 1)
     s = _slot(lo, hi, mask)

@@ -95,7 +95,7 @@ def rfc3339_ns(texts: list[str]) -> np.ndarray:
     return _parse_rfc3339(buf.view(np.uint8).reshape(len(texts), _TS_WIDTH))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _digits(row: np.ndarray, i: int, n: int) -> int:
     v = 0
     for k in range(i, i + n):
@@ -106,7 +106,7 @@ def _digits(row: np.ndarray, i: int, n: int) -> int:
     return v
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _days_from_civil(y: int, m: int, d: int) -> int:
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
     y -= m <= 2
@@ -131,7 +131,7 @@ def _parse_rfc3339(buf: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def ts_span(row: np.ndarray, s: int, e: int) -> int:
     """Epoch ns of the RFC-3339 time in bytes row[s:e]; BAD_TS when it is not one."""
     if e - s < 20 or e - s > 35:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scanner.daily import daily_matrix, reference_columns
 from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, in_batches, make_ticks, parse_numeric_rows
 from scanner.records import BAR_DTYPE, TICK_ODD_LOT
 from scanner.session import day_start_ns
@@ -170,11 +171,8 @@ def daily_reference(daily: np.ndarray, day: int, lookback: int = 20) -> tuple[fl
     NaNs when there is no earlier day."""
     if lookback <= 0:
         raise ValueError(f"'lookback' must be positive, was {lookback}")
-    past = daily[daily["day"] < day]
-    if len(past) == 0:
-        return float("nan"), float("nan")
-    past = past[np.argsort(past["day"], kind="stable")]
-    return float(past["close"][-1]), float(past["volume"][-lookback:].mean())
+    ref = reference_columns(daily_matrix([daily], day, lookback), adv_days=lookback)
+    return float(ref["prev_close"][0]), float(ref["avg_daily_volume"][0])
 
 
 __all__ = ["DAILY_DTYPE", "daily_reference", "lean_tick_files", "read_lean_daily", "read_lean_minute",

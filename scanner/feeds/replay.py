@@ -12,7 +12,8 @@ together) is one stream sorted by event time; streams are merged by event time (
 one calendar day at a time when every file name carries a date (so a month of flat files is not
 held in memory at once). `ReplaySpec` is built from the settings; `index` lists the symbols in
 the files (the table's universe, known before the supervisor creates the table) and the first
-trading day; `reference` reads previous close and average daily volume from Lean daily files.
+trading day; `reference` reads the daily reference columns (previous close, average daily volume,
+previous high/low, 52 weeks, daily SMAs) from Lean daily files.
 Databento `ohlcv-*` files are refused: replay feeds trades, and the bars come out of the bar process.
 """
 
@@ -30,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from scanner.config import Settings
+from scanner.daily import daily_matrix, reference_columns
 from scanner.feeds.common import FeedStats, SymbolMap, TickBatch
 from scanner.feeds.csv_trades import POLYGON_TRADES, CsvLayout, parse_ts, read_csv_trades, read_flat_file
 from scanner.feeds.dbn import read_dbn_trades, read_raw, split_dbn
-from scanner.feeds.lean import daily_reference, file_day, read_lean_daily, read_lean_ticks
+from scanner.feeds.lean import file_day, read_lean_daily, read_lean_ticks
 from scanner.session import trading_day
 from scanner.ticks import empty_ticks
 
@@ -251,7 +253,7 @@ def open_ticks(spec: ReplaySpec, symbols: SymbolMap, stats: FeedStats, *,
     are merged one day at a time when every name carries a date, else all at once."""
     by_day: dict[int | None, list[tuple[Path, str]]] = {}
     for p, f in spec.files:
-        by_day.setdefault(_name_day(p), []).append((p, f))
+        by_day.setdefault(name_day(p), []).append((p, f))
     days = sorted(d for d in by_day if d is not None)
     groups = [list(spec.files)] if None in by_day else [by_day[d] for d in days]
     for group in groups:
@@ -262,7 +264,7 @@ def open_ticks(spec: ReplaySpec, symbols: SymbolMap, stats: FeedStats, *,
         yield from merge_streams(streams)
 
 
-def _name_day(p: Path) -> int | None:
+def name_day(p: Path) -> int | None:
     """yyyymmdd of the first plausible date (yyyymmdd or yyyy-mm-dd) in a file name."""
     for m in _NAME_DATE.finditer(p.name):
         y, mo, d = (int(x) for x in m.groups())
@@ -325,20 +327,25 @@ def _next(it: Iterator[np.ndarray]) -> np.ndarray | None:
 # ------------------------------------------------------------------ reference data
 
 
-def reference(symbols: list[str], day: int | None, daily: Path | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """(previous close, average daily volume, symbols found) from Lean daily files
-    `daily/<sym>.zip` before trading day `day`; NaN where there is no history."""
-    prev = np.full(len(symbols), np.nan)
-    adv = np.full(len(symbols), np.nan)
+def reference(symbols: list[str], day: int | None, daily: Path | None) -> tuple[dict[str, np.ndarray], int]:
+    """(REFERENCE columns, symbols found) from Lean daily files `daily/<sym>.zip` before
+    trading day `day` (see `scanner.daily.reference_columns`); NaN where there is no history."""
+    m, found = daily_history(symbols, day, daily)
+    return reference_columns(m), found
+
+
+def daily_history(symbols: list[str], day: int | None, daily: Path | None) -> tuple[dict[str, np.ndarray], int]:
+    """(right-aligned daily matrices as `scanner.daily.daily_matrix` gives them, symbols found)
+    from Lean daily files `daily/<sym>.zip` before trading day `day`."""
+    per: list[np.ndarray | None] = [None] * len(symbols)
     found = 0
-    if daily is None or day is None:
-        return prev, adv, found
-    for i, sym in enumerate(symbols):
-        f = daily / f"{sym.lower()}.zip"
-        if f.is_file():
-            try:
-                prev[i], adv[i] = daily_reference(read_lean_daily(f), day)
-                found += 1
-            except (OSError, ValueError, zipfile.BadZipFile):
-                continue
-    return prev, adv, found
+    if daily is not None and day is not None:
+        for i, sym in enumerate(symbols):
+            f = daily / f"{sym.lower()}.zip"
+            if f.is_file():
+                try:
+                    per[i] = read_lean_daily(f)
+                    found += 1
+                except (OSError, ValueError, zipfile.BadZipFile):
+                    continue
+    return daily_matrix(per, day or 0), found

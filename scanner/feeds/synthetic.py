@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scanner.daily import YEAR_DAYS
 from scanner.records import TICK_DTYPE, TICK_ODD_LOT
 
 NS = 1_000_000_000
@@ -71,6 +72,26 @@ def volume_curve(minute_of_session: np.ndarray | float) -> np.ndarray | float:
     return 0.55 + 2.2 * np.exp(-m / 25.0) + 1.4 * np.exp(-(390 - m) / 35.0)
 
 
+PREMARKET_ACTIVITY = 0.06  # pre-market tape vs the session's mean pace
+
+
+def activity(minute_of_session: float) -> float:
+    """Relative tape pace at a minute since 09:30: the U-shaped curve in the session, a thin
+    pre-market before it (so a demo that starts before the open sees the open's surge)."""
+    return float(volume_curve(minute_of_session)) if minute_of_session >= 0 else PREMARKET_ACTIVITY
+
+
+def volume_profile(universe: Universe, rows: np.ndarray, open_minute_of_day: int) -> np.ndarray:
+    """A past of ordinary days for the synthetic market: expected cumulative volume up to each
+    local minute of day, shape (len(rows), 1440), as `IndicatorEngine.load_volume_profile`
+    takes. Average daily volume spread over the session by the same pace the tape uses, so
+    relative volume is about 1 on an ordinary name and shows the names in play from the open."""
+    minutes = np.arange(1440) - open_minute_of_day
+    pace = np.where((minutes >= 0) & (minutes < 390), volume_curve(minutes.astype(float)), 0.0)
+    share = np.cumsum(pace) / pace.sum()
+    return universe.avg_daily_volume[rows][:, None] * share[None, :]
+
+
 class SyntheticTape:
     """Generates batches of ticks for an interval of event time at a target rate."""
 
@@ -117,7 +138,7 @@ class SyntheticTape:
             return np.empty(0, TICK_DTYPE)
         self._maybe_burst(t0_ns, dt_s)
         minute = (t0_ns - self.open_ns) / (60 * NS)
-        lam = self.rate * dt_s * float(volume_curve(minute))
+        lam = self.rate * dt_s * float(activity(minute))
         n = int(self.rng.poisson(lam))
         # prices: one random-walk step per symbol for the interval, burst drift on top
         step = self.rng.standard_normal(self._n) * self.sigma_s * math.sqrt(dt_s)
@@ -143,3 +164,43 @@ class SyntheticTape:
         out["size"] = size
         out["flags"] = np.where(size < 100, TICK_ODD_LOT, 0)
         return out
+
+
+DAILY_BLOCK = 1024  # rows generated together (each block has its own random stream)
+
+
+def daily_history(universe: Universe, day: int, seed: int = 7, n_days: int = YEAR_DAYS,
+                  rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """The synthetic universe's past `n_days` daily bars as right-aligned matrices (see
+    `scanner.daily.daily_matrix`) for universe rows `rows` = (lo, hi) (all when None): a random
+    walk with each symbol's daily volatility that ends at its previous close, so the daily
+    reference columns (52 weeks, previous high/low, the daily timeframe's indicators) exist for
+    the embedded feed and agree with `prev_close`. Sessions are the `n_days` weekdays before
+    trading day `day`. Deterministic per block of DAILY_BLOCK rows, so any host's row range (and
+    a caller going chunk by chunk to bound its memory) gets the same values."""
+    lo, hi = rows if rows is not None else (0, len(universe.names))
+    parts = [_daily_block(universe, b, seed, n_days) for b in range(lo // DAILY_BLOCK, (hi - 1) // DAILY_BLOCK + 1)]
+    base = (lo // DAILY_BLOCK) * DAILY_BLOCK
+    out = {k: np.concatenate([p[k] for p in parts])[lo - base:hi - base] for k in parts[0]}
+    today = np.datetime64(f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d}")
+    dates = np.busday_offset(today, -np.arange(n_days, 0, -1), roll="backward")
+    ymd = np.array([int(str(d).replace("-", "")) for d in dates], np.float64)
+    out["day"] = np.broadcast_to(ymd, (hi - lo, n_days)).copy()
+    return out
+
+
+def _daily_block(universe: Universe, block: int, seed: int, n_days: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed + 1, block])
+    sl = slice(block * DAILY_BLOCK, min(len(universe.names), (block + 1) * DAILY_BLOCK))
+    dv = universe.daily_vol[sl, None]
+    n = len(dv)
+    ret = rng.standard_normal((n, n_days)) * dv
+    # close[d] = prev_close * exp(-(ret[d+1] + ... + ret[last])): the walk ends at prev_close
+    back = np.cumsum(ret[:, ::-1], axis=1)[:, ::-1] - ret
+    close = universe.prev_close[sl, None] * np.exp(-back)
+    open_ = close * np.exp(-ret + rng.standard_normal((n, n_days)) * dv * 0.25)
+    wick = np.abs(rng.standard_normal((2, n, n_days))) * dv * 0.5
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    volume = np.round(universe.avg_daily_volume[sl, None] * rng.lognormal(0.0, 0.3, (n, n_days)), -2)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume}

@@ -24,6 +24,7 @@ from numba import njit
 
 from scanner.indicators import session as sm
 from scanner.indicators.averages import ema_next, ema_value, sma_next, sma_value
+from scanner.indicators.intraday import Intraday
 from scanner.indicators.momentum import rsi_next, rsi_value
 from scanner.indicators.volatility import atr_next, atr_value
 from scanner.indicators.volume import (
@@ -46,7 +47,7 @@ VOL_BARS = 5  # closed bars kept for volume_5m
 # columns the numba live kernel writes, in kernel order
 Arr = np.ndarray
 Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
-_KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
+KERNEL_OUT = _KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
                "volume_1m", "volume_5m", "consecutive_up", "consecutive_down")
 INDICATOR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.INDICATORS))
 assert set(_KERNEL_OUT) <= set(INDICATOR_COLUMNS)
@@ -162,7 +163,7 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
 class IndicatorEngine:
     """Indicator state for `n_rows` symbols (private arrays: rebuilt by `warm_up` on restart)."""
 
-    def __init__(self, n_rows: int) -> None:
+    def __init__(self, n_rows: int, *, intraday: bool = True) -> None:
         if n_rows <= 0:
             raise ValueError(f"'n_rows' must be positive, was {n_rows}")
         self.n_rows = n_rows
@@ -176,14 +177,18 @@ class IndicatorEngine:
         self.state_f = np.zeros((3, n_rows))  # rsi avg gain, rsi avg loss, atr
         self.state_i = np.zeros((4, n_rows), np.int64)  # closes folded, last bar minute_ns, up, down
         self.profile: np.ndarray | None = None
-        self._scratch = np.empty(n_rows)
+        self._scratch = np.zeros(n_rows)
         self._day = (0, 0)  # (trading day, open_ns) cache for update_live
+        # rolling moves and the day's landmarks (1-minute engine only; not for higher timeframes)
+        self.intraday = Intraday(n_rows) if intraday else None
 
     def reset(self) -> None:
         """Forget every bar."""
         for a in (self.ring, self.sma_sum, self.ema, self.v5_minute, self.v5_volume, self.state_f,
                   self.state_i):
             a[:] = 0
+        if self.intraday is not None:
+            self.intraday.reset()
 
     @property
     def bars_seen(self) -> np.ndarray:
@@ -201,6 +206,8 @@ class IndicatorEngine:
             raise ValueError(f"history holds {hist.shape[1]} rows, the engine {self.n_rows}")
         self.reset()
         _fold_history(hist, hist_head, *self._args())
+        if self.intraday is not None:
+            self.intraday.warm_up(hist, hist_head)
 
     def on_bars_closed(self, bars: np.ndarray) -> None:
         """Fold closed bars (BAR_DTYPE, feed order) into the finalised state."""
@@ -210,6 +217,9 @@ class IndicatorEngine:
             raise ValueError(f"bar row {int(bars['sym'].max())} is outside the engine ({self.n_rows} rows)")
         _fold_bars(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"],
                    *self._args())
+        if self.intraday is not None:
+            self.intraday.on_bars_closed(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"],
+                                         bars["volume"])
 
     def load_volume_profile(self, profile: np.ndarray | None) -> None:
         """Use an intraday volume profile (see `indicators.volume.volume_profile`, shape
@@ -227,7 +237,8 @@ class IndicatorEngine:
     def update_live(self, columns: Mapping[str, np.ndarray], event_ns: int) -> None:
         """Write every indicator-owned column of `columns` for event time `event_ns`. Reads
         price, bar_start_ns, bar_close, bar_volume, bars_closed, day_open/high/low/volume,
-        hod_ts_ns, prev_close, avg_daily_volume from the same mapping."""
+        hod_ts_ns, prev_close, avg_daily_volume (and what `Intraday.update_live` reads) from the
+        same mapping."""
         c = columns
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
@@ -240,7 +251,8 @@ class IndicatorEngine:
         sm.minutes_since(event_ns, c["hod_ts_ns"], c["minutes_since_hod"])
         sm.range_pct(high, low, c["range_pct"])
         sm.range_position(price, high, low, c["range_position"])
-        since_open = (event_ns - self._open_ns(event_ns)) / MINUTE_NS
+        open_ns = self._open_ns(event_ns)
+        since_open = (event_ns - open_ns) / MINUTE_NS
         c["minutes_since_open"][:] = since_open
         average_bar_volume(c["day_volume"], c["bar_volume"], c["bars_closed"], c["avg_volume_1m"])
         if self.profile is not None:
@@ -250,6 +262,15 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
+        if self.intraday is not None:
+            self.intraday.update_live(c, event_ns, open_ns, self.profile)
+
+    def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows) -> None:
+        """Only the bar indicators (`KERNEL_OUT` order: RSI, SMAs, EMAs, ATR, then four volume
+        and streak rows the caller may discard) for a live bar of this engine's timeframe:
+        `bar_start` (0 = none, else newer than the last folded bar) and its close."""
+        now_min = event_ns - event_ns % MINUTE_NS
+        _live(bar_start, bar_close, self._scratch, now_min, *self._args(), out)
 
 
 def warm_kernels() -> None:

@@ -128,10 +128,11 @@ class AlertWriter:
 
     def fill(self, rule: np.ndarray, row: np.ndarray, kind: np.ndarray, value_pos: np.ndarray,
              snap: np.ndarray, hist: np.ndarray | None, event_ns: int, scan_ns: int,
-             generation: int, keys: np.ndarray) -> np.ndarray:
+             generation: int, keys: np.ndarray, price_pos: int = -1) -> np.ndarray:
         """Records for the alerts (rule index, local row, kind); the record carries `keys[rule]`
         (the rule's stable key, see `scanner.records.rule_key`), `values` from `value_pos` (see
-        CompiledRules). Returns a view of the buffer, valid until the next call; `seq` advances."""
+        CompiledRules), `price` from row `price_pos` of `snap` (NaN if -1). Returns a view of
+        the buffer, valid until the next call; `seq` advances."""
         k = len(rule)
         if k > len(self._buf):
             self._buf = np.zeros(max(k, 2 * len(self._buf)), ALERT_DTYPE)
@@ -153,4 +154,5 @@ class AlertWriter:
         if past.any() and hist is not None:
             vals[past] = hist[pos[past] - m, rows[past]]
         rec["values"] = vals
+        rec["price"] = snap[price_pos, row] if price_pos >= 0 else np.nan
         return rec

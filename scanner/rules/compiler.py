@@ -196,6 +196,7 @@ class CompiledRules:
         m = len(f8_names)
         self.rules, self.n_rows, self.f8_names, self.hist_refs = rules, n_rows, f8_names, hist_refs
         self.f8_cols = np.array([CATALOGUE.f8(nm) for nm in f8_names], np.int64)
+        self.price_pos = f8_names.index("price")  # row of `snap` the alert records' price comes from
         self.backend, self.block, self.n_nodes = backend, block, len(b.nodes)
         self.modes = np.array([ALERT_MODES.index(r.alert_mode) for r in rules], np.int8)
         self.cooldown_ns = np.array([round(r.cooldown_seconds * 1e9) for r in rules], np.int64)
@@ -299,7 +300,8 @@ def compile_rules(rules: Sequence[Rule], keys: Sequence[str], backend: Backend =
         raise ValueError(f"'block' must be positive, was {block}")
     rules = list(rules)
     refs = [ref for r in rules if r.enabled for ref in r.refs()]
-    f8_names = sorted({name for name, ago in refs if ago == 0}, key=CATALOGUE.f8)
+    # `price` always: every alert record carries the last trade price of its snapshot
+    f8_names = sorted({name for name, ago in refs if ago == 0} | {"price"}, key=CATALOGUE.f8)
     hist_refs = sorted({ref for ref in refs if ref[1] > 0}, key=lambda ref: (HIST[ref[0]], ref[1]))
     b = _Builder({nm: i for i, nm in enumerate(f8_names)}, {ref: i for i, ref in enumerate(hist_refs)}, keys)
     roots: dict[int, list[int]] = {}

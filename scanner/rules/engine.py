@@ -80,10 +80,12 @@ class ScanEngine:
 
     # -- the scan
     def cycle(self, snap: np.ndarray, hist: np.ndarray | None, now_ns: int, event_ns: int,
-              minute_of_day_et: int, bar_minute: int, day: int) -> np.ndarray:
+              minute_of_day_et: int, bar_minute: int, day: int, scan_ns: int | None = None) -> np.ndarray:
         """Evaluate, update alert state, return this cycle's new alerts (ALERT_DTYPE view).
-        `now_ns` (wall clock) drives cooldowns and is the records' scan_ns; `event_ns` is the
-        feed time; `bar_minute` / `day` identify the bar and trading day for the once_per_* modes."""
+        `now_ns` drives cooldowns and is the records' scan_ns unless `scan_ns` is given (a replay
+        passes event time as `now_ns`, so cooldowns run on the replayed clock, and the wall clock
+        as `scan_ns`); `event_ns` is the feed time; `bar_minute` / `day` identify the bar and
+        trading day for the once_per_* modes."""
         cur = self._bufs[self._cur]
         if snap is not cur:
             if snap.shape != cur.shape:
@@ -98,8 +100,9 @@ class ScanEngine:
         match = self.compiled.evaluate(cur, prev, self._hist, minute_of_day_et)
         self._match = match
         rule, row, kind = self.state.step(match, now_ns, bar_minute, day)
-        recs = self.writer.fill(rule, row, kind, self.compiled.value_pos, cur, self._hist, event_ns, now_ns,
-                                self.generation, self.compiled.keys)
+        recs = self.writer.fill(rule, row, kind, self.compiled.value_pos, cur, self._hist, event_ns,
+                                now_ns if scan_ns is None else scan_ns, self.generation, self.compiled.keys,
+                                self.compiled.price_pos)
         self._cur, self._have_prev = 1 - self._cur, True
         return recs
 

@@ -7,7 +7,8 @@ metric (`"other"`, optionally scaled: `metric op factor * other + offset`), use 
 consecutive scan cycles), carry a nested `"condition"` tree of `all` / `any` / `none` groups,
 read a closed bar's field some bars back (`{"metric": "close", "bars_ago": 3}`), and restrict
 itself with a universe filter, a time-of-day window (America/New_York), a per-symbol cooldown
-and an alert mode.
+and an alert mode. `side` (`long` by default, or `short`) says which trade an alert suggests; it
+does not change matching, only how a backtest scores the alert (returns inverted for short).
 
 Metric names are the float (`f8`) columns of `CATALOGUE`; an operand with `bars_ago >= 1`
 names a bar-history field (`HIST_FIELDS`), `bars_ago = 1` being the last closed bar.
@@ -36,16 +37,38 @@ from scanner.metrics import CATALOGUE, HIST_FIELDS
 Operator = Literal[">", ">=", "<", "<=", "==", "!=", "between", "crosses_above", "crosses_below"]
 AlertMode = Literal["enter", "enter_exit", "once_per_bar", "once_per_day"]
 Severity = Literal["info", "low", "medium", "high", "critical"]
+Side = Literal["long", "short"]
 OPERATORS: tuple[str, ...] = get_args(Operator)
 COMPARE_OPS: tuple[str, ...] = (">", ">=", "<", "<=", "==", "!=")
 CROSS_OPS: tuple[str, ...] = ("crosses_above", "crosses_below")
 ALERT_MODES: tuple[str, ...] = get_args(AlertMode)
 MAX_BARS_AGO = 5000  # the largest configurable bar-history depth; deeper than the ring reads NaN
+# Size limits: a rule is user data that every worker compiles and every reader parses, so its
+# size is bounded here, in the model, before anything recursive (pydantic, json, the compiler)
+# sees it. A tree 200 levels deep once passed validation and then broke every later read.
+MAX_DEPTH = 32  # levels of a `condition` tree (a comparison at the top is level 1)
+MAX_LEAVES = 256  # comparisons in one rule
+MAX_RULES = 2000  # rules in one store
+MAX_SYMBOLS = 10_000  # symbols in one universe list
+MAX_TAGS = 32
+SYMBOL_MAX_LEN = 32
+NAME_MAX_LEN = 64  # metric and history field names
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]  # numbers only: no "2", no true
 Ref = tuple[str, int]  # (metric or history field, bars_ago); bars_ago 0 = the live table value
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+Symbol = Annotated[str, Field(min_length=1, max_length=SYMBOL_MAX_LEN)]
+RESERVED_IDS = frozenset({"schema", "validate"})  # paths under /api/rules: such a rule could not be read
+
+
+def _metric_name_schema(schema: dict[str, Any]) -> None:
+    # the schema lists the names a rule may read (live metrics, then history fields); which of
+    # them a given `bars_ago` allows is checked by the model (422 naming the field)
+    schema["enum"] = list(dict.fromkeys([*rule_metrics(), *HIST_FIELDS]))
+
+
+MetricName = Annotated[str, Field(max_length=NAME_MAX_LEN, json_schema_extra=_metric_name_schema)]
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -84,7 +107,7 @@ class Operand(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bars_ago: int = Field(0, ge=0, le=MAX_BARS_AGO, description="0 = live; k >= 1 = k-th last closed bar.")
-    metric: str = Field(description="Catalogue f8 metric (bars_ago 0) or bar-history field (bars_ago >= 1).")
+    metric: MetricName = Field(description="Catalogue f8 metric (bars_ago 0) or bar-history field (bars_ago >= 1).")
 
     @field_validator("metric")
     @classmethod
@@ -100,6 +123,29 @@ def _operand(v: str | Operand) -> Operand:
     return Operand.model_construct(metric=v, bars_ago=0) if isinstance(v, str) else v
 
 
+def _present(f: str) -> dict[str, Any]:
+    return {"required": [f], "properties": {f: {"not": {"type": "null"}}}}
+
+
+def _absent(f: str) -> dict[str, Any]:
+    return {"properties": {f: {"type": "null"}}}  # absent, or null (= absent to the model)
+
+
+def _unset(*fields: str) -> dict[str, Any]:
+    return {"not": {"anyOf": [{"required": [f]} for f in fields]}}
+
+
+_RIGHT_OPERAND = {"oneOf": [
+    {"title": "metric op value", "allOf": [_present("value"), _absent("other"), _unset("factor", "offset")]},
+    {"title": "metric op factor * other + offset", "allOf": [_present("other"), _absent("value")]},
+]}
+
+
+def _comparison_schema(schema: dict[str, Any]) -> None:
+    """What `_check_leaf` enforces, said in the JSON Schema: exactly one of value / other."""
+    schema["allOf"] = [_RIGHT_OPERAND]
+
+
 class _Leaf(BaseModel):
     """Fields of one comparison; `metric op value` or `metric op factor * other + offset`."""
 
@@ -107,11 +153,12 @@ class _Leaf(BaseModel):
 
     # bars_ago precedes metric so that the metric's validator sees it
     bars_ago: int = Field(0, ge=0, le=MAX_BARS_AGO, description="Read `metric` this many closed bars back.")
-    metric: str | None = Field(None, description="Left operand: a catalogue f8 metric (or history field).")
+    metric: MetricName | None = Field(None, description="Left operand: a catalogue f8 metric (or history field).")
     operator: Operator | None = None
-    value: FiniteFloat | list[FiniteFloat] | None = Field(
+    value: FiniteFloat | Annotated[list[FiniteFloat], Field(max_length=2)] | None = Field(
         None, description="Constant right operand; [lo, hi] (inclusive) for `between`.")
-    other: str | Operand | None = Field(None, description="Metric right operand (instead of `value`).")
+    other: MetricName | Operand | None = Field(
+        None, description="Metric right operand (instead of `value`).")
     factor: FiniteFloat = Field(1.0, description="Scales `other`: metric op factor * other + offset.")
     offset: FiniteFloat = Field(0.0, description="Added to the scaled `other`.")
 
@@ -160,13 +207,48 @@ class _Leaf(BaseModel):
 class Comparison(_Leaf):
     """One comparison inside a condition tree."""
 
-    metric: str = Field(description="Left operand: a catalogue f8 metric (or history field with bars_ago).")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_comparison_schema)
+
+    metric: MetricName = Field(description="Left operand: a catalogue f8 metric (or history field with bars_ago).")
     operator: Operator
 
     @model_validator(mode="after")
     def _shape(self) -> Comparison:
         self._check_leaf()
         return self
+
+
+def _children(node: Any) -> list[Any] | None:
+    """The sub-conditions of a group (raw dict or Group); None for a comparison."""
+    if isinstance(node, dict):
+        if {"metric", "operator"} & node.keys():
+            return None
+        parts: list[Any] = [node.get(k) for k in ("all", "any", "none")]
+    elif isinstance(node, Group):
+        parts = [node.all, node.any, node.none]
+    else:
+        return None
+    return [c for p in parts if isinstance(p, list) for c in p]
+
+
+def check_tree_size(node: Any) -> Any:
+    """`node` unchanged if its tree is at most MAX_DEPTH deep with at most MAX_LEAVES
+    comparisons, else ValueError. Iterative and stopping at the first excess, so a tree
+    thousands of levels deep is refused without recursion and without walking all of it."""
+    leaves = 0
+    stack = [(node, 1)]
+    while stack:
+        n, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"the condition tree is nested more than {MAX_DEPTH} levels deep")
+        kids = _children(n)
+        if kids is None:
+            leaves += 1
+            if leaves > MAX_LEAVES:
+                raise ValueError(f"the condition tree has more than {MAX_LEAVES} comparisons")
+        else:
+            stack.extend((k, depth + 1) for k in kids)
+    return node
 
 
 def _condition_kind(v: Any) -> str:
@@ -186,9 +268,9 @@ class Group(BaseModel):
 
     model_config = _STRICT
 
-    all: list[Condition] | None = Field(None, min_length=1)
-    any: list[Condition] | None = Field(None, min_length=1)
-    none: list[Condition] | None = Field(None, min_length=1)
+    all: list[Condition] | None = Field(None, min_length=1, max_length=MAX_LEAVES)
+    any: list[Condition] | None = Field(None, min_length=1, max_length=MAX_LEAVES)
+    none: list[Condition] | None = Field(None, min_length=1, max_length=MAX_LEAVES)
 
     @model_validator(mode="after")
     def _some(self) -> Group:
@@ -226,8 +308,10 @@ class Universe(BaseModel):
     max_price: FiniteFloat | None = Field(None, ge=0, description="price <= max_price.")
     min_day_volume: FiniteFloat | None = Field(None, ge=0, description="day_volume >= this.")
     min_avg_daily_volume: FiniteFloat | None = Field(None, ge=0, description="avg_daily_volume >= this.")
-    symbols: list[str] | None = Field(None, min_length=1, description="Only these symbols (any case).")
-    exclude_symbols: list[str] = Field(default_factory=list, description="Never these symbols.")
+    symbols: list[Symbol] | None = Field(None, min_length=1, max_length=MAX_SYMBOLS,
+                                         description="Only these symbols (any case).")
+    exclude_symbols: list[Symbol] = Field(default_factory=list, max_length=MAX_SYMBOLS,
+                                          description="Never these symbols.")
 
     @model_validator(mode="after")
     def _range(self) -> Universe:
@@ -247,26 +331,57 @@ class Universe(BaseModel):
         return out
 
 
+def _rule_schema(schema: dict[str, Any]) -> None:
+    """What `Rule._shape` enforces, said in the JSON Schema (the OpenAPI document shows it):
+    either a top-level comparison (metric, operator, value or other) or a condition tree."""
+    schema["oneOf"] = [
+        {"title": "comparison", "allOf": [
+            _present("metric"), _present("operator"), _absent("condition"), _RIGHT_OPERAND,
+            {"properties": {"type": {"enum": ["numeric", None]}}}]},
+        {"title": "condition tree", "allOf": [
+            _present("condition"), _absent("metric"),
+            _unset("bars_ago", "operator", "value", "other", "factor", "offset"),
+            {"properties": {"type": {"enum": ["condition", None]}}}]},
+    ]
+
+
 class Rule(_Leaf):
     """One scan rule: a single top-level comparison (the seed's format) or a `condition` tree."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_rule_schema)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+                    description=f"Unique; not {' or '.join(sorted(RESERVED_IDS))} (paths of the API).")
     name: str = Field("", max_length=200, description="Display name; defaults to the id.")
     type: Literal["numeric", "condition"] | None = Field(
         None, description="'numeric' = top-level comparison, 'condition' = condition tree; inferred.")
     description: str = Field("", max_length=2000)
     enabled: bool = True
     severity: Severity = "info"
-    tags: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(default_factory=list)
+    tags: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(default_factory=list,
+                                                                           max_length=MAX_TAGS)
     alert_mode: AlertMode = Field("enter", description=(
         "enter: when a symbol starts matching; enter_exit: also when it stops; "
         "once_per_bar / once_per_day: at most once per 1-minute bar / trading day while matching."))
     cooldown_seconds: FiniteFloat = Field(0.0, ge=0, le=604800, description="Quiet time per (rule, symbol).")
+    side: Side = Field("long", description="The trade an alert suggests: a backtest inverts returns for 'short'.")
     window: Window | None = None
     universe: Universe | None = None
     condition: Condition | None = None
 
     _tree: Comparison | Group | None = PrivateAttr(None)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_IDS:
+            raise ValueError(f"id {v!r} is reserved (GET /api/rules/{v} is another endpoint)")
+        return v
+
+    @field_validator("condition", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return check_tree_size(v)
 
     @model_validator(mode="after")
     def _shape(self) -> Rule:
@@ -321,7 +436,7 @@ class Rule(_Leaf):
 
     def signature(self) -> dict[str, Any]:
         """What decides the rule's matches and alerts (dump without the display fields)."""
-        return {k: v for k, v in self.dump().items() if k not in ("name", "description", "severity", "tags")}
+        return {k: v for k, v in self.dump().items() if k not in ("name", "description", "severity", "tags", "side")}
 
 
 Group.model_rebuild()
@@ -329,8 +444,8 @@ Comparison.model_rebuild()
 Rule.model_rebuild()
 
 
-class RuleSet(RootModel[list[Rule]]):
-    """A list of rules with unique ids (the rule store's file)."""
+class RuleSet(RootModel[Annotated[list[Rule], Field(max_length=MAX_RULES)]]):
+    """A list of rules with unique ids (the rule store's file), at most MAX_RULES."""
 
     @model_validator(mode="after")
     def _unique(self) -> RuleSet:
@@ -352,7 +467,7 @@ def parse_rules(data: str | bytes | list[Any] | dict[str, Any]) -> list[Rule]:
     """Rules from JSON text or parsed JSON: a list, `{"rules": [...]}`, or one rule object.
     Raises pydantic.ValidationError (json.JSONDecodeError for malformed text)."""
     if isinstance(data, (str, bytes)):
-        data = json.loads(data)
+        data = json.loads(data)  # RecursionError on input nested ~1,000 deep: see store.validate
     if isinstance(data, dict):
         data = data["rules"] if "rules" in data and "id" not in data else [data]
     return RuleSet.model_validate(data).root

@@ -7,6 +7,11 @@ lock. The rule index in an alert record is the rule's position in this list, so 
 replaces a rule with the same id in place and appends new ones at the end. `on_change` is
 called with the new list after every successful write (the caller bumps the rules generation
 counter in shared memory).
+
+Reading never fails on one bad item: each stored item is validated on its own (`parse_stored`),
+and an item the current model refuses (written by an older version, or edited by hand) is
+skipped, logged once and reported by `read()`, so one poisoned rule cannot break every read of
+the store. The next write drops it (logged as a warning).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -24,9 +30,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from scanner.instance import RULES_FILE
-from scanner.rules.model import Rule, parse_rules
+from scanner.rules.model import MAX_RULES, Rule, parse_rules
 
 RuleList = list[Rule]  # (the store has a method named `list`)
+TOO_DEEP = "JSON nested too deeply to parse (a rule's condition may be at most 32 levels deep)"
+log = logging.getLogger("scanner.rules")
+_warned: set[str] = set()  # problems already logged by this process (reads repeat them)
 
 
 class RuleStoreError(ValueError):
@@ -41,6 +50,54 @@ def validate(data: str | bytes | list[Any] | dict[str, Any]) -> list[Rule]:
         raise RuleStoreError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise RuleStoreError(f"not JSON: {exc}") from None
+    except RecursionError:  # json (and anything recursive) on input nested ~1,000 levels deep
+        raise RuleStoreError(TOO_DEEP) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """A validation error as one line: `loc: message; loc: message`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rule'}: {e['msg']}" for e in exc.errors())
+
+
+def parse_stored(items: list[Any]) -> tuple[RuleList, list[str]]:
+    """Stored items validated one by one: (valid rules in store order, one line per skipped
+    item). Duplicated ids keep the first; items past MAX_RULES are skipped."""
+    rules: RuleList = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        rid = item.get("id") if isinstance(item, dict) else None
+        label = f"item {i}" + (f" (id {rid[:64]!r})" if isinstance(rid, str) else "")
+        if len(rules) >= MAX_RULES:
+            problems.append(f"{label}: over the limit of {MAX_RULES} rules per store")
+            continue
+        try:
+            r = Rule.model_validate(item)
+        except ValidationError as exc:
+            problems.append(f"{label}: {_one_line(exc)}")
+            continue
+        except RecursionError:
+            problems.append(f"{label}: {TOO_DEEP}")
+            continue
+        if r.id in seen:
+            problems.append(f"{label}: duplicate rule id")
+            continue
+        seen.add(r.id)
+        rules.append(r)
+    return rules, problems
+
+
+def load_items(text: str | bytes) -> list[Any]:
+    """The stored list from JSON text; RuleStoreError when the text is no JSON list at all."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RuleStoreError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise RuleStoreError(TOO_DEEP) from None
+    if not isinstance(data, list):
+        raise RuleStoreError(f"expected a JSON list of rules, found {type(data).__name__}")
+    return data
 
 
 def default_pack() -> list[Rule]:
@@ -69,16 +126,30 @@ class RuleStore:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def list(self) -> RuleList:
-        """The stored rules in order ([] when the file does not exist yet)."""
+    def read(self) -> tuple[RuleList, list[str]]:
+        """(valid stored rules in order, one line per skipped item); ([], []) when the file does
+        not exist yet. RuleStoreError only when the file is not a JSON list at all."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
-            return []
+            return [], []
         try:
-            return validate(text)
+            return parse_stored(load_items(text))
         except RuleStoreError as exc:
             raise RuleStoreError(f"{self.path}: {exc}") from None
+
+    def list(self) -> RuleList:
+        """The valid stored rules in order; skipped items are logged (once per process)."""
+        rules, problems = self.read()
+        self.report(problems)
+        return rules
+
+    def report(self, problems: list[str]) -> None:
+        """Log skipped items, each once per process (every read finds them again)."""
+        for p in problems:
+            if p not in _warned and len(_warned) < 10_000:
+                _warned.add(p)
+                log.warning("rule store %s: skipped invalid %s", self.path, p)
 
     validate = staticmethod(validate)
 
@@ -107,9 +178,12 @@ class RuleStore:
     def _modify(self, fn: Callable[[RuleList], RuleList | None]) -> RuleList | None:
         """Read, apply `fn`, write if it returned a list; on_change after the lock is released."""
         with self._locked():
-            new = fn(self.list())
+            old, problems = self.read()
+            new = fn(old)
             if new is None:
                 return None
+            for p in problems:
+                log.warning("rule store %s: dropping invalid %s", self.path, p)
             validate([r.dump() for r in new])  # unique ids, still valid as a whole
             self._write(new)
         if self.on_change is not None:

@@ -32,6 +32,17 @@ def test_bad_setting_names_the_field(tmp_path: Path) -> None:
     assert r.returncode == 1 and "power of two" in r.stderr
 
 
+def test_empty_short_or_bad_api_keys_are_refused_without_showing_them(tmp_path: Path) -> None:
+    for keys, why in (({"": "write"}, "API key #1 is empty"), ({"short-key-1": "read"}, "11 characters"),
+                      ({"long-enough-key-0001": "read", "with space in the key": "write"}, "#2 contains whitespace"),
+                      ({"a-secret-key-for-admins": "admin"}, "read")):
+        r = run("status", "--data-dir", str(tmp_path), env={"SCANNER_API_KEYS": json.dumps(keys)})
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: invalid setting api_keys:") and why in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not any(k and k in r.stderr for k in keys)
+
+
 def test_toml_then_env_then_explicit(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "scanner.toml"
     cfg.write_text('instance = "east"\nsymbols = 1234\nscan_interval_ms = 250\ncpu_map = { ingest = 0 }\n')
@@ -50,12 +61,28 @@ def test_rules_add_list_rm_validate(tmp_path: Path) -> None:
     assert run("rules", "validate", str(good)).returncode == 0
     r = run("rules", "validate", str(bad))
     assert r.returncode == 1 and "operator" in r.stderr and ">=" in r.stderr  # names field + allowed values
+    deep = tmp_path / "deep.json"  # deeper than Python's json parser can go: a one-line error
+    leaf = '{"metric": "price", "operator": ">", "value": 1}'
+    deep.write_text('{"id": "d", "condition": ' + '{"all": [' * 5000 + leaf + "]}" * 5000 + "}")
+    r = run("rules", "validate", str(deep))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "nested too deeply" in r.stderr
+    deep.write_text(json.dumps({"id": "d", "condition": nested(200)}))
+    r = run("rules", "validate", str(deep))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "more than 32 levels deep" in r.stderr
     assert run("rules", "add", str(good), *d).returncode == 0
     listed = run("rules", "list", "--json", *d)
     assert [x["id"] for x in json.loads(listed.stdout)] == ["gap-up-4"]
     assert run("rules", "rm", "gap-up-4", *d).returncode == 0
     r = run("rules", "rm", "gap-up-4", *d)
     assert r.returncode == 1 and "no rule with id 'gap-up-4'" in r.stderr
+
+
+def nested(depth: int) -> dict:
+    node: dict = {"metric": "price", "operator": ">", "value": 1}
+    for _ in range(depth - 1):
+        node = {"all": [node]}
+    return node
 
 
 def test_daemon_start_status_stop(tmp_path: Path) -> None:
@@ -81,3 +108,16 @@ def test_daemon_start_status_stop(tmp_path: Path) -> None:
         run("stop", *d)
         for seg in instance_segments(name):
             os.unlink(f"/dev/shm/{seg}")
+
+
+def test_rules_schema_lists_every_rule_metric_with_unit_and_description() -> None:
+    from scanner.metrics import CATALOGUE
+
+    r = run("rules", "schema")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    listed = {m["name"]: m for m in doc["x-metrics"]}
+    assert set(listed) == {m.name for m in CATALOGUE.metrics if m.dtype == "f8"}
+    for name in ("change_15m_pct", "or_low_30m", "pct_from_sma_200_1d", "atr_14_60m", "new_lod_count"):
+        assert listed[name]["unit"] == CATALOGUE[name].unit and listed[name]["description"]
+    assert "close" in doc["x-history-fields"]

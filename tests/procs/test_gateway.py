@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +15,7 @@ import websockets
 from tests.procs.instance import Instance, child
 from tests.support import eventually
 
-READ, WRITE = "read-key-123", "write-key-456"
+READ, WRITE = "read-key-0123456789", "write-key-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +57,18 @@ def test_catalogue_snapshot_top(gw: Instance) -> None:
     snap = eventually(lambda: (s := c.get(f"/api/symbols/{sym}").json())["tick_count"] > 0 and s, 20)
     assert snap["symbol"] == sym and set(names) <= set(snap)
     assert c.get("/api/symbols/NOSUCHSYM").status_code == 404
+    # issue 15: the new metrics are listed, and the daily timeframe (its ring seeded from the
+    # synthetic daily history by the supervisor) and the 52 weeks reach the table
+    assert {"change_5m_pct", "or_high_5m", "rsi_14_5m", "vwap_15m", "sma_50_1d", "high_52w"} <= names
+    snap = eventually(lambda: (s := c.get(f"/api/symbols/{sym}").json())["sma_200_1d"] is not None and s, 30)
+    assert snap["high_52w"] >= snap["prev_high"] and snap["rsi_14_1d"] is not None
     top = eventually(lambda: (t := c.get("/api/top", params={"metric": "day_volume", "limit": 5}).json())
                      ["count"] == 5 and t, 20)
     vols = [r["day_volume"] for r in top["rows"]]
     assert vols == sorted(vols, reverse=True)
     bad = c.get("/api/top", params={"metric": "nope"})
-    assert bad.status_code == 422 and bad.json()["detail"]["field"] == "metric"
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "metric"]
+    assert "rsi_14" in bad.json()["detail"][0]["allowed"]
 
 
 def test_rule_crud_validation_and_reload(gw: Instance) -> None:
@@ -165,7 +172,24 @@ def test_websocket_rejects_unknown_key(gw: Instance) -> None:
 
 def test_dashboard_page(gw: Instance) -> None:
     page = httpx.get(f"http://127.0.0.1:{gw.port}/", timeout=10)
-    assert page.status_code == 200 and "<table" in page.text and "/ws" in page.text
-    assert "http://" not in page.text.replace("http://${", "")  # no CDN: every asset is local
+    assert page.status_code == 200 and 'src="/static/dashboard.js"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN: every asset is local
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in page.text and not re.search(r"\son\w+=", page.text)  # no inline handlers
+    js = httpx.get(f"http://127.0.0.1:{gw.port}/static/dashboard.js", timeout=10)
+    assert js.status_code == 200 and "/ws" in js.text and ".innerHTML" not in js.text
+
+
+def test_websocket_refuses_foreign_origin(gw: Instance) -> None:
+    async def run() -> int:
+        url = f"ws://127.0.0.1:{gw.port}/ws?token={READ}"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, origin="http://evil.example"):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(run()) == 403
+
 
 

@@ -19,13 +19,16 @@ from numba.core.registry import CPUDispatcher
 import scanner.bars
 import scanner.indicators.averages
 import scanner.indicators.engine
+import scanner.indicators.intraday
 import scanner.indicators.momentum
 import scanner.indicators.volatility
 import scanner.rules.kernel
+import scanner.timeframes
 from procs.scan import match_state
 from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
 from scanner.bars import BarAggregator
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
+from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import CATALOGUE, Owner
 from scanner.records import TICK_DTYPE
 from scanner.rules.compiler import warm_up as warm_rules
@@ -36,7 +39,7 @@ from tests.procs.instance import Instance, child
 from tests.support import eventually
 
 MODULES = (scanner.bars, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
-           scanner.indicators.volatility, scanner.rules.kernel)
+           scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes)
 
 
 def signatures() -> dict[str, int]:
@@ -61,6 +64,7 @@ def shared() -> Iterator[Shared]:
 def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) -> None:
     scanner.bars.warm_up()
     warm_kernels()
+    warm_timeframe_kernels()
     warm_rules()
     before = signatures()
     entry = ("scanner.bars._ingest", "scanner.bars._close_due", "scanner.indicators.engine._fold_bars",

@@ -78,7 +78,7 @@ def test_gateways_fan_out_alerts_of_every_host_through_redis(tmp_path: Path) -> 
     inst.start()
     try:
         st = eventually(inst.all_running, 60, 0.2, "instance up")
-        assert {"gateway-0", "gateway-1"} <= {p["name"] for p in st["processes"]}
+        assert {"gateway", "gateway-1"} <= {p["name"] for p in st["processes"]}
 
         async def run() -> None:
             url = f"ws://127.0.0.1:{inst.port}/ws"
@@ -100,7 +100,7 @@ def test_gateways_fan_out_alerts_of_every_host_through_redis(tmp_path: Path) -> 
                     await ws.close()
 
         asyncio.run(run())
-        served = [p for p in inst.status()["processes"] if p["name"].startswith("gateway-")]
+        served = [p for p in inst.status()["processes"] if p["name"].startswith("gateway")]
         assert all(p["in"] > 0 for p in served)  # both processes took alerts from Redis
     finally:
         inst.close()

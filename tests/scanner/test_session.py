@@ -67,3 +67,12 @@ def test_session_codes() -> None:
     ts = np.array([b["day_start"], b["premarket"], b["open"] - 1, b["open"], b["close"] - MINUTE_NS,
                    b["close"], b["after_close"] - 1, b["after_close"]])
     assert session_of(ts).tolist() == [0, 1, 1, 2, 2, 3, 3, 0]
+
+
+def test_latest_weekday() -> None:
+    from scanner.session import latest_weekday
+
+    assert latest_weekday(20261127) == 20261127  # a Friday is itself
+    assert latest_weekday(20261128) == 20261127  # Saturday -> Friday
+    assert latest_weekday(20261129) == 20261127  # Sunday -> Friday
+    assert latest_weekday(20261130) == 20261130  # Monday

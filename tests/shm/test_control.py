@@ -20,6 +20,8 @@ from shm.control import (
     MAGIC,
     MAX_SLOTS,
     N_BUCKETS,
+    PROGRESS_OFF,
+    PROGRESS_STRIDE,
     SHUTDOWN_OFF,
     SLOT_DTYPE,
     SLOTS_OFF,
@@ -48,7 +50,10 @@ def test_layout_table() -> None:
     assert SLOT_DTYPE.itemsize == 192 and SLOT_DTYPE.itemsize % 64 == 0
     assert HIST_OFF == SLOTS_OFF + 192 * MAX_SLOTS and HIST_OFF % 64 == 0
     assert HIST_WORDS == N_BUCKETS + 1 == len(BUCKETS_US) + 2
-    assert CONTROL_SIZE == 256 + 192 * MAX_SLOTS + 17 * 8 * MAX_SLOTS
+    hist_end = HIST_OFF + 17 * 8 * MAX_SLOTS
+    assert PROGRESS_OFF == -(-hist_end // 64) * 64  # the next cache line after the histograms
+    assert PROGRESS_STRIDE == 64  # one progress word per cache line
+    assert CONTROL_SIZE == PROGRESS_OFF + 64 * MAX_SLOTS
     assert list(BUCKETS_US) == sorted(BUCKETS_US)
     for dt in (HEADER_DTYPE, SLOT_DTYPE):  # every numeric field an aligned 8-byte word (shm.platform)
         for field, (sub, off) in dt.fields.items():
@@ -106,6 +111,7 @@ def _child_bumps_and_beats(name: str, slot: int, bumps: int) -> None:
     cb.slots[slot : slot + 1]["heartbeat_ns"] = 777
     cb.slots[slot : slot + 1]["pid"] = os.getpid()
     cb.cycle_hist[slot, 3] += 5
+    cb.publish_progress(slot, 123_456)
     cb.close()
 
 
@@ -120,6 +126,10 @@ def test_a_child_writes_are_seen_by_the_parent(name: str) -> None:
     assert int(cb.slots[5]["heartbeat_ns"]) == 777 and int(cb.slots[5]["pid"]) == p.pid
     assert int(cb.cycle_hist[5, 3]) == 5 and int(cb.cycle_hist.sum()) == 5  # only its own slot's row
     assert int(cb.slots[4]["heartbeat_ns"]) == 0 and int(cb.slots[6]["heartbeat_ns"]) == 0
+    assert cb.progress_of(5) == 123_456 and int(cb.progress.sum()) == 123_456
+    raw = np.ndarray((CONTROL_SIZE // 8,), "<i8", cb.seg.buf, 0)  # the word sits on slot 5's own line
+    assert int(raw[(PROGRESS_OFF + 64 * 5) // 8]) == 123_456
+    del raw
     cb.close()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import zlib
 from typing import Any
 
 import msgspec
@@ -30,7 +31,7 @@ from websockets.asyncio.server import ServerConnection
 from scanner.feeds.frames import BAD_TS, rfc3339_ns
 from scanner.feeds.lean import DAILY_DTYPE
 from scanner.session import day_start_ns
-from tests.vendors.base import HttpServer, Response, WsServer, batches
+from tests.vendors.base import HttpServer, Response, WsServer, tighten
 from tests.vendors.messages import rfc3339
 
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "corrections",
@@ -158,6 +159,8 @@ class AlpacaStreamServer(WsServer):
 
     async def _stream(self, ws: ServerConnection, send: Any, subs: dict[str, set[str]]) -> None:
         first = self.connections == 1
+        if self.slow_timeout is not None:
+            tighten(ws)
         while True:
             if self.cursor >= len(self.messages):
                 if not self.repeat or not self.messages:
@@ -291,7 +294,7 @@ class AlpacaRestServer(HttpServer):
 def asset(symbol: str, exchange: str = "NASDAQ", name: str = "", tradable: bool = True,
           status: str = "active") -> dict:
     """An Alpaca asset record (`GET /v2/assets`)."""
-    return {"id": f"00000000-0000-0000-0000-{abs(hash(symbol)) % 10**12:012d}", "class": "us_equity",
+    return {"id": f"00000000-0000-0000-0000-{zlib.crc32(symbol.encode()):012d}", "class": "us_equity",
             "exchange": exchange, "symbol": symbol, "name": name or f"{symbol} Inc.", "status": status,
             "tradable": tradable, "marginable": True, "shortable": True, "easy_to_borrow": True,
             "fractionable": True, "attributes": []}
@@ -306,8 +309,3 @@ def _time_arg(v: str | None, default: int) -> int:
     if ns == BAD_TS:
         raise ValueError(f"invalid time {v!r}")
     return ns
-
-
-def batched(messages: list[dict], size: int) -> list[list[dict]]:
-    """Frames as the server cuts them (for tests that compare)."""
-    return batches(messages, size)

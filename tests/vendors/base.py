@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -106,6 +106,22 @@ class WsServer:
         self.stop()
 
 
+def tight_socket(port: int) -> socket.socket:
+    """A loopback client socket with a tiny receive buffer: with `max_queue=1` on the client,
+    a peer that does not read stalls its server within a frame or two (slow-consumer tests)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((HOST, port))
+    return s
+
+
+def tighten(ws: ServerConnection) -> None:
+    """Small kernel send buffer on the server side of a connection (slow-consumer mode)."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
 Response = tuple[int, dict[str, str], Any]  # status, headers, JSON body
 
 
@@ -188,17 +204,3 @@ class HttpServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def batches(items: list, size: int) -> list[list]:
-    """`items` cut into lists of at most `size` (the vendors batch several messages a frame)."""
-    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    """Poll `cond` on the loop until true or `timeout` seconds pass."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True

@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection
 
 from scanner.feeds.lean import DAILY_DTYPE
 from scanner.session import day_start_ns, next_day
-from tests.vendors.base import HttpServer, Response, WsServer
+from tests.vendors.base import HttpServer, Response, WsServer, tighten
 
 MS = 1_000_000
 _TOPIC_OF = {"T": "T", "Q": "Q", "LULD": "LULD", "A": "A", "AM": "AM"}
@@ -113,6 +113,8 @@ class PolygonStreamServer(WsServer):
 
     async def _stream(self, ws: ServerConnection, send: Any, topics: dict[str, set[str]]) -> None:
         first = self.connections == 1
+        if self.slow_timeout is not None:
+            tighten(ws)
         while True:
             if self.cursor >= len(self.messages):
                 if not self.repeat or not self.messages:

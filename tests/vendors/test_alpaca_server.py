@@ -21,6 +21,7 @@ from scanner.feeds.common import SymbolMap
 from scanner.feeds.frames import unpack_code
 from scanner.records import TICK_DTYPE, TICK_ODD_LOT
 from tests.vendors.alpaca_server import asset
+from tests.vendors.base import tight_socket
 from tests.vendors.messages import alpaca_luld, alpaca_quote, alpaca_status, alpaca_trades, bars_from_ticks, lean_ticks
 
 NS = 1_000_000_000
@@ -42,9 +43,9 @@ def _recv(ws: ClientConnection, parser: AlpacaParser, timeout: float = 10.0):
 
 
 @contextmanager
-def _login(url: str, parser: AlpacaParser, key: str = "test-key", secret: str = "test-secret"
-           ) -> Iterator[ClientConnection]:
-    with connect(url) as ws:
+def _login(url: str, parser: AlpacaParser, key: str = "test-key", secret: str = "test-secret",
+           **kw: object) -> Iterator[ClientConnection]:
+    with connect(url, **kw) as ws:
         assert _recv(ws, parser).control == [{"T": "success", "msg": "connected"}]
         ws.send(auth_message(key, secret))
         yield ws
@@ -166,14 +167,14 @@ def test_slow_client_gets_407(alpaca_stream) -> None:
     ticks, names = _ticks(1000)
     server = alpaca_stream(alpaca_trades(ticks, names), batch=1000, repeat=True, slow_timeout=0.3)
     parser = AlpacaParser(SymbolMap(names, grow=False))
-    with _login(server.url, parser) as ws:
+    with _login(server.url, parser, sock=tight_socket(server.port), max_queue=1) as ws:
         _recv(ws, parser)
         ws.send(subscribe_message(trades=["*"]))
         _recv(ws, parser)
-        time.sleep(3.0)  # not reading: the server's sends stall, it gives up on us
+        time.sleep(2.0)  # not reading: the server's sends stall, it gives up on us
         ctl = []
         with pytest.raises(ConnectionClosed):
-            while True:
+            for _ in range(100):  # a few frames were in flight, then the error, then the close
                 ctl += _recv(ws, parser).control
     assert ctl == [{"T": "error", "code": 407, "msg": "slow client"}]
     assert classify_error(ctl[0]) == "reconnect"

@@ -20,6 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from scanner.feeds.common import SymbolMap
 from scanner.feeds.polygon import PolygonParser, auth_message, classify_error, subscribe_message
 from scanner.records import TICK_DTYPE, TICK_ODD_LOT
+from tests.vendors.base import tight_socket
 from tests.vendors.messages import bars_from_ticks, polygon_luld, polygon_quote, polygon_trades
 from tests.vendors.polygon_server import ticker
 
@@ -43,8 +44,8 @@ def _recv(ws: ClientConnection, parser: PolygonParser, timeout: float = 10.0):
 
 
 @contextmanager
-def _login(url: str, parser: PolygonParser, key: str = "test-key") -> Iterator[ClientConnection]:
-    with connect(url) as ws:
+def _login(url: str, parser: PolygonParser, key: str = "test-key", **kw: object) -> Iterator[ClientConnection]:
+    with connect(url, **kw) as ws:
         ctl = _recv(ws, parser).control
         assert ctl == [{"ev": "status", "status": "connected", "message": "Connected Successfully"}]
         ws.send(auth_message(key))
@@ -126,13 +127,13 @@ def test_slow_consumer_is_cut_off(polygon_stream) -> None:
     ticks, names = _ticks(1000)
     server = polygon_stream(polygon_trades(ticks, names), batch=1000, repeat=True, slow_timeout=0.3)
     parser = PolygonParser(SymbolMap(names, grow=False))
-    with _login(server.url, parser) as ws:
+    with _login(server.url, parser, sock=tight_socket(server.port), max_queue=1) as ws:
         _recv(ws, parser)
         _stream(ws, parser, "T.*")
-        time.sleep(3.0)  # not reading
+        time.sleep(2.0)  # not reading
         ctl = []
         with pytest.raises(ConnectionClosed):
-            while True:
+            for _ in range(100):
                 ctl += _recv(ws, parser).control
     assert [c["status"] for c in ctl] == ["slow_consumer"] and classify_error(ctl[0]) == "reconnect"
 

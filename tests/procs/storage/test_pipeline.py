@@ -99,8 +99,8 @@ def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis
         pg.start()
         kill_storage(inst)  # kill -9 while it reconnects and replays the backlog
         eventually(lambda: inst.spool_bytes() == FILE_DTYPE.itemsize, 40, what="the spool to drain")
-        drained = pg_bars(pg.url)
-        eventually(lambda: pg_bars(pg.url) > drained, 30, what="another minute close in steady state")
+        drained = pg_bars(pg.url)  # then another minute close, written in steady state (an event, not a sleep)
+        eventually(lambda: pg_bars(pg.url) > drained, 90, 0.2, "another minute close in steady state")
     finally:
         code = inst.stop()
         for name in instance_segments(inst.name):

@@ -126,12 +126,15 @@ def test_lean_and_csv_files_of_one_day_merge(tmp_path: Path) -> None:
 
 def test_reference_from_real_daily_history() -> None:
     daily = data_path("lean-us-equity", "daily")
-    prev, adv, found = reference(["SPY", "NOPE"], 20131008, daily)
+    ref, found = reference(["SPY", "NOPE"], 20131008, daily)
+    prev, adv = ref["prev_close"], ref["avg_daily_volume"]
     d = read_lean_daily(daily / "spy.zip")
     before = d[d["day"] < 20131008]
-    assert found == 1 and prev[0] == before["close"][-1] and adv[0] == before["volume"][-20:].mean()
-    assert np.isnan(prev[1]) and np.isnan(adv[1])
-    assert np.isnan(reference(["SPY"], None, daily)[0][0])
+    assert found == 1 and prev[0] == before["close"][-1]
+    assert adv[0] == pytest.approx(before["volume"][-20:].mean(), rel=1e-15)
+    assert ref["prev_high"][0] == before["high"][-1] and ref["low_52w"][0] == before["low"][-252:].min()
+    assert all(np.isnan(v[1]) for v in ref.values())
+    assert np.isnan(reference(["SPY"], None, daily)[0]["prev_close"][0])
 
 
 def test_real_lean_day_index_and_estimate() -> None:

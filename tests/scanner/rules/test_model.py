@@ -280,3 +280,81 @@ def test_json_schema_published() -> None:
     text = json.dumps(s)
     assert "crosses_above" in text and "once_per_bar" in text
     assert ruleset_json_schema()["type"] == "array"
+
+
+def nested(depth: int) -> dict[str, object]:
+    """A condition tree `depth` levels deep (the comparison at the bottom is the last level)."""
+    node: dict[str, object] = {"metric": "price", "operator": ">", "value": 1}
+    for _ in range(depth - 1):
+        node = {"all": [node]}
+    return node
+
+
+def test_size_limits_name_the_field() -> None:
+    from scanner.rules.model import MAX_DEPTH, MAX_LEAVES, MAX_RULES, MAX_SYMBOLS, MAX_TAGS
+
+    assert one(condition=nested(MAX_DEPTH)).type == "condition"
+    for depth in (MAX_DEPTH + 1, 128, 250, 5000):  # refused before pydantic recurses (no RecursionError)
+        with pytest.raises(ValidationError) as exc:
+            parse_rules([{"id": "r", "condition": nested(depth)}])
+        (err,) = exc.value.errors()
+        assert err["loc"] == (0, "condition") and f"more than {MAX_DEPTH} levels deep" in err["msg"]
+    wide = {"any": [{"metric": "price", "operator": ">", "value": i} for i in range(MAX_LEAVES)]}
+    assert one(condition=wide).type == "condition"
+    wide2 = {"all": [wide, {"metric": "price", "operator": "<", "value": 1}]}
+    assert f"more than {MAX_LEAVES} comparisons" in error_text([{"id": "r", "condition": wide2}])
+    leaf = {"metric": "price", "operator": ">", "value": 1}
+    assert "at most" in error_text([{"id": f"r{i}", **leaf} for i in range(MAX_RULES + 1)])
+    syms = [f"S{i}" for i in range(MAX_SYMBOLS + 1)]
+    assert "universe.symbols" in error_text([{"id": "r", **leaf, "universe": {"symbols": syms}}])
+    long_sym = {"exclude_symbols": ["X" * 33]}
+    assert "universe.exclude_symbols.0" in error_text([{"id": "r", **leaf, "universe": long_sym}])
+    assert "tags" in error_text([{"id": "r", **leaf, "tags": [f"t{i}" for i in range(MAX_TAGS + 1)]}])
+    for field in ("name", "description"):
+        assert field in error_text([{"id": "r", **leaf, field: "x" * 5000}])
+    assert "metric" in error_text([{"id": "r", **leaf, "metric": "m" * 100_000}])
+    assert "id" in error_text([{"id": "r" * 100, **leaf}])
+    assert "value" in error_text([{"id": "r", **leaf, "operator": "between", "value": [1, 2, 3]}])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_everywhere(bad: float) -> None:
+    leaf = {"metric": "price", "operator": ">", "value": 1}
+    for rule in ({**leaf, "value": bad}, {**leaf, "operator": "between", "value": [0, bad]},
+                 {**leaf, "value": None, "other": "vwap", "factor": bad}, {**leaf, "cooldown_seconds": bad},
+                 {**leaf, "universe": {"min_price": bad}}):
+        assert "finite" in error_text([{"id": "r", **rule}])
+
+
+def test_schema_says_comparison_or_condition() -> None:
+    """The JSON Schema (and so the OpenAPI document) says what `_shape` enforces."""
+    import jsonschema
+
+    schema = rule_json_schema()
+    assert [b["title"] for b in schema["oneOf"]] == ["comparison", "condition tree"]
+    ok = [SPEC, {"id": "a", "metric": "price", "operator": ">", "other": "vwap", "factor": 2},
+          {"id": "b", "condition": {"all": [{"metric": "price", "operator": ">", "value": 1}]}},
+          {"id": "c", "metric": "price", "operator": ">", "value": 1, "other": None}]
+    bad = [{"id": "d"}, {"id": "e", "metric": "price", "operator": ">"},
+           {"id": "f", "metric": "price", "operator": ">", "value": 1, "other": "vwap"},
+           {"id": "g", "metric": "price", "operator": ">", "value": 1, "factor": 2},
+           {"id": "h", "condition": {"all": [{"metric": "price", "operator": ">", "value": 1}]}, "value": 1},
+           {"id": "i", "condition": {"all": [{"metric": "price", "operator": ">", "value": 1}]}, "type": "numeric"}]
+    for rule in ok:
+        parse_rules([rule])
+        jsonschema.validate(rule, schema)
+    for rule in bad:
+        with pytest.raises(ValidationError):
+            parse_rules([rule])
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(rule, schema)
+
+
+def test_ids_that_are_api_paths_are_reserved() -> None:
+    for rid in ("schema", "validate"):
+        assert "is reserved" in error_text([{"id": rid, "metric": "price", "operator": ">", "value": 1}])
+
+
+def test_schema_lists_the_metric_names() -> None:
+    leaf = rule_json_schema()["$defs"]["Comparison"]["properties"]["metric"]
+    assert "relative_volume" in leaf["enum"] and "close" in leaf["enum"]

@@ -48,8 +48,46 @@ def test_invalid_input_is_refused_and_nothing_written(tmp_path: Path) -> None:
     assert validate(json.dumps([rule("q")]))[0].id == "q"
     with pytest.raises(RuleStoreError, match="not JSON"):
         validate("[{")
-    store.path.write_text('[{"id": "broken"}]')
-    with pytest.raises(RuleStoreError, match="rules.json"):
+    store.path.write_text('{"id": "broken"')
+    with pytest.raises(RuleStoreError, match="rules.json.*not JSON"):
+        store.list()
+    store.path.write_text('{"id": "not-a-list"}')
+    with pytest.raises(RuleStoreError, match="expected a JSON list"):
+        store.list()
+
+
+def deep(depth: int) -> dict[str, object]:
+    node: dict[str, object] = {"metric": "price", "operator": ">", "value": 1}
+    for _ in range(depth - 1):
+        node = {"all": [node]}
+    return node
+
+
+def test_a_bad_stored_item_never_breaks_a_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Items the model refuses (a 200-deep tree stored by an older version, garbage, a duplicate)
+    are skipped and reported; the good ones still read, in order; the next write drops the bad."""
+    store = RuleStore(tmp_path / "rules.json")
+    items = [rule("a"), {"id": "deep", "condition": deep(200)}, "garbage", {"id": "broken"}, rule("a", 2.0),
+             rule("b"), {"id": "nan", "metric": "price", "operator": ">", "value": float("nan")}]
+    store.path.write_text(json.dumps(items))
+    rules, problems = store.read()
+    assert [(r.id, r.value) for r in rules] == [("a", 1.0), ("b", 1.0)]
+    assert len(problems) == 5 and "item 1 (id 'deep')" in problems[0] and "32 levels" in problems[0]
+    assert "duplicate" in problems[3] and all("\n" not in p for p in problems)
+    assert [r.id for r in store.list()] == ["a", "b"]
+    assert "skipped invalid item 1 (id 'deep')" in caplog.text
+    store.add(rule("c"))
+    assert [r["id"] for r in json.loads(store.path.read_text())] == ["a", "b", "c"]
+    assert "dropping invalid item 1 (id 'deep')" in caplog.text
+
+
+def test_a_file_too_deep_for_json_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    text = '{"all": [' * 5000 + '{"metric": "price", "operator": ">", "value": 1}' + "]}" * 5000
+    with pytest.raises(RuleStoreError, match="nested too deeply"):
+        validate(f'[{{"id": "x", "condition": {text}}}]')
+    store = RuleStore(tmp_path / "rules.json")
+    store.path.write_text(f'[{{"id": "x", "condition": {text}}}]')
+    with pytest.raises(RuleStoreError, match="nested too deeply"):
         store.list()
 
 

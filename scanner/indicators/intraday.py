@@ -1,0 +1,229 @@
+"""Rolling moves over the last minutes and the day's landmarks (issue 15), for every symbol.
+
+State per row, in preallocated arrays (rebuilt from the bar-history ring by `warm_up`):
+
+- a ring of the last `WINDOW` closed 1-minute bars (minute, close, high, low, volume): enough
+  for the price 60 minutes ago, since bars of distinct minutes older than that always remain;
+- the opening-range highs and lows of today's 09:30-09:35/09:45/10:00 bars and the open they
+  belong to (a bar of a later day resets them).
+
+Live values (`update_live`) include the live 1-minute bar, like `volume_5m`:
+
+- `change_<n>m_pct`: the last price against the close of the last bar that started at or
+  before the live minute minus n (the price as the minute n minutes ago ended, i.e. the window
+  is the live bar plus the n - 1 closed minutes before it); NaN without such a bar.
+- `volume_15m`, `range_5m_pct`: live bar plus closed bars of the previous 14 (4) minutes.
+- `rel_volume_5m/15m`: against the volume profile's same minutes of the day, else the average
+  daily volume spread over the session minutes the window overlaps.
+- `or_<high|low>_<n>m`: NaN until the window has ended (event time), then fixed for the day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from numba import njit
+
+from scanner.indicators import session as sm
+from scanner.indicators.volume import SESSION_MINUTES, expected_volume_profile, relative_volume
+from scanner.metrics import HIST, OPENING_RANGES, ROLLING_MINUTES
+from scanner.session import DAY_NS, MINUTE_NS, OPEN_MIN, local_ns
+
+WINDOW = 61  # closed bars kept: the price 60 minutes ago always remains in the ring
+_ROLL = np.array(ROLLING_MINUTES, np.int64)
+_OR = np.array(OPENING_RANGES, np.int64)
+_OPEN_TOD_NS = OPEN_MIN * MINUTE_NS
+# columns the live kernel writes, in kernel order
+KERNEL_OUT = (*(f"change_{n}m_pct" for n in ROLLING_MINUTES), "volume_15m", "range_5m_pct",
+              *(f"or_{s}_{n}m" for n in OPENING_RANGES for s in ("high", "low")))
+COLUMNS = (*KERNEL_OUT, "rel_volume_5m", "rel_volume_15m", "velocity_5m", "minutes_since_lod", "above_or_high",
+           "below_or_low", "gap_filled", "pct_from_high_52w", "pct_from_low_52w")
+Arr = np.ndarray
+
+
+def session_open_ns(minute_ns: np.ndarray) -> np.ndarray:
+    """09:30 New York of each timestamp's local day, epoch ns (vectorised; exact for times
+    after 02:00 local, as every bar of a regular session is)."""
+    m = np.asarray(minute_ns, np.int64)
+    return m + (_OPEN_TOD_NS - np.mod(local_ns(m), DAY_NS))
+
+
+@njit(cache=True, nogil=True)
+def _fold(sym: Arr, minute_ns: Arr, open_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, count: Arr,
+          last_min: Arr, ring_m: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, or_n: Arr) -> None:
+    """Fold closed bars (feed order) into the ring and the opening ranges; a bar not newer than
+    the row's last one, or without a close, is skipped (as the indicator engine does)."""
+    w = ring_m.shape[0]
+    for k in range(sym.shape[0]):
+        r = sym[k]
+        mn = minute_ns[k]
+        if np.isnan(close[k]) or mn <= last_min[r]:
+            continue
+        s = count[r] % w
+        ring_m[s, r] = mn
+        ring_v[0, s, r] = close[k]
+        ring_v[1, s, r] = high[k]
+        ring_v[2, s, r] = low[k]
+        ring_v[3, s, r] = volume[k]
+        count[r] += 1
+        last_min[r] = mn
+        op = open_ns[k]
+        if mn < op:
+            continue
+        if or_open[r] != op:
+            or_open[r] = op
+            or_hl[:, r] = np.nan
+        for j in range(or_n.shape[0]):
+            if mn < op + or_n[j] * MINUTE_NS:
+                if not high[k] <= or_hl[2 * j, r]:
+                    or_hl[2 * j, r] = high[k]
+                if not low[k] >= or_hl[2 * j + 1, r]:
+                    or_hl[2 * j + 1, r] = low[k]
+
+
+@njit(cache=True, nogil=True)
+def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: Arr, event_ns: int, open_ns: int,
+          count: Arr, last_min: Arr, ring_m: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, roll: Arr, or_n: Arr,
+          out: Arr) -> None:
+    """Live values of `KERNEL_OUT` (rows of `out`) for every row."""
+    w = ring_m.shape[0]
+    n_roll = roll.shape[0]
+    o_v15, o_r5, o_or = n_roll, n_roll + 1, n_roll + 2
+    now_min = event_ns - event_ns % MINUTE_NS
+    from15 = now_min - 14 * MINUTE_NS
+    from5 = now_min - 4 * MINUTE_NS
+    for r in range(count.shape[0]):
+        c = count[r]
+        bs = bar_start[r]
+        live = bs != 0 and bs > last_min[r]
+        v15 = bar_volume[r] if live and bs >= from15 else 0.0
+        hi = bar_high[r] if live and bs >= from5 else np.nan
+        lo = bar_low[r] if live and bs >= from5 else np.nan
+        k = 0
+        for j in range(n_roll):
+            out[j, r] = np.nan
+        for i in range(min(c, w)):
+            s = (c - 1 - i) % w
+            mn = ring_m[s, r]
+            if mn >= from15:
+                v15 += ring_v[3, s, r]
+            if mn >= from5:
+                if not ring_v[1, s, r] <= hi:
+                    hi = ring_v[1, s, r]
+                if not ring_v[2, s, r] >= lo:
+                    lo = ring_v[2, s, r]
+            while k < n_roll and mn <= now_min - roll[k] * MINUTE_NS:
+                ref = ring_v[0, s, r]
+                out[k, r] = (price[r] - ref) / ref * 100.0 if ref > 0 else np.nan
+                k += 1
+            if k == n_roll and mn < from15:
+                break
+        out[o_v15, r] = v15
+        out[o_r5, r] = (hi - lo) / lo * 100.0 if lo > 0 else np.nan
+        today = or_open[r] == open_ns
+        for j in range(or_n.shape[0]):
+            end = open_ns + or_n[j] * MINUTE_NS
+            h = or_hl[2 * j, r] if today else np.nan
+            lw = or_hl[2 * j + 1, r] if today else np.nan
+            if live and open_ns <= bs < end and bar_high[r] == bar_high[r]:
+                h = bar_high[r] if not bar_high[r] <= h else h
+                lw = bar_low[r] if not bar_low[r] >= lw else lw
+            out[o_or + 2 * j, r] = h if event_ns >= end else np.nan
+            out[o_or + 2 * j + 1, r] = lw if event_ns >= end else np.nan
+
+
+class Intraday:
+    """Rolling-move and landmark state for `n_rows` symbols (private; see the module doc)."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+        self.count = np.zeros(n_rows, np.int64)
+        self.last_min = np.zeros(n_rows, np.int64)
+        self.ring_m = np.zeros((WINDOW, n_rows), np.int64)
+        self.ring_v = np.zeros((4, WINDOW, n_rows))  # close, high, low, volume
+        self.or_open = np.zeros(n_rows, np.int64)
+        self.or_hl = np.full((2 * len(OPENING_RANGES), n_rows), np.nan)
+        self._out = np.full((len(KERNEL_OUT), n_rows), np.nan)
+
+    def reset(self) -> None:
+        for a in (self.count, self.last_min, self.ring_m, self.ring_v, self.or_open):
+            a[:] = 0
+        self.or_hl[:] = np.nan
+
+    def on_bars_closed(self, sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr) -> None:
+        """Fold closed bars (feed order)."""
+        _fold(sym, minute_ns, session_open_ns(minute_ns), high, low, close, volume, self.count, self.last_min,
+              self.ring_m, self.ring_v, self.or_open, self.or_hl, _OR)
+
+    def warm_up(self, hist: np.ndarray, head: np.ndarray) -> None:
+        """Rebuild from the bar-history ring `hist[field, row, slot]` (every row, oldest first)."""
+        self.reset()
+        k = hist.shape[2]
+        j = head[:, None] - k + np.arange(k)[None, :]  # record numbers, oldest first
+        rows, cols = np.nonzero(j >= 0)
+        slots = j[rows, cols] % k
+        mn = hist[HIST["minute"], rows, slots]
+        ok = ~np.isnan(mn)
+        rows, slots = rows[ok], slots[ok]
+        minute_ns = hist[HIST["minute"], rows, slots].astype(np.int64) * MINUTE_NS
+        self.on_bars_closed(rows.astype(np.int64), minute_ns, hist[HIST["high"], rows, slots],
+                            hist[HIST["low"], rows, slots], hist[HIST["close"], rows, slots],
+                            hist[HIST["volume"], rows, slots])
+
+    def update_live(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
+                    profile: np.ndarray | None) -> None:
+        """Write every column of `COLUMNS` into `c` for event time `event_ns` (the day's 09:30 is
+        `open_ns`). Reads price, the live bar, day_open/high/low, lod_ts_ns, volume_5m (written
+        before by the engine), prev_close, avg_daily_volume and the daily reference columns."""
+        out = self._out
+        _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
+              int(open_ns), self.count, self.last_min, self.ring_m, self.ring_v, self.or_open, self.or_hl, _ROLL,
+              _OR, out)
+        for i, name in enumerate(KERNEL_OUT):
+            c[name][:] = out[i]
+        for n in (5, 15):
+            expected = expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, n)
+            relative_volume(c[f"volume_{n}m"], expected, c[f"rel_volume_{n}m"])
+        np.divide(c["change_5m_pct"], 5.0, out=c["velocity_5m"])
+        sm.minutes_since(event_ns, c["lod_ts_ns"], c["minutes_since_lod"])
+        price = c["price"]
+        _flag(price > c["or_high_5m"], price, c["or_high_5m"], c["above_or_high"])
+        _flag(price < c["or_low_5m"], price, c["or_low_5m"], c["below_or_low"])
+        gap_filled(c["day_open"], c["day_high"], c["day_low"], c["prev_close"], c["gap_filled"])
+        sm.change_pct(price, c["high_52w"], c["pct_from_high_52w"])
+        sm.change_pct(price, c["low_52w"], c["pct_from_low_52w"])
+
+
+def _flag(cond: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    out[:] = cond
+    out[np.isnan(a) | np.isnan(b)] = np.nan
+
+
+def gap_filled(day_open: Arr, day_high: Arr, day_low: Arr, prev_close: Arr, out: Arr) -> Arr:
+    """1 once the regular session traded back to the previous close (gap up: low <= previous
+    close; gap down: high >= it; no gap: 1), else 0; NaN without an open or previous close."""
+    up = day_open > prev_close
+    down = day_open < prev_close
+    out[:] = np.where(up, day_low <= prev_close, np.where(down, day_high >= prev_close, True))
+    out[np.isnan(day_open) | ~(prev_close > 0)] = np.nan
+    return out
+
+
+def expected_window_volume(avg_daily_volume: Arr, profile: np.ndarray | None, event_ns: int, open_ns: int,
+                           n: int) -> Arr:
+    """Volume expected in the window of `volume_<n>m` (the live minute so far plus the n - 1
+    minutes before it): the profile's same minutes of the day, else the average daily volume
+    per session minute times the minutes of the window inside the regular session."""
+    frac = (event_ns % MINUTE_NS) / MINUTE_NS
+    if profile is not None:
+        minute = int(np.mod(local_ns(np.array([event_ns])), DAY_NS)[0] // MINUTE_NS)
+        before = minute - n
+        start = profile[:, before] if before >= 0 else np.zeros(len(profile))
+        return expected_volume_profile(profile, minute, frac) - start
+    now = (event_ns - open_ns) / MINUTE_NS
+    start = now - frac - (n - 1)
+    overlap = min(now, SESSION_MINUTES) - max(start, 0.0)
+    if not overlap > 0:
+        return np.full(len(avg_daily_volume), np.nan)
+    return avg_daily_volume * (overlap / SESSION_MINUTES)

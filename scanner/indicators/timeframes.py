@@ -1,0 +1,111 @@
+"""Indicators of the higher timeframes: one indicator engine per timeframe, fed with the bars
+`scanner.timeframes.TimeframeBars` closes, written as `<indicator>_<tf>` columns.
+
+The same step functions as the 1-minute indicators (so the same TA-Lib agreement). Live values
+take the timeframe's live bar as if it closed now, its close being the newest price in it: the
+live 1-minute bar's close when that bar belongs to the bucket (or starts a newer one, for the few
+seconds until the 1-minute watermark closes the older bucket), else the close of the last
+1-minute bar folded into it. `vwap_<tf>`: VWAP of the live intraday bar, live 1-minute bar
+included. After the daily values, `pct_from_sma_50_1d` / `pct_from_sma_200_1d`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from scanner.indicators import session as sm
+from scanner.indicators.engine import KERNEL_OUT, IndicatorEngine
+from scanner.metrics import TIMEFRAME_INDICATORS
+from scanner.session import MINUTE_NS
+from scanner.timeframes import LIVE_FIELDS, TF_MINUTES, TIMEFRAMES, TimeframeBars, day_bucket
+
+_C, _V, _PV = LIVE_FIELDS.index("close"), LIVE_FIELDS.index("volume"), LIVE_FIELDS.index("pv")
+COLUMNS = tuple([f"{k}_{tf}" for tf in TIMEFRAMES for k in TIMEFRAME_INDICATORS]
+                + ["sma_200_1d"] + [f"vwap_{tf}" for tf in TIMEFRAMES if tf != "1d"]
+                + ["pct_from_sma_50_1d", "pct_from_sma_200_1d"])
+
+
+def _out_names(tf: str) -> list[str | None]:
+    """Column of each engine kernel output row for timeframe `tf` (None: discarded)."""
+    names: list[str | None] = []
+    for k in KERNEL_OUT:
+        if k in TIMEFRAME_INDICATORS or (tf == "1d" and k == "sma_200"):
+            names.append(f"{k}_{tf}")
+        else:
+            names.append(None)
+    return names
+
+
+class TimeframeIndicators:
+    """One `IndicatorEngine` per higher timeframe over `n_rows` symbols."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+        self.engines = {tf: IndicatorEngine(n_rows, intraday=False) for tf in TIMEFRAMES}
+        self._scratch = np.empty((len(KERNEL_OUT), n_rows))
+        self._start = np.empty(n_rows, np.int64)
+        self._close = np.empty(n_rows)
+
+    def warm_up(self, hists: list[np.ndarray], heads: list[np.ndarray]) -> None:
+        """Rebuild every engine from its timeframe's ring `[row, slot, field]` (TF_FIELDS share the
+        1-minute ring's first six fields, so the engine reads the field-major view alike)."""
+        for tf, h, hd in zip(TIMEFRAMES, hists, heads, strict=True):
+            self.engines[tf].warm_up(h.transpose(2, 0, 1), hd)
+
+    def on_bars_closed(self, parts: list[np.ndarray]) -> None:
+        """Fold the bars each timeframe closed (as `TimeframeBars` returns them)."""
+        for tf, bars in zip(TIMEFRAMES, parts, strict=True):
+            self.engines[tf].on_bars_closed(bars)
+
+    def update_live(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int) -> None:
+        """Write every column of `COLUMNS` into `c`; reads the live 1-minute bar (bar_start_ns,
+        bar_close, bar_volume, bar_vwap) and price from `c`."""
+        bs1, bc1 = c["bar_start_ns"], c["bar_close"]
+        has1 = (bs1 != 0) & ~np.isnan(bc1)
+        for j, tf in enumerate(TIMEFRAMES):
+            eng = self.engines[tf]
+            if tf == "1d":
+                b1 = np.where(has1, day_bucket(bs1), -1)
+            else:
+                b1 = np.where(has1, bs1 - bs1 % (TF_MINUTES[tf] * MINUTE_NS), -1)
+            s_tf = tfb.start[j]
+            use1 = (b1 > 0) & (b1 >= s_tf)
+            np.copyto(self._start, np.where(use1, b1, s_tf))
+            np.copyto(self._close, np.where(use1, bc1, tfb.live[j, _C]))
+            out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
+            eng.update_kernel(self._start, self._close, event_ns, out)
+            if tf != "1d":
+                same = s_tf != 0
+                v1 = np.where(use1, c["bar_volume"], 0.0)
+                pv1 = np.where(use1 & (v1 > 0), c["bar_vwap"] * v1, 0.0)
+                vol = np.where(same & (~use1 | (b1 == s_tf)), tfb.live[j, _V], 0.0)
+                pv = np.where(same & (~use1 | (b1 == s_tf)), tfb.live[j, _PV], 0.0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    np.divide(pv + pv1, vol + v1, out=c[f"vwap_{tf}"])
+                c[f"vwap_{tf}"][~(vol + v1 > 0)] = np.nan
+        sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
+        sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
+
+
+def warm_kernels() -> None:
+    """Compile (first time on a machine) or load every higher-timeframe kernel with the argument
+    kinds the indicator process passes, before its first heartbeat: bars of a BAR_DTYPE batch,
+    the close, the rings' field-major views, the live update."""
+    from scanner.records import BAR_DTYPE
+    from scanner.session import session_bounds_ns
+
+    n = 2
+    tfb, tfi = TimeframeBars(n), TimeframeIndicators(n)
+    open_ns = session_bounds_ns(20260105)["open"]
+    bars = np.zeros(2, BAR_DTYPE)
+    bars["sym"], bars["minute_ns"] = [0, 1], open_ns
+    bars["open"] = bars["high"] = bars["low"] = bars["close"] = bars["vwap"] = 10.0
+    bars["volume"] = 100.0
+    tfi.on_bars_closed(tfb.on_bars_closed(bars))
+    tfi.on_bars_closed(tfb.close_due(open_ns + 400 * MINUTE_NS))
+    tfi.warm_up(tfb.hists, tfb.heads)
+    names = ("bar_start_ns", "bar_close", "bar_volume", "bar_vwap", "price", *COLUMNS)
+    c = {k: (np.zeros(n, np.int64) if k == "bar_start_ns" else np.full(n, 10.0)) for k in names}
+    tfi.update_live(c, tfb, open_ns + 401 * MINUTE_NS)

@@ -1,0 +1,113 @@
+"""Two real hosts on one machine, each with half the universe, sharing Redis and PostgreSQL: one
+scanner behind either gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import redis
+import websockets
+
+from procs.registry import Registry
+from procs.shared import Shared
+from scanner.metrics import CATALOGUE
+from scanner.toplists import top_rows
+from tests.procs.instance import Instance
+from tests.support import PostgresServer, RedisServer, eventually
+
+N, HALF = 400, 200
+
+
+def column(name: str, metric: str) -> tuple[list[str], np.ndarray]:
+    sh = Shared.attach(name)
+    try:
+        return sh.table.key_list(), np.array(sh.table.f8[CATALOGUE.f8(metric)])
+    finally:
+        sh.close()
+
+
+async def alerts_from_both(port: int, a_syms: set[str], b_syms: set[str]) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        seen_a = seen_b = False
+        async with asyncio.timeout(90):
+            while not (seen_a and seen_b):
+                msg = json.loads(await ws.recv())
+                for a in msg.get("alerts", []) if msg.get("type") == "alerts" else []:
+                    seen_a |= a["symbol"] in a_syms
+                    seen_b |= a["symbol"] in b_syms
+
+
+@pytest.mark.slow
+def test_two_hosts_behave_as_one_scanner(tmp_path: Path, redis_server: RedisServer) -> None:
+    redis.Redis.from_url(redis_server.url).flushdb()
+    pg = PostgresServer.temporary()
+    common = {"SCANNER_REDIS_URL": redis_server.url, "SCANNER_DATABASE_URL": pg.url, "SCANNER_SYMBOLS": str(N),
+              "SCANNER_REGISTRY_TTL_S": "3", "SCANNER_SCAN_WORKERS": "1", "SCANNER_FEED_RATE": "4000",
+              "SCANNER_CLUSTER_TOP_METRICS": '["prev_close", "change_pct"]', "SCANNER_CLUSTER_TOP_N": "50"}
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    a = Instance(tmp_path / "a", f"ca{os.getpid()}", SCANNER_RANGE_START="0", SCANNER_RANGE_END=str(HALF), **common)
+    b = Instance(tmp_path / "b", f"cb{os.getpid()}", SCANNER_RANGE_START=str(HALF), SCANNER_RANGE_END=str(N),
+                 **common)
+    reg = Registry(redis_server.url, ttl_s=3.0)
+    try:
+        a.start()
+        b.start()
+        eventually(lambda: a.all_running() and b.all_running(), 180, 0.2, "both hosts up")
+        eventually(lambda: [h["state"] for h in reg.hosts()] == ["ok", "ok"], 20, 0.2, "both registered")
+        a_keys, a_prev = column(a.name, "prev_close")
+        b_keys, b_prev = column(b.name, "prev_close")
+        a_url, b_url = f"http://127.0.0.1:{a.port}", f"http://127.0.0.1:{b.port}"
+
+        # a WebSocket client on either gateway receives the alerts of both hosts
+        for port in (a.port, b.port):
+            asyncio.run(alerts_from_both(port, set(a_keys), set(b_keys)))
+
+        # the merged top list equals a top list over both hosts' tables (prev_close: static)
+        keys, whole = a_keys + b_keys, np.concatenate([a_prev, b_prev])
+        want = [keys[r] for r in top_rows(whole, None, "desc", 20)]
+
+        def merged() -> dict | None:
+            r = httpx.get(f"{b_url}/api/top", params={"metric": "prev_close", "limit": 20}).json()
+            return r if [x["symbol"] for x in r["rows"]] == want and not r["stale_hosts"] else None
+
+        got = eventually(merged, 30, 0.5, "the merged top list")
+        assert {x["host"] for x in got["rows"]} == {a.name, b.name}
+
+        # another host's symbol through either gateway
+        sym_b = b_keys[0]
+        snap = httpx.get(f"{a_url}/api/symbols/{sym_b}").json()
+        assert snap["symbol"] == sym_b and snap["host"] == b.name and snap["prev_close"] == pytest.approx(b_prev[0])
+
+        # a rule change through one host reaches both
+        rule = {"id": "cluster-probe", "name": "probe", "type": "numeric", "metric": "price", "operator": ">",
+                "value": 0}
+        assert httpx.post(f"{a_url}/api/rules", json=rule).status_code in (200, 201)
+        eventually(lambda: any(r["id"] == "cluster-probe" for r in httpx.get(f"{b_url}/api/rules").json()), 30, 0.2,
+                   "the rule on the other host")
+        m = eventually(lambda: (r := httpx.get(f"{a_url}/api/rules/cluster-probe/matches").json())["count"] > HALF
+                       and r, 30, 0.5, "matches from both hosts")
+        assert set(m["symbols"]) & set(b_keys) and set(m["symbols"]) & set(a_keys)
+
+        # kill -9 of one host: missing in the registry within the TTL, its symbols stale, not absent
+        st = b.status()
+        os.kill(st["supervisor_pid"], signal.SIGKILL)
+        eventually(lambda: {h["instance"]: h["state"] for h in reg.hosts()}[b.name] == "missing", 15, 0.2,
+                   "the killed host marked missing")
+        assert "MISSING" in a.cli("status", "--all").stdout
+        eventually(lambda: httpx.get(f"{a_url}/api/symbols/{sym_b}").status_code == 503, 10, 0.2, "stale symbol")
+        assert httpx.get(f"{a_url}/api/symbols/{sym_b}").json()["detail"]["stale"] is True
+        eventually(lambda: b.name in httpx.get(f"{a_url}/api/top", params={"metric": "prev_close"}).json()
+                   ["stale_hosts"], 10, 0.2, "the top list names the stale host")
+    finally:
+        reg.close()
+        for inst in (a, b):
+            inst.close()
+        pg.remove()

@@ -1,0 +1,178 @@
+"""Rolling moves and the day's landmarks against direct computations over the same real bars and
+ticks (Lean US equities, October 2013): the engine fed minute by minute as the bar process
+feeds it, bars missing at random (quiet minutes) included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scanner.bars import BarAggregator, new_columns, new_history
+from scanner.daily import daily_matrix, reference_columns
+from scanner.feeds.common import SymbolMap
+from scanner.feeds.lean import lean_tick_files, read_lean_daily, read_lean_minute, read_lean_ticks
+from scanner.indicators.engine import IndicatorEngine
+from scanner.indicators.intraday import gap_filled
+from scanner.metrics import OPENING_RANGES, ROLLING_MINUTES
+from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
+from scanner.session import MINUTE_NS, NS, session_bounds_ns
+from tests.scanner.helpers import data_path, table_columns
+
+SYMS = ("aig", "bac", "ibm", "spy")
+DAY = 20131008
+OPEN = session_bounds_ns(DAY)["open"]
+
+
+def _minute_bars(drop: float) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    out = []
+    for r, s in enumerate(SYMS):
+        b = read_lean_minute(data_path("lean-us-equity", "minute", s, f"{DAY}_trade.zip"), r)
+        keep = rng.random(len(b)) >= (drop if r % 2 else 0.0)  # AIG and IBM go quiet at random
+        out.append(b[keep])
+    return out
+
+
+def _direct(b: np.ndarray, now_min: int, price: float, live: np.ndarray | None) -> dict[str, float]:
+    """The metrics for one symbol from its closed bars `b` (minute < now_min) and live bar."""
+    out: dict[str, float] = {}
+    m = b["minute_ns"]
+    for n in ROLLING_MINUTES:
+        past = b[m <= now_min - n * MINUTE_NS]
+        out[f"change_{n}m_pct"] = (price / past["close"][-1] - 1) * 100 if len(past) else np.nan
+    lv = [live] if live is not None else []
+    w15 = [*b[m >= now_min - 14 * MINUTE_NS], *lv]
+    out["volume_15m"] = float(sum(x["volume"] for x in w15))
+    w5 = [*b[m >= now_min - 4 * MINUTE_NS], *lv]
+    hi, lo = max((x["high"] for x in w5), default=np.nan), min((x["low"] for x in w5), default=np.nan)
+    out["range_5m_pct"] = (hi - lo) / lo * 100
+    out["velocity_5m"] = out["change_5m_pct"] / 5
+    allb = [*b, *lv]
+    for n in OPENING_RANGES:
+        win = [x for x in allb if OPEN <= x["minute_ns"] < OPEN + n * MINUTE_NS]
+        done = now_min + 30 * NS >= OPEN + n * MINUTE_NS
+        out[f"or_high_{n}m"] = max((x["high"] for x in win), default=np.nan) if done else np.nan
+        out[f"or_low_{n}m"] = min((x["low"] for x in win), default=np.nan) if done else np.nan
+    return out
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.3])
+def test_rolling_moves_and_opening_range_match_direct_computation(drop: float) -> None:
+    per = _minute_bars(drop)
+    allb = np.concatenate(per)
+    allb = allb[np.argsort(allb["minute_ns"], kind="stable")]
+    eng = IndicatorEngine(len(SYMS))
+    cols = table_columns(len(SYMS))
+    minutes = np.unique(allb["minute_ns"])
+    checked = 0
+    for i, m in enumerate(minutes):
+        live = allb[allb["minute_ns"] == m]
+        cols["bar_start_ns"][:] = 0
+        for name in ("bar_high", "bar_low", "bar_close"):
+            cols[name][:] = np.nan
+        cols["bar_volume"][:] = 0.0
+        for x in live:
+            r = x["sym"]
+            cols["bar_start_ns"][r] = m
+            cols["bar_high"][r], cols["bar_low"][r], cols["bar_close"][r] = x["high"], x["low"], x["close"]
+            cols["bar_volume"][r] = x["volume"]
+            cols["price"][r] = x["close"]
+        if i % 3 == 0 or OPEN <= m < OPEN + 32 * MINUTE_NS:
+            eng.update_live(cols, int(m) + 30 * NS)
+            for r in range(len(SYMS)):
+                b = per[r][per[r]["minute_ns"] < m]
+                mine = live[live["sym"] == r]
+                if len(b) == 0:
+                    continue
+                want = _direct(b, int(m), float(cols["price"][r]), mine[0] if len(mine) else None)
+                for k, v in want.items():
+                    assert cols[k][r] == pytest.approx(v, rel=1e-12, nan_ok=True), (SYMS[r], k, i)
+                checked += 1
+        eng.on_bars_closed(live)
+    assert checked > 400
+    # flags against the 5-minute range, after the window
+    assert set(np.unique(cols["above_or_high"])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(cols["above_or_high"], (cols["price"] > cols["or_high_5m"]).astype(float))
+
+
+def test_warm_up_from_history_ring_gives_the_same_values() -> None:
+    per = _minute_bars(0.3)
+    allb = np.concatenate(per)
+    allb = allb[np.argsort(allb["minute_ns"], kind="stable")]
+    cut = OPEN + 75 * MINUTE_NS
+    done = allb[allb["minute_ns"] < cut]
+    agg_hist, head = new_history(len(SYMS), 400)
+    for r in range(len(SYMS)):  # what the bar process leaves in the ring
+        b = done[done["sym"] == r]
+        j = np.arange(len(b))
+        agg_hist[0, r, j % 400] = b["minute_ns"] // MINUTE_NS
+        for f, name in ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume")):
+            agg_hist[f, r, j % 400] = b[name]
+        head[r] = len(b)
+    a, b = IndicatorEngine(len(SYMS)), IndicatorEngine(len(SYMS))
+    a.on_bars_closed(done)
+    b.warm_up(agg_hist, head)
+    ca, cb = table_columns(len(SYMS)), table_columns(len(SYMS))
+    for c in (ca, cb):
+        c["price"][:] = [p[-1]["close"] for p in per]
+        c["bar_start_ns"][:] = 0
+    a.update_live(ca, cut + 10 * NS)
+    b.update_live(cb, cut + 10 * NS)
+    for k in ("change_60m_pct", "change_5m_pct", "volume_15m", "range_5m_pct", "or_high_30m", "or_low_15m"):
+        np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
+        assert not np.isnan(ca[k]).any(), k
+
+
+@pytest.fixture(scope="module")
+def day_ticks() -> tuple[np.ndarray, list[str]]:
+    syms = SymbolMap()
+    files = lean_tick_files(data_path("lean-us-equity"), days=[DAY])
+    t = np.concatenate([b.ticks for b in read_lean_ticks(files, syms, batch_size=100_000)])
+    return t, syms.names
+
+
+def test_low_of_day_and_opening_range_from_ticks(day_ticks: tuple[np.ndarray, list[str]]) -> None:
+    """Ticks -> bar process -> indicators: new lows, the low's time and the opening ranges equal
+    a direct computation over the regular-session priced ticks."""
+    ticks, names = day_ticks
+    n = len(names)
+    cols = {**table_columns(n), **new_columns(n)}
+    hist, head = new_history(n)
+    agg = BarAggregator(cols, hist, head)
+    eng = IndicatorEngine(n)
+    for i in range(0, len(ticks), 50_000):
+        eng.on_bars_closed(agg.on_ticks(ticks[i:i + 50_000]))
+    eng.on_bars_closed(agg.close_all())
+    end = session_bounds_ns(DAY)["close"]
+    daily = [read_lean_daily(data_path("lean-us-equity", "daily", f"{s.lower()}.zip")) for s in names]
+    for k, v in reference_columns(daily_matrix(daily, DAY)).items():
+        cols[k][:] = v
+    df = pd.DataFrame({"sym": ticks["sym"], "ts": ticks["ts_ns"], "px": ticks["price"], "fl": ticks["flags"]})
+    reg = df[(df.ts >= OPEN) & (df.ts < end) & ((df.fl & (TICK_ODD_LOT | TICK_NO_LAST)) == 0)]
+    cols["price"][:] = reg.groupby("sym").px.last().reindex(range(n)).to_numpy()
+    eng.update_live(cols, end)
+    for r, g in reg.groupby("sym"):
+        runmin = g.px.cummin()
+        assert cols["new_lod_count"][r] == (runmin.diff() < 0).sum() > 0
+        assert cols["lod_ts_ns"][r] == g.ts[g.px == g.px.min()].iloc[0]
+        assert cols["minutes_since_lod"][r] == pytest.approx((end - cols["lod_ts_ns"][r]) / MINUTE_NS)
+        for m in OPENING_RANGES:
+            w = g[g.ts < OPEN + m * MINUTE_NS].px
+            assert (cols[f"or_high_{m}m"][r], cols[f"or_low_{m}m"][r]) == (w.max(), w.min()), (names[r], m)
+        # daily reference values against pandas / TA-Lib over the daily file
+        d = pd.DataFrame(daily[r])
+        d = d[d["day"] < DAY]
+        assert cols["prev_high"][r] == d.high.iloc[-1] and cols["prev_low"][r] == d.low.iloc[-1]
+        assert cols["high_52w"][r] == d.high.tail(252).max() and cols["low_52w"][r] == d.low.tail(252).min()
+        assert cols["pct_from_high_52w"][r] == pytest.approx((g.px.iloc[-1] / d.high.tail(252).max() - 1) * 100)
+        up = cols["day_open"][r] > cols["prev_close"][r]
+        filled = (g.px.min() <= cols["prev_close"][r]) if up else (g.px.max() >= cols["prev_close"][r])
+        assert cols["gap_filled"][r] == float(filled)
+
+
+def test_gap_filled_cases() -> None:
+    out = np.empty(6)
+    gap_filled(np.array([11.0, 11.0, 9.0, 9.0, 10.0, np.nan]), np.array([12.0, 12.0, 9.5, 10.0, 10.0, 1.0]),
+               np.array([10.5, 10.0, 8.0, 8.0, 10.0, 1.0]), np.full(6, 10.0), out)
+    np.testing.assert_array_equal(out, [0.0, 1.0, 0.0, 1.0, 1.0, np.nan])
