@@ -53,7 +53,8 @@ def bench_faults(*, symbols: int = 1000, feed_rate: float = 20_000.0, speed: flo
         r = {"fault": fault, "recovery_s": None if recovery_s is None else round(recovery_s, 2), "data_lost": lost,
              **extra}
         rows.append(r)
-        echo(f"{fault:<38} {'' if recovery_s is None else f'{recovery_s:6.2f} s':>9}  {lost}")
+        more = " ".join(f"{k}={v}" for k, v in extra.items())
+        echo(f"{fault:<38} {'' if recovery_s is None else f'{recovery_s:6.2f} s':>9}  {lost}  [{more}]")
 
     try:
         inst.start()
