@@ -43,6 +43,7 @@ from cli.common import (
 from cli.kafka import feed_bridge_command
 from cli.replay import replay_command
 from cli.rules import app as rules_app
+from cli.soak import soak_command
 from cli.storage import archive_command, migrate_command
 
 if TYPE_CHECKING:
@@ -276,9 +277,6 @@ app.command("backtest")(backtest_command)
 app.command("feed-bridge")(feed_bridge_command)
 app.command("migrate")(migrate_command)
 app.command("archive")(archive_command)
-
-from cli.soak import soak_command  # noqa: E402
-
 app.command("soak")(soak_command)
 
 

@@ -143,7 +143,8 @@ def ensure_stopped(settings: Settings, hint: str = "") -> None:
 
 def launch_supervisor(settings: Settings) -> tuple[subprocess.Popen, int]:
     """Start `python -m cli.app start --foreground` detached: a session of its own (a Ctrl-C
-    reaches only this command, which stops it), settings in `SUPERVISOR_SETTINGS_ENV`, output
+    reaches only this command, which stops it), settings in a 0600 file named by
+    `SUPERVISOR_SETTINGS_ENV`, output
     appended to the instance's log. Returns the process and the log offset where this run's
     output starts."""
     from procs.runtime import private_data_dir, write_settings_file

@@ -32,6 +32,10 @@ from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.publisher")
 PASS_S = 0.002
+# alerts taken from each ring per pass: a backlog (after a restart, on a busy machine) is worked
+# off over several short passes, each with a heartbeat, not in one pass long enough to be
+# killed as stalled (which restarts the publisher into the same backlog: a restart loop)
+MAX_PER_RING = 4096
 
 
 def main(ctx: Context) -> None:
@@ -57,7 +61,7 @@ def main(ctx: Context) -> None:
     while ctx.should_run():
         ctx.beat()
         encoder.watch(sh.control.rules_generation)  # know each rule set before it can change again
-        batches = [b for b in (c.poll(65536) for c in consumers) if len(b)]
+        batches = [b for b in (c.poll(MAX_PER_RING) for c in consumers) if len(b)]
         if batches:
             alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()
             feed.publish(alerts)

@@ -60,8 +60,10 @@ class RedisSink:
         if not self.buffer or not self.backoff.ready():
             return dropped
         try:
-            while self.buffer:
-                n = min(self.batch, len(self.buffer))
+            budget = 10 * self.batch  # per call: a large backlog goes out over several passes, each
+            while self.buffer and budget > 0:  # with its heartbeat (one long pass would look stalled)
+                n = min(self.batch, len(self.buffer), budget)
+                budget -= n
                 refused = self._send_batch([self.buffer[i] for i in range(n)])
                 dropped += refused
                 self.dropped_total += refused

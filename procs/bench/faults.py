@@ -53,7 +53,8 @@ def bench_faults(*, symbols: int = 1000, feed_rate: float = 20_000.0, speed: flo
         r = {"fault": fault, "recovery_s": None if recovery_s is None else round(recovery_s, 2), "data_lost": lost,
              **extra}
         rows.append(r)
-        echo(f"{fault:<38} {'' if recovery_s is None else f'{recovery_s:6.2f} s':>9}  {lost}")
+        more = " ".join(f"{k}={v}" for k, v in extra.items())
+        echo(f"{fault:<38} {'' if recovery_s is None else f'{recovery_s:6.2f} s':>9}  {lost}  [{more}]")
 
     try:
         inst.start()
@@ -61,6 +62,7 @@ def bench_faults(*, symbols: int = 1000, feed_rate: float = 20_000.0, speed: flo
         inst.wait("bars in PostgreSQL", lambda: pg_bars(pg.url) > 0, 300, 0.5)
         for name in KILLED:
             rows_before = inst.tick_total()
+            lost_before = sum(inst.status()["ring_lost"].values())
             old = inst.child(name)
             t0 = time.monotonic()
             os.kill(old["pid"], signal.SIGKILL)
@@ -70,8 +72,10 @@ def bench_faults(*, symbols: int = 1000, feed_rate: float = 20_000.0, speed: flo
             inst.wait(f"{name} running", lambda n=name: inst.child(n)["state"] == "running", 300, 0.02)
             running = time.monotonic() - t0
             intact = inst.tick_total() >= rows_before
-            row(f"kill -9 {name}", running, "none (table intact)" if intact else "TABLE COUNTERS WENT BACK",
-                restart_s=round(replaced, 2), table_intact=intact)
+            lapped = sum(inst.status()["ring_lost"].values()) - lost_before
+            row(f"kill -9 {name}", running, ("table intact" if intact else "TABLE COUNTERS WENT BACK")
+                + (f"; {lapped} ring records lapped while it was down (counted)" if lapped else "; nothing lost"),
+                restart_s=round(replaced, 2), table_intact=intact, ring_lost=lapped)
         # Redis away: alerts buffered (bounded), then delivered; the gateway reads back what it missed
         pub0 = inst.child("publisher")
         redis_srv.stop()
@@ -103,9 +107,13 @@ def bench_faults(*, symbols: int = 1000, feed_rate: float = 20_000.0, speed: flo
             os.unlink(filler)
             t0 = time.monotonic()
             errors0 = inst.child("storage")["errors"]
-            inst.wait("spool writable again", lambda: "spool writable again" in inst.output(), 120, 0.05)
+            # the writer spools again and drains to PostgreSQL (it must not have crashed meanwhile)
+            restarts0 = inst.child("storage")["restarts"]
+            inst.wait("the spool drained again", lambda: drained(spool), 300, 0.1)
+            crashed = inst.child("storage")["restarts"] - restarts0
             row(f"spool disk full {full_s:.0f} s (tmpfs {spool_mb} MB)", time.monotonic() - t0,
-                "none (records waited in the ring)", storage_errors=inst.child("storage")["errors"] - errors0)
+                "none (records waited in the ring)" + (f"; the writer restarted {crashed}x" if crashed else ""),
+                storage_errors=inst.child("storage")["errors"] - errors0, storage_restarts=crashed)
         # every closed bar in PostgreSQL exactly once (once the writer caught up)
         missing, extra = compare_bars(inst, pg.url)
         row("bars: history vs PostgreSQL", None, f"{missing} missing, {extra} unexpected", bars_missing=missing,

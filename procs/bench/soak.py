@@ -3,7 +3,8 @@
 Every `interval_s` it records, per process, the resident memory (VmRSS) and, for the instance,
 the scan p99, the ticks/s and the drops; at the end it fits a line through each process's RSS
 after the first fifth of the run (warm-up: caches, first kernels, the day's first bars) and
-reports the slope in MB/hour. A flat memory trend is a slope near zero for every process.
+reports the slope in MB/hour (also after the last restart of any process: a restarted process
+starts small again). A flat memory trend is a slope near zero for every process.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def soak(minutes: float, *, symbols: int = 5000, feed_rate: float = 50_000.0, in
 
 def summarize(samples: list[dict], minutes: float, symbols: int, feed_rate: float, exit_code: int) -> dict:
     t = np.array([s["t_s"] for s in samples]) / 3600.0
-    steady = t >= t[-1] * 0.2 if len(t) > 2 else np.ones(len(t), bool)
+    # the trend is fitted after the warm-up (first fifth) and after the last restart of any
+    # process (a restarted process starts small again: that is not a trend)
+    restarts = np.array([s["restarts"] for s in samples])
+    changed = np.flatnonzero(np.diff(restarts)) + 1
+    since = t[changed[-1]] if len(changed) else 0.0
+    steady = (t >= max(t[-1] * 0.2, since)) if len(t) > 2 else np.ones(len(t), bool)
     procs = sorted({k for s in samples for k in s["rss_mb"]})
     slope, first, last, peak = {}, {}, {}, {}
     for name in procs:
@@ -65,6 +71,8 @@ def summarize(samples: list[dict], minutes: float, symbols: int, feed_rate: floa
     return {
         "minutes": minutes, "symbols": symbols, "feed_rate": feed_rate, "samples": len(samples),
         "rss_first_mb": first, "rss_last_mb": last, "rss_peak_mb": peak, "rss_slope_mb_per_h": slope,
+        "trend_window_s": [round(float(t[steady][0] * 3600), 1), round(float(t[-1] * 3600), 1)] if steady.any()
+        else None,
         "rss_total_last_mb": round(sum(last.values()), 1),
         "scan_p99_ms_median": round(float(np.median(p99)), 3), "scan_p99_ms_max": round(float(p99.max()), 3),
         "ticks_per_s_median": round(float(np.median([s["ticks_per_s"] for s in samples])), 1),

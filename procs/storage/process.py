@@ -59,6 +59,7 @@ class SpooledStream:
         self.full_since = 0.0  # monotonic time the spool stopped taking writes (0: it takes them)
         self.retry_at = 0.0
         self.write_errors = 0
+        self.trim_failing = False
 
     def commit(self) -> None:
         self.shared_state[:] = self.consumer.state
@@ -183,7 +184,14 @@ def main(ctx: Context) -> None:
             next_trim = now + 0.2
             for st in streams:
                 if st.spool.frames:
-                    st.spool.trim()
+                    try:
+                        st.spool.trim()
+                        st.trim_failing = False
+                    except OSError as exc:  # disk full: the committed prefix stays until there is room
+                        st.write_errors += 1
+                        if not st.trim_failing:
+                            log.error("%s: cannot trim the spool (%s); retrying", st.name, exc)
+                        st.trim_failing = True
             for t in threads:
                 t.wake.set()
             _report(ctx, threads, streams, seen)

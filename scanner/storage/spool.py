@@ -123,9 +123,14 @@ class Spool:
         head["magic"], head["version"], head["record_size"] = FILE_MAGIC, VERSION, self.dtype.itemsize
         head["fingerprint"], head["epoch"], head["created_ns"] = fingerprint(self.dtype), epoch, time.time_ns()
         fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
-        os.write(fd, head.tobytes())
-        os.fsync(fd)
-        os.replace(tmp, self.path)
+        try:
+            os.write(fd, head.tobytes())
+            os.fsync(fd)
+            os.replace(tmp, self.path)
+        except OSError:  # e.g. disk full: the current file stays as it is
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.path.parent)
         if self.fd >= 0:
             os.close(self.fd)
