@@ -33,15 +33,31 @@ def column(name: str, metric: str) -> tuple[list[str], np.ndarray]:
         sh.close()
 
 
-async def alerts_from_both(port: int, a_syms: set[str], b_syms: set[str]) -> None:
-    async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+PROBE = {"id": "cluster-probe", "name": "probe", "type": "numeric", "metric": "price", "operator": ">", "value": 0}
+
+
+async def probe_reaches_both_gateways(urls: list[str], ports: list[int], a_syms: set[str], b_syms: set[str]) -> None:
+    """Clients on both gateways, then a rule (through the first host) that every traded symbol of
+    both hosts matches: each client must see alerts of both hosts' symbols."""
+    async def collect(ws: websockets.ClientConnection) -> None:
         seen_a = seen_b = False
-        async with asyncio.timeout(90):
-            while not (seen_a and seen_b):
-                msg = json.loads(await ws.recv())
-                for a in msg.get("alerts", []) if msg.get("type") == "alerts" else []:
-                    seen_a |= a["symbol"] in a_syms
-                    seen_b |= a["symbol"] in b_syms
+        while not (seen_a and seen_b):
+            msg = json.loads(await ws.recv())
+            for a in msg.get("alerts", []) if msg.get("type") == "alerts" else []:
+                seen_a |= a["symbol"] in a_syms
+                seen_b |= a["symbol"] in b_syms
+
+    conns = [await websockets.connect(f"ws://127.0.0.1:{p}/ws") for p in ports]
+    try:
+        for ws in conns:
+            assert json.loads(await ws.recv())["type"] == "hello"
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(f"{urls[0]}/api/rules", json=PROBE)).status_code in (200, 201)
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(collect(ws) for ws in conns))
+    finally:
+        for ws in conns:
+            await ws.close()
 
 
 @pytest.mark.slow
@@ -66,9 +82,11 @@ def test_two_hosts_behave_as_one_scanner(tmp_path: Path, redis_server: RedisServ
         b_keys, b_prev = column(b.name, "prev_close")
         a_url, b_url = f"http://127.0.0.1:{a.port}", f"http://127.0.0.1:{b.port}"
 
-        # a WebSocket client on either gateway receives the alerts of both hosts
-        for port in (a.port, b.port):
-            asyncio.run(alerts_from_both(port, set(a_keys), set(b_keys)))
+        # a rule change through one host reaches both, and a WebSocket client on either gateway
+        # receives the alerts of both hosts
+        asyncio.run(probe_reaches_both_gateways([a_url, b_url], [a.port, b.port], set(a_keys), set(b_keys)))
+        eventually(lambda: any(r["id"] == "cluster-probe" for r in httpx.get(f"{b_url}/api/rules").json()), 30, 0.2,
+                   "the rule on the other host")
 
         # the merged top list equals a top list over both hosts' tables (prev_close: static)
         keys, whole = a_keys + b_keys, np.concatenate([a_prev, b_prev])
@@ -86,12 +104,6 @@ def test_two_hosts_behave_as_one_scanner(tmp_path: Path, redis_server: RedisServ
         snap = httpx.get(f"{a_url}/api/symbols/{sym_b}").json()
         assert snap["symbol"] == sym_b and snap["host"] == b.name and snap["prev_close"] == pytest.approx(b_prev[0])
 
-        # a rule change through one host reaches both
-        rule = {"id": "cluster-probe", "name": "probe", "type": "numeric", "metric": "price", "operator": ">",
-                "value": 0}
-        assert httpx.post(f"{a_url}/api/rules", json=rule).status_code in (200, 201)
-        eventually(lambda: any(r["id"] == "cluster-probe" for r in httpx.get(f"{b_url}/api/rules").json()), 30, 0.2,
-                   "the rule on the other host")
         m = eventually(lambda: (r := httpx.get(f"{a_url}/api/rules/cluster-probe/matches").json())["count"] > HALF
                        and r, 30, 0.5, "matches from both hosts")
         assert set(m["symbols"]) & set(b_keys) and set(m["symbols"]) & set(a_keys)
