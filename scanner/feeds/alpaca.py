@@ -38,6 +38,7 @@ from scanner.feeds.frames import (
     STATUS_DTYPE,
     FrameDecoder,
     ParsedFrame,
+    VendorParser,
     fill,
     good_ts,
     keep_valid,
@@ -46,7 +47,7 @@ from scanner.feeds.frames import (
     positive,
     rfc3339_ns,
     symbol_rows,
-    ticks_of,
+    valid_trades,
 )
 
 ErrorClass = Literal["fatal", "reconnect", "ignore"]
@@ -195,9 +196,11 @@ def classify_error(control: dict) -> ErrorClass:
     return entry[1] if entry else "reconnect"
 
 
-class AlpacaParser:
+class AlpacaParser(VendorParser):
     """Frames of the v2 stocks stream -> `ParsedFrame` (trades, quotes, statuses, LULD bands,
     corrections and cancels as numpy columns). One instance per connection; not thread-safe."""
+
+    trade_type = Trade
 
     def __init__(self, symbols: SymbolMap, max_frame_bytes: int = 64 << 20, fast: bool = True) -> None:
         self.symbols = symbols
@@ -205,31 +208,13 @@ class AlpacaParser:
         self._fast = TradeScanner(ALPACA, symbols) if fast else None
         self._flags = FlagCache(alpaca_flags)
 
-    def parse(self, frame: bytes | str) -> ParsedFrame:
-        out = ParsedFrame()
-        if self._fast is not None and len(frame) <= self._decoder.max_frame_bytes:
-            cols = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
-            if cols is not None:
-                rows, ts, px, sz, flags = cols
-                ok = good_ts(ts) & positive(px) & positive(sz)
-                out.trades = ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))
-                return out
-        msgs = self._decoder.decode(frame, out)
-        trades = [m for m in msgs if m.__class__ is Trade]
-        if trades:
-            self._trades(trades, out)
-        if len(trades) != len(msgs):
-            self._others([m for m in msgs if m.__class__ is not Trade], out)
-        return out
-
     def _trades(self, tr: list[Trade], out: ParsedFrame) -> None:
         rows = symbol_rows(self.symbols, [m.S for m in tr])
         px = np.array([m.p for m in tr], np.float64)
         sz = np.array([m.s for m in tr], np.float64)
         ts = rfc3339_ns([m.t for m in tr])
         flags = self._flags.many([(m.z, m.c) for m in tr])
-        ok = good_ts(ts) & positive(px) & positive(sz)
-        out.trades = ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))
+        out.trades = valid_trades(out, rows, ts, px, sz, flags)
 
     def _others(self, msgs: list, out: ParsedFrame) -> None:
         groups: dict[type, list] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -282,3 +283,41 @@ def positive(x: np.ndarray) -> np.ndarray:
 def non_negative(x: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.isfinite(x) & (x >= 0)
+
+
+class VendorParser:
+    """The frame loop the vendor parsers share: a frame of trades only takes the compiled path
+    (`_fast`, when the subclass has one); anything else is decoded by msgspec (`_decoder`) into
+    the vendor's trades (`_trades`) and the other messages (`_others`)."""
+
+    trade_type: type
+    _fast: Any
+    _decoder: Any
+
+    def parse(self, frame: bytes | str) -> ParsedFrame:
+        out = ParsedFrame()
+        if self._fast is not None and len(frame) <= self._decoder.max_frame_bytes:
+            cols = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
+            if cols is not None:
+                out.trades = valid_trades(out, *cols)
+                return out
+        msgs = self._decoder.decode(frame, out)
+        trades = [m for m in msgs if m.__class__ is self.trade_type]
+        if trades:
+            self._trades(trades, out)
+        if len(trades) != len(msgs):
+            self._others([m for m in msgs if m.__class__ is not self.trade_type], out)
+        return out
+
+    def _trades(self, trades: list[Any], out: ParsedFrame) -> None:
+        raise NotImplementedError
+
+    def _others(self, msgs: list[Any], out: ParsedFrame) -> None:
+        raise NotImplementedError
+
+
+def valid_trades(out: ParsedFrame, rows: np.ndarray, ts: np.ndarray, px: np.ndarray, sz: np.ndarray,
+                 flags: np.ndarray) -> np.ndarray:
+    """The trades with a parsed time and a positive price and size; the others are counted in `out`."""
+    ok = good_ts(ts) & positive(px) & positive(sz)
+    return ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))

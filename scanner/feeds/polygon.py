@@ -39,13 +39,14 @@ from scanner.feeds.frames import (
     STATUS_DTYPE,
     FrameDecoder,
     ParsedFrame,
+    VendorParser,
     fill,
     keep_valid,
     non_negative,
     pack_code,
     positive,
     symbol_rows,
-    ticks_of,
+    valid_trades,
 )
 
 ErrorClass = Literal["fatal", "reconnect", "ignore"]
@@ -153,9 +154,11 @@ def ms_to_ns(t: np.ndarray) -> np.ndarray:
     return np.where(t >= 10**17, t, np.where(t >= 10**14, t * 1_000, t * 1_000_000))
 
 
-class PolygonParser:
+class PolygonParser(VendorParser):
     """Frames of the stocks WebSocket -> `ParsedFrame` (trades, quotes, LULD bands and the
     halts/resumptions they carry). One instance per connection; not thread-safe."""
+
+    trade_type = Trade
 
     def __init__(self, symbols: SymbolMap, max_frame_bytes: int = 64 << 20, fast: bool = True) -> None:
         self.symbols = symbols
@@ -163,31 +166,13 @@ class PolygonParser:
         self._fast = TradeScanner(POLYGON, symbols) if fast else None
         self._flags = FlagCache(polygon_flags)
 
-    def parse(self, frame: bytes | str) -> ParsedFrame:
-        out = ParsedFrame()
-        if self._fast is not None and len(frame) <= self._decoder.max_frame_bytes:
-            cols = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
-            if cols is not None:
-                rows, ts, px, sz, flags = cols
-                ok = (ts > 0) & positive(px) & positive(sz)
-                out.trades = ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))
-                return out
-        msgs = self._decoder.decode(frame, out)
-        trades = [m for m in msgs if m.__class__ is Trade]
-        if trades:
-            self._trades(trades, out)
-        if len(trades) != len(msgs):
-            self._others([m for m in msgs if m.__class__ is not Trade], out)
-        return out
-
     def _trades(self, tr: list[Trade], out: ParsedFrame) -> None:
         rows = symbol_rows(self.symbols, [m.sym for m in tr])
         px = np.array([m.p for m in tr], np.float64)
         sz = np.array([m.s for m in tr], np.float64)
         ts = ms_to_ns(np.array([m.t for m in tr], np.int64))
         flags = self._flags.many([m.c for m in tr])
-        ok = (ts > 0) & positive(px) & positive(sz)
-        out.trades = ticks_of(rows, ts, px, sz, flags, keep_valid(out, ok, rows, "trade"))
+        out.trades = valid_trades(out, rows, ts, px, sz, flags)
 
     def _others(self, msgs: list, out: ParsedFrame) -> None:
         groups: dict[type, list] = {}
