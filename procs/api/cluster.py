@@ -135,10 +135,8 @@ def ask_owner(state: Any, request: Any, symbol: str) -> dict[str, Any] | None:
     host = view.host_of(symbol)
     if host is None or host["instance"] == view.me:
         return None
-    if state.forwarder is None:
-        state.forwarder = Forwarder()
     try:
-        status, body = state.forwarder.get(host, request.url.path, request.url.query,
+        status, body = _forwarder(state).get(host, request.url.path, request.url.query,
                                            request.headers.get("authorization"))
     except HostUnavailable as exc:
         raise HTTPException(503, detail={"msg": f"{symbol} is stale: {exc}", "stale": True,
@@ -154,12 +152,10 @@ def cluster_matches(state: Any, request: Any, local: dict[str, Any]) -> dict[str
     view: ClusterView | None = state.cluster
     if view is None or request.headers.get(FORWARDED) or not view.active():
         return local
-    if state.forwarder is None:
-        state.forwarder = Forwarder()
     symbols, stale = set(local["symbols"]), []
     for host in view.others():
         try:
-            status, body = state.forwarder.get(host, request.url.path, request.url.query,
+            status, body = _forwarder(state).get(host, request.url.path, request.url.query,
                                                request.headers.get("authorization"))
         except HostUnavailable:
             stale.append(host["instance"])
@@ -169,3 +165,10 @@ def cluster_matches(state: Any, request: Any, local: dict[str, Any]) -> dict[str
         else:
             stale.append(host["instance"])
     return {**local, "count": len(symbols), "symbols": sorted(symbols), "stale_hosts": stale}
+
+
+def _forwarder(state: Any) -> Forwarder:
+    """The gateway's one HTTP client to the other hosts, made on first use."""
+    if state.forwarder is None:
+        state.forwarder = Forwarder()
+    return state.forwarder
