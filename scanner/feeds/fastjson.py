@@ -24,6 +24,7 @@ from scanner.feeds import conditions
 from scanner.feeds.common import SymbolMap
 from scanner.feeds.conditions import ALPACA_CTA, ALPACA_UTP, flags_of
 from scanner.feeds.frames import BAD_TS, ts_span
+from scanner.records import TICK_DTYPE
 
 ALPACA, POLYGON = 0, 1
 _K_OTHER, _K_TYPE, _K_SYM, _K_PRICE, _K_SIZE, _K_TIME, _K_COND, _K_TAPE = range(8)
@@ -421,6 +422,51 @@ def insert(lo: np.uint64, hi: np.uint64, row: int, t_lo: np.ndarray, t_hi: np.nd
     t_lo[s], t_hi[s], t_row[s] = lo, hi, row
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def pack_ticks(n: int, key_lo: np.ndarray, key_hi: np.ndarray, px: np.ndarray, sz: np.ndarray, ts: np.ndarray,
+               flags: np.ndarray, t_lo: np.ndarray, t_hi: np.ndarray, t_row: np.ndarray, rows: np.ndarray,
+               use_rows: bool, out: np.ndarray, counts: np.ndarray) -> int:
+    """The scanned trades as TICK_DTYPE records in `out`, in one pass: each key's row from the
+    hash table (or from `rows` when `use_rows`), then the checks of `frames.valid_trades` (time
+    parsed and positive, price and size finite and positive, symbol known). Returns the records
+    kept, counts[0] = out of range, counts[1] = unknown symbol; -1 (nothing kept) at the first
+    key not in the table yet, for the caller to resolve."""
+    mask = np.uint64(t_row.shape[0] - 1)
+    m = 0
+    bad = 0
+    unknown = 0
+    for k in range(n):
+        if use_rows:
+            r = rows[k]
+        else:
+            lo, hi = key_lo[k], key_hi[k]
+            s = _slot(lo, hi, mask)
+            while True:
+                r = t_row[s]
+                if r == EMPTY:
+                    return -1
+                if t_lo[s] == lo and t_hi[s] == hi:
+                    break
+                s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+        t, p, q = ts[k], px[k], sz[k]
+        if not (t != BAD_TS and t > 0 and np.isfinite(p) and p > 0 and np.isfinite(q) and q > 0):
+            bad += 1
+            continue
+        if r < 0:
+            unknown += 1
+            continue
+        rec = out[m]
+        rec.sym = r
+        rec.flags = flags[k]
+        rec.ts_ns = t
+        rec.price = p
+        rec.size = q
+        m += 1
+    counts[0] = bad
+    counts[1] = unknown
+    return m
+
+
 def key_name(lo: int, hi: int) -> str:
     """The symbol text of a 16-byte key."""
     raw = int(lo).to_bytes(8, "little") + int(hi).to_bytes(8, "little")
@@ -461,9 +507,12 @@ class TradeScanner:
         self.px, self.sz = np.empty(cap), np.empty(cap)
         self.ts, self.flags = np.empty(cap, np.int64), np.empty(cap, np.uint32)
         self.rows = np.empty(cap, np.int64)
+        self.out = np.empty(cap, TICK_DTYPE)
+        self.counts = np.zeros(2, np.int64)
 
-    def scan(self, frame: bytes | str) -> tuple[np.ndarray, ...] | None:
-        """(rows, ts_ns, price, size, flags) of a trades-only frame, or None."""
+    def scan(self, frame: bytes | str) -> tuple[np.ndarray, int, int] | None:
+        """(TICK_DTYPE trades kept, out of range, unknown symbol) of a trades-only frame, or
+        None. The buffers are reused across frames: per frame, only the result is allocated."""
         raw = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
         b = np.frombuffer(raw, np.uint8)
         cap = len(b) // MIN_TRADE_BYTES + 1
@@ -473,10 +522,14 @@ class TradeScanner:
                         self.px, self.sz, self.ts, self.flags)
         if n < 0:
             return None
-        rows = self.rows
-        if lookup(self.key_lo, self.key_hi, n, self.t_lo, self.t_hi, self.t_row, rows):
+        m = pack_ticks(n, self.key_lo, self.key_hi, self.px, self.sz, self.ts, self.flags, self.t_lo, self.t_hi,
+                       self.t_row, self.rows, False, self.out, self.counts)
+        if m < 0:  # a key not in the table yet (new symbols: a few per session)
+            lookup(self.key_lo, self.key_hi, n, self.t_lo, self.t_hi, self.t_row, self.rows)
             self._resolve(n)
-        return rows[:n].copy(), self.ts[:n].copy(), self.px[:n].copy(), self.sz[:n].copy(), self.flags[:n].copy()
+            m = pack_ticks(n, self.key_lo, self.key_hi, self.px, self.sz, self.ts, self.flags, self.t_lo,
+                           self.t_hi, self.t_row, self.rows, True, self.out, self.counts)
+        return self.out[:m].copy(), int(self.counts[0]), int(self.counts[1])
 
     def _resolve(self, n: int) -> None:
         """Rows of keys not in the table yet (new symbols: a few per session)."""

@@ -46,15 +46,26 @@ def unpack_code(value: int) -> str:
     return int(value).to_bytes(8, "little", signed=True).rstrip(b"\0").decode("ascii", "replace")
 
 
+def _none(dtype: np.dtype) -> np.ndarray:
+    """A read-only empty array: one shared default per kind, not five allocations per frame."""
+    a = np.empty(0, dtype)
+    a.flags.writeable = False
+    return a
+
+
+_NO_TRADES, _NO_QUOTES, _NO_STATUSES = _none(TICK_DTYPE), _none(QUOTE_DTYPE), _none(STATUS_DTYPE)
+_NO_LULDS, _NO_CORRECTIONS = _none(LULD_DTYPE), _none(CORRECTION_DTYPE)
+
+
 @dataclass
 class ParsedFrame:
     """Everything decoded from one frame, in frame order within each kind."""
 
-    trades: np.ndarray = field(default_factory=lambda: np.empty(0, TICK_DTYPE))
-    quotes: np.ndarray = field(default_factory=lambda: np.empty(0, QUOTE_DTYPE))
-    statuses: np.ndarray = field(default_factory=lambda: np.empty(0, STATUS_DTYPE))
-    lulds: np.ndarray = field(default_factory=lambda: np.empty(0, LULD_DTYPE))
-    corrections: np.ndarray = field(default_factory=lambda: np.empty(0, CORRECTION_DTYPE))
+    trades: np.ndarray = field(default_factory=lambda: _NO_TRADES)
+    quotes: np.ndarray = field(default_factory=lambda: _NO_QUOTES)
+    statuses: np.ndarray = field(default_factory=lambda: _NO_STATUSES)
+    lulds: np.ndarray = field(default_factory=lambda: _NO_LULDS)
+    corrections: np.ndarray = field(default_factory=lambda: _NO_CORRECTIONS)
     control: list[dict] = field(default_factory=list)
     malformed: int = 0  # messages (or whole frames) that could not be decoded or were out of range
     unknown_symbol: int = 0  # well-formed data messages for a symbol outside the map
@@ -297,9 +308,11 @@ class VendorParser:
     def parse(self, frame: bytes | str) -> ParsedFrame:
         out = ParsedFrame()
         if self._fast is not None and len(frame) <= self._decoder.max_frame_bytes:
-            cols = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
-            if cols is not None:
-                out.trades = valid_trades(out, *cols)
+            got = self._fast.scan(frame)  # a frame of trades only, in the plain layout: compiled
+            if got is not None:  # the checks of `valid_trades`, done in the same pass
+                out.trades, bad, unknown = got
+                out.bad("trade: value out of range", bad)
+                out.unknown_symbol += unknown
                 return out
         msgs = self._decoder.decode(frame, out)
         trades = [m for m in msgs if m.__class__ is self.trade_type]
