@@ -23,7 +23,7 @@ from numba import njit
 from scanner.feeds import conditions
 from scanner.feeds.common import SymbolMap
 from scanner.feeds.conditions import ALPACA_CTA, ALPACA_UTP, flags_of
-from scanner.feeds.frames import BAD_TS, ts_span
+from scanner.feeds.frames import BAD_TS, ts_quoted_ns, ts_span
 from scanner.records import TICK_DTYPE
 
 ALPACA, POLYGON = 0, 1
@@ -34,14 +34,14 @@ _POW10 = np.array([10.0 ** k for k in range(23)])
 EMPTY = np.int64(-2)  # hash-table slot never used
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _ws(b: np.ndarray, i: int, n: int) -> int:
     while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
         i += 1
     return i
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _str_end(b: np.ndarray, i: int, n: int) -> int:
     """b[i] is '"': index of the closing quote; -1 on an escape, a control byte or the end."""
     j = i + 1
@@ -55,7 +55,7 @@ def _str_end(b: np.ndarray, i: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _number(b: np.ndarray, i: int, n: int) -> tuple[float, int]:
     """(value, end) of the JSON number at i; end -1 when not a number on the exact fast path."""
     neg = False
@@ -111,7 +111,7 @@ def _number(b: np.ndarray, i: int, n: int) -> tuple[float, int]:
     return (-v if neg else v), i
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _uint(b: np.ndarray, i: int, n: int) -> tuple[int, int]:
     """(value, end) of a JSON non-negative integer of at most 18 digits at i; end -1 otherwise."""
     v = 0
@@ -124,7 +124,7 @@ def _uint(b: np.ndarray, i: int, n: int) -> tuple[int, int]:
     return v, j
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _skip_number(b: np.ndarray, i: int, n: int) -> int:
     """End of the JSON number at i (any size, strict grammar); -1 if it is not one."""
     if i < n and b[i] == 45:
@@ -153,7 +153,7 @@ def _skip_number(b: np.ndarray, i: int, n: int) -> int:
     return i
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _literal(b: np.ndarray, i: int, n: int, w0: int, w1: int, w2: int, w3: int, w4: int, ln: int) -> int:
     if i + ln > n or b[i] != w0 or b[i + 1] != w1 or b[i + 2] != w2 or b[i + 3] != w3:
         return -1
@@ -162,7 +162,7 @@ def _literal(b: np.ndarray, i: int, n: int, w0: int, w1: int, w2: int, w3: int, 
     return i + ln
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _skip(b: np.ndarray, i: int, n: int) -> int:
     """End of the scalar JSON value at i (string, number, true/false/null); -1 otherwise. Vendor
     trade messages hold no nested values in the fields we skip: a container gives up."""
@@ -181,7 +181,7 @@ def _skip(b: np.ndarray, i: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _key(b: np.ndarray, s: int, e: int, vendor: int) -> int:
     ln = e - s
     c = b[s]
@@ -233,6 +233,7 @@ def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.nd
         return -1
     i = _ws(b, i + 1, n)
     k = 0
+    d_at, d_secs = -1, 0  # the date `ts_quoted_ns` parsed last
     if i < n and b[i] == 93:
         return 0 if _ws(b, i + 1, n) == n else -1
     while True:
@@ -240,12 +241,15 @@ def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.nd
             return -1
         i = _ws(b, i + 1, n)
         seen = 0
-        mask = np.uint64(0)
+        fa = np.uint32(0)  # the message's flags under table a, and under table b (the tape decides)
+        fb = np.uint32(0)
         tape = 0
         while True:
             if i >= n or b[i] != 34:
                 return -1
-            ke = _str_end(b, i, n)
+            c1 = b[i + 1] if i + 2 < n else 0  # a one-byte key (Alpaca's, most of Polygon's): no scan
+            ke = i + 2 if b[i + 2 if i + 2 < n else i] == 34 and c1 >= 32 and c1 != 34 and c1 != 92 \
+                else _str_end(b, i, n)
             if ke < 0:
                 return -1
             kid = _key(b, i + 1, ke, vendor)
@@ -293,12 +297,16 @@ def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.nd
                 if vendor == ALPACA:
                     if b[i] != 34:
                         return -1
-                    e = _str_end(b, i, n)
-                    if e < 0:
-                        return -1
-                    t = ts_span(b, i + 1, e)
-                    if t == BAD_TS:
-                        return -1
+                    t, d_at, d_secs = ts_quoted_ns(b, i + 1, n, d_at, d_secs)  # the usual layout
+                    if t != BAD_TS:
+                        e = i + 31
+                    else:
+                        e = _str_end(b, i, n)
+                        if e < 0:
+                            return -1
+                        t = ts_span(b, i + 1, e)
+                        if t == BAD_TS:
+                            return -1
                     ts[k] = t
                     i = e + 1
                 else:
@@ -330,7 +338,8 @@ def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.nd
                             i = e
                         if bit == 255:
                             return -1
-                        mask |= np.uint64(1) << np.uint64(bit)
+                        fa |= flags_a[bit]
+                        fb |= flags_b[bit]
                         i = _ws(b, i, n)
                         if i < n and b[i] == 44:
                             i = _ws(b, i + 1, n)
@@ -364,16 +373,7 @@ def scan_trades(b: np.ndarray, vendor: int, cond_bit: np.ndarray, flags_a: np.nd
         need = (1 << _K_TYPE) | (1 << _K_SYM) | (1 << _K_PRICE) | (1 << _K_SIZE) | (1 << _K_TIME)
         if seen & need != need:
             return -1
-        table = flags_b if (vendor == ALPACA and tape == 67) else flags_a  # tape "C": UTP
-        f = np.uint32(0)
-        bits = mask
-        j = 0
-        while bits:
-            if bits & np.uint64(1):
-                f |= table[j]
-            bits >>= np.uint64(1)
-            j += 1
-        flags[k] = f
+        flags[k] = fb if (vendor == ALPACA and tape == 67) else fa  # tape "C": UTP
         k += 1
         if i < n and b[i] == 44:
             i = _ws(b, i + 1, n)
