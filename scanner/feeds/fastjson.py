@@ -507,12 +507,12 @@ class TradeScanner:
         self.px, self.sz = np.empty(cap), np.empty(cap)
         self.ts, self.flags = np.empty(cap, np.int64), np.empty(cap, np.uint32)
         self.rows = np.empty(cap, np.int64)
-        self.out = np.empty(cap, TICK_DTYPE)
         self.counts = np.zeros(2, np.int64)
 
     def scan(self, frame: bytes | str) -> tuple[np.ndarray, int, int] | None:
         """(TICK_DTYPE trades kept, out of range, unknown symbol) of a trades-only frame, or
-        None. The buffers are reused across frames: per frame, only the result is allocated."""
+        None. The column buffers are reused across frames; the records are written straight
+        into the result (a copy of structured records costs ~10 ns each)."""
         raw = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
         b = np.frombuffer(raw, np.uint8)
         cap = len(b) // MIN_TRADE_BYTES + 1
@@ -522,14 +522,15 @@ class TradeScanner:
                         self.px, self.sz, self.ts, self.flags)
         if n < 0:
             return None
+        out = np.empty(n, TICK_DTYPE)
         m = pack_ticks(n, self.key_lo, self.key_hi, self.px, self.sz, self.ts, self.flags, self.t_lo, self.t_hi,
-                       self.t_row, self.rows, False, self.out, self.counts)
+                       self.t_row, self.rows, False, out, self.counts)
         if m < 0:  # a key not in the table yet (new symbols: a few per session)
             lookup(self.key_lo, self.key_hi, n, self.t_lo, self.t_hi, self.t_row, self.rows)
             self._resolve(n)
             m = pack_ticks(n, self.key_lo, self.key_hi, self.px, self.sz, self.ts, self.flags, self.t_lo,
-                           self.t_hi, self.t_row, self.rows, True, self.out, self.counts)
-        return self.out[:m].copy(), int(self.counts[0]), int(self.counts[1])
+                           self.t_hi, self.t_row, self.rows, True, out, self.counts)
+        return (out if m == n else out[:m]), int(self.counts[0]), int(self.counts[1])
 
     def _resolve(self, n: int) -> None:
         """Rows of keys not in the table yet (new symbols: a few per session)."""
