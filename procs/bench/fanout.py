@@ -9,15 +9,15 @@ is read from /proc (utime + stime) over the window and divided by the deliveries
 clients that received them). Baseline of the same run: the same measure with one client.
 Publisher throughput is alerts/s through `RedisSink` against unpipelined PUBLISH.
 
-The load is a busy market, the same at any hour: the synthetic session starts at the open of
-the latest weekday (`feed_preopen_s`, as the demo does), so the window falls in the first
-minutes of the session, when the tape runs near three times its mean pace (13-14k ticks/s at
-`rate` 5,000) and the default rule pack raises tens of alerts per second for a client of the
-whole universe (gaps, volume spikes, crosses, new highs). Without it the load followed the
-wall clock: mid-session the pack raised about one alert a second and the figure measured
-mostly the gateway's idle polling. `alerts_per_s_per_client` and `alerts_per_frame` say what
-load a run had. The idle figure stays reported: `gateway_idle_cpu_pct` (the same market, no
-client) and `gateway_cpu_us_per_delivery_above_idle` (what the clients add).
+The load does not depend on the hour: the synthetic session starts at the open of the latest
+weekday (`feed_preopen_s`, as the demo does), so the windows fall in the first minutes of a
+session, when the tape runs near three times its mean pace (13-14k ticks/s at `rate` 5,000).
+Before, the load followed the wall clock: mid-session the default pack raised about one alert
+a second per client and the figure measured mostly the gateway's idle polling. The open's
+alerts come in bursts (gaps at 09:30, rules whose window opens at 09:35, volume spikes), so
+`alerts_per_s_per_client` and `alerts_per_frame` say what load a run had. The idle figure stays
+reported: `gateway_idle_cpu_pct` (the same market, no client) and
+`gateway_cpu_us_per_delivery_above_idle` (what the clients add).
 """
 
 from __future__ import annotations
