@@ -21,11 +21,12 @@ from tests.support import REPO
 HEAVY = ("numpy", "numba", "fastapi", "redis", "psycopg", "uvicorn", "pyarrow", "boto3", "polars")
 
 
-def _loaded_after(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
-    """The `heavy` top-level modules loaded by a fresh interpreter after running `code`."""
+def _loaded_after(code: str, heavy: tuple[str, ...] = HEAVY, env: dict[str, str] | None = None) -> list[str]:
+    """The `heavy` top-level modules loaded by a fresh interpreter (environment `env`, default
+    ours) after running `code`."""
     probe = (f"{code}\nimport json, sys\n"
              f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))))")
-    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -52,7 +53,8 @@ def test_commands_on_a_stopped_instance_load_no_pydantic(args: list[str], tmp_pa
     code = ("import sys\nimport cli.app\n"
             f"sys.argv = ['scanner', *{argv!r}]\n"
             "try:\n    cli.app.main()\nexcept SystemExit as e:\n    assert e.code in (0, 1, None), e.code")
-    assert _loaded_after(code, ("pydantic", "pydantic_core", "pydantic_settings")) == []
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SCANNER_")}  # no setting: the quick path
+    assert _loaded_after(code, ("pydantic", "pydantic_core", "pydantic_settings"), env) == []
 
 
 def test_plain_options_convert_as_typer_does(tmp_path: Path) -> None:
