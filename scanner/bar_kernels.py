@@ -16,6 +16,7 @@ from numba import njit
 from scanner.metrics import HIST, HIST_FIELDS
 from scanner.records import TICK_CANCEL, TICK_NO_PRICE, TICK_NO_VOLUME
 from scanner.session import MINUTE_NS
+from scanner.ticks import MAX_PRICE, MIN_PRICE
 
 # float64 columns of the kernel, in kernel order: the table's bars-owned ones, then private state
 F_COLS = ("bar_open", "bar_high", "bar_low", "bar_close", "bar_volume", "bar_vwap", "day_open",
@@ -58,8 +59,10 @@ def _close_row(r: int, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, 
     # only odd lots / no-last prints: a flat bar at the previous close (else its own VWAP).
     # Scalar selects, not a branch reading arrays: such a branch defeats numba's refcount
     # pruning and costs ~0.4 us per bar in atomic increfs.
+    # (the VWAP of in-range prices is in range, but its rounding can step an ulp outside it)
     lp = last_px[r]
-    fallback = lp if lp == lp else vw
+    vw_in = MIN_PRICE if vw < MIN_PRICE else (MAX_PRICE if vw > MAX_PRICE else vw)  # NaN stays NaN
+    fallback = lp if lp == lp else vw_in
     priced = o == o
     o = o if priced else fallback
     h = h if priced else fallback
