@@ -119,7 +119,8 @@ class Pipeline:
             stop = ctx.Event()
             proc = ctx.Process(target=run_client, args=(port, None, theirs, stop), daemon=True)
             proc.start()
-            if not mine.poll(120) or mine.recv() != "ready":
+            theirs.close()  # ours closed: a client that dies shows as EOF here
+            if not mine.poll(180) or mine.recv() != "ready":
                 raise RuntimeError("the WebSocket client did not connect")
             self.client = (proc, mine, stop)
 
@@ -294,7 +295,10 @@ class Bench:
         finally:
             pipe.close()
         lat = self.alert_latency_ms(got, report, x)
-        out = {"rate": round(rate), "alerts": len(lat), "frames": got["frames"]}
+        # how far ingest ended behind the pacing (every tick's due time): part of every latency
+        lag_ms = ((report["wall_done_ns"] - report["wall_first_ns"])
+                  - (report["last_event_ns"] - report["first_event_ns"]) / x) / 1e6
+        out = {"rate": round(rate), "alerts": len(lat), "frames": got["frames"], "feed_lag_ms_at_end": round(lag_ms)}
         if len(lat):
             out.update({"p50": round(float(np.percentile(lat, 50)), 2),
                         "p99": round(float(np.percentile(lat, 99)), 2),
@@ -353,6 +357,9 @@ def bench_e2e(quick: bool = False, symbols: int = 10_000, ticks: int | None = No
         "latency_ms_p50_1000ms": lat[1000].get("p50"), "latency_ms_p99_1000ms": lat[1000].get("p99"),
         "latency_ms_p50_100ms": lat[100].get("p50"), "latency_ms_p99_100ms": lat[100].get("p99"),
         "latency_alerts_1000ms": lat[1000]["alerts"], "latency_alerts_100ms": lat[100]["alerts"],
+        "latency_ms_max_1000ms": lat[1000].get("max"), "latency_ms_max_100ms": lat[100].get("max"),
+        "feed_lag_ms_at_end_1000ms": lat[1000]["feed_lag_ms_at_end"],
+        "feed_lag_ms_at_end_100ms": lat[100]["feed_lag_ms_at_end"],
         "two_host_max_sustained_ticks_per_s": best2["offered"] if best2 else 0,
         "ticks_per_s_per_core": round(top / max(best["cores_used"], 1e-9)),
         "cores_used_at_max": best["cores_used"],

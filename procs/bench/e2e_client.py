@@ -33,7 +33,16 @@ async def _run(port: int, pipe: Connection, stop: Event) -> None:
     syms: list[int] = []
     events_ms: list[int] = []
     frames = 0
-    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
+    deadline = time.monotonic() + 120  # the gateway binds its port a moment after it reports running
+    while True:
+        try:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+    async with ws:
         if decode(await ws.recv()).type != "hello":
             raise RuntimeError("the gateway did not open with a hello frame")
         pipe.send("ready")
