@@ -144,7 +144,7 @@ def e2e(
     as_json: JsonOpt = False,
     quick: QuickOpt = False,
     symbols: Annotated[int, typer.Option(help="Symbols (two hosts: half each).")] = 10_000,
-    ticks: Annotated[int, typer.Option(help="Ticks in the replayed file (0 = 12 M, quick 200 k).")] = 0,
+    ticks: Annotated[int, typer.Option(help="Ticks in the replayed file (0 = 24 M, quick 200 k).")] = 0,
     start_rate: Annotated[float, typer.Option(help="First offered ticks/s (0 = 100 k; quick: the file's cap).")] = 0.0,
 ) -> None:
     """The whole pipeline (DBN replay at a set rate -> ingest ... gateway -> WebSocket client in

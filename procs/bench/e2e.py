@@ -1,8 +1,9 @@
 """`scanner bench e2e --json`: the whole pipeline at rising tick rates, one host and two.
 
 **Source.** A binary replay: a synthetic session (`procs.bench.bars.synthetic_ticks`, 10,000
-symbols over two event minutes) written as a Databento DBN trades file and replayed by real
-instances (`scanner start --foreground`, `feed = "replay"`, `replay_speed` X): ingest decodes
+symbols over four event minutes from 10:00, inside the default rule pack's time windows) written
+as a Databento DBN trades file and replayed by real instances (`scanner start --foreground`,
+`feed = "replay"`, `replay_speed` X): ingest decodes
 the file (`np.frombuffer`), paces it by event time and publishes into the tick ring; bars,
 indicators, two scan workers, the publisher (into a private redis-server,
 `procs.bench.services.RedisService`) and the gateway run as in production, and a WebSocket client
@@ -61,10 +62,11 @@ from procs.bench.e2e_client import run_client
 from procs.bench.live import LiveInstance
 from procs.bench.services import RedisService
 from scanner.feeds.dbn import encode_dbn_trades
-from scanner.session import NS
+from scanner.session import MINUTE_NS, NS
 
 KEEP_UP = 0.95  # share of the offered rate ingest must publish for a step to count as sustained
-EVENT_MINUTES = 2
+EVENT_MINUTES = 4
+START_AFTER_OPEN_MIN = 30  # the default pack's windows open at 09:35 or later
 REL_BITS = 47  # a tick's ns since the session start fits in 47 bits; the symbol row goes above
 
 
@@ -197,6 +199,7 @@ class Bench:
     def __init__(self, work: Path, symbols: int, ticks: int, warm_s: float, window_s: float, seed: int) -> None:
         self.work, self.symbols, self.warm_s, self.window_s = work, symbols, warm_s, window_s
         self.ticks = synthetic_ticks(symbols, ticks, seed, EVENT_MINUTES)
+        self.ticks["ts_ns"] += START_AFTER_OPEN_MIN * MINUTE_NS  # inside every default rule's time window
         self.density = len(self.ticks) / (EVENT_MINUTES * 60)  # ticks per event second
         self.one = work / f"e2e-{BENCH_DAY}.dbn"
         write_file(self.one, self.ticks, symbols)
@@ -328,7 +331,7 @@ def bench_e2e(quick: bool = False, symbols: int = 10_000, ticks: int | None = No
               refine: int | None = None, seed: int = 7, echo: Callable[[str], None] = lambda _l: None) -> dict:
     """Run the benchmark; see the module docstring for the keys. `quick`: a short smoke run
     (fewer ticks, shorter windows, no bisection)."""
-    ticks = ticks or (200_000 if quick else 12_000_000)
+    ticks = ticks or (200_000 if quick else 24_000_000)
     start = start_rate or (1e9 if quick else 100_000.0)  # quick: one step, at the file's cap
     refine = (0 if quick else 2) if refine is None else refine
     warm_s, window_s = (1.0, 2.0) if quick else (2.0, 5.0)
