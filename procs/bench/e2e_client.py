@@ -22,6 +22,7 @@ import numpy as np
 
 class _Frame(msgspec.Struct):
     type: str
+    scan_ts: float = 0.0
     alerts: list[dict] = []
 
 
@@ -32,6 +33,7 @@ async def _run(port: int, pipe: Connection, stop: Event) -> None:
     recv_s: list[float] = []
     syms: list[int] = []
     events_ms: list[int] = []
+    scans_s: list[float] = []
     frames = 0
     deadline = time.monotonic() + 120  # the gateway binds its port a moment after it reports running
     while True:
@@ -60,8 +62,10 @@ async def _run(port: int, pipe: Connection, stop: Event) -> None:
                 recv_s.append(now)
                 syms.append(int(a["symbol"][1:]))
                 events_ms.append(round(a["event_ts"] * 1000))
+                scans_s.append(a["scan_ts"])
     pipe.send({"recv_s": np.array(recv_s, np.float64), "sym": np.array(syms, np.int64),
-               "event_ms": np.array(events_ms, np.int64), "frames": frames})
+               "event_ms": np.array(events_ms, np.int64), "scan_s": np.array(scans_s, np.float64),
+               "frames": frames})
 
 
 def run_client(port: int, cores: list[int] | None, pipe: Connection, stop: Event) -> None:
