@@ -34,9 +34,13 @@ drop and no ring consumer was lapped (`scanner status`: `drops`, `ring_lost`). R
   boundary), and its arrival is the wall time the pacing makes it due,
   `wall_first + (tick_ts - first_ts) / X` (`wall_first`, `first_ts`: the replay report's first
   publish and first event time); latency = client receive time - that arrival, one host clock.
-  It includes ingest's 10 ms pass, the wait for the next scan boundary (up to one cadence), bars,
-  indicators, the scan, the publisher, Redis pub/sub, the gateway and the socket. Alerts whose
-  tick arrived in the first `warm_s` are left out (first kernels, first connections).
+  It includes any lag of ingest behind the pacing (`feed_lag_ms_at_end_*`), the wait for the next
+  scan boundary (up to one cadence), bars, indicators, the scan, the publisher, Redis pub/sub, the
+  gateway and the socket. Alerts whose tick arrived in the first `warm_s` are left out (first
+  kernels, first connections). The part after the scan is reported apart
+  (`scan_to_client_ms_p50_*`, `_p99_*`: receive time - the alert's `scan_ts`).
+- `rate_capped_by_file`: no one-host step failed; the maximum is the highest rate the file can
+  feed for a whole step (`--ticks` raises it), a lower bound.
 - `ticks_per_s_per_core`: the one-host maximum divided by the cores the instance, Redis and the
   client used at that step (CPU seconds per second); `cores`: usable cores of this machine.
 - `bottleneck`: at the first failing one-host step, the process that used the most CPU, and
