@@ -51,15 +51,17 @@ def session_open_ns(minute_ns: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _fold(sym: Arr, minute_ns: Arr, open_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, count: Arr,
-          last_min: Arr, ring_m: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, or_n: Arr) -> None:
+          last_min: Arr, ring_m: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, or_n: Arr, dirty: Arr) -> None:
     """Fold closed bars (feed order) into the ring and the opening ranges; a bar not newer than
-    the row's last one, or without a close, is skipped (as the indicator engine does)."""
+    the row's last one, or without a close, is skipped (as the indicator engine does). Rows
+    that took a bar are marked `dirty` (their cached walk, `_walk`, is stale)."""
     w = ring_m.shape[0]
     for k in range(sym.shape[0]):
         r = sym[k]
         mn = minute_ns[k]
         if np.isnan(close[k]) or mn <= last_min[r]:
             continue
+        dirty[r] = True
         s = count[r] % w
         ring_m[s, r] = mn
         ring_v[0, s, r] = close[k]
@@ -83,12 +85,50 @@ def _fold(sym: Arr, minute_ns: Arr, open_ns: Arr, high: Arr, low: Arr, close: Ar
 
 
 @njit(cache=True, nogil=True)
-def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: Arr, event_ns: int, open_ns: int,
-          count: Arr, last_min: Arr, ring_m: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, roll: Arr, or_n: Arr,
-          out: Arr) -> None:
-    """Live values of `KERNEL_OUT` (rows of `out`) for every row."""
+def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: Arr, ref: Arr, n15: Arr,
+          n5: Arr) -> None:
+    """For each row in `rows`: the walk over its closed bars, newest first, that the live values
+    need and that only changes when the minute or the row's ring does (`Intraday` caches it):
+    `ref[k]` the close of the newest bar that started at or before the live minute minus
+    roll[k] (NaN without one), `n15` / `n5` how many of the newest bars started within the
+    last 15 / 5 minutes (a prefix of the walk: minutes only grow in the ring)."""
     w = ring_m.shape[0]
     n_roll = roll.shape[0]
+    from15 = now_min - 14 * MINUTE_NS
+    from5 = now_min - 4 * MINUTE_NS
+    for q in range(rows.shape[0]):
+        r = rows[q]
+        c = count[r]
+        k = 0
+        a15 = 0
+        a5 = 0
+        for j in range(n_roll):
+            ref[j, r] = np.nan
+        s = (c - 1) % w  # slot of the newest bar, then one back per step (no division per step)
+        for _ in range(min(c, w)):
+            mn = ring_m[s, r]
+            if mn >= from15:
+                a15 += 1
+            if mn >= from5:
+                a5 += 1
+            while k < n_roll and mn <= now_min - roll[k] * MINUTE_NS:
+                ref[k, r] = ring_v[0, s, r]
+                k += 1
+            if k == n_roll and mn < from15:
+                break
+            s = s - 1 if s > 0 else w - 1
+        n15[r] = a15
+        n5[r] = a5
+
+
+@njit(cache=True, nogil=True)
+def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: Arr, event_ns: int, open_ns: int,
+          count: Arr, last_min: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, or_n: Arr, ref: Arr, n15: Arr,
+          n5: Arr, out: Arr) -> None:
+    """Live values of `KERNEL_OUT` (rows of `out`) for every row, from the cached walk (`_walk`
+    at this minute): the same operations in the same order as walking the ring here."""
+    w = ring_v.shape[1]
+    n_roll = ref.shape[0]
     o_v15, o_r5, o_or = n_roll, n_roll + 1, n_roll + 2
     now_min = event_ns - event_ns % MINUTE_NS
     from15 = now_min - 14 * MINUTE_NS
@@ -100,25 +140,21 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
         v15 = bar_volume[r] if live and bs >= from15 else 0.0
         hi = bar_high[r] if live and bs >= from5 else np.nan
         lo = bar_low[r] if live and bs >= from5 else np.nan
-        k = 0
-        for j in range(n_roll):
-            out[j, r] = np.nan
-        for i in range(min(c, w)):
-            s = (c - 1 - i) % w
-            mn = ring_m[s, r]
-            if mn >= from15:
-                v15 += ring_v[3, s, r]
-            if mn >= from5:
-                if not ring_v[1, s, r] <= hi:
-                    hi = ring_v[1, s, r]
-                if not ring_v[2, s, r] >= lo:
-                    lo = ring_v[2, s, r]
-            while k < n_roll and mn <= now_min - roll[k] * MINUTE_NS:
-                ref = ring_v[0, s, r]
-                out[k, r] = (price[r] - ref) / ref * 100.0 if ref > 0 else np.nan
-                k += 1
-            if k == n_roll and mn < from15:
-                break
+        s0 = (c - 1) % w  # slot of the newest bar, then one back per step (no division per step)
+        s = s0
+        for _ in range(n15[r]):
+            v15 += ring_v[3, s, r]
+            s = s - 1 if s > 0 else w - 1
+        s = s0
+        for _ in range(n5[r]):
+            if not ring_v[1, s, r] <= hi:
+                hi = ring_v[1, s, r]
+            if not ring_v[2, s, r] >= lo:
+                lo = ring_v[2, s, r]
+            s = s - 1 if s > 0 else w - 1
+        for k in range(n_roll):
+            x = ref[k, r]
+            out[k, r] = (price[r] - x) / x * 100.0 if x > 0 else np.nan
         out[o_v15, r] = v15
         out[o_r5, r] = (hi - lo) / lo * 100.0 if lo > 0 else np.nan
         today = or_open[r] == open_ns
@@ -145,16 +181,24 @@ class Intraday:
         self.or_open = np.zeros(n_rows, np.int64)
         self.or_hl = np.full((2 * len(OPENING_RANGES), n_rows), np.nan)
         self._out = np.full((len(KERNEL_OUT), n_rows), np.nan)
+        # the walk over each row's closed bars at minute `_walk_min` (`_walk`), redone for the rows
+        # that took a bar since (`_dirty`) and for every row when the minute changes
+        self._ref = np.full((len(ROLLING_MINUTES), n_rows), np.nan)
+        self._n15 = np.zeros(n_rows, np.int64)
+        self._n5 = np.zeros(n_rows, np.int64)
+        self._dirty = np.ones(n_rows, np.bool_)
+        self._walk_min = -1
 
     def reset(self) -> None:
         for a in (self.count, self.last_min, self.ring_m, self.ring_v, self.or_open):
             a[:] = 0
         self.or_hl[:] = np.nan
+        self._walk_min = -1
 
     def on_bars_closed(self, sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr) -> None:
         """Fold closed bars (feed order)."""
         _fold(sym, minute_ns, session_open_ns(minute_ns), high, low, close, volume, self.count, self.last_min,
-              self.ring_m, self.ring_v, self.or_open, self.or_hl, _OR)
+              self.ring_m, self.ring_v, self.or_open, self.or_hl, _OR, self._dirty)
 
     def warm_up(self, hist: np.ndarray, head: np.ndarray) -> None:
         """Rebuild from the bar-history ring `hist[field, row, slot]` (every row, oldest first)."""
@@ -177,9 +221,17 @@ class Intraday:
         `open_ns`). Reads price, the live bar, day_open/high/low, lod_ts_ns, volume_5m (written
         before by the engine), prev_close, avg_daily_volume and the daily reference columns."""
         out = self._out
+        now_min = int(event_ns) - int(event_ns) % MINUTE_NS
+        if now_min != self._walk_min:
+            self._dirty[:] = True
+            self._walk_min = now_min
+        rows = np.flatnonzero(self._dirty)
+        if len(rows):
+            _walk(rows, now_min, self.count, self.ring_m, self.ring_v, _ROLL, self._ref, self._n15, self._n5)
+            self._dirty[:] = False
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
-              int(open_ns), self.count, self.last_min, self.ring_m, self.ring_v, self.or_open, self.or_hl, _ROLL,
-              _OR, out)
+              int(open_ns), self.count, self.last_min, self.ring_v, self.or_open, self.or_hl, _OR, self._ref,
+              self._n15, self._n5, out)
         for i, name in enumerate(KERNEL_OUT):
             c[name][:] = out[i]
         for n in (5, 15):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numba import njit
 
 from scanner.indicators import session as sm
 from scanner.indicators.engine import KERNEL_OUT, IndicatorEngine
@@ -36,6 +37,34 @@ def _out_names(tf: str) -> list[str | None]:
         else:
             names.append(None)
     return names
+
+
+@njit(cache=True, nogil=True)
+def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.ndarray, start: np.ndarray,
+              close: np.ndarray) -> None:
+    """Each row's live bar of the timeframe: the live 1-minute bar's bucket `b1` and close when
+    that bar belongs to the timeframe's live bucket `s_tf` or starts a newer one, else the
+    timeframe's own live bar (start `s_tf`, close `live_close`)."""
+    for r in range(b1.shape[0]):
+        use1 = b1[r] > 0 and b1[r] >= s_tf[r]
+        start[r] = b1[r] if use1 else s_tf[r]
+        close[r] = bc1[r] if use1 else live_close[r]
+
+
+@njit(cache=True, nogil=True)
+def _live_vwap(b1: np.ndarray, s_tf: np.ndarray, volume1: np.ndarray, vwap1: np.ndarray, live_v: np.ndarray,
+               live_pv: np.ndarray, out: np.ndarray) -> None:
+    """VWAP of each row's live intraday bar of the timeframe, the live 1-minute bar included
+    when it belongs to it; NaN without volume."""
+    for r in range(b1.shape[0]):
+        use1 = b1[r] > 0 and b1[r] >= s_tf[r]
+        v1 = volume1[r] if use1 else 0.0
+        pv1 = vwap1[r] * v1 if use1 and v1 > 0 else 0.0
+        own = s_tf[r] != 0 and (not use1 or b1[r] == s_tf[r])
+        vol = live_v[r] if own else 0.0
+        pv = live_pv[r] if own else 0.0
+        den = vol + v1
+        out[r] = (pv + pv1) / den if den > 0 else np.nan
 
 
 class TimeframeIndicators:
@@ -66,25 +95,18 @@ class TimeframeIndicators:
         has1 = (bs1 != 0) & ~np.isnan(bc1)
         for j, tf in enumerate(TIMEFRAMES):
             eng = self.engines[tf]
-            if tf == "1d":
-                b1 = np.where(has1, day_bucket(bs1), -1)
+            if tf == "1d":  # only the rows with a live bar: a column of nearby minutes is cheap to convert
+                b1 = np.full(len(bs1), -1, np.int64)
+                b1[has1] = day_bucket(bs1[has1])
             else:
                 b1 = np.where(has1, bs1 - bs1 % (TF_MINUTES[tf] * MINUTE_NS), -1)
             s_tf = tfb.start[j]
-            use1 = (b1 > 0) & (b1 >= s_tf)
-            np.copyto(self._start, np.where(use1, b1, s_tf))
-            np.copyto(self._close, np.where(use1, bc1, tfb.live[j, _C]))
+            _live_bar(b1, s_tf, bc1, tfb.live[j, _C], self._start, self._close)
             out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
             eng.update_kernel(self._start, self._close, event_ns, out)
             if tf != "1d":
-                same = s_tf != 0
-                v1 = np.where(use1, c["bar_volume"], 0.0)
-                pv1 = np.where(use1 & (v1 > 0), c["bar_vwap"] * v1, 0.0)
-                vol = np.where(same & (~use1 | (b1 == s_tf)), tfb.live[j, _V], 0.0)
-                pv = np.where(same & (~use1 | (b1 == s_tf)), tfb.live[j, _PV], 0.0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    np.divide(pv + pv1, vol + v1, out=c[f"vwap_{tf}"])
-                c[f"vwap_{tf}"][~(vol + v1 > 0)] = np.nan
+                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], tfb.live[j, _V], tfb.live[j, _PV],
+                           c[f"vwap_{tf}"])
         sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
         sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
 

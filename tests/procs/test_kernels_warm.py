@@ -22,6 +22,7 @@ import scanner.indicators.averages
 import scanner.indicators.engine
 import scanner.indicators.intraday
 import scanner.indicators.momentum
+import scanner.indicators.timeframes
 import scanner.indicators.volatility
 import scanner.rules.kernel
 import scanner.timeframes
@@ -29,6 +30,7 @@ from procs.scan import match_state
 from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
 from scanner.bars import BarAggregator
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
+from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import CATALOGUE, Owner
 from scanner.records import TICK_DTYPE
@@ -36,11 +38,13 @@ from scanner.rules.compiler import warm_up as warm_rules
 from scanner.rules.engine import ScanEngine
 from scanner.rules.store import default_pack
 from scanner.session import MINUTE_NS, session_bounds_ns
+from scanner.timeframes import TimeframeBars
 from tests.procs.instance import Instance, child
 from tests.support import eventually
 
 MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
-           scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes)
+           scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes,
+           scanner.indicators.timeframes)
 
 
 def signatures() -> dict[str, int]:
@@ -105,6 +109,9 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     out = np.full((len(INDICATOR_COLUMNS), n), np.nan)
     live.update(zip(INDICATOR_COLUMNS, out, strict=True))
     eng.update_live(live, open_ns + 6 * MINUTE_NS)
+    tfb, tfi = TimeframeBars(n), TimeframeIndicators(n)
+    tfi.on_bars_closed(tfb.on_bars_closed(got))
+    tfi.update_live(live, tfb, open_ns + 6 * MINUTE_NS)
     # a scan over the default rule pack
     se = ScanEngine(default_pack(), t.key_list(), lo=0, worker_id=0)
     snap = se.snapshot_buffer()

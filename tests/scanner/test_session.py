@@ -76,3 +76,19 @@ def test_latest_weekday() -> None:
     assert latest_weekday(20261128) == 20261127  # Saturday -> Friday
     assert latest_weekday(20261129) == 20261127  # Sunday -> Friday
     assert latest_weekday(20261130) == 20261130  # Monday
+
+
+@pytest.mark.parametrize("first, last", [
+    ((2024, 3, 10, 1, 0), (2024, 3, 10, 5, 0)),  # an hour apart in offsets: the March switch inside
+    ((2024, 3, 4, 9, 30), (2024, 3, 10, 12, 0)),  # under a week, the switch near the end
+    ((2024, 3, 11, 9, 30), (2024, 3, 12, 16, 0)),  # under a week, one offset: the quick path
+    ((2013, 11, 1, 12, 0), (2014, 3, 20, 12, 0)),  # the same offset at both ends, two switches between
+])
+def test_minute_of_day_of_a_spread_batch_matches_zoneinfo(first: tuple, last: tuple) -> None:
+    """Batches whose ends are near each other skip the per-hour sort (`_offsets_by_hour`): every
+    stamp still gets its own offset, across switches inside the batch too."""
+    a, b = _ns(*first), _ns(*last)
+    ts = np.sort(np.random.default_rng(5).integers(a, b + 1, 5000))
+    ts[0], ts[-1] = a, b
+    want = [(lambda d: d.hour * 60 + d.minute)(datetime.fromtimestamp(int(t) // NS, NY)) for t in ts.tolist()]
+    assert minute_of_day(ts).tolist() == want
