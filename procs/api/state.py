@@ -50,9 +50,13 @@ class GatewayState:
         clients: one frame per subscription group per poll, the same bytes to each member."""
         self.encoder.watch(self.shared.control.rules_generation)
         recs = self.feed.poll(8192)
-        if not len(recs):
+        n = len(recs)
+        if not n:
             return 0
-        return self.dispatch(self.encoder.to_dicts(recs))
+        if not self.hub.conns and n > (self.recent.maxlen or n):  # no client: only the newest are kept
+            recs = recs[-self.recent.maxlen:]  # type: ignore[operator]
+        self.dispatch(self.encoder.to_dicts(recs))
+        return n
 
     def dispatch(self, alerts: list[dict[str, Any]]) -> int:
         """Hand decoded alerts to `recent` and the clients (from the feed ring or Redis)."""
