@@ -93,6 +93,11 @@ META_MAX_TS, META_WATERMARK, META_TICKS, META_LATE, META_DAY, META_MIN_START = r
 META_LEN = 10
 META_PUBLISHED = 6  # watermark whose closed bars are all in the closed-bar ring (set by the bar process)
 META_CANCELS, META_CANCEL_SKIP = 7, 8  # cancels applied to a live bar / skipped (minute already closed)
+# A row's state in Kafka group mode (`rows_state`, uint8): LIVE rows run on the aggregator's clock
+# (every row of a fixed-range host); REBUILDING rows' day is being replayed on a clock of its own
+# (`on_rebuild_ticks`), so the live watermark must not close their bars; AWAY rows belong to
+# another host: no sweep touches them.
+ROW_LIVE, ROW_REBUILDING, ROW_AWAY = 0, 1, 2
 BAR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.BARS))
 _NO_PRICE = TICK_NO_PRICE
 _CANCEL = TICK_CANCEL
@@ -248,8 +253,9 @@ def _repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarr
 
 @njit(cache=True, nogil=True)
 def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, out: np.ndarray,
-           n_out: int) -> int:
-    """Close every live bar whose minute ended at or before the watermark."""
+           n_out: int, rows_state: np.ndarray, which: int) -> int:
+    """Close every live bar whose minute ended at or before the watermark, of the rows whose
+    `rows_state` is `which` (the others run on another clock, or not at all: `ROW_*`)."""
     wm = meta[META_WATERMARK]
     if meta[META_MIN_START] > wm - MINUTE_NS:
         return n_out
@@ -257,7 +263,7 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
     lowest = _BIG
     for r in range(start.shape[0]):
         s = start[r]
-        if s != 0:
+        if s != 0 and rows_state[r] == which:
             if s + MINUTE_NS <= wm:
                 n_out = _close_row(r, f, iv, hist, head, out, n_out)
             elif s < lowest:
@@ -269,7 +275,7 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
 @njit(cache=True, nogil=True)
 def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, sz: np.ndarray, f: FCols,
             iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, bounds: np.ndarray, grace: int,
-            out: np.ndarray) -> int:
+            out: np.ndarray, rows_state: np.ndarray, which: int) -> int:
     """Merge ticks (all before bounds[4], the day's end) into live bars and day statistics;
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
@@ -376,15 +382,15 @@ def _ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, 
     meta[META_MAX_TS] = max_ts
     meta[META_TICKS] += sym.shape[0]
     meta[META_LATE] += late
-    return _sweep(f, iv, hist, head, meta, out, n_out)
+    return _sweep(f, iv, hist, head, meta, out, n_out, rows_state, which)
 
 
 @njit(cache=True, nogil=True)
 def _close_due(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, watermark: int,
-               out: np.ndarray) -> int:
+               out: np.ndarray, rows_state: np.ndarray) -> int:
     if watermark > meta[META_WATERMARK]:
         meta[META_WATERMARK] = watermark
-    return _sweep(f, iv, hist, head, meta, out, 0)
+    return _sweep(f, iv, hist, head, meta, out, 0, rows_state, ROW_LIVE)
 
 
 class BarAggregator:
@@ -405,7 +411,8 @@ class BarAggregator:
     """
 
     def __init__(self, columns: Mapping[str, np.ndarray], hist: np.ndarray, hist_head: np.ndarray, *,
-                 state: Mapping[str, np.ndarray] | None = None, grace_ns: int = 2 * NS) -> None:
+                 state: Mapping[str, np.ndarray] | None = None, grace_ns: int = 2 * NS,
+                 rows_state: np.ndarray | None = None) -> None:
         if grace_ns < 0:
             raise ValueError(f"'grace_ns' must be non-negative, was {grace_ns}")
         n = len(hist_head)
@@ -421,6 +428,9 @@ class BarAggregator:
             if arr.dtype != want or arr.shape != (n,) or not arr.flags.c_contiguous:
                 raise ValueError(f"column {name!r} must be C-contiguous {np.dtype(want)} ({n},), "
                                  f"was {arr.dtype} {arr.shape}")
+        if rows_state is not None and (rows_state.dtype != np.uint8 or rows_state.shape != (n,)):
+            raise ValueError(f"'rows_state' must be uint8 ({n},), was {rows_state.dtype} {rows_state.shape}")
+        self.rows_state = rows_state if rows_state is not None else np.zeros(n, np.uint8)  # ROW_*
         self.n_rows = n
         self.columns = cols
         self.hist, self.hist_head = hist, hist_head
@@ -443,19 +453,21 @@ class BarAggregator:
         return st
 
     @staticmethod
-    def init_state(state: Mapping[str, np.ndarray]) -> None:
-        """Set state arrays (e.g. fresh shared memory) to their empty values, in place."""
+    def init_state(state: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)) -> None:
+        """Set state arrays (e.g. fresh shared memory) to their empty values, in place; with
+        `rows`, only those rows' (the `meta` vector is left alone)."""
         for k in AGG_STATE:
-            state[k][:] = np.nan if k == "last_px" else 0
-        state["meta"][:] = 0
-        state["meta"][META_MIN_START] = _BIG
+            state[k][rows] = np.nan if k == "last_px" else 0
+        if isinstance(rows, slice):
+            state["meta"][:] = 0
+            state["meta"][META_MIN_START] = _BIG
 
     @staticmethod
-    def init_columns(columns: Mapping[str, np.ndarray]) -> None:
-        """Set the bars-owned columns to their empty values (NaN prices, zero counts)."""
+    def init_columns(columns: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)) -> None:
+        """Set the bars-owned columns (of `rows`) to their empty values (NaN prices, zero counts)."""
         for name in BAR_COLUMNS:
             arr = columns[name]
-            arr[:] = 0 if arr.dtype == np.int64 or name.endswith(("volume", "count")) else np.nan
+            arr[rows] = 0 if arr.dtype == np.int64 or name.endswith(("volume", "count")) else np.nan
 
     # ---- counters
     @property
@@ -508,19 +520,53 @@ class BarAggregator:
                 done.append(self.reset_day(day))
         return _concat(done)
 
-    def _run(self, t: np.ndarray) -> np.ndarray:
+    def _run(self, t: np.ndarray, meta: np.ndarray | None = None, which: int = ROW_LIVE) -> np.ndarray:
         if len(t) == 0:
             return np.empty(0, BAR_DTYPE)
         if len(self._out) < len(t) + self.n_rows:
             self._out = np.empty(len(t) + self.n_rows, BAR_DTYPE)
         n = _ingest(t["sym"], t["flags"], t["ts_ns"], t["price"], t["size"], self._f, self._i, self.hist,
-                    self.hist_head, self.meta, self._bounds, self.grace_ns, self._out)
+                    self.hist_head, meta if meta is not None else self.meta, self._bounds, self.grace_ns, self._out,
+                    self.rows_state, which)
         return self._out[:n].copy()
+
+    def on_rebuild_ticks(self, ticks: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        """Aggregate a batch of a rebuild: ticks of ROW_REBUILDING rows only, a replay of their day
+        in feed order, on the rebuild's own clock `meta` (a META_LEN vector from `reset_rows`), so
+        their minutes are not late against the live watermark and close as a live run closed
+        them. Ticks of another day than the aggregator's are late. Returns the bars it closed."""
+        if len(ticks) == 0:
+            return np.empty(0, BAR_DTYPE)
+        if not self.meta[META_DAY]:  # the first ticks this host sees are a rebuild's
+            self.reset_day(trading_day(int(ticks["ts_ns"][-1])))
+        beyond = ticks["ts_ns"] >= self._bounds[4]
+        if beyond.any():
+            meta[META_LATE] += int(beyond.sum())
+            ticks = ticks[~beyond]
+        meta[META_DAY] = self.meta[META_DAY]
+        return self._run(ticks, meta, ROW_REBUILDING)
+
+    def reset_rows(self, rows: np.ndarray, meta: np.ndarray) -> None:
+        """Empty `rows` (live bar, day statistics, private state, bar history) before a rebuild
+        replays their day, mark them ROW_REBUILDING and start the rebuild clock `meta` over."""
+        self.init_columns(self.columns, rows)
+        self.init_state(self.columns, rows)
+        self.hist[:, rows, :] = np.nan
+        self.hist_head[rows] = 0
+        self.rows_state[rows] = ROW_REBUILDING
+        meta[:] = 0
+        meta[META_MIN_START] = _BIG
+
+    def set_live(self, rows: np.ndarray) -> None:
+        """Rebuilt `rows` join the live clock (their open bars close on the live watermark)."""
+        self.rows_state[rows] = ROW_LIVE
+        self.meta[META_MIN_START] = 0  # their live bars may start before the live rows' earliest
 
     def close_due(self, watermark_ns: int) -> np.ndarray:
         """Raise the watermark to `watermark_ns` (e.g. from the wall clock while the feed is
         quiet) and close every live bar whose minute ended at or before it."""
-        n = _close_due(self._f, self._i, self.hist, self.hist_head, self.meta, int(watermark_ns), self._out)
+        n = _close_due(self._f, self._i, self.hist, self.hist_head, self.meta, int(watermark_ns), self._out,
+                       self.rows_state)
         return self._out[:n].copy()
 
     def insert_repaired(self, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
