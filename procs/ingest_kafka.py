@@ -17,12 +17,12 @@ group `kafka_group` (cooperative-sticky assignment), so Kafka's own rebalance de
 reads which partitions, and moves a dead host's partitions to the survivors once its session
 (`kafka_session_timeout_ms`) expires. A newly assigned partition is read from its beginning (the
 topic is retained for the trading day; earlier days' ticks are late for the bar aggregator)
-until the replay has caught up with the partition's end (the end known at the assignment, then
-the high watermark of the latest fetch): those ticks go into the ring flagged TICK_REBUILD,
-between a BEGIN and an END mark for each of the partition's rows, and the bars process rebuilds
-the rows' day from them before the scan workers scan them (`scanner.group_rows`). Catching up
-matters: ticks that arrived during the replay are minutes behind the live watermark, and only
-the rebuild's own clock still takes them. A revoked or
+until the replay has caught up with the partition's end (the high watermark of the latest fetch,
+known locally: a rebalance callback makes no broker round trip). Those ticks go into the ring
+flagged TICK_REBUILD, between a BEGIN and an END mark for each of the partition's rows, and the
+bars process rebuilds the rows' day from them before the scan workers scan them
+(`scanner.group_rows`). Catching up matters: ticks that arrived during the replay are behind the
+live watermark, and only the rebuild's own clock still takes them. A revoked or
 lost partition's rows get a RELEASE mark. A restarted ingest owns nothing until the group assigns
 it partitions again, which it rebuilds like any other (the offsets in shared memory only serve
 the commits). `state.ingest` `assigned` says which partitions this host holds (the registry).
@@ -89,7 +89,7 @@ class KafkaFeed:
             self.parts: list[int] = []
             self.assigned = state.arrays["assigned"]
             self.part_of_row = np.asarray(partition_of(np.arange(universe_size), universe_size, s.kafka_partitions))
-            self.rebuild_end = np.full(s.kafka_partitions, -1, np.int64)  # offsets below it are a rebuild
+            self.rebuilding = np.zeros(s.kafka_partitions, np.bool_)  # its messages are a rebuild's
             group_conf = {"partition.assignment.strategy": "cooperative-sticky",
                           "session.timeout.ms": s.kafka_session_timeout_ms,
                           "heartbeat.interval.ms": max(100, s.kafka_session_timeout_ms // 5)}
@@ -157,24 +157,19 @@ class KafkaFeed:
         if not tps:
             return
         parts = [tp.partition for tp in tps]
-        done = []
         for tp in tps:
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-            self.rebuild_end[tp.partition] = high if high > low else -1
-            if high <= low:
-                done.append(tp.partition)
             tp.offset = OFFSET_BEGINNING
         self.sink.mark(self._rows_of(parts), TICK_MARK_BEGIN)  # type: ignore[attr-defined]
-        self.sink.mark(self._rows_of(done), TICK_MARK_END)  # type: ignore[attr-defined]  # nothing to replay
+        self.rebuilding[parts] = True
         self.consumer.incremental_assign(tps)
         self.assigned[parts] = 1
         self.parts = np.flatnonzero(self.assigned).tolist()
-        log.info("kafka: group assigned partitions %s (rebuilding up to offsets %s); now holding %s", parts,
-                 [int(self.rebuild_end[p]) for p in parts], self.parts)
+        log.info("kafka: group assigned partitions %s (rebuilding their day); now holding %s", parts, self.parts)
 
     def _on_revoke(self, consumer: object, tps: list) -> None:
-        """Partitions going to another host: commit what is in the ring first, then let the rows go."""
-        self.commit(force=True)
+        """Partitions going to another host: commit what is in the ring first (asynchronously: the
+        next owner rebuilds from the beginning whatever we commit), then let the rows go."""
+        self.commit(force=True, asynchronous=True)
         self._release([tp.partition for tp in tps])
 
     def _on_lost(self, consumer: object, tps: list) -> None:
@@ -187,7 +182,7 @@ class KafkaFeed:
         self.sink.mark(self._rows_of(parts), TICK_MARK_RELEASE)  # type: ignore[attr-defined]
         self.assigned[parts] = 0
         self.offsets[parts] = -1
-        self.rebuild_end[parts] = -1
+        self.rebuilding[parts] = False
         self.parts = np.flatnonzero(self.assigned).tolist()
         log.info("kafka: partitions %s left this host; now holding %s", parts, self.parts)
 
@@ -201,13 +196,13 @@ class KafkaFeed:
         replayed: list[bytes] = []
         last: dict[int, int] = {}
         errors = 0
-        ends = self.rebuild_end if self.group else None
+        rebuilding = self.rebuilding if self.group else None
         for m in msgs:  # the client's unit is a message: one small step each, no per-tick work
             if m.error() is not None:
                 errors += 1
                 continue
             p, off = m.partition(), m.offset()
-            (replayed if ends is not None and ends[p] >= 0 else values).append(m.value())
+            (replayed if rebuilding is not None and rebuilding[p] else values).append(m.value())
             last[p] = off
         if errors:
             log.warning("kafka: %d error events in a poll", errors)
@@ -215,10 +210,11 @@ class KafkaFeed:
         n = 0
         if replayed:
             n += self._push(replayed, TICK_REBUILD)
-        finished = [] if ends is None else [p for p, off in last.items() if ends[p] >= 0 and self._caught_up(p, off)]
+        finished = [] if rebuilding is None else [p for p in np.flatnonzero(rebuilding).tolist()
+                                                  if self._caught_up(p, last.get(p))]
         if finished:
             self.sink.mark(self._rows_of(finished), TICK_MARK_END)  # type: ignore[attr-defined]
-            ends[finished] = -1  # type: ignore[index]
+            rebuilding[finished] = False  # type: ignore[index]
             log.info("kafka: partitions %s rebuilt; scanning their symbols", finished)
         if values:
             n += self._push(values, 0)
@@ -226,13 +222,18 @@ class KafkaFeed:
             self.offsets[p] = off + 1
         return n
 
-    def _caught_up(self, p: int, off: int) -> bool:
-        """A rebuilding partition whose replay reached its end: the end at the assignment and the
-        high watermark of the latest fetch (local, no broker round trip)."""
+    def _caught_up(self, p: int, off: int | None) -> bool:
+        """A rebuilding partition whose replay reached the high watermark of the latest fetch
+        (`off`: its last offset in this poll; local calls only, no broker round trip). Unknown
+        before the first fetch of the partition answered; an empty partition is caught up then."""
         from confluent_kafka import TopicPartition
 
-        high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)[1]
-        return off + 1 >= max(int(self.rebuild_end[p]), high)
+        tp = TopicPartition(self.topic, p)
+        low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:
+            return False
+        nxt = off + 1 if off is not None else max(low, self.consumer.position([tp])[0].offset)
+        return nxt >= high
 
     def _push(self, values: list[bytes], flags: int) -> int:
         ticks, bad = decode(values)
@@ -248,7 +249,7 @@ class KafkaFeed:
             self.ctx.count(drops=bad)
         return self.sink.push(ticks)  # type: ignore[attr-defined]
 
-    def commit(self, force: bool = False) -> None:
+    def commit(self, force: bool = False, asynchronous: bool | None = None) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
         now = time.monotonic()
@@ -259,7 +260,7 @@ class KafkaFeed:
         if not done:
             return
         try:
-            self.consumer.commit(offsets=done, asynchronous=not force)
+            self.consumer.commit(offsets=done, asynchronous=not force if asynchronous is None else asynchronous)
         except KafkaException as exc:
             log.warning("kafka commit failed (offsets stay in shared memory): %s", exc)
 
