@@ -13,7 +13,7 @@ closed-bar ring (indicators, storage); the feed counters `repaired_bars` (taken)
 
 Kafka group mode: the tick ring also carries rebuilds of moved symbols and ownership marks; they
 go through `scanner.group_rows`, and `state.bars` holds `rows_state` (which rows this host
-builds and scans) and the rebuild clock.
+builds and scans) and the rebuilds' counters.
 """
 
 from __future__ import annotations

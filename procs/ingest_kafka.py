@@ -22,7 +22,7 @@ known locally: a rebalance callback makes no broker round trip). Those ticks go 
 flagged TICK_REBUILD, between a BEGIN and an END mark for each of the partition's rows, and the
 bars process rebuilds the rows' day from them before the scan workers scan them
 (`scanner.group_rows`). Catching up matters: ticks that arrived during the replay are behind the
-live watermark, and only the rebuild's own clock still takes them. A revoked or
+live watermark, and only the rebuild (no watermark) still takes them. A revoked or
 lost partition's rows get a RELEASE mark. A restarted ingest owns nothing until the group assigns
 it partitions again, which it rebuilds like any other (the offsets in shared memory only serve
 the commits). `state.ingest` `assigned` says which partitions this host holds (the registry).
@@ -101,6 +101,7 @@ class KafkaFeed:
             "client.id": f"scanner-{s.instance}-ingest", "fetch.wait.max.ms": 20, **group_conf,
         })
         self.not_ours = 0
+        self._next_ask: dict[int, float] = {}  # group mode: when to ask the broker for an empty partition's end
         self._next_commit = time.monotonic() + COMMIT_EVERY_S
 
     def _wait_for_topic(self) -> None:
@@ -223,17 +224,27 @@ class KafkaFeed:
         return n
 
     def _caught_up(self, p: int, off: int | None) -> bool:
-        """A rebuilding partition whose replay reached the high watermark of the latest fetch
-        (`off`: its last offset in this poll; local calls only, no broker round trip). Unknown
-        before the first fetch of the partition answered; an empty partition is caught up then."""
-        from confluent_kafka import TopicPartition
+        """A rebuilding partition whose replay reached its end (`off`: its last offset in this
+        poll). Once a message of this assignment came, the high watermark cached from the fetches
+        is at least as fresh as that message's fetch (a local call). Before any came (an empty
+        partition, or a cached value from an earlier assignment), the broker is asked, at most
+        once a second."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         tp = TopicPartition(self.topic, p)
-        low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-        if high < 0:
+        nxt = off + 1 if off is not None else self.consumer.position([tp])[0].offset
+        if nxt >= 0:
+            return nxt >= self.consumer.get_watermark_offsets(tp, cached=True)[1]
+        now = time.monotonic()
+        if now < self._next_ask.get(p, 0.0):
             return False
-        nxt = off + 1 if off is not None else max(low, self.consumer.position([tp])[0].offset)
-        return nxt >= high
+        self._next_ask[p] = now + 1.0
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
+        except KafkaException as exc:
+            log.warning("kafka: end of partition %d unknown: %s", p, exc)
+            return False
+        return 0 <= high <= low  # nothing to replay
 
     def _push(self, values: list[bytes], flags: int) -> int:
         ticks, bad = decode(values)

@@ -520,21 +520,26 @@ class BarAggregator:
                 done.append(self.reset_day(day))
         return _concat(done)
 
-    def _run(self, t: np.ndarray, meta: np.ndarray | None = None, which: int = ROW_LIVE) -> np.ndarray:
+    def _run(self, t: np.ndarray, meta: np.ndarray | None = None, which: int = ROW_LIVE,
+             grace_ns: int | None = None) -> np.ndarray:
         if len(t) == 0:
             return np.empty(0, BAR_DTYPE)
         if len(self._out) < len(t) + self.n_rows:
             self._out = np.empty(len(t) + self.n_rows, BAR_DTYPE)
         n = _ingest(t["sym"], t["flags"], t["ts_ns"], t["price"], t["size"], self._f, self._i, self.hist,
-                    self.hist_head, meta if meta is not None else self.meta, self._bounds, self.grace_ns, self._out,
+                    self.hist_head, meta if meta is not None else self.meta, self._bounds,
+                    self.grace_ns if grace_ns is None else grace_ns, self._out,
                     self.rows_state, which)
         return self._out[:n].copy()
 
     def on_rebuild_ticks(self, ticks: np.ndarray, meta: np.ndarray) -> np.ndarray:
         """Aggregate a batch of a rebuild: ticks of ROW_REBUILDING rows only, a replay of their day
-        in feed order, on the rebuild's own clock `meta` (a META_LEN vector from `reset_rows`), so
-        their minutes are not late against the live watermark and close as a live run closed
-        them. Ticks of another day than the aggregator's are late. Returns the bars it closed."""
+        in feed order, counted in `meta` (a META_LEN vector from `reset_rows`). No watermark runs
+        here: the live one is past all of them, and partitions replay at different paces, so a
+        clock shared by the rows being rebuilt would make the slower ones late. A rebuilt bar
+        closes on its row's next minute, or on the live watermark once the row is live (`set_live`);
+        for a feed without late ticks these are the bars a live run closed. Ticks of another day
+        than the aggregator's are late. Returns the bars it closed."""
         if len(ticks) == 0:
             return np.empty(0, BAR_DTYPE)
         if not self.meta[META_DAY]:  # the first ticks this host sees are a rebuild's
@@ -544,11 +549,11 @@ class BarAggregator:
             meta[META_LATE] += int(beyond.sum())
             ticks = ticks[~beyond]
         meta[META_DAY] = self.meta[META_DAY]
-        return self._run(ticks, meta, ROW_REBUILDING)
+        return self._run(ticks, meta, ROW_REBUILDING, _BIG)
 
     def reset_rows(self, rows: np.ndarray, meta: np.ndarray) -> None:
         """Empty `rows` (live bar, day statistics, private state, bar history) before a rebuild
-        replays their day, mark them ROW_REBUILDING and start the rebuild clock `meta` over."""
+        replays their day, mark them ROW_REBUILDING and start the rebuild counters `meta` over."""
         self.init_columns(self.columns, rows)
         self.init_state(self.columns, rows)
         self.hist[:, rows, :] = np.nan

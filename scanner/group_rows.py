@@ -4,10 +4,9 @@ A host of a consumer group holds the whole universe but builds bars only for the
 partitions the group assigned it (`procs.ingest_kafka`). Ingest tells the bars process what moved
 *in the tick ring itself*, so a change lands exactly between the ticks it separates:
 
-* BEGIN marks (one per row of a newly assigned partition): empty the row and start the rebuild
-  clock over (`BarAggregator.reset_rows`); the row's day follows as TICK_REBUILD ticks, replayed
-  from the topic, aggregated on the rebuild clock (`on_rebuild_ticks`), never on the live
-  watermark, which is past all of them.
+* BEGIN marks (one per row of a newly assigned partition): empty the row (`BarAggregator.
+  reset_rows`); the row's day follows as TICK_REBUILD ticks, replayed from the topic and
+  aggregated without a watermark (`on_rebuild_ticks`): the live one is past all of them.
 * END marks (the partition's replay reached the offset where the assignment found its end): the
   row joins the live clock, and the scan workers scan it from then on.
 * RELEASE marks (the partition was revoked or lost): the row freezes as it is (ROW_AWAY).
@@ -28,7 +27,7 @@ from scanner.records import BAR_DTYPE, TICK_MARK_BEGIN, TICK_MARK_END, TICK_MARK
 
 def group_rows_state(n_rows: int) -> dict[str, np.ndarray]:
     """The `state.bars` arrays group mode adds: `rows_state` (every row ROW_AWAY until the group
-    assigns it) and the rebuild clock `rebuild_meta`."""
+    assigns it) and the rebuilds' `rebuild_meta`."""
     return {"rows_state": np.full(n_rows, ROW_AWAY, np.uint8), "rebuild_meta": np.zeros(META_LEN, np.int64)}
 
 
@@ -41,7 +40,7 @@ def live_ranges(rows_state: np.ndarray) -> list[tuple[int, int]]:
 
 class GroupRows:
     """Feeds ring batches with marks to a `BarAggregator` whose `rows_state` says who owns what;
-    `rebuild_meta` is the rebuild clock (META_LEN int64, in shared memory to survive a restart)."""
+    `rebuild_meta` counts the rebuilds' ticks (META_LEN int64, in shared memory)."""
 
     def __init__(self, agg: BarAggregator, rebuild_meta: np.ndarray) -> None:
         self.agg, self.rebuild_meta = agg, rebuild_meta
