@@ -137,3 +137,20 @@ def cli(
     from procs.bench.cli import bench_cli
 
     emit(bench_cli(rounds=rounds), as_json)
+
+
+@app.command()
+def e2e(
+    as_json: JsonOpt = False,
+    quick: QuickOpt = False,
+    symbols: Annotated[int, typer.Option(help="Symbols (two hosts: half each).")] = 10_000,
+    ticks: Annotated[int, typer.Option(help="Ticks in the replayed file (0 = 24 M, quick 200 k).")] = 0,
+    start_rate: Annotated[float, typer.Option(help="First offered ticks/s (0 = 100 k; quick: the file's cap).")] = 0.0,
+) -> None:
+    """The whole pipeline (DBN replay at a set rate -> ingest ... gateway -> WebSocket client in
+    its own process): highest sustained ticks/s on one host and on two, and tick-to-client latency
+    at half that rate with 1,000 ms and 100 ms scans."""
+    from procs.bench.e2e import bench_e2e
+
+    emit(bench_e2e(quick=quick, symbols=symbols, ticks=ticks or None, start_rate=start_rate or None,
+                   echo=lambda line: typer.echo(line, err=as_json)), as_json)

@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
+from cli import plainparams
+
 if TYPE_CHECKING:
     from scanner.config import Settings
     from scanner.instance import InstancePaths
+
+
+plainparams.install()  # str / Path options without importing pydantic (see the module)
 
 
 class ScannerError(Exception):

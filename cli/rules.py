@@ -111,7 +111,8 @@ def schema() -> None:
     """Print the JSON Schema of a rule, with the metrics a rule may name (`x-metrics`: name, unit,
     description, from the catalogue) and the bar-history fields for `bars_ago` operands."""
     from scanner.metrics import CATALOGUE, HIST_FIELDS
-    from scanner.rules.model import rule_json_schema, rule_metrics
+    from scanner.rules.limits import rule_metrics
+    from scanner.rules.model import rule_json_schema
 
     doc = rule_json_schema()
     doc["x-metrics"] = [{"name": n, "unit": CATALOGUE[n].unit, "description": CATALOGUE[n].description}

@@ -27,7 +27,8 @@ from procs.eventtime import POLL_S, event_mode
 from procs.feed_stats import FEED, feed_counters
 from procs.runtime import Context
 from procs.shared import REPAIR_CONSUMER_BARS, TICK_CONSUMER_BARS, WRITERS
-from scanner.bars import META_PUBLISHED, BarAggregator, warm_up
+from scanner.bar_kernels import META_PUBLISHED
+from scanner.bars import BarAggregator, warm_up
 from scanner.group_rows import GroupRows
 from scanner.metrics import CATALOGUE, Owner
 

@@ -1,8 +1,9 @@
 """Each host's top lists for the cluster: once a second the publisher writes, per metric of
 `cluster_top_metrics` and per order, its `cluster_top_n` best rows (with the columns the
 dashboard shows) to Redis as `scanner:top:<instance>` (JSON, expiring after a few seconds), and
-any gateway merges every host's lists (`read_cluster_tops`, `scanner.toplists.merge`), marking the
-hosts whose list is missing or old as stale instead of silently leaving their symbols out."""
+any gateway merges every host's lists (`merge_docs`, `scanner.toplists.merge`, over what
+`procs.api.cluster.ClusterView` reads), marking the hosts whose list is missing or old as stale
+instead of silently leaving their symbols out."""
 
 from __future__ import annotations
 
@@ -72,19 +73,3 @@ def merge_docs(docs: dict[str, dict[str, Any]], hosts: list[dict[str, Any]], met
         else:
             stale.append(name)
     return merge(lists, metric, order, limit), stale
-
-
-def read_cluster_tops(client: Any, hosts: list[dict[str, Any]], metric: str, order: str, limit: int,
-                      max_age_s: float = 3.0) -> tuple[list[dict[str, Any]], list[str]]:
-    """`merge_docs` over every registered, not stopped host, read now (sync Redis)."""
-    live = [h for h in hosts if h.get("state") != "stopped"]
-    raws = client.mget([KEY + h["instance"] for h in live]) if live else []
-    docs = {}
-    for h, raw in zip(live, raws, strict=True):
-        try:
-            doc = json.loads(raw) if raw is not None else None
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict):
-            docs[h["instance"]] = doc
-    return merge_docs(docs, live, metric, order, limit, max_age_s)

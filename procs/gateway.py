@@ -2,7 +2,11 @@
 
 uvicorn runs inside this process's event loop (uvloop); a background task polls the feed ring
 every few milliseconds, fans alerts out to WebSocket clients and beats the heartbeat, so a
-stalled event loop shows as a stale heartbeat.
+stalled event loop shows as a stale heartbeat. Scan cycles are aligned to the wall clock, so
+alerts arrive just after a scan boundary: the ring is polled every `POLL_S` from the boundary
+for `FAST_WINDOW_S` and while alerts flow, every `SLOW_POLL_S` for the rest of the period
+(`poll_delay`). Each poll is a wake-up of the whole process (most of an idle gateway's CPU):
+at the default 1 s cadence this makes ~120 of them a second instead of 500, at 100 ms ~300.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import resource
 import socket
+import time
 
 import uvicorn
 
@@ -18,23 +23,40 @@ from procs.api.app import ConfigError, create_app
 from procs.api.cluster import REFRESH_S, ClusterView
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
+from procs.eventtime import event_mode
 from procs.runtime import BootError, Context
 from scanner.alert_json import decode_alert
 from scanner.backoff import Backoff
 from scanner.config import reveal
 
 log = logging.getLogger("scanner.gateway")
-POLL_S = 0.002
+POLL_S = 0.002  # while alerts may arrive: just after a scan boundary, or while they flow
+SLOW_POLL_S = 0.010  # the rest of a scan period (alerts that late come from an overrunning cycle)
+FAST_WINDOW_S = 0.050  # after a boundary: scan, publisher pass and ring hand-offs fit in it
+
+
+def poll_delay(now: float, period: float, got: bool) -> float:
+    """Seconds until the next poll of the feed ring, at wall time `now` with scan cycles every
+    `period` seconds aligned to the wall clock (0: not aligned, e.g. a replay's event time);
+    `got`: this poll found alerts (more of the same cycle may follow). Never sleeps past the
+    next boundary, so a late alert waits at most SLOW_POLL_S and an on-time one at most POLL_S."""
+    if got or period <= 0:
+        return POLL_S
+    phase = now % period
+    if phase < min(FAST_WINDOW_S, period / 2):
+        return POLL_S
+    return max(POLL_S, min(SLOW_POLL_S, period - phase))
 
 
 async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
     """Alerts of this host from the shared-memory feed ring."""
+    period = 0.0 if event_mode(ctx.settings) else ctx.settings.scan_interval_ms / 1000.0
     while ctx.should_run():
         ctx.beat()
         n = state.poll_feed()
         if n:
             ctx.count(n_in=n, n_out=n * len(state.clients))
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll_delay(time.time(), period, n > 0))
     server.should_exit = True
 
 

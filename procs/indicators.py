@@ -20,7 +20,7 @@ from procs.eventtime import POLL_S, event_mode
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
-from scanner.bars import META_PUBLISHED
+from scanner.bar_kernels import META_PUBLISHED
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
 from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels

@@ -19,7 +19,7 @@ Run by `procs.ingest` when `feed = "replay"`. What differs from a live feed:
   a day change (night, weekend) is not stepped through: the day is finished (boundaries up to
   its last minute + grace), then the clock continues at the next day's first tick. Before the
   first tick of each day, ingest announces the day in its progress word and waits until the
-  supervisor has written that day's reference columns (`Supervisor.roll_reference`).
+  supervisor has written that day's reference columns (`InstanceSetup.roll_reference`).
 * **End of data**: once the last ticks are scanned, ingest steps the boundaries up to the last
   minute plus the grace (bars' `close_due` then closes every live bar), writes the report
   `<data_dir>/<instance>.replay.json` (decoder counts and the malformed rows with their line

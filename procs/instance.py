@@ -3,8 +3,9 @@
 The universe and this host's symbol range, the replay index, the shared-memory segments with
 their reference columns (synthetic universe or daily history), the checkpoint restore and the
 feed clock, the rule store (default pack, PostgreSQL schema and version watcher), the process
-list with its cores, the stale segments of a crashed run, and the pidfile lock. Process
-management (spawn, reap, heartbeats, restarts, signals, checkpoints) is `procs.supervisor`.
+list with its cores, the stale segments of a crashed run, the pidfile lock, the numba warm-up,
+and a replay's roll to its next day's reference data. Process management (spawn, reap,
+heartbeats, restarts, signals, checkpoints) is `procs.supervisor`.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ class InstanceSetup:
         """Reference columns (previous close/high/low, average daily volume, 52 weeks) and the
         daily timeframe's history before any worker runs: the synthetic universe's generated
         daily history, or a replay's (Lean daily files) for its first day; or, for `day` (a replay
-        rolling to its next day: `Supervisor.roll_reference`), that day's reference columns only
+        rolling to its next day: `roll_reference`), that day's reference columns only
         (the indicators process owns the daily ring once it runs)."""
         lo, n = self.s.range_start, shared.table.n_rows
         today = int(shared.control.header["trading_day"])
@@ -258,6 +259,39 @@ class InstanceSetup:
         for name, values in ref.items():
             t.f8[CATALOGUE.f8(name)] = values
         w.end(blocks)
+
+    def roll_reference(self, shared: Shared, ingest_slot: int) -> None:
+        """Replay across days: ingest announces the next trading day (its progress word: the
+        day's first tick time) and waits; load that day's reference columns, set the header's
+        trading day, then acknowledge in our own word (slot 0). See `procs.ingest_replay`.
+        Called by the supervisor on every pass; does nothing for other feeds."""
+        if self.s.feed != "replay":
+            return
+        ctl = shared.control
+        want = ctl.progress_of(ingest_slot)
+        if want <= ctl.progress_of(0):
+            return
+        day = trading_day(want)
+        if day != self.reference_day:
+            self.load_reference(shared, day)
+            ctl.header["trading_day"] = day
+            log.info("replay rolled to trading day %d: reference data reloaded", day)
+        ctl.publish_progress(0, want)
+
+
+def warm_kernels() -> None:
+    """Compile (first start on a machine) or load every numba kernel once, before any child
+    starts: the children then load them from the cache before their first heartbeat, instead
+    of all compiling the same kernels at once on a busy machine (issue 10.1)."""
+    from scanner.bars import warm_up as warm_bars
+    from scanner.indicators.engine import warm_kernels as warm_indicators
+    from scanner.rules.compiler import warm_up as warm_rules
+
+    t0 = time.monotonic()
+    warm_bars()
+    warm_indicators()
+    warm_rules()
+    log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
 
 
 def process_names(settings: Settings) -> list[str]:

@@ -88,7 +88,8 @@ def main(ctx: Context) -> None:
             ctx.count(drops=kafka.failed - kafka_failed_seen)
             kafka_failed_seen = kafka.failed
         if mirror is not None and mirror.due():
-            sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
+            if not mirror.sweeping():  # one snapshot per sweep, written out a chunk per pass
+                sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
             mirror.write(mirror_buf)
         if redis is not None and tops.due():
             sh.table.snapshot(0, sh.table.n_rows, tops.cols, top_buf)

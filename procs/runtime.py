@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from procs.orphan import PARENT_ENV
 from procs.shared import Shared
 from scanner.config import Settings, redact
 from shm.control import BUCKETS_US, STATE_RUNNING, STATE_STARTING, STATE_STOPPING
@@ -59,6 +60,17 @@ def write_settings_file(settings: Settings) -> Path:
         os.close(fd)
     os.replace(tmp, path)
     return path
+
+
+def child_env(settings_file: Path) -> dict[str, str]:
+    """The environment the supervisor starts a child with: its own, less what only the
+    supervisor may use, plus where the settings are and whose child it is."""
+    env = dict(os.environ)
+    env.pop(SETTINGS_ENV, None)
+    env.pop("NOTIFY_SOCKET", None)  # only the supervisor speaks to systemd
+    env[SETTINGS_FILE_ENV] = str(settings_file)  # 0600: secrets never in an environment
+    env[PARENT_ENV] = str(os.getpid())  # a child checks it is still ours (see procs.run)
+    return env
 
 
 def read_child_settings() -> Settings:

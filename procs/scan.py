@@ -29,7 +29,7 @@ import numpy as np
 from procs.eventtime import POLL_S, event_mode
 from procs.rules_admin import open_store
 from procs.runtime import Context
-from scanner.bars import ROW_LIVE
+from scanner.bar_kernels import ROW_LIVE
 from scanner.rules.compiler import warm_up
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day

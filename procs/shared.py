@@ -30,12 +30,15 @@ from scanner.timeframes import ring_spec
 from shm.arrays import NamedArrays
 from shm.control import ControlBlock
 from shm.history import History
+from shm.partitioned import PartitionedMatrix
 from shm.ring import Ring
 from shm.segment import SHM_DIR, Segment
 from shm.table import ColumnTable
 
 # Seqlock writer index of each owner in the table.
 WRITERS: dict[Owner, int] = {Owner.INGEST: 0, Owner.BARS: 1, Owner.INDICATORS: 2, Owner.REFERENCE: 3}
+# Processes whose death may leave odd seqlock counters in the table behind.
+WRITER_OF_PROCESS = {"ingest": Owner.INGEST, "bars": Owner.BARS, "indicators": Owner.INDICATORS}
 
 TICK_CONSUMER_BARS, TICK_CONSUMER_STORAGE = 0, 1
 BAR_CONSUMER_INDICATORS, BAR_CONSUMER_STORAGE = 0, 1
@@ -148,3 +151,16 @@ class Shared:
         """Remove every segment name; owner only, once, after all children stopped."""
         for seg in self.segments():
             seg.unlink()
+
+    def repair_writer(self, process: str) -> int:
+        """After `process` died (the supervisor reaped it): make the seqlock counters it may have
+        left odd, mid-write, even again; returns how many were."""
+        n = 0
+        owner = WRITER_OF_PROCESS.get(process)
+        if owner is not None:
+            n += self.table.writer(WRITERS[owner]).repair()
+        if owner is Owner.BARS:
+            n += self.history.writer().repair()
+        if process.startswith("scan-") and "matches" in self.state:
+            n += PartitionedMatrix(self.state["matches"].arrays).repair(int(process[5:]))
+        return n

@@ -1,4 +1,8 @@
-"""The supervisor: spawns pinned children, watches, restarts, stops (set-up: `procs.instance`).
+"""The supervisor: spawns pinned children, watches, restarts, stops.
+
+Elsewhere: the instance set-up (`procs.instance`), when a dead child may start again
+(`procs.restart_policy`), systemd's notify protocol (`procs.sdnotify`), the seqlock repair after
+a writer's death (`procs.shared.Shared.repair_writer`).
 
 Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the loop
 (`signal.set_wakeup_fd`); the loop dispatches to one `handle_*` method per signal, reaps
@@ -13,24 +17,26 @@ import logging
 import os
 import select
 import signal
-import socket
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from procs import checkpoint
-from procs.instance import InstanceSetup, PidLock, assign_cores, process_names, remove_stale_segments
-from procs.orphan import PARENT_ENV
-from procs.runtime import EXIT_CANNOT_BOOT, SETTINGS_ENV, SETTINGS_FILE_ENV, write_settings_file
-from procs.shared import WRITERS, Shared
-from scanner.backoff import Backoff
+from procs.instance import (
+    InstanceSetup,
+    PidLock,
+    assign_cores,
+    process_names,
+    remove_stale_segments,
+    warm_kernels,
+)
+from procs.restart_policy import RestartPolicy, exit_reason
+from procs.runtime import EXIT_CANNOT_BOOT, child_env, write_settings_file
+from procs.sdnotify import sd_notify, watchdog_ping
+from procs.shared import Shared
 from scanner.config import Settings
-from scanner.metrics import Owner
-from scanner.session import trading_day
 from shm.control import STATE_DEAD, STATE_HELD, STATE_RUNNING, STATE_STARTING
-from shm.partitioned import PartitionedMatrix
 from shm.platform import check_memory_model
 
 if TYPE_CHECKING:
@@ -39,53 +45,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("scanner.supervisor")
 NS = 1_000_000_000
 
-# Writers whose death may leave odd seqlock counters behind.
-WRITER_OF_PROCESS = {"ingest": Owner.INGEST, "bars": Owner.BARS, "indicators": Owner.INDICATORS}
-
 
 @dataclass
 class Child:
+    """One supervised process: its control-block slot, core, pid and restart state."""
+
     name: str
     slot: int
     core: int | None
+    policy: RestartPolicy
     pid: int = 0
     spawned_mono: float = 0.0
     restarts: int = 0
-    backoff: Backoff = field(default_factory=Backoff)  # consecutive quick deaths pace restarts
     next_start: float = 0.0
-    deaths: deque[float] = field(default_factory=deque)  # monotonic times of recent restarts (breaker)
     killed: bool = False  # SIGKILL sent for a stall (logged once)
     boot_kills: int = 0  # consecutive kills before a first heartbeat: each doubles the next boot's allowance
-
-
-def warm_kernels() -> None:
-    """Compile (first start on a machine) or load every numba kernel once, here, before any
-    child starts: the children then load them from the cache before their first heartbeat,
-    instead of all compiling the same kernels at once on a busy machine (issue 10.1)."""
-    from scanner.bars import warm_up as warm_bars
-    from scanner.indicators.engine import warm_kernels as warm_indicators
-    from scanner.rules.compiler import warm_up as warm_rules
-
-    t0 = time.monotonic()
-    warm_bars()
-    warm_indicators()
-    warm_rules()
-    log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
-
-
-def sd_notify(message: str) -> None:
-    """systemd notify protocol (Type=notify): READY=1, WATCHDOG=1, STOPPING=1, STATUS=..."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(addr)
-            s.sendall(message.encode())
-    except OSError as exc:
-        log.warning("sd_notify failed: %s", exc)
 
 
 class Supervisor:
@@ -111,11 +85,6 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         assert self.shared is not None
         slot = self.shared.control.slots[child.slot : child.slot + 1]
-        env = dict(os.environ)
-        env.pop(SETTINGS_ENV, None)
-        env.pop("NOTIFY_SOCKET", None)  # only the supervisor speaks to systemd
-        env[SETTINGS_FILE_ENV] = str(self.settings_file)  # 0600: secrets never in an environment
-        env[PARENT_ENV] = str(os.getpid())  # a child checks it is still ours (see procs.run)
         argv = [sys.executable, "-m", "procs.run", child.name, "--slot", str(child.slot)]
         slot["name"] = child.name.encode()
         slot["restarts"] = child.restarts
@@ -123,7 +92,7 @@ class Supervisor:
         slot["state"] = STATE_STARTING
         slot["hold_until_ns"] = 0
         slot["heartbeat_ns"] = time.monotonic_ns()
-        pid = os.posix_spawn(sys.executable, argv, env)
+        pid = os.posix_spawn(sys.executable, argv, child_env(self.settings_file))
         slot["pid"] = pid
         if child.core is not None:
             try:
@@ -136,31 +105,28 @@ class Supervisor:
         self.by_pid[pid] = child
         log.info("spawned %s pid %d core %s", child.name, pid, child.core)
 
-    def reap(self) -> None:
-        while True:
+    def reap(self, *, block: bool = False) -> None:
+        """Reap every child that has exited; `block`: wait until none is left (after a KILL)."""
+        while self.by_pid or not block:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             child = self.by_pid.pop(pid, None)
-            if child is None:
-                continue
-            self.child_exited(child, status)
+            if child is not None:
+                self.child_exited(child, status)
 
     def child_exited(self, child: Child, status: int) -> None:
         assert self.shared is not None
         child.pid = 0
         slot = self.shared.control.slots[child.slot : child.slot + 1]
         slot["state"] = STATE_DEAD
-        if os.WIFSIGNALED(status):
-            how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            code = None
-        else:
-            code = os.WEXITSTATUS(status)
-            how = f"exited with code {code}"
-        self.repair_writer(child.name)
+        code, how = exit_reason(status)
+        n = self.shared.repair_writer(child.name)
+        if n:
+            log.warning("repaired %d odd seqlock counters left by %s", n, child.name)
         if self.stopping:
             log.info("%s %s", child.name, how)
             return
@@ -169,42 +135,20 @@ class Supervisor:
             log.error("%s", self.fatal)
             self.stopping = True
             return
-        lived = time.monotonic() - child.spawned_mono
-        if lived >= 30.0:  # a long life ends the run of quick deaths
-            child.backoff.succeeded()
-        delay = child.backoff.failed()
-        child.restarts += 1
-        child.next_start = child.backoff.retry_at
         now = time.monotonic()
-        child.deaths.append(now)
-        while child.deaths and now - child.deaths[0] > self.s.crash_loop_window_s:
-            child.deaths.popleft()
-        if len(child.deaths) >= self.s.crash_loop_restarts:  # crash-loop breaker
-            child.next_start = max(child.next_start, now + self.s.crash_loop_hold_s)
+        lived = now - child.spawned_mono
+        r = child.policy.after_death(lived, now)
+        child.restarts += 1
+        child.next_start = r.next_start
+        if r.held:
             slot["state"] = STATE_HELD
-            slot["hold_until_ns"] = time.time_ns() + int((child.next_start - now) * NS)
+            slot["hold_until_ns"] = time.time_ns() + int((r.next_start - now) * NS)
             slot["restarts"] = child.restarts
             log.error("%s %s after %.1f s: %d restarts in %.0f s, a crash loop; holding it back %.0f s "
-                      "(restart #%d)", child.name, how, lived, len(child.deaths), self.s.crash_loop_window_s,
-                      child.next_start - now, child.restarts)
-            child.deaths.clear()
+                      "(restart #%d)", child.name, how, lived, r.deaths, child.policy.window_s,
+                      r.next_start - now, child.restarts)
             return
-        log.warning("%s %s after %.1f s; restart #%d in %.1f s", child.name, how, lived,
-                    child.restarts, delay)
-
-    def repair_writer(self, name: str) -> None:
-        """A writer that died mid-write leaves odd counters: make them even again."""
-        assert self.shared is not None
-        n = 0
-        owner = WRITER_OF_PROCESS.get(name)
-        if owner is not None:
-            n += self.shared.table.writer(WRITERS[owner]).repair()
-        if owner is Owner.BARS:
-            n += self.shared.history.writer().repair()
-        if name.startswith("scan-") and "matches" in self.shared.state:
-            n += PartitionedMatrix(self.shared.state["matches"].arrays).repair(int(name[5:]))
-        if n:
-            log.warning("repaired %d odd seqlock counters left by %s", n, name)
+        log.warning("%s %s after %.1f s; restart #%d in %.1f s", child.name, how, lived, child.restarts, r.delay)
 
     def check_heartbeats(self) -> None:
         assert self.shared is not None
@@ -312,7 +256,7 @@ class Supervisor:
         names = process_names(self.s)
         cores = assign_cores(names, self.s)
         for i, name in enumerate(names, start=1):
-            self.children[name] = Child(name, i, cores[name])
+            self.children[name] = Child(name, i, cores[name], RestartPolicy.from_settings(self.s))
         try:
             self.start_due()
             sd_notify("READY=1")
@@ -325,29 +269,13 @@ class Supervisor:
                 self.check_heartbeats()
                 self.start_due()
                 self.checkpoints.maybe()
-                self.roll_reference()
-                sd_notify("WATCHDOG=1")
+                if "ingest" in self.children:
+                    self.setup.roll_reference(self.shared, self.children["ingest"].slot)
+                watchdog_ping()
                 self.sleep(0.1)
         finally:
             self.stop()
         return EXIT_CANNOT_BOOT if self.fatal else 0
-
-    def roll_reference(self) -> None:
-        """Replay across days: ingest announces the next trading day (its progress word: the
-        day's first tick time) and waits; load that day's reference columns, set the header's
-        trading day, then acknowledge in our own word (slot 0). See `procs.ingest_replay`."""
-        if self.s.feed != "replay" or self.shared is None or "ingest" not in self.children:
-            return
-        ctl = self.shared.control
-        want = ctl.progress_of(self.children["ingest"].slot)
-        if want <= ctl.progress_of(0):
-            return
-        day = trading_day(want)
-        if day != self.setup.reference_day:
-            self.setup.load_reference(self.shared, day)
-            ctl.header["trading_day"] = day
-            log.info("replay rolled to trading day %d: reference data reloaded", day)
-        ctl.publish_progress(0, want)
 
     def stop(self) -> None:
         """Shutdown flag + TERM, wait until the deadline, KILL, reap, checkpoint, unlink."""
@@ -367,14 +295,7 @@ class Supervisor:
             log.warning("killing %s after %.0f s", ", ".join(c.name for c in self.by_pid.values()),
                         self.s.stop_timeout_s)
             self._signal_all(signal.SIGKILL)
-            while self.by_pid:
-                try:
-                    pid, status = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    break
-                child = self.by_pid.pop(pid, None)
-                if child:
-                    self.child_exited(child, status)
+            self.reap(block=True)
         if self.checkpoints is not None:
             self.checkpoints.save()
         if self.registry is not None:

@@ -116,10 +116,10 @@ class Settings(BaseSettings):
     http_port: int = Field(8700, ge=0, le=65535)
     gateway_workers: int = Field(0, ge=0, le=8, description="Gateway processes sharing the port (SO_REUSEPORT); "
                                  "0 = one per two cores.")
-    api_keys: dict[str, Literal["read", "write"]] = Field(
+    api_keys: dict[SecretStr, Literal["read", "write"]] = Field(
         default_factory=dict,
-        description=f"Bearer API keys -> scope; each at least {MIN_API_KEY_LEN} characters, no spaces. "
-        "Empty: no auth (only allowed on a loopback address).")
+        description=f"Bearer API keys -> scope; each at least {MIN_API_KEY_LEN} characters, no spaces (secrets: "
+        "masked in dumps and reprs). Empty: no auth (only allowed on a loopback address).")
     rate_limit_per_s: float = Field(50.0, ge=0, description="REST requests per second per API key (per client "
                                     "address without a valid key), per gateway process; 0 = no limit.")
     rate_limit_burst: int = Field(100, ge=1, description="REST requests a key may send at once (bucket size).")
@@ -198,9 +198,9 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _strong_keys(cls, v: dict[str, str]) -> dict[str, str]:
+    def _strong_keys(cls, v: dict[SecretStr, str]) -> dict[SecretStr, str]:
         # the message never shows a key (settings errors are printed and logged)
-        for i, key in enumerate(v):
+        for i, key in enumerate(str(reveal(k)) for k in v):
             if len(key) < MIN_API_KEY_LEN:
                 raise ValueError(f"API key #{i + 1} is {'empty' if not key else f'{len(key)} characters'}; "
                                  f"keys must be at least {MIN_API_KEY_LEN} characters")
@@ -215,8 +215,11 @@ class Settings(BaseSettings):
             return v
         from scanner.notify.destinations import parse_destinations  # lazy: keeps config import light
 
-        parse_destinations(v)  # fail at load time, not in the child
-        return v
+        parsed = parse_destinations(v)  # fail at load time, not in the child
+        # the fields a destination types as secrets (passwords, HMAC keys, tokens) become SecretStr
+        # here too, so no dump or repr of the settings shows them (secret_json reveals them)
+        return [{k: SecretStr(x) if isinstance(getattr(d, k, None), SecretStr) and isinstance(x, str) else x
+                 for k, x in raw.items()} for raw, d in zip(v, parsed, strict=True)]
 
     @classmethod
     def settings_customise_sources(
@@ -242,6 +245,9 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 data[name] = value.get_secret_value()
+        data["api_keys"] = {reveal(k): scope for k, scope in self.api_keys.items()}
+        data["notify_destinations"] = [{k: reveal(x) if isinstance(x, SecretStr) else x for k, x in d.items()}
+                                       for d in self.notify_destinations]
         return json.dumps(data)
 
     # -- derived

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scanner.bars import META_LEN, ROW_AWAY, ROW_LIVE, BarAggregator
+from scanner.bar_kernels import META_LEN, ROW_AWAY, ROW_LIVE
+from scanner.bars import BarAggregator
 from scanner.records import BAR_DTYPE, TICK_MARK_BEGIN, TICK_MARK_END, TICK_MARKS, TICK_REBUILD
 
 

@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import SecretStr
 
 from procs.api.state import GatewayState
 
@@ -16,12 +17,12 @@ def get_state(request: Request) -> GatewayState:
     return request.app.state.gateway
 
 
-def key_scope(keys: dict[str, Scope], token: str | None) -> Scope | None:
+def key_scope(keys: dict[SecretStr, Scope], token: str | None) -> Scope | None:
     """Scope of a bearer token (constant-time compare); None when unknown."""
     if token is None:
         return None
     for key, scope in keys.items():
-        if hmac.compare_digest(key.encode(), token.encode()):
+        if hmac.compare_digest(key.get_secret_value().encode(), token.encode()):
             return scope
     return None
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from scanner.metrics import CATALOGUE
 from scanner.rules.compiler import DEFAULT_BACKEND, compile_rules
-from scanner.rules.model import COMPARE_OPS, Comparison, Group, Ref, Rule, parse_rules
+from scanner.rules.limits import COMPARE_OPS, Ref
+from scanner.rules.model import Comparison, Group, Rule, parse_rules
 
 Row = dict[Ref, float]
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
 
-from scanner.rules.model import Severity
+from scanner.rules.limits import Severity
 
 SEVERITIES: tuple[str, ...] = get_args(Severity)  # lowest first
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"

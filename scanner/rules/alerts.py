@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from scanner.records import ALERT_DTYPE, ALERT_ENTER, ALERT_EXIT, ALERT_VALUES
-from scanner.rules.model import ALERT_MODES
+from scanner.rules.limits import ALERT_MODES
 
 MODE_ENTER, MODE_ENTER_EXIT, MODE_BAR, MODE_DAY = (ALERT_MODES.index(m) for m in
                                                    ("enter", "enter_exit", "once_per_bar", "once_per_day"))

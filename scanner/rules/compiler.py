@@ -29,8 +29,9 @@ import numpy as np
 from scanner.metrics import CATALOGUE, HIST
 from scanner.records import ALERT_VALUES, rule_key
 from scanner.rules import kernel
+from scanner.rules.limits import ALERT_MODES, Ref, ref_name
 from scanner.rules.lower import Handle, Step, numba_table, numpy_ops, resolve_ops
-from scanner.rules.model import ALERT_MODES, Comparison, Group, Ref, Rule, ref_name
+from scanner.rules.model import Comparison, Group, Rule
 
 Backend = Literal["numpy", "numba"]
 DEFAULT_BACKEND: Backend = "numba"

@@ -30,7 +30,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from scanner.instance import RULES_FILE
-from scanner.rules.model import MAX_RULES, Rule, parse_rules
+from scanner.rules.limits import MAX_RULES
+from scanner.rules.model import Rule, parse_rules
 
 RuleList = list[Rule]  # (the store has a method named `list`)
 TOO_DEEP = "JSON nested too deeply to parse (a rule's condition may be at most 32 levels deep)"

@@ -9,8 +9,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated, Optional
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from cli.common import ScannerError, fail, gateway_port, guard
 from tests.support import REPO
@@ -18,11 +21,12 @@ from tests.support import REPO
 HEAVY = ("numpy", "numba", "fastapi", "redis", "psycopg", "uvicorn", "pyarrow", "boto3", "polars")
 
 
-def _loaded_after(code: str) -> list[str]:
-    """The HEAVY top-level modules loaded by a fresh interpreter after running `code`."""
+def _loaded_after(code: str, heavy: tuple[str, ...] = HEAVY, env: dict[str, str] | None = None) -> list[str]:
+    """The `heavy` top-level modules loaded by a fresh interpreter (environment `env`, default
+    ours) after running `code`."""
     probe = (f"{code}\nimport json, sys\n"
-             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
-    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))))")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -41,9 +45,46 @@ def test_commands_on_a_stopped_instance_load_no_engine(args: list[str], tmp_path
     assert _loaded_after(code) == []
 
 
-def test_guard_turns_project_errors_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    import typer
+@pytest.mark.parametrize("args", [["status"], ["stop"], ["rules", "list"]])
+def test_commands_on_a_stopped_instance_load_no_pydantic(args: list[str], tmp_path: Path) -> None:
+    """typer converts option values through pydantic; `cli.plainparams` spares these commands
+    that import (what brings them under 150 ms of CPU, `scanner bench cli`)."""
+    argv = [*args, "--instance", f"light{os.getpid()}", "--data-dir", str(tmp_path)]
+    code = ("import sys\nimport cli.app\n"
+            f"sys.argv = ['scanner', *{argv!r}]\n"
+            "try:\n    cli.app.main()\nexcept SystemExit as e:\n    assert e.code in (0, 1, None), e.code")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SCANNER_")}  # no setting: the quick path
+    assert _loaded_after(code, ("pydantic", "pydantic_core", "pydantic_settings"), env) == []
 
+
+def test_plain_options_convert_as_typer_does(tmp_path: Path) -> None:
+    """str, Path and bool options through `cli.plainparams` (installed by `cli.common`, imported
+    above): typer's values and typer's checks."""
+    seen: dict[str, object] = {}
+    app = typer.Typer()
+
+    @app.command()
+    def cmd(name: Annotated[Optional[str], typer.Option()] = None,
+            where: Annotated[Optional[Path], typer.Option()] = None,
+            must: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False)] = None,
+            flag: Annotated[bool, typer.Option("--flag")] = False,
+            n: Annotated[int, typer.Option()] = 1) -> None:
+        seen.update(name=name, where=where, must=must, flag=flag, n=n)
+
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    r = CliRunner().invoke(app, ["--name", "x", "--where", "rel/dir", "--must", str(f), "--flag", "--n", "3"])
+    assert r.exit_code == 0, r.output
+    assert seen == {"name": "x", "where": Path("rel/dir"), "must": f, "flag": True, "n": 3}
+    assert all(type(seen[k]) is type(Path()) for k in ("where", "must"))
+    for arg, why in ((tmp_path / "missing", "does not exist"), (tmp_path, "is a directory")):
+        r = CliRunner().invoke(app, ["--must", str(arg)])
+        assert r.exit_code == 2 and why in " ".join(r.output.replace("│", " ").split()), r.output
+    r = CliRunner().invoke(app, ["--n", "three"])  # not a plain kind: typer's own conversion
+    assert r.exit_code == 2
+
+
+def test_guard_turns_project_errors_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from scanner.rules.store import RuleStoreError
 
     for exc in (ScannerError("bad thing"), RuleStoreError("bad rule")):

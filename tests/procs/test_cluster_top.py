@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import redis
 
-from procs.cluster_top import KEY, TopPublisher, read_cluster_tops
+from procs.cluster_top import KEY, TopPublisher, merge_docs
+from procs.registry import parse_record
 from scanner.toplists import merge, top_rows
 from tests.support import RedisServer
 
@@ -52,7 +53,9 @@ def test_published_lists_merge_and_stale_hosts_are_named(redis_server: RedisServ
     r.set(KEY + "h3", json.dumps({"instance": "h3", "ts": time.time() - 60, "tops": {}}))
     hosts = [{"instance": h, "state": "ok"} for h in ("h1", "h2", "h3", "h4")] + [{"instance": "h5",
                                                                                     "state": "stopped"}]
-    merged, stale = read_cluster_tops(r, hosts, "change_pct", "asc", 10)  # exact up to the published 10
+    live = [h for h in hosts if h["state"] != "stopped"]  # what the gateway's ClusterView reads, synchronously
+    docs = {h["instance"]: d for h in live if (d := parse_record(r.get(KEY + h["instance"]))) is not None}
+    merged, stale = merge_docs(docs, live, "change_pct", "asc", 10)  # exact up to the published 10
     assert stale == ["h3", "h4"]  # an old list and no list at all
     whole = np.concatenate([tables["h1"], tables["h2"]])
     keys = names["h1"] + names["h2"]

@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 from procs.feed_bridge import BridgeStats, run_bridge
 from procs.registry import Registry
 from procs.shared import Shared
-from scanner.bars import ROW_LIVE, BarAggregator, new_columns, new_history
+from scanner.bar_kernels import ROW_LIVE
+from scanner.bars import BarAggregator, new_columns, new_history
 from scanner.config import Settings
 from scanner.feeds.kafka_wire import decode
 from scanner.group_rows import live_ranges

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
 
+import scanner.bar_kernels
 import scanner.bars
 import scanner.indicators.averages
 import scanner.indicators.engine
@@ -38,7 +39,7 @@ from scanner.session import MINUTE_NS, session_bounds_ns
 from tests.procs.instance import Instance, child
 from tests.support import eventually
 
-MODULES = (scanner.bars, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
+MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
            scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes)
 
 
@@ -67,7 +68,7 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     warm_timeframe_kernels()
     warm_rules()
     before = signatures()
-    entry = ("scanner.bars._ingest", "scanner.bars._close_due", "scanner.indicators.engine._fold_bars",
+    entry = ("scanner.bar_kernels.ingest", "scanner.bar_kernels.close_due", "scanner.indicators.engine._fold_bars",
              "scanner.indicators.engine._fold_history", "scanner.indicators.engine._live",
              "scanner.rules.kernel.run_steps")  # what Python calls; the rest are inlined callees
     assert all(before[k] >= 1 for k in entry), before

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import redis
 
-from procs.redis_out import RedisSink
+from procs.redis_out import LiveMirror, RedisSink
 from tests.support import RedisServer
 
 
@@ -37,3 +38,24 @@ def test_refused_xadds_are_counted_as_drops(tmp_path: Path) -> None:
         sink.client.close()
     finally:
         srv.stop()
+
+
+def test_live_mirror_sweeps_in_chunks_and_writes_only_what_changed(redis_server: RedisServer) -> None:
+    """A sweep of 1,200 symbols goes out 500 per call (the publisher's passes in between carry
+    alerts); the next sweep writes only the cells that changed; NaN is written as ''."""
+    r = redis.Redis.from_url(redis_server.url)
+    keys = [f"LM{i}" for i in range(1200)]
+    r.delete(*[f"live:{k}" for k in keys])
+    m = LiveMirror(r, keys, ["price", "vwap"], interval=3600.0, chunk=500)
+    cur = np.vstack([np.arange(1200.0), np.full(1200, np.nan)])  # NaN as it starts: nothing to write
+    assert m.due() and [m.write(cur), m.sweeping(), m.write(cur), m.write(cur), m.sweeping()] == [500, True, 500, 200,
+                                                                                                  False]
+    assert not m.due()  # the next sweep waits for its interval
+    assert r.hgetall("live:LM7") == {b"price": b"7.0"}
+    r.hset("live:LM7", "price", "stale")  # not rewritten unless it changes
+    nxt = cur.copy()
+    nxt[1, 3], nxt[0, 4] = 2.5, np.nan
+    m.next_at = 0.0
+    assert m.write(nxt) == 2 and not m.sweeping()
+    assert r.hgetall("live:LM3") == {b"price": b"3.0", b"vwap": b"2.5"} and r.hget("live:LM7", "price") == b"stale"
+    assert r.hget("live:LM4", "price") == b""

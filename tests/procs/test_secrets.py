@@ -75,6 +75,26 @@ def test_secret_settings_are_masked_but_reach_the_settings_file(tmp_path: Path) 
         read_settings_file(path)
 
 
+def test_api_keys_and_notification_secrets_are_masked_but_reach_the_children(tmp_path: Path) -> None:
+    key, hmac_key, token, password = "k" * 8 + "hunter2key", "w" * 8 + "hunter2hmac", "hunter2twilio", "hunter2smtp"
+    dests = [{"kind": "webhook", "name": "hook", "url": "https://h/x", "secret": hmac_key},
+             {"kind": "sms", "name": "sms", "account_sid": "AC1", "auth_token": token, "from_number": "+1",
+              "to": ["+2"]},
+             {"kind": "email", "name": "mail", "smtp_host": "h", "password": password, "from_addr": "a@h",
+              "to": ["b@h"]}]
+    s = Settings(instance="sec", data_dir=tmp_path, api_keys={key: "write"}, notify_destinations=dests)
+    assert all(isinstance(k, SecretStr) for k in s.api_keys)
+    assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json() and "hunter2" not in str(s)
+    back = read_settings_file(write_settings_file(s))
+    assert back == s and {reveal(k): v for k, v in back.api_keys.items()} == {key: "write"}
+    from procs.api.deps import key_scope
+    from scanner.notify.destinations import load_destinations
+
+    assert key_scope(back.api_keys, key) == "write" and key_scope(back.api_keys, key[:-1]) is None
+    hook, sms, mail = load_destinations(back.notify_destinations)
+    assert (reveal(hook.secret), reveal(sms.auth_token), reveal(mail.password)) == (hmac_key, token, password)
+
+
 def test_instance_files_are_private_and_secrets_not_in_child_environments(tmp_path: Path) -> None:
     inst = Instance(tmp_path, f"sec{os.getpid()}", SCANNER_SYMBOLS="200", SCANNER_SCAN_WORKERS="1",
                     SCANNER_CLICKHOUSE_URL=f"chdb://{tmp_path / 'ch'}", SCANNER_STORAGE_FLUSH_MS="100")

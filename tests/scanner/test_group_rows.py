@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scanner.bars import ROW_AWAY, ROW_LIVE, ROW_REBUILDING, BarAggregator, new_columns, new_history
+from scanner.bar_kernels import ROW_AWAY, ROW_LIVE, ROW_REBUILDING
+from scanner.bars import BarAggregator, new_columns, new_history
 from scanner.group_rows import GroupRows, group_rows_state, live_ranges
 from scanner.records import TICK_DTYPE, TICK_MARK_BEGIN, TICK_MARK_END, TICK_MARK_RELEASE, TICK_REBUILD
 from scanner.session import MINUTE_NS, NS, session_bounds_ns

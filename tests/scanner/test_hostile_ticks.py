@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scanner.bars import BarAggregator, new_columns, new_history
-from scanner.records import BAR_DTYPE, TICK_DTYPE
+from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_ODD_LOT
 from scanner.session import NS
 from scanner.ticks import (
     MAX_AHEAD_NS,
@@ -109,3 +109,21 @@ def test_a_far_future_tick_no_longer_ends_the_day() -> None:
     assert bad == 1
     agg.on_ticks(good)
     assert agg.late_ticks == 0 and cols["day_volume"][0] == 500
+
+
+def test_a_bar_of_odd_lots_at_the_lowest_price_stays_in_range() -> None:
+    """Only odd lots, at the lowest valid price: the flat bar takes the bar's own VWAP, whose
+    rounding (1e-4 * 2e-4 + 1e-4 * 3e-4) / 5e-4 = 9.999999999999999e-05 stepped under the lowest
+    valid price (found by the hypothesis test above)."""
+    cols = new_columns(1)
+    hist, head = new_history(1, depth=16)
+    agg = BarAggregator(cols, hist, head)
+    odd = np.array([(0, TICK_ODD_LOT, T0 + NS, MIN_PRICE, 2e-4), (0, TICK_ODD_LOT, T0 + 2 * NS, MIN_PRICE, 3e-4)],
+                   TICK_DTYPE)
+    good, bad = validate_ticks(odd, 1, NOW + MAX_AHEAD_NS)
+    assert bad == 0
+    agg.on_ticks(good)
+    bars = agg.close_all()
+    assert len(bars) == 1
+    for f in ("open", "high", "low", "close"):
+        assert bars[f][0] == MIN_PRICE, f

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from scanner.config import Settings
+from scanner.config import Settings, reveal
 from scanner.notify.destinations import (
     EmailDestination,
     SmsDestination,
@@ -89,4 +89,7 @@ def test_settings_validate_and_switch_the_notifier() -> None:
     assert not Settings(redis_url="redis://127.0.0.1:1/0").notifier_enabled()  # nowhere to deliver
     s = Settings(redis_url="redis://127.0.0.1:1/0", notify_destinations=[HOOK])
     assert s.notifier_enabled()
-    assert Settings.model_validate_json(s.model_dump_json()).notify_destinations == [HOOK]  # child round trip
+    back = Settings.model_validate_json(s.secret_json())  # the child round trip (the 0600 settings file)
+    assert [{k: reveal(x) if isinstance(x, SecretStr) else x for k, x in d.items()}
+            for d in back.notify_destinations] == [HOOK]
+    assert HOOK["secret"] not in s.model_dump_json()  # a dump masks it

@@ -12,7 +12,8 @@ import pytest
 from procs.bench.scan import python_matches, random_table, table_rows
 from scanner.metrics import CATALOGUE
 from scanner.rules.compiler import compile_rules
-from scanner.rules.model import COMPARE_OPS, parse_rules, rule_metrics
+from scanner.rules.limits import COMPARE_OPS, rule_metrics
+from scanner.rules.model import parse_rules
 
 N = 400
 

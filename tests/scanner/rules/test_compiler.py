@@ -10,7 +10,8 @@ import pytest
 from procs.bench.scan import python_matches, random_hist, random_rules, random_table, table_rows
 from scanner.metrics import CATALOGUE, HIST
 from scanner.rules.compiler import CompiledRules, compile_rules, warm_up
-from scanner.rules.model import Ref, parse_rules
+from scanner.rules.limits import Ref
+from scanner.rules.model import parse_rules
 
 NAN = float("nan")
 BACKENDS = ["numpy", "numba"]

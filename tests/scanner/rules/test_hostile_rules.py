@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from scanner.rules.compiler import compile_rules
-from scanner.rules.model import MAX_DEPTH, Rule, parse_rules
+from scanner.rules.limits import MAX_DEPTH
+from scanner.rules.model import Rule, parse_rules
 from scanner.rules.store import parse_stored
 
 HOSTILE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

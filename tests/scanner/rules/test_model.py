@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS
+from scanner.rules.limits import OPERATORS
 from scanner.rules.model import (
-    OPERATORS,
     Comparison,
     Group,
     Rule,
@@ -291,7 +291,7 @@ def nested(depth: int) -> dict[str, object]:
 
 
 def test_size_limits_name_the_field() -> None:
-    from scanner.rules.model import MAX_DEPTH, MAX_LEAVES, MAX_RULES, MAX_SYMBOLS, MAX_TAGS
+    from scanner.rules.limits import MAX_DEPTH, MAX_LEAVES, MAX_RULES, MAX_SYMBOLS, MAX_TAGS
 
     assert one(condition=nested(MAX_DEPTH)).type == "condition"
     for depth in (MAX_DEPTH + 1, 128, 250, 5000):  # refused before pydantic recurses (no RecursionError)
