@@ -233,13 +233,16 @@ def cluster_status(settings: Settings, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"hosts": hosts}))
         return
+    from procs.registry import ownership_text
+
     columns = ("instance", "state", "host", "range", "symbols", "ticks/s", "scan p99 ms", "rules gen", "version",
-               "age s")
+               "age s", "owns")
     table(columns, ([h["instance"], h["state"] if h["state"] == "ok" else h["state"].upper(), h.get("host", ""),
                      f"{h['range_start']}:{h['range_end']}" if "range_start" in h else "",
                      f"{h.get('first_symbol', '')}..{h.get('last_symbol', '')}" if "range_start" in h else "",
                      f"{h.get('ticks_per_s', 0):.0f}", f"{h.get('scan_p99_ms', 0):.3f}", h.get("rules_generation", ""),
-                     h.get("version", ""), h.get("age_s") if h.get("age_s") is not None else ""] for h in hosts),
+                     h.get("version", ""), h.get("age_s") if h.get("age_s") is not None else "",
+                     ownership_text(h)] for h in hosts),
           right={"ticks/s", "scan p99 ms", "rules gen", "age s"})
 
 

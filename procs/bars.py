@@ -10,6 +10,10 @@ Live vendor feeds add two inputs: cancel ticks in the tick ring (applied to the 
 reconnect's gap. Repaired bars go into the history and the day like closed bars and out to the
 closed-bar ring (indicators, storage); the feed counters `repaired_bars` (taken) and
 `corrections_applied` are written here, and nowhere else.
+
+Kafka group mode: the tick ring also carries rebuilds of moved symbols and ownership marks; they
+go through `scanner.group_rows`, and `state.bars` holds `rows_state` (which rows this host
+builds and scans) and the rebuilds' counters.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from procs.runtime import Context
 from procs.shared import REPAIR_CONSUMER_BARS, TICK_CONSUMER_BARS, WRITERS
 from scanner.bar_kernels import META_PUBLISHED
 from scanner.bars import BarAggregator, warm_up
+from scanner.group_rows import GroupRows
 from scanner.metrics import CATALOGUE, Owner
 
 log = logging.getLogger("scanner.bars")
@@ -42,8 +47,11 @@ def main(ctx: Context) -> None:
     warm_up()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
     sh = ctx.shared
     t, h = sh.table, sh.history
-    agg = BarAggregator(table_columns(ctx, Owner.BARS), h.hist, h.head, state=sh.state["bars"].arrays,
-                        grace_ns=ctx.settings.bar_grace_ms * 1_000_000)
+    st = sh.state["bars"].arrays
+    agg = BarAggregator(table_columns(ctx, Owner.BARS), h.hist, h.head, state=st,
+                        grace_ns=ctx.settings.bar_grace_ms * 1_000_000, rows_state=st.get("rows_state"))
+    # Kafka group mode: the ring also carries rebuilds and ownership marks (scanner.group_rows)
+    on_ticks = GroupRows(agg, st["rebuild_meta"]).on_ticks if "rows_state" in st else agg.on_ticks
     ticks = sh.ticks.consumer(TICK_CONSUMER_BARS)
     out = sh.bars.producer()
     seq = t.writer(WRITERS[Owner.BARS])
@@ -77,7 +85,7 @@ def main(ctx: Context) -> None:
         batch = ticks.poll(MAX_BATCH)
         closed = []
         if len(batch):
-            closed.append(write(agg.on_ticks, batch))
+            closed.append(write(on_ticks, batch))
             ctx.count(n_in=len(batch))
         repaired = repairs.poll(1 << 14)
         if len(repaired):

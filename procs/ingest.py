@@ -25,6 +25,7 @@ from scanner.feeds.frames import STATUS_DTYPE
 from scanner.feeds.synthetic import SyntheticTape, make_universe
 from scanner.market_state import LULD_COLUMNS, QUOTE_COLUMNS, STATUS_COLUMNS, MarketStateWriter
 from scanner.metrics import CATALOGUE, Owner
+from scanner.records import TICK_DTYPE, TICK_MARK_BEGIN
 from scanner.session import session_bounds_ns
 from scanner.ticks import MAX_AHEAD_NS, LastTradeWriter, validate_ticks
 
@@ -63,6 +64,21 @@ class TableSink:
             self.seq.end(blocks)
         self.ctx.count(n_in=len(good), n_out=len(good), drops=bad)
         return len(good)
+
+    def mark(self, rows: np.ndarray, kind: int) -> None:
+        """Kafka group mode: an ownership mark (`scanner.records.TICK_MARK_*`) for each of `rows`
+        into the ring, in order with the ticks (`scanner.group_rows`); before a BEGIN, the rows'
+        last trade is forgotten (their day is replayed next)."""
+        if len(rows) == 0:
+            return
+        if kind == TICK_MARK_BEGIN:
+            blocks = self.seq.mark_rows(rows.astype(np.intp))
+            self.seq.begin(blocks)
+            self.last.clear(rows)
+            self.seq.end(blocks)
+        marks = np.zeros(len(rows), TICK_DTYPE)
+        marks["sym"], marks["flags"] = rows, kind
+        self.ring.publish(marks)
 
     def push_state(self, quotes: np.ndarray | None = None, statuses: np.ndarray | None = None,
                    lulds: np.ndarray | None = None) -> None:

@@ -24,15 +24,16 @@ import numpy as np
 
 from procs import checkpoint
 from procs.feed_stats import new_feed_state
-from procs.ingest_kafka import ingest_state
+from procs.ingest_kafka import group_ownership, ingest_state
 from procs.scan import match_state
-from procs.shared import WRITERS, Shared, instance_segments
+from procs.shared import TICK_CONSUMER_BARS, WRITERS, Shared, instance_segments
 from procs.status import read_pid
 from scanner.bars import BarAggregator
 from scanner.config import Settings, reveal
 from scanner.daily import reference_columns
 from scanner.feeds import replay as replay_feed
 from scanner.feeds.synthetic import daily_history, make_universe
+from scanner.group_rows import group_rows_state
 from scanner.metrics import CATALOGUE, Owner
 from scanner.session import NY, latest_weekday, session_bounds_ns, trading_day
 from scanner.timeframes import seed_daily
@@ -86,6 +87,9 @@ class InstanceSetup:
             names = make_universe(s.symbols, s.feed_seed, s.feed_rate).names
         self.universe = names
         end = s.range_end if s.range_end is not None else len(names)
+        if s.kafka_group and (s.feed != "kafka" or s.range_start != 0 or end != len(names)):
+            raise SupervisorError(f"kafka_group {s.kafka_group!r} needs feed 'kafka' and the whole universe "
+                                  f"(no range_start / range_end): the group's rebalance assigns the symbols")
         if not 0 <= s.range_start < end <= len(names):
             raise SupervisorError(
                 f"symbol range {s.range_start}:{end} is outside the universe of {len(names)} symbols"
@@ -127,11 +131,16 @@ class InstanceSetup:
             tick_capacity=s.tick_ring_capacity, bar_capacity=s.bar_ring_capacity,
             alert_capacity=s.alert_ring_capacity, hist_depth=s.bar_history,
             block_shift=s.block_shift(), supervisor_pid=os.getpid(), created_ns=time.time_ns(),
-            states={"bars": BarAggregator.new_state(len(keys)),
+            states={"bars": {**BarAggregator.new_state(len(keys)), **(group_rows_state(len(keys)) if s.kafka_group
+                                                                        else {})},
                     "matches": match_state(len(keys), s.n_scan_workers()), "feed": new_feed_state(),
-                    **({"ingest": ingest_state(s.kafka_partitions, len(self.universe), s.range_start)}
-                       if s.feed == "kafka" else {})},
+                    **({"ingest": ingest_state(s.kafka_partitions, len(self.universe), s.range_start,
+                                               bool(s.kafka_group))} if s.feed == "kafka" else {})},
         )
+        if s.kafka_group:
+            # attach the bars consumer now, at the ring's start: the ownership marks ingest publishes
+            # at its first assignment must reach bars however late bars attaches (scanner.group_rows)
+            shared.ticks.consumer(TICK_CONSUMER_BARS)
         t = shared.table
         BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
                                     for m in CATALOGUE.owned_by(Owner.BARS)})
@@ -168,7 +177,7 @@ class InstanceSetup:
         end = s.range_end if s.range_end is not None else len(self.universe)
         url = s.public_url or f"http://{s.http_host}:{s.http_port}"
         record = base_record(instance=s.instance, universe=self.universe, range_start=s.range_start,
-                             range_end=end, url=url)
+                             range_end=end, url=url, kafka_group=s.kafka_group)
         registry = Registry(reveal(s.redis_url) or "", s.registry_ttl_s)
         try:
             registry.claim(record)
@@ -182,7 +191,8 @@ class InstanceSetup:
             st = collect(s)
             return {"ticks_per_s": st["ticks_per_s"], "scan_p99_ms": st["scan_p99_ms"],
                     "rules_generation": st["rules_generation"], "alerts_per_s": st["alerts_per_s"],
-                    "processes_alive": sum(p["alive"] for p in st["processes"]), "symbols": st["symbols"]}
+                    "processes_alive": sum(p["alive"] for p in st["processes"]), "symbols": st["symbols"],
+                    **(group_ownership(self.shared) if s.kafka_group and self.shared else {})}
 
         thread = RegistryThread(registry, record, live)
         thread.start()

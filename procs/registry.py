@@ -10,11 +10,15 @@ Keys (one Redis shared by every host of the cluster):
 
 A record: instance, host, pid, start id, universe hash and size, symbol range (rows and first /
 last symbol), gateway URL, rules generation, ticks/s, scan p99, version, start and refresh times.
+A host of a Kafka consumer group (`kafka_group`) claims the whole universe; its record also says
+which partitions the group gave it and which row ranges it scans now (`partitions`, `owned`:
+[lo, hi, first symbol, last symbol]), refreshed with the live figures.
 
 A host whose key expired while it is still in the index is *missing* (it died or lost Redis); one
 whose record is older than half the TTL is *stale*. At start a host is refused, with a message
 saying who holds what, when a live host already has its instance name or a range that overlaps
-its own in the same universe. The refresh runs in a thread of the supervisor, so Redis being slow
+its own in the same universe (hosts of one consumer group share the universe by design: the group
+assigns the partitions). The refresh runs in a thread of the supervisor, so Redis being slow
 or down never holds up reaping and heartbeats; it reconnects with the shared backoff.
 """
 
@@ -61,7 +65,7 @@ def _version() -> str:
 
 
 def base_record(*, instance: str, universe: list[str], range_start: int, range_end: int, url: str,
-                host: str | None = None) -> dict[str, Any]:
+                host: str | None = None, kafka_group: str | None = None) -> dict[str, Any]:
     """The fixed part of a host's record; `Registry.refresh` adds the live figures."""
     return {
         "instance": instance, "host": host or socket.gethostname(), "pid": os.getpid(),
@@ -70,7 +74,17 @@ def base_record(*, instance: str, universe: list[str], range_start: int, range_e
         "first_symbol": universe[range_start] if range_end > range_start else "",
         "last_symbol": universe[range_end - 1] if range_end > range_start else "",
         "url": url, "version": _version(), "started": time.time(),
+        **({"kafka_group": kafka_group} if kafka_group else {}),
     }
+
+
+def ownership_text(rec: dict[str, Any]) -> str:
+    """A group host's holdings for `status --all`: "group g: partitions 0,1; rows 0:200 (A..M)"."""
+    if not rec.get("kafka_group"):
+        return ""
+    parts = ",".join(str(p) for p in rec.get("partitions", [])) or "none"
+    rows = ", ".join(f"{lo}:{hi} ({a}..{b})" for lo, hi, a, b in rec.get("owned", [])) or "none"
+    return f"group {rec['kafka_group']}: partitions {parts}; rows {rows}"
 
 
 def conflict(mine: dict[str, Any], other: dict[str, Any]) -> str | None:
@@ -86,6 +100,8 @@ def conflict(mine: dict[str, Any], other: dict[str, Any]) -> str | None:
         return (f"host {other.get('instance')!r} ({other.get('host')}) scans another universe "
                 f"({other.get('universe_size')} symbols, {other.get('universe')}); every host of a cluster "
                 f"must slice the same symbol list")
+    if mine.get("kafka_group") and mine.get("kafka_group") == other.get("kafka_group"):
+        return None  # one consumer group: Kafka's rebalance splits the universe, not the ranges
     if mine["range_start"] < other["range_end"] and other["range_start"] < mine["range_end"]:
         return (f"symbol range {mine['range_start']}:{mine['range_end']} overlaps host {other['instance']!r} "
                 f"({other.get('host')}), which scans {other['range_start']}:{other['range_end']} "

@@ -12,6 +12,11 @@ In a replay the feed clock drives the cadence instead (`procs.eventtime`): the w
 each boundary T the indicators process is done up to, with T as the event time and the cooldown
 clock, then publishes "scanned up to T" in its control-block progress word; ingest waits for it
 before publishing ticks after T. No boundary is skipped, whatever the replay speed.
+
+In Kafka group mode the table holds the whole universe and the bars process says which rows this
+host owns (`state.bars` `rows_state`, `scanner.group_rows`): a cycle scans the whole range but
+only rows that are ROW_LIVE can match (one vectorised mask), so a moved symbol alerts here once
+its day is rebuilt, and a row that left stops alerting.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from procs.eventtime import POLL_S, event_mode
 from procs.rules_admin import open_store
 from procs.runtime import Context
+from scanner.bar_kernels import ROW_LIVE
 from scanner.rules.compiler import warm_up
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
@@ -64,6 +70,10 @@ class Worker:
         self.hist_fields = self.hist_ago = np.empty(0, np.int64)
         self.matches = PartitionedMatrix(sh.state["matches"].arrays) if "matches" in sh.state else None
         self.seq = int(ctx.slot["n_out"][0])  # alert sequence numbers continue across restarts
+        rows_state = sh.state["bars"].arrays.get("rows_state") if "bars" in sh.state else None
+        self.rows_state = rows_state[self.lo:self.hi] if rows_state is not None else None
+        self.owned = np.zeros(self.hi - self.lo, np.bool_) if rows_state is not None else None
+        self.scanned = self.hi - self.lo  # rows the last cycle could match
 
     def publish_matches(self) -> None:
         """Copy this cycle's match matrix into shared memory for the REST "current matches"."""
@@ -114,11 +124,14 @@ class Worker:
         hist = engine.hist_buffer()
         if len(hist):
             sh.history.read(self.lo, self.hi, self.hist_fields, self.hist_ago, hist)
+        if self.rows_state is not None:
+            np.equal(self.rows_state, ROW_LIVE, out=self.owned)
+            self.scanned = int(np.count_nonzero(self.owned))
         now_ns = time.time_ns()
         event_ns = ctx.event_now_ns() if at_ns is None else at_ns
         minute = int(minute_of_day(np.array([event_ns]))[0])
         alerts = engine.cycle(snap, hist, now_ns if at_ns is None else at_ns, event_ns, minute,
-                              event_ns // MINUTE_NS, trading_day(event_ns), scan_ns=now_ns)
+                              event_ns // MINUTE_NS, trading_day(event_ns), scan_ns=now_ns, owned=self.owned)
         self.publish_matches()
         if len(alerts):
             self.ring.publish(alerts)
@@ -140,7 +153,7 @@ def run_event_time(ctx: Context, w: Worker) -> None:
         t0 = time.perf_counter()
         n = w.cycle(t)
         ctx.record_cycle(time.perf_counter() - t0)
-        ctx.count(n_in=w.hi - w.lo, n_out=n)
+        ctx.count(n_in=w.scanned, n_out=n)
         ctl.publish_progress(me, t)  # after the alerts are in the ring
         done = t
 
@@ -166,7 +179,7 @@ def main(ctx: Context) -> None:
         dt = time.perf_counter() - t0
         overrun = dt > period
         ctx.record_cycle(dt, overrun)
-        ctx.count(n_in=w.hi - w.lo, n_out=n)
+        ctx.count(n_in=w.scanned, n_out=n)
         next_at += period
         now = time.time()
         if overrun or now > next_at:

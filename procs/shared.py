@@ -10,7 +10,7 @@
 | alert ring i | `scanner.<instance>.alerts.<i>` | scanner worker i | publisher (0) |
 | alert feed | `scanner.<instance>.feed` | publisher | gateways (one consumer slot each) |
 | repair ring | `scanner.<instance>.repair` | ingest (bars from a gap repair) | bars (0) |
-| state.bars | `scanner.<instance>.state.bars` | bars | only bars (its private state across restarts); checkpoint |
+| state.bars | `scanner.<instance>.state.bars` | bars | bars (restarts), checkpoint, scanners (`rows_state`) |
 | state.matches | `scanner.<instance>.state.matches` | scan worker i, its own rows (`shm.partitioned`) | gateways |
 | state.feed | `scanner.<instance>.state.feed` | ingest; bars (`repaired_bars`, `corrections_applied`) | status |
 | timeframes | `scanner.<instance>.timeframes` | indicators (the supervisor seeds the daily ring) | indicators |

@@ -42,6 +42,11 @@ _NO_PRICE = TICK_NO_PRICE
 _CANCEL = TICK_CANCEL
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)
 NO_LIVE_BAR = np.iinfo(np.int64).max  # META_MIN_START when no row has a live bar
+# A row's state in Kafka group mode (`rows_state`, uint8): LIVE rows run on the aggregator's
+# watermark (every row of a fixed-range host); REBUILDING rows' day is being replayed
+# (`BarAggregator.on_rebuild_ticks`), so the live watermark must not close their bars; AWAY rows
+# belong to another host: no sweep touches them.
+ROW_LIVE, ROW_REBUILDING, ROW_AWAY = 0, 1, 2
 FCols = tuple[np.ndarray, ...]  # the float64 kernel columns, `F_COLS` order
 ICols = tuple[np.ndarray, ...]  # the int64 kernel columns, `I_COLS` order
 
@@ -192,8 +197,9 @@ def repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarra
 
 @njit(cache=True, nogil=True)
 def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, out: np.ndarray,
-           n_out: int) -> int:
-    """Close every live bar whose minute ended at or before the watermark."""
+           n_out: int, rows_state: np.ndarray, which: int) -> int:
+    """Close every live bar whose minute ended at or before the watermark, of the rows whose
+    `rows_state` is `which` (the others are being rebuilt, or belong to another host: `ROW_*`)."""
     wm = meta[META_WATERMARK]
     if meta[META_MIN_START] > wm - MINUTE_NS:
         return n_out
@@ -201,7 +207,7 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
     lowest = NO_LIVE_BAR
     for r in range(start.shape[0]):
         s = start[r]
-        if s != 0:
+        if s != 0 and rows_state[r] == which:
             if s + MINUTE_NS <= wm:
                 n_out = _close_row(r, f, iv, hist, head, out, n_out)
             elif s < lowest:
@@ -213,7 +219,7 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
 @njit(cache=True, nogil=True)
 def ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, sz: np.ndarray, f: FCols,
             iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, bounds: np.ndarray, grace: int,
-            out: np.ndarray) -> int:
+            out: np.ndarray, rows_state: np.ndarray, which: int) -> int:
     """Merge ticks (all before bounds[4], the day's end) into live bars and day statistics;
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
@@ -320,13 +326,13 @@ def ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, s
     meta[META_MAX_TS] = max_ts
     meta[META_TICKS] += sym.shape[0]
     meta[META_LATE] += late
-    return _sweep(f, iv, hist, head, meta, out, n_out)
+    return _sweep(f, iv, hist, head, meta, out, n_out, rows_state, which)
 
 
 @njit(cache=True, nogil=True)
 def close_due(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.ndarray, watermark: int,
-               out: np.ndarray) -> int:
-    """Raise the watermark to `watermark` (never lower it) and close the bars now due."""
+               out: np.ndarray, rows_state: np.ndarray) -> int:
+    """Raise the watermark to `watermark` (never lower it) and close the due bars of ROW_LIVE rows."""
     if watermark > meta[META_WATERMARK]:
         meta[META_WATERMARK] = watermark
-    return _sweep(f, iv, hist, head, meta, out, 0)
+    return _sweep(f, iv, hist, head, meta, out, 0, rows_state, ROW_LIVE)

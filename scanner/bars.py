@@ -73,6 +73,8 @@ from scanner.bar_kernels import (
     META_TICKS,
     META_WATERMARK,
     NO_LIVE_BAR,
+    ROW_LIVE,
+    ROW_REBUILDING,
     close_due,
     ingest,
     repair,
@@ -115,7 +117,8 @@ class BarAggregator:
     """
 
     def __init__(self, columns: Mapping[str, np.ndarray], hist: np.ndarray, hist_head: np.ndarray, *,
-                 state: Mapping[str, np.ndarray] | None = None, grace_ns: int = 2 * NS) -> None:
+                 state: Mapping[str, np.ndarray] | None = None, grace_ns: int = 2 * NS,
+                 rows_state: np.ndarray | None = None) -> None:
         if grace_ns < 0:
             raise ValueError(f"'grace_ns' must be non-negative, was {grace_ns}")
         n = len(hist_head)
@@ -131,6 +134,9 @@ class BarAggregator:
             if arr.dtype != want or arr.shape != (n,) or not arr.flags.c_contiguous:
                 raise ValueError(f"column {name!r} must be C-contiguous {np.dtype(want)} ({n},), "
                                  f"was {arr.dtype} {arr.shape}")
+        if rows_state is not None and (rows_state.dtype != np.uint8 or rows_state.shape != (n,)):
+            raise ValueError(f"'rows_state' must be uint8 ({n},), was {rows_state.dtype} {rows_state.shape}")
+        self.rows_state = rows_state if rows_state is not None else np.zeros(n, np.uint8)  # ROW_*
         self.n_rows = n
         self.columns = cols
         self.hist, self.hist_head = hist, hist_head
@@ -153,19 +159,21 @@ class BarAggregator:
         return st
 
     @staticmethod
-    def init_state(state: Mapping[str, np.ndarray]) -> None:
-        """Set state arrays (e.g. fresh shared memory) to their empty values, in place."""
+    def init_state(state: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)) -> None:
+        """Set state arrays (e.g. fresh shared memory) to their empty values, in place; with
+        `rows`, only those rows' (the `meta` vector is left alone)."""
         for k in AGG_STATE:
-            state[k][:] = np.nan if k == "last_px" else 0
-        state["meta"][:] = 0
-        state["meta"][META_MIN_START] = NO_LIVE_BAR
+            state[k][rows] = np.nan if k == "last_px" else 0
+        if isinstance(rows, slice):
+            state["meta"][:] = 0
+            state["meta"][META_MIN_START] = NO_LIVE_BAR
 
     @staticmethod
-    def init_columns(columns: Mapping[str, np.ndarray]) -> None:
-        """Set the bars-owned columns to their empty values (NaN prices, zero counts)."""
+    def init_columns(columns: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)) -> None:
+        """Set the bars-owned columns (of `rows`) to their empty values (NaN prices, zero counts)."""
         for name in BAR_COLUMNS:
             arr = columns[name]
-            arr[:] = 0 if arr.dtype == np.int64 or name.endswith(("volume", "count")) else np.nan
+            arr[rows] = 0 if arr.dtype == np.int64 or name.endswith(("volume", "count")) else np.nan
 
     # ---- counters
     @property
@@ -218,19 +226,57 @@ class BarAggregator:
                 done.append(self.reset_day(day))
         return _concat(done)
 
-    def _run(self, t: np.ndarray) -> np.ndarray:
+    def _run(self, t: np.ndarray, meta: np.ndarray | None = None, which: int = ROW_LIVE,
+             grace_ns: int | None = None) -> np.ndarray:
         if len(t) == 0:
             return np.empty(0, BAR_DTYPE)
         if len(self._out) < len(t) + self.n_rows:
             self._out = np.empty(len(t) + self.n_rows, BAR_DTYPE)
         n = ingest(t["sym"], t["flags"], t["ts_ns"], t["price"], t["size"], self._f, self._i, self.hist,
-                    self.hist_head, self.meta, self._bounds, self.grace_ns, self._out)
+                   self.hist_head, meta if meta is not None else self.meta, self._bounds,
+                   self.grace_ns if grace_ns is None else grace_ns, self._out, self.rows_state, which)
         return self._out[:n].copy()
+
+    def on_rebuild_ticks(self, ticks: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        """Aggregate a batch of a rebuild: ticks of ROW_REBUILDING rows only, a replay of their day
+        in feed order, counted in `meta` (a META_LEN vector from `reset_rows`). No watermark runs
+        here: the live one is past all of them, and partitions replay at different paces, so a
+        clock shared by the rows being rebuilt would make the slower ones late. A rebuilt bar
+        closes on its row's next minute, or on the live watermark once the row is live (`set_live`);
+        for a feed without late ticks these are the bars a live run closed. Ticks of another day
+        than the aggregator's are late. Returns the bars it closed."""
+        if len(ticks) == 0:
+            return np.empty(0, BAR_DTYPE)
+        if not self.meta[META_DAY]:  # the first ticks this host sees are a rebuild's
+            self.reset_day(trading_day(int(ticks["ts_ns"][-1])))
+        beyond = ticks["ts_ns"] >= self._bounds[4]
+        if beyond.any():
+            meta[META_LATE] += int(beyond.sum())
+            ticks = ticks[~beyond]
+        meta[META_DAY] = self.meta[META_DAY]
+        return self._run(ticks, meta, ROW_REBUILDING, NO_LIVE_BAR)
+
+    def reset_rows(self, rows: np.ndarray, meta: np.ndarray) -> None:
+        """Empty `rows` (live bar, day statistics, private state, bar history) before a rebuild
+        replays their day, mark them ROW_REBUILDING and start the rebuild counters `meta` over."""
+        self.init_columns(self.columns, rows)
+        self.init_state(self.columns, rows)
+        self.hist[:, rows, :] = np.nan
+        self.hist_head[rows] = 0
+        self.rows_state[rows] = ROW_REBUILDING
+        meta[:] = 0
+        meta[META_MIN_START] = NO_LIVE_BAR
+
+    def set_live(self, rows: np.ndarray) -> None:
+        """Rebuilt `rows` join the live clock (their open bars close on the live watermark)."""
+        self.rows_state[rows] = ROW_LIVE
+        self.meta[META_MIN_START] = 0  # their live bars may start before the live rows' earliest
 
     def close_due(self, watermark_ns: int) -> np.ndarray:
         """Raise the watermark to `watermark_ns` (e.g. from the wall clock while the feed is
         quiet) and close every live bar whose minute ended at or before it."""
-        n = close_due(self._f, self._i, self.hist, self.hist_head, self.meta, int(watermark_ns), self._out)
+        n = close_due(self._f, self._i, self.hist, self.hist_head, self.meta, int(watermark_ns), self._out,
+                      self.rows_state)
         return self._out[:n].copy()
 
     def insert_repaired(self, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     kafka_ticks_topic: str = Field("ticks", min_length=1, max_length=200, description="Topic of the bridge's ticks.")
     kafka_partitions: int = Field(16, ge=1, le=4096, description="Partitions of the ticks topic (all hosts agree).")
     kafka_alerts_topic: str | None = Field(None, max_length=200, description="Also produce alerts here (None = off).")
+    kafka_group: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="Join this consumer group instead of a fixed range: the table holds the whole universe, "
+                    "the group's rebalance assigns partitions (None = fixed ranges).")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1000, le=300_000, description="Group mode: how long a dead host keeps its partitions.")
 
     # processes
     scan_workers: int = Field(0, ge=0, le=32, description="Scanner processes; 0 = number of cores.")

@@ -25,6 +25,13 @@ TICK_NO_PRICE = TICK_ODD_LOT | TICK_NO_LAST | TICK_NO_HIGH_LOW  # any of these: 
 # A vendor cancel (or the cancelled half of a correction): takes back an earlier print of the same
 # symbol, event time, price and size. Carries TICK_NO_LAST too; see scanner.bars for what it undoes.
 TICK_CANCEL = 16
+# Kafka group mode (`procs.ingest_kafka`): a tick of a symbol's day replayed from the topic after its
+# partition moved to this host (the bars process aggregates it without a watermark), and
+# marks, which are not trades but ownership changes of one row, in ring order with its ticks:
+# BEGIN (reset the row, rebuild follows), END (rebuilt: scan it), RELEASE (no longer ours).
+TICK_REBUILD = 32
+TICK_MARK_BEGIN, TICK_MARK_END, TICK_MARK_RELEASE = 64, 128, 256
+TICK_MARKS = TICK_MARK_BEGIN | TICK_MARK_END | TICK_MARK_RELEASE
 
 # One closed 1-minute bar, produced by the bar process for the storage writer and indicators.
 BAR_DTYPE = np.dtype(

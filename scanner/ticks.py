@@ -67,6 +67,13 @@ class LastTradeWriter:
         self._last[rows] = -1
         return rows
 
+    def clear(self, rows: np.ndarray) -> None:
+        """Forget `rows`' last trade and count (a row whose day is about to be replayed)."""
+        self.price[rows] = np.nan
+        self.last_size[rows] = np.nan
+        self.last_ts[rows] = 0
+        self.tick_count[rows] = 0
+
 
 def empty_ticks(n: int = 0) -> np.ndarray:
     return np.zeros(n, TICK_DTYPE)

@@ -80,12 +80,14 @@ class ScanEngine:
 
     # -- the scan
     def cycle(self, snap: np.ndarray, hist: np.ndarray | None, now_ns: int, event_ns: int,
-              minute_of_day_et: int, bar_minute: int, day: int, scan_ns: int | None = None) -> np.ndarray:
+              minute_of_day_et: int, bar_minute: int, day: int, scan_ns: int | None = None,
+              owned: np.ndarray | None = None) -> np.ndarray:
         """Evaluate, update alert state, return this cycle's new alerts (ALERT_DTYPE view).
         `now_ns` drives cooldowns and is the records' scan_ns unless `scan_ns` is given (a replay
         passes event time as `now_ns`, so cooldowns run on the replayed clock, and the wall clock
         as `scan_ns`); `event_ns` is the feed time; `bar_minute` / `day` identify the bar and
-        trading day for the once_per_* modes."""
+        trading day for the once_per_* modes. `owned` (bool per row, Kafka group mode): only those
+        rows can match; the others belong to another host (or are being rebuilt)."""
         cur = self._bufs[self._cur]
         if snap is not cur:
             if snap.shape != cur.shape:
@@ -98,6 +100,8 @@ class ScanEngine:
                 np.copyto(self._hist, hist)
         prev = self._bufs[1 - self._cur] if self._have_prev else None
         match = self.compiled.evaluate(cur, prev, self._hist, minute_of_day_et)
+        if owned is not None:
+            match &= owned
         self._match = match
         rule, row, kind = self.state.step(match, now_ns, bar_minute, day)
         recs = self.writer.fill(rule, row, kind, self.compiled.value_pos, cur, self._hist, event_ns,

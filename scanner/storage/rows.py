@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scanner.records import BAR_DTYPE, TICK_DTYPE
+from scanner.records import BAR_DTYPE, TICK_DTYPE, TICK_MARKS, TICK_REBUILD
 from scanner.session import trading_days
 
 SPOOL_BAR_DTYPE = np.dtype([
@@ -41,9 +41,13 @@ def bars_to_spool(bars: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def trades_to_spool(ticks: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Ticks (TICK_DTYPE) -> spool records with the symbol name."""
+    """Ticks (TICK_DTYPE) -> spool records with the symbol name. Kafka group mode's ownership
+    marks and replayed ticks are left out: marks are no trades, and a replay's trades were
+    stored by the host that took them live."""
     if ticks.dtype != TICK_DTYPE:
         raise ValueError(f"'ticks' must be TICK_DTYPE records, was {ticks.dtype}")
+    if (ticks["flags"] & (TICK_MARKS | TICK_REBUILD)).any():
+        ticks = ticks[(ticks["flags"] & (TICK_MARKS | TICK_REBUILD)) == 0]
     out = np.zeros(len(ticks), SPOOL_TRADE_DTYPE)
     out["symbol"] = keys[ticks["sym"]]
     for f in ("ts_ns", "price", "size", "flags"):

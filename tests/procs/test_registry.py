@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from procs.registry import INDEX, KEY, Registry, RegistryConflict, RegistryThread, base_record
+from procs.registry import INDEX, KEY, Registry, RegistryConflict, RegistryThread, base_record, ownership_text
 from tests.procs.instance import Instance
 from tests.support import RedisServer, eventually
 
@@ -47,6 +47,22 @@ def test_claims_refuse_a_live_name_an_overlap_or_another_universe(reg: Registry)
         reg.claim(rec("d", 0, 10, universe=UNIVERSE[::-1]))
     assert [h["instance"] for h in reg.hosts()] == ["a", "b"]
     assert all(h["state"] == "ok" for h in reg.hosts())
+
+
+def test_hosts_of_one_kafka_group_share_the_universe_and_show_what_they_own(reg: Registry) -> None:
+    def member(name: str, group: str) -> dict:
+        return base_record(instance=name, universe=UNIVERSE, range_start=0, range_end=100, url="", kafka_group=group)
+
+    reg.claim(member("g1", "grp"))
+    reg.claim(member("g2", "grp"))  # the same group: the rebalance splits the universe, not the ranges
+    with pytest.raises(RegistryConflict, match="overlaps host 'g1'"):
+        reg.claim(member("g3", "other"))
+    with pytest.raises(RegistryConflict, match="overlaps host 'g1'"):
+        reg.claim(rec("fixed", 0, 10))
+    live = member("g4", "grp")
+    live.update(partitions=[0, 1], owned=[[0, 50, "S0000", "S0049"]])
+    assert ownership_text(live) == "group grp: partitions 0,1; rows 0:50 (S0000..S0049)"
+    assert ownership_text(rec("fixed", 0, 10)) == ""
 
 
 def test_a_crashed_predecessor_on_the_same_host_does_not_block_a_restart(reg: Registry) -> None:
