@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from procs.bench.services import PostgresServer
-from procs.instance import InstanceSetup
+from procs.instance import InstanceSetup, remove_stale_segments
 from procs.storage.pg import PgWriter
 from scanner.config import Settings
 from scanner.daily import ADV_DAYS, YEAR_DAYS
@@ -122,7 +122,11 @@ def test_live_day_daily_history_from_postgres(url: str, alpaca_rest, tmp_path: P
     s = Settings(feed="alpaca", feed_rest_url=rest.base_url, alpaca_key_id=SecretStr("test-key"),
                  alpaca_secret_key=SecretStr("test-secret"), data_dir=tmp_path / "data", symbols_file=symbols,
                  database_url=SecretStr(url), instance=f"dpg{os.getpid()}", scan_workers=1)
-    shared = InstanceSetup(s).allocate()
+    try:
+        shared = InstanceSetup(s).allocate()
+    except BaseException:
+        remove_stale_segments(s.instance)  # created before the failure: leave nothing in /dev/shm
+        raise
     try:
         asked = [r for r in rest.requests if "/v2/stocks/bars" in r]
         assert len(asked) == 1 and YOUNG in asked[0] and "AAA" not in asked[0]  # only the young symbol
