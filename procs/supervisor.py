@@ -14,7 +14,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import deque
@@ -60,30 +59,18 @@ class Child:
 
 
 def warm_kernels() -> None:
-    """Compile (first start on a machine) or load every numba kernel once, before any child
-    starts: the children then load them from the cache before their first heartbeat, instead of
-    all compiling the same kernels at once on a busy machine (issue 10.1). Done in a short-lived
-    process: LLVM keeps what a compilation allocated (~150 MB after compiling everything, ~25 MB
-    after loading from the cache), which the supervisor would otherwise hold all day (issue 15's
-    memory budget). A failure is logged; the children then compile for themselves."""
-    t0 = time.monotonic()
-    code = "from procs.supervisor import warm_kernels_here; warm_kernels_here()"
-    rc = subprocess.run([sys.executable, "-c", code], check=False).returncode
-    if rc != 0:
-        log.warning("numba kernel warm-up exited with code %d: the children compile their own", rc)
-        return
-    log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
-
-
-def warm_kernels_here() -> None:
-    """Compile or load every numba kernel in this process (`warm_kernels` runs it apart)."""
+    """Compile (first start on a machine) or load every numba kernel once, here, before any
+    child starts: the children then load them from the cache before their first heartbeat,
+    instead of all compiling the same kernels at once on a busy machine (issue 10.1)."""
     from scanner.bars import warm_up as warm_bars
     from scanner.indicators.engine import warm_kernels as warm_indicators
     from scanner.rules.compiler import warm_up as warm_rules
 
+    t0 = time.monotonic()
     warm_bars()
     warm_indicators()
     warm_rules()
+    log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
 
 
 def sd_notify(message: str) -> None:
