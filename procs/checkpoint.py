@@ -1,10 +1,11 @@
 """Checkpoint of the day's shared state, so that restarting the host does not wipe the day.
 
 A checkpoint is one `.npz` file (written to a temp name, fsynced, renamed): the table's float
-and int blocks, the bar history and its heads, each process's private state arrays (the bar
-aggregator's running sums and day), and a small meta record (layout hash, control
-layout version, trading day, feed clock). `restore` refuses, with a message saying why, a file
-from another layout, another trading day or another universe size.
+and int blocks, the bar history (row-major, streamed in chunks: see `save`) and its heads,
+each process's private state arrays (the bar aggregator's running sums and day), and a small
+meta record (layout hash, control layout version, trading day, feed clock). `restore`
+refuses, with a message saying why, a file from another layout, another trading day or
+another universe size.
 
 A file that cannot be read at all (truncated by a crash or a full disk, garbage, a member
 missing or of the wrong shape) must not keep the instance down: `restore` moves it aside as
@@ -29,6 +30,7 @@ import numpy as np
 
 from procs.shared import Shared
 from shm.control import LAYOUT_VERSION
+from shm.history import History
 
 log = logging.getLogger("scanner.supervisor")
 
@@ -41,14 +43,20 @@ class CheckpointRefused(RuntimeError):
     """The checkpoint exists but does not belong to this layout, day or universe."""
 
 
+CHUNK_ROWS = 256  # rows of the bar history copied and written at a time (~6.5 MB at K = 400)
+
+
 def save(shared: Shared, path: Path, event_ns: int) -> int:
-    """Write a consistent copy of the table and history; returns bytes written."""
+    """Write a consistent copy of the table and history; returns bytes written.
+
+    The bar history (245 MB at 10,000 symbols) is streamed: CHUNK_ROWS rows at a time are
+    copied under the seqlock and written, row-major (`hist_rows[row, field, slot]`, so each
+    chunk is one contiguous run of the member), instead of one full copy in memory, which
+    doubled the history's footprint during every checkpoint (issue 15's memory budget)."""
     t, h = shared.table, shared.history
     f8 = np.empty_like(t.f8)
     i8 = np.empty_like(t.i8)
     t.snapshot(0, t.n_rows, np.arange(t.f8.shape[0]), f8, np.arange(t.i8.shape[0]), i8)
-    hist, head = np.empty_like(h.hist), np.empty_like(h.head)
-    h.snapshot(hist, head)
     meta = {
         "layout_hash": t.layout_hash,
         "control_layout": LAYOUT_VERSION,
@@ -61,13 +69,35 @@ def save(shared: Shared, path: Path, event_ns: int) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        states = {f"state.{proc}.{k}": a.copy() for proc, na in shared.state.items() for k, a in na.arrays.items()}
-        np.savez(fh, f8=f8, i8=i8, keys=t.keys.copy(), hist=hist, head=head,
-                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **states)
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            head = np.empty_like(h.head)
+            _stream_history(zf, h, head)
+            states = {f"state.{proc}.{k}": a.copy() for proc, na in shared.state.items() for k, a in na.arrays.items()}
+            for name, a in {"f8": f8, "i8": i8, "keys": t.keys.copy(), "head": head,
+                            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **states}.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(a), allow_pickle=False)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path.stat().st_size
+
+
+def _stream_history(zf: zipfile.ZipFile, h: History, head: np.ndarray) -> None:
+    """Member `hist_rows.npy` (n_rows, n_fields, K) float64, CHUNK_ROWS rows (a whole number of
+    seqlock blocks) at a time; `head` gets each chunk's heads from the same consistent copy."""
+    step = max(CHUNK_ROWS >> h.block_shift, 1) << h.block_shift
+    buf = np.empty((h.n_fields, step, h.depth), np.float64)
+    rows = np.empty((step, h.n_fields, h.depth), np.float64)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False,
+              "shape": (h.n_rows, h.n_fields, h.depth)}
+    with zf.open("hist_rows.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array_header_2_0(out, header)
+        for lo in range(0, h.n_rows, step):
+            n = min(step, h.n_rows - lo)
+            h.snapshot(buf, head[lo:lo + n], lo, lo + n)
+            rows[:n] = buf[:, :n].transpose(1, 0, 2)
+            out.write(memoryview(rows[:n]).cast("B"))  # no bytes copy of the chunk
 
 
 def move_aside(path: Path, reason: str) -> Path:
@@ -101,7 +131,7 @@ def restore(shared: Shared, path: Path, trading_day: int) -> dict:
             a[...] = arrays[f"state.{proc}.{k}"]
     t.f8[:] = arrays["f8"]
     t.i8[:] = arrays["i8"]
-    h.hist[:] = arrays["hist"]
+    h.hist[:] = arrays["hist_rows"].transpose(1, 0, 2)
     h.head[:] = arrays["head"]
     return meta
 
@@ -141,10 +171,15 @@ def _read(shared: Shared, path: Path, trading_day: int) -> tuple[dict, dict[str,
                     raise CheckpointRefused(f"checkpoint {path} lacks process state {key}: not restored")
                 arrays[key] = a
         # the layout hash fixed these shapes: a mismatch is a damaged file
-        for key, target in {"f8": t.f8, "i8": t.i8, "hist": h.hist, "head": h.head}.items():
+        if "hist_rows" not in z.files and "hist" in z.files:
+            raise CheckpointRefused(f"checkpoint {path} was written by an older build (field-major history): "
+                                    "not restored")
+        rows = (h.n_rows, h.n_fields, h.depth)
+        for key, dtype, shape in (("f8", t.f8.dtype, t.f8.shape), ("i8", t.i8.dtype, t.i8.shape),
+                                  ("hist_rows", h.hist.dtype, rows), ("head", h.head.dtype, h.head.shape)):
             a = z[key]  # reads and decompresses the member: a truncated one raises here
-            if a.shape != target.shape or a.dtype != target.dtype:
-                raise ValueError(f"{key} is {a.dtype}{a.shape}, expected {target.dtype}{target.shape}")
+            if a.shape != shape or a.dtype != dtype:
+                raise ValueError(f"{key} is {a.dtype}{a.shape}, expected {dtype}{shape}")
             arrays[key] = a
     return meta, arrays
 

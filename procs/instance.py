@@ -215,7 +215,8 @@ class InstanceSetup:
     def load_reference(self, shared: Shared, day: int | None = None) -> None:
         """Reference columns (previous close/high/low, average daily volume, 52 weeks) and the
         daily timeframe's history before any worker runs: the synthetic universe's generated
-        daily history, or a replay's (Lean daily files) for its first day; or, for `day` (a replay
+        daily history, a replay's (Lean daily files) for its first day, or a live day's
+        (PostgreSQL `bars_daily`, then the vendor: `procs.reference`); or, for `day` (a replay
         rolling to its next day: `roll_reference`), that day's reference columns only
         (the indicators process owns the daily ring once it runs)."""
         lo, n = self.s.range_start, shared.table.n_rows
@@ -244,12 +245,15 @@ class InstanceSetup:
             self.reference_day = day
             log.info("reference data for %d of %d symbols from %s", found, n, daily or "nowhere (no daily history)")
         elif self.s.live_feed():
-            from procs.reference import ReferenceError, live_reference
+            from procs.reference import ReferenceError, live_daily
 
             try:
-                ref = live_reference(self.s, shared.table.key_list(), today)
+                m = live_daily(self.s, shared.table.key_list(), today)
             except ReferenceError as exc:
                 raise SupervisorError(str(exc)) from None
+            ref = reference_columns(m)
+            seed_daily(ring, head, m)
+            del m
         else:
             return
         t = shared.table

@@ -4,15 +4,17 @@ close and the 20-day average volume.
 
 * **Universe**: `symbols_file` when set, else the vendor's list of active US equities
   (`procs.vendor_rest`, filtered by `feed_exchanges`, cut to `feed_max_symbols`).
-* **Previous close / average volume**: from our own PostgreSQL minute bars (`bars_1m`, rolled up
-  per New York day: regular-session close, whole-day volume) when `database_url` is set and it
-  has them; the symbols it lacks from the vendor's REST daily bars.
+* **Daily history** (previous close/high/low, average volume, 52 weeks, and the daily
+  timeframe's ring: `sma_200_1d` ...): from our own PostgreSQL daily bars (`bars_daily`, rolled
+  up from `bars_1m` per New York day by the storage writer: regular-session OHLC, whole-day
+  volume) when `database_url` is set; the vendor's REST daily bars for the symbols whose
+  history there does not reach back the whole lookback (ours win on a day both have).
 * **Intraday volume profile**: the indicator process already builds it from PostgreSQL (or the
   archive) at start (`procs.storage.history.warm_start`); the vendors' REST APIs would need
   minute bars of 20 days per symbol, so without our own history relative volume uses the flat
   daily average.
-* **Cache**: `<data_dir>/reference/<day>.<feed>.universe.json` and `.reference.npz`, so a
-  restart on the same day asks no vendor again.
+* **Cache**: `<data_dir>/reference/<day>.<feed>.universe.json` and `.reference.npz` (the daily
+  bars, one record per symbol and day), so a restart on the same day asks no vendor again.
 
 Vendor refusals (HTTP 401/403) are configuration errors: `SupervisorError`, a clear message.
 Other REST failures leave the values NaN (gap % and relative volume unknown) with a warning.
@@ -30,13 +32,14 @@ import numpy as np
 
 from procs.vendor_rest import RestError, vendor_rest
 from scanner.config import Settings, redact, reveal
-from scanner.daily import REFERENCE_COLUMNS, daily_matrix, reference_columns
+from scanner.daily import daily_matrix, reference_columns
 from scanner.feeds.lean import DAILY_DTYPE
 from scanner.session import session_bounds_ns, trading_days
 
 log = logging.getLogger("scanner.reference")
 NS = 1_000_000_000
 LOOKBACK_CALENDAR_DAYS = 370  # 52 weeks of sessions (52-week high/low), 20 for the average volume
+COVER_SLACK_DAYS = 10  # our history "reaches back the whole lookback" when it starts within these days of it
 
 
 class ReferenceError(RuntimeError):
@@ -88,21 +91,39 @@ def live_universe(s: Settings, day: int) -> list[str]:
 def live_reference(s: Settings, keys: list[str], day: int) -> dict[str, np.ndarray]:
     """The REFERENCE columns (`scanner.daily.reference_columns`: previous close/high/low, 20-day
     average volume, 52 weeks) per key for trading day `day` (module docstring)."""
+    return reference_columns(live_daily(s, keys, day))
+
+
+def live_daily(s: Settings, keys: list[str], day: int) -> dict[str, np.ndarray]:
+    """Right-aligned daily matrices (`scanner.daily.daily_matrix`) of `keys` before trading day
+    `day`: our own `bars_daily` first, the vendor's daily bars for the symbols whose history
+    there does not reach back the whole lookback (a young database, a new listing), our bar
+    winning on a day both have. They give the reference columns and seed the daily timeframe."""
     path = _cache(s, day, "reference.npz")
     cached = _read_cache(path, keys)
     if cached is not None:
-        return cached
-    before = session_bounds_ns(day)["day_start"]
-    per: list[np.ndarray | None] = [None] * len(keys)
+        return daily_matrix(_split(cached[0], cached[1], len(keys)), day)
+    d = date(day // 10000, day // 100 % 100, day % 100)
+    first_day = _yyyymmdd(d - timedelta(days=LOOKBACK_CALENDAR_DAYS))
+    covered_from = _yyyymmdd(d - timedelta(days=LOOKBACK_CALENDAR_DAYS - COVER_SLACK_DAYS))
+    syms: list[np.ndarray] = []
+    recs: list[np.ndarray] = []
     sources = []
+    covered = np.zeros(len(keys), bool)
     if s.database_url:
         try:
-            per = _from_postgres(reveal(s.database_url) or "", keys, day)
-            sources.append(f"postgresql ({sum(p is not None for p in per)})")
+            sym, got = _from_postgres(s, keys, first_day, day)
+            syms.append(sym)
+            recs.append(got)
+            oldest = np.full(len(keys), np.iinfo(np.int64).max)
+            np.minimum.at(oldest, sym, got["day"])
+            covered = oldest <= covered_from
+            sources.append(f"postgresql ({len(np.unique(sym))}, {int(covered.sum())} with the whole year)")
         except Exception as exc:  # noqa: BLE001 - our history is optional; the vendor is the fallback
             log.warning("reference data from PostgreSQL skipped: %s", redact(str(exc).strip().splitlines()[0]))
-    missing = [i for i, p in enumerate(per) if p is None]
-    if missing:
+    missing = np.flatnonzero(~covered)
+    if len(missing):
+        before = session_bounds_ns(day)["day_start"]
         start = before - LOOKBACK_CALENDAR_DAYS * 86_400 * NS
         try:
             bars = vendor_rest(s).bars([keys[i] for i in missing], "1Day", start, before)
@@ -110,23 +131,26 @@ def live_reference(s: Settings, keys: list[str], day: int) -> dict[str, np.ndarr
             daily["day"] = trading_days(bars["ts_ns"])
             for f in ("open", "high", "low", "close", "volume"):
                 daily[f] = bars[f]
-            got = _split(bars["sym"], daily, len(missing))
-            for j, i in enumerate(missing):
-                per[i] = got[j]
-            sources.append(f"{s.feed} REST daily bars ({sum(g is not None for g in got)})")
+            syms.append(missing[bars["sym"]])
+            recs.append(daily)
+            sources.append(f"{s.feed} REST daily bars ({len(np.unique(bars['sym']))})")
         except RestError as exc:
             if _refused(exc):
                 raise ReferenceError(f"{s.feed} refused the daily-bars request: {exc} (check the API key)") from None
             log.warning("reference data from %s skipped: %s", s.feed, exc)
-    ref = reference_columns(daily_matrix(per, day))
-    found = int(np.isfinite(ref["prev_close"]).sum())
+    sym = np.concatenate(syms) if syms else np.empty(0, np.int64)
+    rec = np.concatenate(recs) if recs else np.empty(0, DAILY_DTYPE)
+    _, first = np.unique(sym * 100_000_000 + rec["day"], return_index=True)  # ours first: ours win a day
+    sym, rec = sym[first], rec[first]
+    m = daily_matrix(_split(sym, rec, len(keys)), day)
+    found = int(np.isfinite(m["close"][:, -1]).sum()) if len(keys) else 0
     log.info("reference data for %d of %d symbols from %s", found, len(keys), ", ".join(sources) or "nowhere")
     if found:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, keys=np.array(keys), **ref)
+        np.savez(tmp, keys=np.array(keys), sym=sym, **{f: rec[f] for f in DAILY_DTYPE.names})
         os.replace(tmp, path)
-    return ref
+    return m
 
 
 def _split(sym: np.ndarray, daily: np.ndarray, n: int) -> list[np.ndarray | None]:
@@ -138,43 +162,35 @@ def _split(sym: np.ndarray, daily: np.ndarray, n: int) -> list[np.ndarray | None
     return [p if len(p) else None for p in parts]
 
 
-def _read_cache(path: Path, keys: list[str]) -> dict[str, np.ndarray] | None:
+def _read_cache(path: Path, keys: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(symbol index, DAILY_DTYPE records) cached for this day and universe, or None."""
     if not path.is_file():
         return None
     try:
         with np.load(path) as z:
             if z["keys"].tolist() != keys:
                 return None  # another universe or range: fetch again
-            return {k: z[k].copy() for k in REFERENCE_COLUMNS}
+            rec = np.zeros(len(z["sym"]), DAILY_DTYPE)
+            for f in DAILY_DTYPE.names:
+                rec[f] = z[f]
+            return z["sym"].astype(np.int64), rec
     except (OSError, ValueError, KeyError):
         log.warning("unreadable reference cache %s: fetching again", path)
         return None
 
 
-def _from_postgres(url: str, keys: list[str], day: int) -> list[np.ndarray | None]:
-    """Daily roll-ups of `bars_1m` before `day` (regular-session open/high/low/close, whole-day
-    volume, per New York date) over the last LOOKBACK_CALENDAR_DAYS days, one array per key."""
-    from procs.storage.pg import connect
+def _from_postgres(s: Settings, keys: list[str], first_day: int, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """Our daily bars (`bars_daily`) of `keys` for the trading days [first_day, day): the schema
+    brought up to date and the days written to `bars_1m` but not yet rolled up caught up first
+    (`procs.storage.pg.roll_daily`). Returns (index into `keys`, DAILY_DTYPE records)."""
+    from procs.storage.pg import connect, migrate, read_daily, roll_daily
 
-    d = date(day // 10000, day // 100 % 100, day % 100)
-    lo = session_bounds_ns(_yyyymmdd(d - timedelta(days=LOOKBACK_CALENDAR_DAYS)))["day_start"]
-    hi = session_bounds_ns(day)["day_start"]
-    index = {k: i for i, k in enumerate(keys)}
+    url = reveal(s.database_url) or ""
+    migrate(url, flavor=s.storage_flavor, retention_days=s.bar_retention_days,
+            compress_after_days=s.bar_compress_after_days)
     with connect(url, statement_timeout_ms=120_000) as conn:
-        rows = conn.execute(
-            """SELECT symbol, to_char(ny, 'YYYYMMDD')::bigint,
-                      (array_agg(open ORDER BY bucket) FILTER (WHERE regular))[1],
-                      max(high) FILTER (WHERE regular), min(low) FILTER (WHERE regular),
-                      (array_agg(close ORDER BY bucket DESC) FILTER (WHERE regular))[1], sum(volume)
-               FROM (SELECT symbol, bucket, open, high, low, close, volume,
-                            (bucket AT TIME ZONE 'America/New_York')::date AS ny,
-                            (bucket AT TIME ZONE 'America/New_York')::time >= '09:30'
-                            AND (bucket AT TIME ZONE 'America/New_York')::time < '16:00' AS regular
-                     FROM bars_1m WHERE bucket >= to_timestamp(%s) AND bucket < to_timestamp(%s)
-                       AND symbol = ANY(%s)) b
-               GROUP BY symbol, ny HAVING bool_or(regular)""", (lo / NS, hi / NS, keys)).fetchall()
-    daily = np.array([(d_, o, h, lw, c, v) for _s, d_, o, h, lw, c, v in rows], DAILY_DTYPE)
-    return _split(np.array([index[r[0]] for r in rows], np.int64), daily, len(keys))
+        roll_daily(conn)
+        return read_daily(conn, keys, first_day, day)
 
 
 def _yyyymmdd(d: date) -> int:

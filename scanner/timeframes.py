@@ -4,8 +4,10 @@ Fed with the closed 1-minute bars in feed order (`on_bars_closed`) and the 1-min
 (`close_due`), so event time drives everything, as for the 1-minute bars:
 
 - An intraday bar covers a clock-aligned bucket `[b, b + P)` (UTC-aligned; New York offsets are
-  whole hours, so 5/15/60-minute buckets start at 09:30, 09:45, 10:00 ... New York time), like
-  `pandas.resample("5min")`. Every 1-minute bar feeds it (pre-market and after-hours included).
+  whole hours, so the buckets are New York clock multiples: 5/15 minutes ... 09:25, 09:30, 09:45 ...;
+  60 minutes 04:00, 05:00 ... 09:00, 10:00, not anchored at the 09:30 open), like
+  `pandas.resample("5min")`. Every 1-minute bar feeds it (pre-market and after-hours included:
+  the 09:00 hour bar holds 09:00-09:29 pre-market and the session's first half hour).
 - The daily bar is the regular session (09:30-16:00 New York): only 1-minute bars of that
   window feed it, like the vendors' daily bars (and the Lean daily files that seed its history).
 - A timeframe bar closes when a 1-minute bar of a later bucket arrives for the symbol, or when
@@ -54,11 +56,12 @@ def day_bucket(minute_ns: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _close(j: int, r: int, start: np.ndarray, live: np.ndarray, last: np.ndarray, hist: np.ndarray,
-           head: np.ndarray, out: np.ndarray, n_out: np.ndarray) -> None:
-    """Emit row r's live bar of timeframe j into `out[j]` and its history ring."""
-    s = start[j, r]
-    k = hist.shape[1]
+def _close(j: int, r: int, s: int, live: np.ndarray, last: np.ndarray, start: np.ndarray, hist: np.ndarray,
+           head: np.ndarray, k: int, out: np.ndarray, n_out: np.ndarray) -> None:
+    """Emit row r's live bar of timeframe j (bucket start `s` = start[j, r]) into `out[j]` and
+    its history ring of depth `k`. Measured, not reasoned: with `s` and `k` read here, or the
+    arguments in another order (start before live), numba's code for the 16:00 close of every
+    timeframe (40,000 bars) took 1.4-1.5 ms of CPU instead of 0.63 (same run, same arrays)."""
     slot = head[r] % k
     hist[r, slot, 0] = s // MINUTE_NS
     for f in range(5):
@@ -95,7 +98,8 @@ def _fold(sym: np.ndarray, minute_ns: np.ndarray, dbucket: np.ndarray, o: np.nda
                 b = m - m % p
             s = start[j, r]
             if s != 0 and b > s:
-                _close(j, r, start, live, last, hists[j], heads[j], out, n_out)
+                ring = hists[j]
+                _close(j, r, s, live, last, start, ring, heads[j], ring.shape[1], out, n_out)
                 s = 0
             if b <= last[j, r] or (s != 0 and b < s):
                 late[j] += 1
@@ -122,10 +126,11 @@ def _close_due(watermark: int, period: np.ndarray, start: np.ndarray, live: np.n
     for j in range(period.shape[0]):
         p = period[j] * MINUTE_NS
         h, hd = hists[j], heads[j]  # once per timeframe: a tuple item per call costs more than the close
+        k = h.shape[1]
         for r in range(start.shape[1]):
             s = start[j, r]
             if s != 0 and s + p <= watermark:
-                _close(j, r, start, live, last, h, hd, out, n_out)
+                _close(j, r, s, live, last, start, h, hd, k, out, n_out)
 
 
 class TimeframeBars:

@@ -90,17 +90,20 @@ class History:
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1)
 
-    def snapshot(self, hist_out: np.ndarray, head_out: np.ndarray, max_retries: int = 10_000) -> int:
-        """A consistent copy of every row's ring and head (block by block, against the writer's
-        counters, like `read`); returns retry rounds."""
-        shift, n = self.block_shift, self.n_rows
+    def snapshot(self, hist_out: np.ndarray, head_out: np.ndarray, lo: int = 0, hi: int | None = None,
+                 max_retries: int = 10_000) -> int:
+        """A consistent copy of rows [lo, hi) (default: all) into `hist_out[:, :hi - lo]` and
+        `head_out[:hi - lo]`, block by block against the writer's counters like `read`; returns
+        retry rounds. The checkpoint copies a few blocks at a time, never the whole ring at once."""
+        shift = self.block_shift
+        hi = self.n_rows if hi is None else hi
 
         def copy(b0: int, b1: int) -> None:
-            r0, r1 = b0 << shift, min(n, b1 << shift)
-            hist_out[:, r0:r1] = self.hist[:, r0:r1]
-            head_out[r0:r1] = self.head[r0:r1]
+            r0, r1 = max(lo, b0 << shift), min(hi, b1 << shift)
+            hist_out[:, r0 - lo:r1 - lo] = self.hist[:, r0:r1]
+            head_out[r0 - lo:r1 - lo] = self.head[r0:r1]
 
-        return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, 0, self.n_blocks, max_retries)
+        return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1, max_retries)
 
     def close(self) -> None:
         del self.header, self.hist, self.head, self._counters, self.seq

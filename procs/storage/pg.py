@@ -1,5 +1,9 @@
 """PostgreSQL / TimescaleDB side of storage: migrations, the bar and alert writer, bulk reads.
 
+Daily bars (`bars_daily`, the live day's reference history) are rolled up from `bars_1m` in
+SQL by the writer when a trading day's session closes or the next day begins, and caught up
+when it (or the reference loader) starts: `roll_daily`, `read_daily`.
+
 Bars go in with one binary COPY into a session temp table and one `INSERT ... ON CONFLICT
 (symbol, bucket) DO UPDATE` per batch, in one transaction: a batch retried after an outage or a
 crash rewrites the same rows, never duplicates them. Bulk reads (startup history, archive) use
@@ -18,7 +22,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from scanner.session import trading_days
+from scanner.session import session_bounds_ns, trading_days
 from scanner.storage import StorageError
 from scanner.storage.migrations import discover, plan, split_statements
 from scanner.storage.rows import ALERT_COLUMNS, BAR_VALUES, COPY_BAR_COLUMNS, dedupe_bars, pg_copy_bars
@@ -135,6 +139,8 @@ class PgWriter:
         self._days: set[int] = set()  # trading days whose partitions exist
         self._migrated = False
         self._maintained = float("-inf")
+        self._bar_day = 0  # latest trading day of the bars written (daily roll-up, `_roll_daily`)
+        self._closed: set[int] = set()  # trading days whose 16:00 close was seen and rolled
 
     def open(self) -> None:
         if not self._migrated:  # the writer brings the schema up to date itself (idempotent)
@@ -148,6 +154,9 @@ class PgWriter:
             cols=sql.SQL(", ").join(sql.SQL("{} double precision").format(sql.Identifier(c)) for c in BAR_VALUES)))
         self.conn.commit()
         self._days.clear()
+        n = roll_daily(self.conn)  # catch up on days whose bars were written but not rolled up
+        if n:
+            log.info("daily bars: %d rows rolled up from bars_1m", n)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -172,6 +181,30 @@ class PgWriter:
                 cp.write(pg_copy_bars(recs))
             cur.execute(_UPSERT)
         self._days |= days
+        self._roll_daily(recs["minute_ns"])
+
+    def _roll_daily(self, minute_ns: np.ndarray) -> None:
+        """Roll the 1-minute bars up into `bars_daily` when a trading day ended: its regular
+        session closed (the first bar at or after 16:00 of the latest day), a later day began
+        (the previous day's after-hours volume is in by then), or bars of an ended day arrive
+        late (gap repair, a spool replayed after an outage). Rolls from the earliest such day.
+        Marked done only once the roll committed: a failure is retried with the next batch."""
+        assert self.conn is not None
+        days = trading_days(minute_ns)
+        last = int(days.max())
+        newest = max(self._bar_day, last)
+        closed = last not in self._closed and bool((minute_ns[days == last] >= session_bounds_ns(last)["close"]).any())
+        ended = [int(d) for d in np.unique(days) if d < newest]
+        if self._bar_day and self._bar_day < newest:
+            ended.append(self._bar_day)
+        if closed:
+            ended.append(last)
+        if ended:
+            n = roll_daily(self.conn, min(ended))
+            log.info("daily bars rolled up from trading day %d (%d rows)", min(ended), n)
+        if closed:
+            self._closed.add(last)
+        self._bar_day = newest
 
     def write_trades(self, recs: np.ndarray, token: str = "") -> None:
         raise StorageError("trades are stored in ClickHouse only")
@@ -249,7 +282,6 @@ def read_day_bars(conn: psycopg.Connection, day: int, start_ns: int | None = Non
                   end_ns: int | None = None) -> np.ndarray:
     """Bars of trading day `day` (yyyymmdd, New York) as spool records ordered by symbol and
     minute; `start_ns`/`end_ns` narrow it to a window of the day (for reading a day in parts)."""
-    from scanner.session import session_bounds_ns
     from scanner.storage.rows import PG_EPOCH_US, SPOOL_BAR_DTYPE
 
     b = session_bounds_ns(day)
@@ -267,3 +299,66 @@ def read_day_bars(conn: psycopg.Connection, day: int, start_ns: int | None = Non
         out[f] = rows[f]
     out["trades"] = rows["trades"]
     return out[trading_days(out["minute_ns"]) == day]
+
+
+# ---------------------------------------------------------------------------------------- daily bars
+_ROLL_DAILY = """INSERT INTO bars_daily (symbol, day, open, high, low, close, volume, vwap, trades)
+SELECT symbol, ny, (array_agg(open ORDER BY bucket) FILTER (WHERE regular))[1],
+       max(high) FILTER (WHERE regular), min(low) FILTER (WHERE regular),
+       (array_agg(close ORDER BY bucket DESC) FILTER (WHERE regular))[1], sum(volume),
+       sum(vwap * volume) / NULLIF(sum(volume), 0), sum(trades)
+FROM (SELECT symbol, bucket, open, high, low, close, volume, vwap, trades,
+             (bucket AT TIME ZONE 'America/New_York')::date AS ny,
+             (bucket AT TIME ZONE 'America/New_York')::time >= '09:30'
+             AND (bucket AT TIME ZONE 'America/New_York')::time < '16:00' AS regular
+      FROM bars_1m WHERE bucket >= to_timestamp(%(lo)s)) b
+GROUP BY symbol, ny HAVING bool_or(regular)
+ON CONFLICT (symbol, day) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+    close = EXCLUDED.close, volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, trades = EXCLUDED.trades
+WHERE (bars_daily.open, bars_daily.high, bars_daily.low, bars_daily.close, bars_daily.volume, bars_daily.trades)
+      IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, EXCLUDED.trades)"""
+
+
+def roll_daily(conn: psycopg.Connection, first_day: int | None = None) -> int:
+    """Upsert `bars_daily` from `bars_1m` for trading day `first_day` (yyyymmdd) and every later
+    one; without it, from the last day already rolled (re-rolled: it may have been rolled before
+    it ended), or all of `bars_1m` when none is. Idempotent. Returns the rows written."""
+    with conn.transaction():  # one transaction of its own (the caller holds none open)
+        if first_day is None:
+            row = conn.execute("SELECT to_char(max(day), 'YYYYMMDD')::bigint FROM bars_daily").fetchone()
+            first_day = int(row[0]) if row and row[0] is not None else None
+        lo = session_bounds_ns(first_day)["day_start"] / 1e9 if first_day else 0.0
+        conn.execute("SET LOCAL statement_timeout = 0")  # a whole day of 10,000 symbols, off the hot path
+        cur = conn.execute(_ROLL_DAILY, {"lo": lo})
+        return max(cur.rowcount, 0)
+
+
+DAILY_ROW = fixed_row_dtype([("symbol", "S16"), ("day", ">i4"),
+                             *((f, ">f8") for f in ("open", "high", "low", "close", "volume"))])
+
+
+def read_daily(conn: psycopg.Connection, keys: list[str], first_day: int, before_day: int,
+               chunk: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Daily bars of `keys` for trading days in [first_day, before_day): (index into `keys`,
+    `scanner.feeds.lean.DAILY_DTYPE` records). Read with binary COPY, `chunk` symbols at a
+    time (10,000 symbols x 252 days as Python rows would be ~0.5 GB of objects)."""
+    from scanner.feeds.lean import DAILY_DTYPE
+
+    index = {k.encode(): i for i, k in enumerate(keys)}
+    syms, parts = [], []
+    for a in range(0, len(keys), chunk):
+        q = sql.SQL("SELECT {sym}, to_char(day, 'YYYYMMDD')::int4, open, high, low, close, volume FROM bars_daily "
+                    "WHERE symbol = ANY({keys}) AND day >= to_date({lo}, 'YYYYMMDD') "
+                    "AND day < to_date({hi}, 'YYYYMMDD')").format(
+            sym=sql.SQL(SYM16.format(col="symbol")), keys=sql.Literal(keys[a:a + chunk]),
+            lo=sql.Literal(str(first_day)), hi=sql.Literal(str(before_day)))
+        rows = copy_out(conn, q, DAILY_ROW)
+        d = np.zeros(len(rows), DAILY_DTYPE)
+        for f in DAILY_DTYPE.names:
+            d[f] = rows[f]
+        names, inverse = np.unique(rows["symbol"], return_inverse=True)
+        syms.append(np.array([index[bytes(n).rstrip(b"\0")] for n in names], np.int64)[inverse])
+        parts.append(d)
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, DAILY_DTYPE)
+    return np.concatenate(syms), np.concatenate(parts)

@@ -62,7 +62,7 @@ def _meta_not_json(path: Path) -> None:
 
 def _member_missing(path: Path) -> None:
     m = _members(path)
-    del m["hist"]
+    del m["hist_rows"]
     np.savez(path, **m)
 
 
@@ -127,3 +127,47 @@ def test_instance_starts_over_a_garbage_checkpoint(tmp_path: Path) -> None:
             assert json.loads(bytes(z["meta"]).decode())["n_rows"] == 600
     finally:
         inst.close()
+
+
+def test_history_round_trips_and_is_streamed_not_copied(tmp_path: Path) -> None:
+    """The bar history comes back exactly; saving it holds a few chunks, never a full copy."""
+    import tracemalloc
+
+    n = 4096
+    sh = Shared.create(f"cks{os.getpid()}", keys=[f"S{i}" for i in range(n)], n_workers=1, trading_day=DAY,
+                       tick_capacity=1024, bar_capacity=1024, alert_capacity=1024, hist_depth=256,
+                       block_shift=6, supervisor_pid=os.getpid(), created_ns=time.time_ns(),
+                       states={"bars": {"day": np.zeros(n, np.int64)}})
+    try:
+        h = sh.history
+        h.hist[:] = np.random.default_rng(5).normal(size=h.hist.shape)
+        h.head[:] = np.arange(n) * 3
+        want, want_head = h.hist.copy(), h.head.copy()
+        path = tmp_path / "s.checkpoint.npz"
+        tracemalloc.start()
+        try:
+            checkpoint.save(sh, path, event_ns=9)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < h.hist.nbytes / 4, (peak, h.hist.nbytes)  # the table's copy (~4 MB) and 2 chunks
+        h.hist[:] = np.nan
+        h.head[:] = 0
+        assert checkpoint.restore(sh, path, DAY)["event_ns"] == 9
+        np.testing.assert_array_equal(h.hist, want)
+        np.testing.assert_array_equal(h.head, want_head)
+    finally:
+        sh.close()
+        sh.unlink()
+
+
+def test_a_checkpoint_of_an_older_build_is_refused_but_kept(shared: Shared, tmp_path: Path) -> None:
+    """A file with the field-major `hist` member (before streaming) is refused, not moved aside."""
+    path = tmp_path / "x.checkpoint.npz"
+    checkpoint.save(shared, path, event_ns=1)
+    m = _members(path)
+    m["hist"] = m.pop("hist_rows").transpose(1, 0, 2)
+    np.savez(path, **m)
+    with pytest.raises(checkpoint.CheckpointRefused, match="older build"):
+        checkpoint.restore(shared, path, DAY)
+    assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))

@@ -193,3 +193,42 @@ def test_resume_from_rings_gives_the_same_bars(run: dict) -> None:
         np.testing.assert_array_equal(a, c)
     assert all(len(x) for x in w1) and [len(x) for x in w1] == [len(x) for x in f1]
     assert second.late.sum() == 0
+
+
+@pytest.mark.parametrize("tf", ["5m", "15m", "60m"])
+def test_intraday_buckets_are_new_york_clock_aligned_including_premarket(run: dict, tf: str) -> None:
+    """5/15/60-minute buckets start on New York clock multiples (60 minutes: 04:00, 05:00 ...
+    09:00, 10:00, not anchored at the 09:30 open), and pre-market minutes (04:00-09:30) feed them:
+    the bars equal a pandas resample done in New York local time, and the 09:00 hour bar holds
+    the 09:00-09:29 pre-market minutes with the first half hour of the session."""
+    minutes = int(tf[:-1])
+    got = run["closed"][tf]
+    local = pd.to_datetime(got["minute_ns"], unit="ns").tz_localize("UTC").tz_convert("America/New_York")
+    tod = np.asarray(local.hour * 60 + local.minute)
+    assert (tod % minutes == 0).all()
+    assert tod.min() == 4 * 60 and (tod < 9 * 60 + 30).sum() >= 3 * 4  # pre-market bars, from 04:00
+    ref1m = run["ref1m"]
+    want = []
+    for sym, g in ref1m.groupby("sym"):
+        g = g.set_index(pd.to_datetime(g.minute_ns.to_numpy(), unit="ns").tz_localize("UTC").tz_convert(
+            "America/New_York"))
+        a = g.resample(RULE[tf]).agg({"open": "first", "high": "max", "low": "min", "close": "last",
+                                      "volume": "sum", "trades": "sum"})
+        a = a[a.trades > 0]
+        a["sym"], a["minute_ns"] = sym, a.index.tz_convert("UTC").asi8
+        want.append(a.reset_index(drop=True))
+    w = pd.concat(want, ignore_index=True).sort_values(["sym", "minute_ns"], ignore_index=True)
+    g = pd.DataFrame({k: got[k] for k in BAR_DTYPE.names}).sort_values(["sym", "minute_ns"], ignore_index=True)
+    assert len(g) == len(w)
+    for k in ("sym", "minute_ns", "trades"):
+        np.testing.assert_array_equal(g[k].to_numpy(np.int64), w[k].to_numpy(np.int64), err_msg=k)
+    for k in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(g[k].to_numpy(), w[k].to_numpy(), err_msg=f"{tf} {k}")
+    if tf == "60m":
+        for day in (20131007, 20131008, 20131009):
+            nine = session_bounds_ns(day)["open"] - 30 * MINUTE_NS  # 09:00 New York
+            bar = g[(g.minute_ns == nine) & (g.sym == 3)]  # SPY trades before and after 09:30
+            mins = ref1m[(ref1m.sym == 3) & (ref1m.minute_ns >= nine) & (ref1m.minute_ns < nine + 60 * MINUTE_NS)]
+            assert len(bar) == 1 and (mins.minute_ns < nine + 30 * MINUTE_NS).any()
+            assert (mins.minute_ns >= nine + 30 * MINUTE_NS).any()
+            assert bar.volume.iloc[0] == mins.volume.sum() and bar.open.iloc[0] == mins.open.iloc[0]

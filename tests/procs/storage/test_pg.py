@@ -58,9 +58,9 @@ def one(url: str, q: str, *args: object) -> tuple:
 def test_migrate_is_versioned_idempotent_and_native_here(url: str) -> None:
     first = migrate(url)
     assert first["flavor"] == "native" and first["applied"] == ["0001_base", "0002_bars", "0003_rollups",
-                                                                    "0004_rules_store"]
+                                                                    "0004_rules_store", "0005_bars_daily"]
     assert migrate(url)["applied"] == []
-    assert one(url, "SELECT count(*), min(flavor) FROM schema_migrations") == (4, "native")
+    assert one(url, "SELECT count(*), min(flavor) FROM schema_migrations") == (5, "native")
     today = date.today()
     for d in (today - timedelta(days=1), today, today + timedelta(days=7)):
         assert one(url, "SELECT to_regclass(%s) IS NOT NULL", f"bars_1m_p{d:%Y%m%d}") == (True,)
@@ -140,7 +140,7 @@ def test_migrate_command(url: str) -> None:
     app.command("other")(lambda: None)  # two commands: typer then expects the command name
     r = CliRunner().invoke(app, ["migrate", "--database-url", url])
     assert r.exit_code == 0, r.output
-    assert ("postgresql (native): at version 4; applied 0001_base, 0002_bars, 0003_rollups, "
-            "0004_rules_store") in r.output
+    assert ("postgresql (native): at version 5; applied 0001_base, 0002_bars, 0003_rollups, "
+            "0004_rules_store, 0005_bars_daily") in r.output
     r = CliRunner().invoke(app, ["migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/x"])
     assert r.exit_code == 1 and "cannot connect to PostgreSQL" in r.output

@@ -112,7 +112,7 @@ def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis
 
     # ground truth: every bar the bar process closed, from its history in the final checkpoint
     with np.load(inst.data / f"{inst.name}.checkpoint.npz") as z:
-        hist, head, keys = z["hist"], z["head"], z["keys"]
+        hist, head, keys = z["hist_rows"].transpose(1, 0, 2), z["head"], z["keys"]  # stored row-major
     assert head.max() < hist.shape[2]  # the ring still holds every bar of the run
     want = {}
     for r in np.nonzero(head)[0]:
