@@ -5,7 +5,7 @@ Elsewhere: the instance set-up (`procs.instance`), when a dead child may start a
 a writer's death (`procs.shared.Shared.repair_writer`).
 
 Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the loop
-(`signal.set_wakeup_fd`); the loop dispatches to one `handle_*` method per signal, reaps
+(`procs.sigloop`); the loop dispatches to one `handle_*` method per signal, reaps
 children with `waitpid(-1, WNOHANG)`, restarts dead or stalled ones with backoff, and treats
 exit code `EXIT_CANNOT_BOOT` as "stop the instance" rather than a crash loop. Stop = shutdown
 flag + TERM, wait until a deadline, KILL, reap once more, checkpoint, unlink the segments.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import sys
 import time
@@ -35,6 +34,7 @@ from procs.restart_policy import RestartPolicy, exit_reason
 from procs.runtime import EXIT_CANNOT_BOOT, child_env, write_settings_file
 from procs.sdnotify import sd_notify, watchdog_ping
 from procs.shared import Shared
+from procs.sigloop import SignalQueue
 from scanner.config import Settings
 from shm.control import STATE_DEAD, STATE_HELD, STATE_RUNNING, STATE_STARTING
 from shm.platform import check_memory_model
@@ -70,12 +70,11 @@ class Supervisor:
         self.lock = PidLock(settings)
         self.children: dict[str, Child] = {}
         self.by_pid: dict[int, Child] = {}
-        self.sig_queue: list[int] = []
         self.stopping = False
         self.fatal: str | None = None
         self.shared: Shared | None = None
         self.on_ready = on_ready
-        self._wake_r, self._wake_w = -1, -1
+        self.signals = SignalQueue(self.SIGNALS)
         self.checkpoints: checkpoint.Periodic | None = None
         self.setup = InstanceSetup(settings)
         self.registry: RegistryThread | None = None
@@ -183,19 +182,7 @@ class Supervisor:
             if not child.pid and child.next_start <= now and not self.stopping:
                 self.spawn(child)
 
-    # ------------------------------------------------------------------ signals
-    def install_signals(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-        signal.set_wakeup_fd(self._wake_w)
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._queue_signal)
-
-    def _queue_signal(self, signum: int, frame: object) -> None:
-        if len(self.sig_queue) < 8:
-            self.sig_queue.append(signum)
-
+    # ------------------------------------------------------------------ signals (procs.sigloop)
     def handle_term(self) -> None:
         log.info("TERM: stopping")
         self.stopping = True
@@ -218,18 +205,8 @@ class Supervisor:
         self.reap()
 
     def dispatch_signals(self) -> None:
-        while self.sig_queue:
-            sig = self.sig_queue.pop(0)
-            name = signal.Signals(sig).name[3:].lower()
+        for name in self.signals.pending():
             getattr(self, f"handle_{name}")()
-
-    def sleep(self, timeout: float) -> None:
-        try:
-            select.select([self._wake_r], [], [], timeout)
-            while os.read(self._wake_r, 512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
@@ -248,7 +225,7 @@ class Supervisor:
         self.registry = self.setup.join_cluster()
         self.settings_file = write_settings_file(self.s)
         warm_kernels()
-        self.install_signals()
+        self.signals.install()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
         self.shared.control.slots[0]["state"] = STATE_RUNNING
@@ -272,7 +249,7 @@ class Supervisor:
                 if "ingest" in self.children:
                     self.setup.roll_reference(self.shared, self.children["ingest"].slot)
                 watchdog_ping()
-                self.sleep(0.1)
+                self.signals.sleep(0.1)
         finally:
             self.stop()
         return EXIT_CANNOT_BOOT if self.fatal else 0
@@ -290,7 +267,7 @@ class Supervisor:
         deadline = time.monotonic() + self.s.stop_timeout_s
         while self.by_pid and time.monotonic() < deadline:
             self.reap()
-            self.sleep(0.05)
+            self.signals.sleep(0.05)
         if self.by_pid:
             log.warning("killing %s after %.0f s", ", ".join(c.name for c in self.by_pid.values()),
                         self.s.stop_timeout_s)
