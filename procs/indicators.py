@@ -48,8 +48,8 @@ def main(ctx: Context) -> None:
     t, h = sh.table, sh.history
     n = t.n_rows
     engine = IndicatorEngine(n)
-    head = h.head.copy()
-    hist = h.hist.copy()
+    head, hist = np.empty_like(h.head), np.empty_like(h.hist)
+    h.snapshot(hist, head)  # consistent against bars, which may be writing (seqlocked, block by block)
     engine.warm_up(hist, head)
     warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
     if ctx.settings.feed == "synthetic" and engine.profile is None:
