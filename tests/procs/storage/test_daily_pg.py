@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -36,19 +35,13 @@ FULL, YOUNG = ["AAA", "BBB"], "YNG"
 OFFSETS = np.array([-90, 0, 1, 2, 3, 4, 390])
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    srv = PostgresServer.temporary()
-    yield srv
-    srv.remove()
-
-
 @pytest.fixture
-def url(pg: PostgresServer) -> str:
+def url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's throwaway server (tests/conftest.py)."""
     name = f"d{time.monotonic_ns()}"
-    with psycopg.connect(pg.url, autocommit=True) as c:
+    with psycopg.connect(postgres_server.url, autocommit=True) as c:
         c.execute(f"CREATE DATABASE {name}")
-    return pg.url.rsplit("/", 1)[0] + f"/{name}"
+    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def weekdays_before(day: int, n: int) -> list[int]:
