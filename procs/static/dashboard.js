@@ -162,12 +162,28 @@ const refreshPanels = () => panels.forEach(p => p.refresh());
 
 // ---- sparklines: the symbol's last 30 one-minute closes, cached a minute ----
 const sparkCache = new Map();
-let inFlight = 0;
-const waiting = [];
-function limited(fn) {  // at most 4 sparkline requests at once: a burst of alerts must not flood the API
+// At most 4 sparkline requests at once and 10 started a second: a page of new symbols (or a burst
+// of alerts) must not flood the API, nor spend the client's REST rate limit (50/s by default) that
+// the panels and the user's own actions (saving a rule) need.
+const SPARK_CONCURRENT = 4, SPARK_PER_S = 10;
+let inFlight = 0, sparkTimer = null;
+const waiting = [], started = [];
+function pump() {
+  while (waiting.length && inFlight < SPARK_CONCURRENT) {
+    const now = Date.now();
+    while (started.length && now - started[0] >= 1000) started.shift();
+    if (started.length >= SPARK_PER_S) {
+      if (!sparkTimer) sparkTimer = setTimeout(() => { sparkTimer = null; pump(); }, 1000 - (now - started[0]));
+      return;
+    }
+    started.push(now);
+    waiting.shift()();
+  }
+}
+function limited(fn) {
   return new Promise((resolve, reject) => {
-    const run = () => { inFlight++; fn().then(resolve, reject).finally(() => { inFlight--; if (waiting.length) waiting.shift()(); }); };
-    inFlight < 4 ? run() : waiting.push(run);
+    waiting.push(() => { inFlight++; fn().then(resolve, reject).finally(() => { inFlight--; pump(); }); });
+    pump();
   });
 }
 async function sparkData(sym) {

@@ -86,6 +86,8 @@ def test_dashboard_desk(dash: Instance, redis_server: RedisServer) -> None:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # the page's own traffic (panels, sparklines, charts) stays inside its REST rate limit
+            page.on("response", lambda r: errors.append(f"429 {r.url}") if r.status == 429 else None)
             page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
             page.goto(base + "/")
             page.wait_for_selector("#conn.ok", timeout=20_000)
@@ -156,7 +158,7 @@ def test_dashboard_desk(dash: Instance, redis_server: RedisServer) -> None:
             page.screenshot(path=str(ARTIFACTS / "under-load.png"))
         finally:
             browser.close()
-    assert not errors, errors  # no script error, no CSP violation
+    assert not errors, errors[:10]  # no script error, no CSP violation, no request refused by the rate limit
     ft = sorted(frames)
     report = {"alerts_per_s": 50, "alerts_sent": sent[0], "frames": len(ft),
               "frame_ms_p50": round(ft[len(ft) // 2], 2), "frame_ms_p95": round(ft[int(len(ft) * 0.95)], 2),
