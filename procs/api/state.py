@@ -19,6 +19,8 @@ from scanner.toplists import top_rows
 from shm.partitioned import PartitionedMatrix
 from shm.seqlock import SeqlockTimeout
 
+RECENT_ALERTS = 1000  # alerts `/api/alerts` can answer with (newest last)
+
 
 class GatewayState:
     def __init__(self, settings: Settings, shared: Shared, feed_consumer: int = 0) -> None:
@@ -28,7 +30,7 @@ class GatewayState:
         self.row_of = {k: i for i, k in enumerate(self.keys)}
         self.encoder = AlertEncoder(self.keys, rules_source(settings))
         self.feed = shared.feed.consumer(feed_consumer)
-        self.recent: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
         self.hub = Hub(settings, self.top, self.stale_hosts)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
         self.all_i8 = np.arange(CATALOGUE.n_i8)
@@ -53,8 +55,8 @@ class GatewayState:
         n = len(recs)
         if not n:
             return 0
-        if not self.hub.conns and n > (self.recent.maxlen or n):  # no client: only the newest are kept
-            recs = recs[-self.recent.maxlen:]  # type: ignore[operator]
+        if not self.hub.conns:  # no client: decode only the alerts `recent` keeps
+            recs = recs[-RECENT_ALERTS:]
         self.dispatch(self.encoder.to_dicts(recs))
         return n
 
