@@ -352,4 +352,9 @@ def warm_up() -> None:
     t = np.zeros(2, TICK_DTYPE)
     t["sym"], t["ts_ns"], t["price"], t["size"] = [0, 1], [open_ns + 1, open_ns + 2], 10.0, 100.0
     agg.on_ticks(t)
+    # one tick: numpy marks a one-element field view C-contiguous, another signature than a
+    # longer batch's strided views, which would otherwise compile at the first lone tick
+    one = t[:1].copy()
+    one["ts_ns"] = open_ns + 3
+    agg.on_ticks(one)
     agg.close_due(open_ns + 2 * MINUTE_NS)

@@ -292,6 +292,9 @@ def warm_kernels() -> None:
     bars["sym"], bars["minute_ns"] = [0, 1], open_ns
     bars["high"], bars["low"], bars["close"], bars["volume"] = 11.0, 9.0, 10.0, 100.0
     e.on_bars_closed(bars)
+    one = bars[:1].copy()  # a one-bar batch: C-contiguous field views, another signature (see bars.warm_up)
+    one["minute_ns"] = open_ns + MINUTE_NS
+    e.on_bars_closed(one)
     f8 = [m.name for m in CATALOGUE.metrics if m.dtype == "f8"]
     i8 = [m.name for m in CATALOGUE.metrics if m.dtype == "i8"]
     buf_f8, buf_i8 = np.zeros((len(f8), n)), np.zeros((len(i8), n), np.int64)

@@ -126,6 +126,9 @@ def warm_kernels() -> None:
     bars["open"] = bars["high"] = bars["low"] = bars["close"] = bars["vwap"] = 10.0
     bars["volume"] = 100.0
     tfi.on_bars_closed(tfb.on_bars_closed(bars))
+    one = bars[:1].copy()  # a one-bar batch: C-contiguous field views, another signature (see bars.warm_up)
+    one["minute_ns"] = open_ns + MINUTE_NS
+    tfi.on_bars_closed(tfb.on_bars_closed(one))
     tfi.on_bars_closed(tfb.close_due(open_ns + 400 * MINUTE_NS))
     tfi.warm_up(tfb.hists, tfb.heads)
     names = ("bar_start_ns", "bar_close", "bar_volume", "bar_vwap", "price", *COLUMNS)
