@@ -108,13 +108,17 @@ class History:
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1, max_retries)
 
+    def chunk_rows(self, rows: int) -> int:
+        """Rows per step of `chunks(rows)`: whole seqlock blocks (at least one), at most every row."""
+        return min(max(rows >> self.block_shift, 1) << self.block_shift, self.n_rows)
+
     def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Every row, `rows` at a time (rounded down to whole seqlock blocks, at least one):
         yields (lo, hist, head), a `snapshot` of rows [lo, lo + n) as C-contiguous
         (n_fields, n, K) and (n,) views of one reusable buffer, valid until the next step. Each
         chunk is consistent in itself; a later chunk may hold records written after an earlier
         one was taken."""
-        step = min(max(rows >> self.block_shift, 1) << self.block_shift, self.n_rows)
+        step = self.chunk_rows(rows)
         buf = np.empty(self.n_fields * step * self.depth, np.float64)
         head = np.empty(step, np.int64)
         for lo in range(0, self.n_rows, step):
