@@ -14,7 +14,8 @@ import pytest
 
 from procs.indicators import warm_from_history
 from scanner.feeds.lean import read_lean_minute
-from scanner.indicators.engine import IndicatorEngine
+from scanner.indicators.engine import IndicatorEngine, warm_kernels
+from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import HIST, HIST_FIELDS
 from scanner.records import BAR_DTYPE
 from scanner.session import MINUTE_NS
@@ -189,3 +190,40 @@ def test_bars_closing_while_the_chunks_are_read(history: History, series: list[n
     assert tfb.late.sum() == 0
     np.testing.assert_array_equal(eng.bars_seen[:16], np.minimum(before[:16], K) + (before[:16] > 0))
     np.testing.assert_array_equal(eng.bars_seen[16:], np.minimum(history.head[16:], K))  # not folded twice
+
+
+def test_the_boot_holds_a_few_chunks_never_a_whole_copy() -> None:
+    """Reading 4,096 rows x 256 bars (64 MB) in chunks of 256 rows allocates a few chunks' worth."""
+    import tracemalloc
+
+    from scanner.session import session_bounds_ns
+
+    n, k = 4096, 256
+    h = History.create(f"scanner.bootm{os.getpid()}.hist", n_fields=len(HIST_FIELDS), n_rows=n, depth=k,
+                       block_shift=6)
+    try:
+        rng = np.random.default_rng(7)
+        h.head[:] = rng.integers(0, 2 * k, n)
+        j = h.head[:, None] - k + np.arange(k)[None, :]  # record numbers, oldest first (< 0: none)
+        r, p = np.nonzero(j >= 0)
+        slot = j[r, p] % k
+        close = 100 + rng.normal(size=(n, k)).cumsum(axis=1)[r, p]
+        h.hist[:] = np.nan
+        h.hist[HIST["minute"], r, slot] = session_bounds_ns(20131008)["open"] // MINUTE_NS + j[r, p]
+        for f, v in (("open", close), ("high", close + 0.5), ("low", close - 0.5), ("close", close),
+                     ("volume", 100.0), ("vwap", close), ("trades", 1.0)):
+            h.hist[HIST[f], r, slot] = v
+        warm_kernels()  # as the process does first: loading them is not the boot's memory
+        warm_timeframe_kernels()
+        eng, tfb = IndicatorEngine(n), TimeframeBars(n)
+        tracemalloc.start()
+        try:
+            warm_from_history(h.chunks(256), eng, tfb)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < h.hist.nbytes / 4, (peak, h.hist.nbytes)
+        np.testing.assert_array_equal(eng.bars_seen, np.minimum(h.head, k))
+    finally:
+        h.seg.unlink()
+        h.close()
