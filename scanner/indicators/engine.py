@@ -213,7 +213,7 @@ class IndicatorEngine:
     def fold_history(self, hist: np.ndarray, hist_head: np.ndarray, row0: int = 0) -> None:
         """Fold history rows `hist[field, i, slot]` (`hist_head[i]` bars written) into rows
         `row0 + i`, oldest first. Rows are independent, so after `reset`, folding every row
-        chunk by chunk is `warm_up` without a whole copy of the ring (`shm.history.chunks`)."""
+        chunk by chunk is `warm_up` without a whole copy of the ring (`History.chunks`)."""
         n = hist.shape[1]
         if len(hist_head) != n or row0 < 0 or row0 + n > self.n_rows:
             raise ValueError(f"history rows {row0}..{row0 + n} ({len(hist_head)} heads) are outside the engine "
