@@ -85,18 +85,17 @@ def save(shared: Shared, path: Path, event_ns: int) -> int:
 
 def _stream_history(zf: zipfile.ZipFile, h: History, head: np.ndarray) -> None:
     """Member `hist_rows.npy` (n_rows, n_fields, K) float64, CHUNK_ROWS rows (a whole number of
-    seqlock blocks) at a time; `head` gets each chunk's heads from the same consistent copy."""
-    step = max(CHUNK_ROWS >> h.block_shift, 1) << h.block_shift
-    buf = np.empty((h.n_fields, step, h.depth), np.float64)
-    rows = np.empty((step, h.n_fields, h.depth), np.float64)
+    seqlock blocks, `History.chunks`) at a time; `head` gets each chunk's heads from the same
+    consistent copy."""
+    rows = np.empty((h.chunk_rows(CHUNK_ROWS), h.n_fields, h.depth), np.float64)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False,
               "shape": (h.n_rows, h.n_fields, h.depth)}
     with zf.open("hist_rows.npy", "w", force_zip64=True) as out:
         np.lib.format.write_array_header_2_0(out, header)
-        for lo in range(0, h.n_rows, step):
-            n = min(step, h.n_rows - lo)
-            h.snapshot(buf, head[lo:lo + n], lo, lo + n)
-            rows[:n] = buf[:, :n].transpose(1, 0, 2)
+        for lo, hist, hd in h.chunks(CHUNK_ROWS):
+            n = len(hd)
+            head[lo:lo + n] = hd
+            rows[:n] = hist.transpose(1, 0, 2)
             out.write(memoryview(rows[:n]).cast("B"))  # no bytes copy of the chunk
 
 

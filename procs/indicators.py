@@ -1,9 +1,11 @@
 """Indicators: closed bars + live bar -> every indicator-owned column, at the scan cadence.
 
 Finalised state is rebuilt from the bar history at start (so a restart loses nothing), then
-advanced by the closed-bar ring. Live values are computed from a seqlock-consistent copy of the
-input columns into private output buffers, then copied into the table under this writer's
-seqlock in one step, a little before each scan cycle. In a replay the cycle is on event time
+advanced by the closed-bar ring. The history is read a chunk of rows at a time
+(`warm_from_history`), never copied whole: a copy would add 245 MB at 10,000 symbols to every
+(re)start (issue 15). Live values are computed from a seqlock-consistent copy of the input
+columns into private output buffers, then copied into the table under this writer's seqlock in
+one step, a little before each scan cycle. In a replay the cycle is on event time
 (`procs.eventtime`): once bars is done up to a scan boundary T, every closed bar is taken, the
 live values are computed at T, and "done up to T" is published for the scan workers, so scans
 see the same indicator values at any replay speed and batch size.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -25,9 +28,11 @@ from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_k
 from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
 from scanner.metrics import CATALOGUE, Owner
+from scanner.storage.history import StoredBars
 from scanner.timeframes import TIMEFRAMES, TimeframeBars
 
 log = logging.getLogger("scanner.indicators")
+HIST_CHUNK_ROWS = 256  # history rows read and folded at a time (6.5 MB at K = 400)
 
 
 def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
@@ -41,6 +46,26 @@ def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
     engine.load_volume_profile(volume_profile(u, np.arange(n) + s.range_start, OPEN_MIN).astype(np.float32))
 
 
+def warm_from_history(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], engine: IndicatorEngine,
+                      tfb: TimeframeBars | None = None, stored: StoredBars | None = None,
+                      beat: Callable[[], None] | None = None) -> None:
+    """Warm `engine` (reset first) and resume `tfb` from the 1-minute history given as chunks of
+    rows (lo, hist[field, i, slot], head[i]), e.g. `History.chunks`: each chunk is folded into
+    both, merged with its rows' `stored` bars for the engine, then dropped. Rows are independent,
+    so this equals `engine.warm_up` + `tfb.resume` over a whole copy taken at once, except that a
+    later chunk may hold newer bars: those are also in the closed-bar ring after the consumer's
+    cursor (bars writes the history before it publishes), and every fold skips a bar not newer
+    than its row's last one, so the first poll leaves the same state."""
+    engine.reset()
+    for lo, hist, head in chunks:
+        merged, merged_head = stored.merge(hist, head, lo) if stored is not None else (hist, head)
+        engine.fold_history(merged, merged_head, lo)
+        if tfb is not None:
+            tfb.resume_rows(hist, head, lo)
+        if beat is not None:
+            beat()
+
+
 def main(ctx: Context) -> None:
     warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
     warm_timeframe_kernels()
@@ -48,10 +73,10 @@ def main(ctx: Context) -> None:
     t, h = sh.table, sh.history
     n = t.n_rows
     engine = IndicatorEngine(n)
-    head, hist = np.empty_like(h.head), np.empty_like(h.hist)
-    h.snapshot(hist, head)  # consistent against bars, which may be writing (seqlocked, block by block)
-    engine.warm_up(hist, head)
-    warm_start(ctx, engine, hist, head)  # past days from PostgreSQL / the archive, when configured
+    # attached before the history is read: every bar published from here on is polled later,
+    # every bar published before is in the history (bars writes it first); the overlap is skipped
+    bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
+    stored = warm_start(ctx, engine, h.depth)  # past days from PostgreSQL / the archive, when configured
     if ctx.settings.feed == "synthetic" and engine.profile is None:
         _synthetic_history(ctx, engine, n)
     # higher timeframes: rings in the `timeframes` segment (only this process reads and writes
@@ -60,11 +85,11 @@ def main(ctx: Context) -> None:
     rings, heads = [tfa[f"ring_{tf}"] for tf in TIMEFRAMES], [tfa[f"head_{tf}"] for tf in TIMEFRAMES]
     tfb = TimeframeBars(n, rings, heads)
     tfi = TimeframeIndicators(n)
-    tfb.resume(hist, head)
+    # seqlocked chunk by chunk against bars, which may be writing
+    warm_from_history(h.chunks(HIST_CHUNK_ROWS), engine, tfb, stored, ctx.beat)
+    del stored
     tfi.warm_up(rings, heads)
-    del hist
     published = sh.state["bars"].arrays["meta"]
-    bars = sh.bars.consumer(BAR_CONSUMER_INDICATORS)
     # inputs: every non-indicator column, copied consistently; outputs: private buffers
     inputs = [m for m in CATALOGUE.metrics if m.owner != Owner.INDICATORS]
     in_f8 = np.array([m.index for m in inputs if m.dtype == "f8"])

@@ -13,6 +13,9 @@ Fed with the closed 1-minute bars in feed order (`on_bars_closed`) and the 1-min
 - A timeframe bar closes when a 1-minute bar of a later bucket arrives for the symbol, or when
   the 1-minute watermark passes the bucket's end (every 1-minute bar of the bucket has closed
   by then). A 1-minute bar of an already closed bucket is late: counted, never merged.
+- A 1-minute bar not newer than the last one folded for its symbol is a re-delivery, skipped
+  and not counted: after a restart the closed-bar ring replays bars that `resume` may already
+  have taken from the 1-minute ring (merged twice, they would double a live bar's volume).
 - OHLC from the 1-minute bars, volume and trades summed, VWAP from sum(vwap * volume).
 
 Closed bars go into one history ring per timeframe, `ring[row, slot, field]` with TF_FIELDS
@@ -82,12 +85,15 @@ def _close(j: int, r: int, s: int, live: np.ndarray, last: np.ndarray, start: np
 @njit(cache=True, nogil=True)
 def _fold(sym: np.ndarray, minute_ns: np.ndarray, dbucket: np.ndarray, o: np.ndarray, h: np.ndarray,
           lo: np.ndarray, c: np.ndarray, v: np.ndarray, vw: np.ndarray, trades: np.ndarray, period: np.ndarray,
-          start: np.ndarray, live: np.ndarray, last: np.ndarray, hists: tuple, heads: np.ndarray,
-          out: np.ndarray, n_out: np.ndarray, late: np.ndarray) -> None:
+          start: np.ndarray, live: np.ndarray, last: np.ndarray, last_1m: np.ndarray, hists: tuple,
+          heads: np.ndarray, out: np.ndarray, n_out: np.ndarray, late: np.ndarray) -> None:
     n_tf = period.shape[0]
     for k in range(sym.shape[0]):
         r = sym[k]
         m = minute_ns[k]
+        if m <= last_1m[r]:  # a 1-minute bar folded already (re-delivered after `resume`): not late
+            continue
+        last_1m[r] = m
         for j in range(n_tf):
             if j == _DAY:
                 b = dbucket[k]
@@ -160,6 +166,9 @@ class TimeframeBars:
         self.start = np.zeros((len(TIMEFRAMES), n_rows), np.int64)
         self.live = np.full((len(TIMEFRAMES), len(LIVE_FIELDS), n_rows), np.nan)
         self.last = np.zeros((len(TIMEFRAMES), n_rows), np.int64)
+        # the newest 1-minute bar folded per row: the bar process closes a row's bars in minute
+        # order (repaired ones too), so an older or equal one is a re-delivery and is skipped
+        self.last_1m = np.zeros(n_rows, np.int64)
         self.late = np.zeros(len(TIMEFRAMES), np.int64)
         self._out = np.empty((len(TIMEFRAMES), 2 * n_rows + 1024), BAR_DTYPE)
         self._n_out = np.zeros(len(TIMEFRAMES), np.int64)
@@ -183,7 +192,8 @@ class TimeframeBars:
         mn = bars["minute_ns"]
         _fold(bars["sym"].astype(np.int64), mn, day_bucket(mn), bars["open"], bars["high"], bars["low"],
               bars["close"], bars["volume"], bars["vwap"], bars["trades"].astype(np.float64), self.period,
-              self.start, self.live, self.last, self._hists, self._heads_arg(), self._out, self._n_out, self.late)
+              self.start, self.live, self.last, self.last_1m, self._hists, self._heads_arg(), self._out, self._n_out,
+              self.late)
         return self._result()
 
     def close_due(self, watermark_ns: int) -> list[np.ndarray]:
@@ -194,33 +204,43 @@ class TimeframeBars:
         return self._result()
 
     def resume(self, hist: np.ndarray, head: np.ndarray, chunk: int = 1024) -> list[np.ndarray]:
-        """After a (re)start over rings that survived: each timeframe's last closed bucket from
-        its ring, then the bars of the 1-minute ring `hist[HIST field, row, slot]` folded in
-        (those of closed buckets are skipped, not counted late). Returns the bars it closed."""
-        from scanner.metrics import HIST  # the 1-minute ring's fields
-
-        for j, (h, hd) in enumerate(zip(self.hists, self.heads, strict=True)):
-            k = h.shape[1]
-            last = h[np.arange(self.n_rows), (hd - 1) % k, TF["minute"]]
-            self.last[j] = np.where(hd > 0, np.nan_to_num(last) * MINUTE_NS, 0).astype(np.int64)
-        late = self.late.copy()
-        k = hist.shape[2]
-        done: list[list[np.ndarray]] = []
-        for r0 in range(0, self.n_rows, chunk):
-            r1 = min(self.n_rows, r0 + chunk)
-            j = head[r0:r1, None] - k + np.arange(k)[None, :]
-            rows, cols = np.nonzero(j >= 0)
-            slots = j[rows, cols] % k
-            rows = rows + r0
-            b = np.zeros(len(rows), BAR_DTYPE)
-            b["sym"] = rows
-            b["minute_ns"] = hist[HIST["minute"], rows, slots].astype(np.int64) * MINUTE_NS
-            for f in ("open", "high", "low", "close", "volume", "vwap", "trades"):
-                b[f] = hist[HIST[f], rows, slots]
-            done.append(self.on_bars_closed(b))
-        self.late[:] = late
+        """After a (re)start over rings that survived: `resume_rows` over every row of the
+        1-minute ring `hist[HIST field, row, slot]`, `chunk` rows at a time. Returns the bars it
+        closed."""
+        done = [self.resume_rows(hist[:, r0:r0 + chunk], head[r0:r0 + chunk], r0)
+                for r0 in range(0, self.n_rows, chunk)]
         return [np.concatenate([d[i] for d in done]) if done else np.empty(0, BAR_DTYPE)
                 for i in range(len(TIMEFRAMES))]
+
+    def resume_rows(self, hist: np.ndarray, head: np.ndarray, row0: int = 0) -> list[np.ndarray]:
+        """Resume rows `row0 + i` from 1-minute ring rows `hist[HIST field, i, slot]` (`head[i]`
+        bars written): each timeframe's last closed bucket from its ring, then the 1-minute bars
+        folded in (those of closed buckets are skipped, not counted late). Rows are independent:
+        the rows of a chunk need no other. Returns the bars it closed."""
+        from scanner.metrics import HIST  # the 1-minute ring's fields
+
+        n = hist.shape[1]
+        if len(head) != n or row0 < 0 or row0 + n > self.n_rows:
+            raise ValueError(f"history rows {row0}..{row0 + n} ({len(head)} heads) are outside the "
+                             f"timeframe bars ({self.n_rows} rows)")
+        rows = np.arange(row0, row0 + n)
+        for j, (h, hd) in enumerate(zip(self.hists, self.heads, strict=True)):
+            k = h.shape[1]
+            last = h[rows, (hd[rows] - 1) % k, TF["minute"]]
+            self.last[j, rows] = np.where(hd[rows] > 0, np.nan_to_num(last) * MINUTE_NS, 0).astype(np.int64)
+        late = self.late.copy()
+        k = hist.shape[2]
+        j = head[:, None] - k + np.arange(k)[None, :]
+        rows, cols = np.nonzero(j >= 0)
+        slots = j[rows, cols] % k
+        b = np.zeros(len(rows), BAR_DTYPE)
+        b["sym"] = rows + row0
+        b["minute_ns"] = hist[HIST["minute"], rows, slots].astype(np.int64) * MINUTE_NS
+        for f in ("open", "high", "low", "close", "volume", "vwap", "trades"):
+            b[f] = hist[HIST[f], rows, slots]
+        done = self.on_bars_closed(b)
+        self.late[:] = late
+        return done
 
     def live_bar(self, tf: str) -> dict[str, np.ndarray]:
         """Views of the live bar of timeframe `tf`: start (0 = none), open ... trades."""

@@ -11,11 +11,14 @@ Layout (64-byte aligned sections):
 
 One writer. It stores the record's fields and then `head` inside begin/end of the counters of
 the blocks it touches; readers use `read()` (seqlock-consistent per block) to get the value
-`bars_ago` records back for a range of rows, and `snapshot()` for a copy of everything (the
-checkpoint).
+`bars_ago` records back for a range of rows, `snapshot()` for a copy of a range of rows, and
+`chunks()` to walk every row that way through one small buffer (the checkpoint, the indicators'
+warm-up: a whole copy would double the history's memory, 245 MB at 10,000 symbols).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -104,6 +107,25 @@ class History:
             head_out[r0 - lo:r1 - lo] = self.head[r0:r1]
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1, max_retries)
+
+    def chunk_rows(self, rows: int) -> int:
+        """Rows per step of `chunks(rows)`: whole seqlock blocks (at least one), at most every row."""
+        return min(max(rows >> self.block_shift, 1) << self.block_shift, self.n_rows)
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Every row, `rows` at a time (rounded down to whole seqlock blocks, at least one):
+        yields (lo, hist, head), a `snapshot` of rows [lo, lo + n) as C-contiguous
+        (n_fields, n, K) and (n,) views of one reusable buffer, valid until the next step. Each
+        chunk is consistent in itself; a later chunk may hold records written after an earlier
+        one was taken."""
+        step = self.chunk_rows(rows)
+        buf = np.empty(self.n_fields * step * self.depth, np.float64)
+        head = np.empty(step, np.int64)
+        for lo in range(0, self.n_rows, step):
+            n = min(step, self.n_rows - lo)
+            hist = buf[:self.n_fields * n * self.depth].reshape(self.n_fields, n, self.depth)
+            self.snapshot(hist, head[:n], lo, lo + n)
+            yield lo, hist, head[:n]
 
     def close(self) -> None:
         del self.header, self.hist, self.head, self._counters, self.seq

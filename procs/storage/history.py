@@ -2,9 +2,12 @@
 (or, without a database, from the Parquet archive), so that moving averages and relative
 volume are warm from the first minute.
 
-Called once, before the indicator loop starts: the only place the pipeline reads a database.
-Beats the heartbeat while it loads and logs its progress. Any failure (database down, no
-archive) only logs a warning: the indicators then warm up from shared memory alone.
+Called once, before the indicator loop starts and before the shared-memory history is read:
+the only place the pipeline reads a database. Beats the heartbeat while it loads and logs its
+progress. It hands the engine its volume profile and returns the stored bars, which the
+indicators merge into the history one chunk of rows at a time (`scanner.storage.history.
+StoredBars`). Any failure (database down, no archive) only logs a warning: the indicators then
+warm up from shared memory alone.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from scanner.config import Settings, reveal
 from scanner.indicators.engine import IndicatorEngine
 from scanner.metrics import HIST, HIST_FIELDS
 from scanner.session import MINUTE_NS, minute_of_day, session_bounds_ns
-from scanner.storage.history import ProfileSums, merge_history, profile_from_sums
+from scanner.storage.history import ProfileSums, StoredBars, profile_from_sums
 
 log = logging.getLogger("scanner.indicators.history")
 NS = 1_000_000_000
@@ -51,12 +54,14 @@ class Progress:
             log.info("warm start (%s): %s [%.1f s]", self.what, msg, now - self.t0)
 
 
-def warm_start(ctx: Context, engine: IndicatorEngine, hist: np.ndarray, head: np.ndarray) -> None:
-    """Warm `engine` from stored history plus the shared-memory ring (`hist`, `head`). The load
-    runs in a thread while this one keeps the heartbeat going (a long query is not a stall)."""
+def warm_start(ctx: Context, engine: IndicatorEngine, depth: int) -> StoredBars | None:
+    """Load the last `depth` bars per symbol of past days (and today's, when stored) and the
+    volume profile; `engine` gets the profile, the caller the bars to merge with the shared-memory
+    ring (None: nothing stored, or no database / archive configured). The load runs in a thread
+    while this one keeps the heartbeat going (a long query is not a stall)."""
     s = ctx.settings
     if s.warm_history_days <= 0 or not (s.database_url or s.s3_bucket):
-        return
+        return None
     source = "postgresql" if s.database_url else "archive"
     t0 = time.monotonic()
     progress = Progress(source)
@@ -68,9 +73,9 @@ def warm_start(ctx: Context, engine: IndicatorEngine, hist: np.ndarray, head: np
     def load() -> None:
         try:
             if source == "postgresql":
-                result["data"] = _from_postgres(s, day, now, keys, hist.shape[2], progress)
+                result["data"] = _from_postgres(s, day, now, keys, depth, progress)
             else:
-                result["data"] = _from_archive(s, day, keys, hist.shape[2], progress)
+                result["data"] = _from_archive(s, day, keys, depth, progress)
         except Exception as exc:  # noqa: BLE001 - history is an optimisation: never stop the indicators for it
             result["error"] = exc
 
@@ -82,15 +87,13 @@ def warm_start(ctx: Context, engine: IndicatorEngine, hist: np.ndarray, head: np
     if "data" not in result:
         exc = result.get("error", "stopped")
         log.warning("warm start from %s skipped: %s", source, str(exc).strip().splitlines()[0] if str(exc) else exc)
-        return
+        return None
     rows, values, profile, days = result["data"]  # type: ignore[misc]
-    if len(rows):
-        merged, merged_head = merge_history(hist, head, rows, values)
-        engine.warm_up(merged, merged_head)
     if profile is not None:
         engine.load_volume_profile(profile)
     log.info("warm start: %d bars over %d past days for %d of %d symbols from %s in %.1f s", len(rows), len(days),
              len(np.unique(rows)), len(keys), source, time.monotonic() - t0)
+    return StoredBars(rows, values) if len(rows) else None
 
 
 History = tuple[np.ndarray, np.ndarray, "np.ndarray | None", list[int]]

@@ -7,7 +7,8 @@ live values for every indicator-owned column of the symbol table.
 - `update_live(columns, event_ns)` writes every Owner.INDICATORS column. RSI, SMA and EMA
   include the live bar as if it closed now (computed by the same step functions on copies);
   ATR, the consecutive counts and `avg_volume_1m` use closed bars only.
-- `warm_up(hist, hist_head)` rebuilds the state from the bar-history ring (start / restart).
+- `warm_up(hist, hist_head)` rebuilds the state from the bar-history ring (start / restart);
+  `fold_history(hist, hist_head, row0)` does it a chunk of rows at a time after `reset`.
   With the default K = 400 bars the EMA/RSI/ATR seeds are forgotten to ~1e-12, and SMA(200)
   is defined.
 
@@ -102,9 +103,10 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
 
 
 @njit(cache=True, nogil=True)
-def _fold_history(hist: Arr, head: Arr, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, ema: Arr, v5m: Arr,
-                  v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
-    """Fold every row's bars from the history ring, oldest first (one `_fold_bars` per row)."""
+def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, ema: Arr,
+                  v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+    """Fold the bars of history rows `hist[:, i]` (state row `row0 + i`), oldest first (one
+    `_fold_bars` per row): the whole ring with `row0` 0, or a chunk of its rows."""
     k = hist.shape[2]
     sym = np.empty(k, np.int64)
     mn = np.empty(k, np.int64)
@@ -113,7 +115,7 @@ def _fold_history(hist: Arr, head: Arr, st_f: Rows, st_i: Rows, ring: Arr, sma_s
         j0 = max(0, h - k)
         m = h - j0
         slots = np.arange(j0, h) % k
-        sym[:m] = r
+        sym[:m] = row0 + r
         for i in range(m):
             mn[i] = np.int64(hist[_H_MIN, r, slots[i]]) * MINUTE_NS
         _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots],
@@ -206,9 +208,19 @@ class IndicatorEngine:
         if hist.shape[1] != self.n_rows or len(hist_head) != self.n_rows:
             raise ValueError(f"history holds {hist.shape[1]} rows, the engine {self.n_rows}")
         self.reset()
-        _fold_history(hist, hist_head, *self._args())
+        self.fold_history(hist, hist_head)
+
+    def fold_history(self, hist: np.ndarray, hist_head: np.ndarray, row0: int = 0) -> None:
+        """Fold history rows `hist[field, i, slot]` (`hist_head[i]` bars written) into rows
+        `row0 + i`, oldest first. Rows are independent, so after `reset`, folding every row
+        chunk by chunk is `warm_up` without a whole copy of the ring (`History.chunks`)."""
+        n = hist.shape[1]
+        if len(hist_head) != n or row0 < 0 or row0 + n > self.n_rows:
+            raise ValueError(f"history rows {row0}..{row0 + n} ({len(hist_head)} heads) are outside the engine "
+                             f"({self.n_rows} rows)")
+        _fold_history(hist, hist_head, row0, *self._args())
         if self.intraday is not None:
-            self.intraday.warm_up(hist, hist_head)
+            self.intraday.fold_history(hist, hist_head, row0)
 
     def on_bars_closed(self, bars: np.ndarray) -> None:
         """Fold closed bars (BAR_DTYPE, feed order) into the finalised state."""
@@ -281,7 +293,8 @@ class IndicatorEngine:
 def warm_kernels() -> None:
     """Compile (the first time on a machine) or load from numba's cache every indicator kernel,
     with the argument kinds the indicator process passes (rows of its column buffers, a
-    BAR_DTYPE batch's fields, a copy of the history ring), before its first heartbeat (issue 10.1)."""
+    BAR_DTYPE batch's fields, chunks of the history ring: C-contiguous views, as
+    `shm.history.History.chunks` gives), before its first heartbeat (issue 10.1)."""
     from scanner.records import BAR_DTYPE
 
     n = 2

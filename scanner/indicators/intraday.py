@@ -203,6 +203,11 @@ class Intraday:
     def warm_up(self, hist: np.ndarray, head: np.ndarray) -> None:
         """Rebuild from the bar-history ring `hist[field, row, slot]` (every row, oldest first)."""
         self.reset()
+        self.fold_history(hist, head)
+
+    def fold_history(self, hist: np.ndarray, head: np.ndarray, row0: int = 0) -> None:
+        """Fold history rows `hist[field, i, slot]` into rows `row0 + i`, oldest first (a chunk
+        of rows after `reset`: see `IndicatorEngine.fold_history`)."""
         k = hist.shape[2]
         j = head[:, None] - k + np.arange(k)[None, :]  # record numbers, oldest first
         rows, cols = np.nonzero(j >= 0)
@@ -211,7 +216,7 @@ class Intraday:
         ok = ~np.isnan(mn)
         rows, slots = rows[ok], slots[ok]
         minute_ns = hist[HIST["minute"], rows, slots].astype(np.int64) * MINUTE_NS
-        self.on_bars_closed(rows.astype(np.int64), minute_ns, hist[HIST["high"], rows, slots],
+        self.on_bars_closed(rows.astype(np.int64) + row0, minute_ns, hist[HIST["high"], rows, slots],
                             hist[HIST["low"], rows, slots], hist[HIST["close"], rows, slots],
                             hist[HIST["volume"], rows, slots])
 

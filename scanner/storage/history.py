@@ -3,8 +3,10 @@
 `merge_history` combines bars loaded from PostgreSQL or the archive with the shared-memory bar
 history into one `hist[field, row, slot]` ring (HIST_FIELDS order) holding, per row, the last
 K bars by minute (the shared-memory copy wins where both have a minute), ready for
-`IndicatorEngine.warm_up`. `profile_from_sums` is `indicators.volume.volume_profile` for volume
-already summed per (row, minute of day) by the database.
+`IndicatorEngine.warm_up`; `StoredBars` does the same for one chunk of rows at a time
+(`IndicatorEngine.fold_history`), so the merged ring is never whole in memory. `profile_from_sums`
+is `indicators.volume.volume_profile` for volume already summed per (row, minute of day) by the
+database.
 """
 
 from __future__ import annotations
@@ -51,6 +53,29 @@ def merge_history(hist: np.ndarray, head: np.ndarray, rows: np.ndarray, values: 
     out_head = np.minimum(counts, k).astype(head.dtype)
     out[:, all_rows[keep], (pos - keep_from[all_rows])[keep]] = all_vals[:, keep]
     return out, out_head
+
+
+class StoredBars:
+    """Bars loaded from storage (`values[field, i]` of table row `rows[i]`), merged into the
+    history ring a chunk of rows at a time: `merge(hist, head, row0)` is `merge_history` of
+    ring rows `row0 + i` with the stored bars of those rows, the same rows as the whole merge
+    would give (a row's result depends only on its own bars, in their load order)."""
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray) -> None:
+        if values.ndim != 2 or values.shape[1] != len(rows):
+            raise ValueError(f"'values' must be (n_fields, {len(rows)}), was {values.shape}")
+        self.rows, self.values = np.asarray(rows, np.int64), values
+        self._order = np.argsort(self.rows, kind="stable")  # indices, not a sorted copy of the values
+        self._sorted = self.rows[self._order]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def merge(self, hist: np.ndarray, head: np.ndarray, row0: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(hist, head) of ring rows `row0 + i` (`hist[field, i, slot]`) merged with their stored bars."""
+        lo, hi = np.searchsorted(self._sorted, [row0, row0 + hist.shape[1]])
+        mine = self._order[lo:hi]
+        return merge_history(hist, head, self.rows[mine] - row0, self.values[:, mine])
 
 
 class ProfileSums:

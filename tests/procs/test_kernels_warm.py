@@ -26,6 +26,7 @@ import scanner.indicators.timeframes
 import scanner.indicators.volatility
 import scanner.rules.kernel
 import scanner.timeframes
+from procs.indicators import warm_from_history
 from procs.scan import match_state
 from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
 from scanner.bars import BarAggregator
@@ -38,6 +39,7 @@ from scanner.rules.compiler import warm_up as warm_rules
 from scanner.rules.engine import ScanEngine
 from scanner.rules.store import default_pack
 from scanner.session import MINUTE_NS, session_bounds_ns
+from scanner.storage.history import StoredBars
 from scanner.timeframes import TimeframeBars
 from tests.procs.instance import Instance, child
 from tests.support import eventually
@@ -99,9 +101,11 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     assert len(bars) > 0
     shared.bars.producer().publish(bars)
     shared.bars.producer().publish(bars[:1])  # one closed bar: the same one-element case downstream
-    # indicators, as procs/indicators.py drives it
-    eng = IndicatorEngine(n)
-    eng.warm_up(h.hist.copy(), h.head.copy())
+    # indicators, as procs/indicators.py drives it: history chunks (the last one shorter), stored bars merged
+    eng, tfb, tfi = IndicatorEngine(n), TimeframeBars(n), TimeframeIndicators(n)
+    stored = StoredBars(np.array([0, 299]), np.full((h.n_fields, 2), 1.0))
+    warm_from_history(h.chunks(128), eng, tfb, stored)
+    tfi.warm_up(tfb.hists, tfb.heads)
     got = bar_in.poll(len(bars)).copy()
     assert len(got) == len(bars)
     eng.on_bars_closed(got)
@@ -119,7 +123,6 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     out = np.full((len(INDICATOR_COLUMNS), n), np.nan)
     live.update(zip(INDICATOR_COLUMNS, out, strict=True))
     eng.update_live(live, open_ns + 6 * MINUTE_NS)
-    tfb, tfi = TimeframeBars(n), TimeframeIndicators(n)
     tfi.on_bars_closed(tfb.on_bars_closed(got))
     tfi.on_bars_closed(tfb.on_bars_closed(single))
     tfi.update_live(live, tfb, open_ns + 6 * MINUTE_NS)

@@ -187,6 +187,10 @@ def test_resume_from_rings_gives_the_same_bars(run: dict) -> None:
         head[r] = int((before["sym"] == r).sum())
     second = TimeframeBars(4, first.hists, first.heads)  # a new process over the same rings
     assert sum(len(x) for x in second.resume(hist, head)) == 0
+    live = second.live.copy()
+    # the closed-bar ring re-delivers what the ring already held (the consumer's cursor was behind)
+    assert sum(len(x) for x in second.on_bars_closed(before[-200:])) == 0
+    np.testing.assert_array_equal(second.live, live)  # not merged twice
     for tf, a, c in zip(TIMEFRAMES, whole.on_bars_closed(after), second.on_bars_closed(after), strict=True):
         np.testing.assert_array_equal(a, c, err_msg=tf)
     for a, c in zip(whole.close_due(2**62), second.close_due(2**62), strict=True):

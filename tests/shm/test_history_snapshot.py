@@ -36,3 +36,18 @@ def test_snapshot_refuses_a_block_left_mid_write(hist: History) -> None:
         hist.snapshot(out, head, max_retries=20)
     assert w.repair() == 1
     hist.snapshot(out, head)
+
+
+def test_chunks_walk_every_row_through_one_buffer(hist: History) -> None:
+    hist.hist[:] = np.arange(hist.hist.size, dtype=np.float64).reshape(hist.hist.shape)
+    hist.head[:] = np.arange(700)
+    seen, buffers = [], set()
+    for lo, h, head in hist.chunks(150):  # 150 rows -> two 64-row blocks a step: 5 x 128 + 60
+        n = len(head)
+        assert h.shape == (3, n, 5) and h.flags.c_contiguous and head.flags.c_contiguous
+        np.testing.assert_array_equal(h, hist.hist[:, lo:lo + n])
+        np.testing.assert_array_equal(head, hist.head[lo:lo + n])
+        seen.append((lo, n))
+        buffers.add(h.__array_interface__["data"][0])
+    assert seen == [(0, 128), (128, 128), (256, 128), (384, 128), (512, 128), (640, 60)]
+    assert len(buffers) == 1  # one reusable buffer, not a copy per chunk

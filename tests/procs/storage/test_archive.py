@@ -220,6 +220,7 @@ class _Ctx:
 
 
 def test_warm_start_fills_the_indicator_engine(stored: Settings) -> None:
+    from procs.indicators import warm_from_history
     from procs.storage.history import warm_start
     from scanner.indicators.engine import IndicatorEngine
 
@@ -231,6 +232,8 @@ def test_warm_start_fills_the_indicator_engine(stored: Settings) -> None:
     hist[HIST["close"], 1, 0] = 5.0
     head[1] = 1
     ctx = _Ctx(stored.model_copy(update={"warm_history_days": 2}), keys, 20240314)
-    warm_start(ctx, engine, hist, head)  # type: ignore[arg-type]
+    bars = warm_start(ctx, engine, hist.shape[2])  # type: ignore[arg-type]
+    assert bars is not None and engine.bars_seen.sum() == 0  # the caller merges and folds
+    warm_from_history([(0, hist[:, :2], head[:2]), (2, hist[:, 2:], head[2:])], engine, stored=bars)
     assert engine.bars_seen.tolist() == [40, 1, 40]  # K=40 from 2 days of 56 bars each; NEW keeps its own
     assert engine.profile is not None and np.isnan(engine.profile[1]).all() and engine.profile[0, -1] > 0
