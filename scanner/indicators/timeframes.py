@@ -23,6 +23,7 @@ from scanner.session import MINUTE_NS
 from scanner.timeframes import LIVE_FIELDS, TF_MINUTES, TIMEFRAMES, TimeframeBars, day_bucket
 
 _C, _V, _PV = LIVE_FIELDS.index("close"), LIVE_FIELDS.index("volume"), LIVE_FIELDS.index("pv")
+ROW_INPUTS = ("bar_start_ns", "bar_close", "bar_volume", "bar_vwap")  # what the per-row kernels read
 COLUMNS = tuple([f"{k}_{tf}" for tf in TIMEFRAMES for k in TIMEFRAME_INDICATORS]
                 + ["sma_200_1d"] + [f"vwap_{tf}" for tf in TIMEFRAMES if tf != "1d"]
                 + ["pct_from_sma_50_1d", "pct_from_sma_200_1d"])
@@ -40,12 +41,13 @@ def _out_names(tf: str) -> list[str | None]:
 
 
 @njit(cache=True, nogil=True)
-def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.ndarray, start: np.ndarray,
-              close: np.ndarray) -> None:
-    """Each row's live bar of the timeframe: the live 1-minute bar's bucket `b1` and close when
-    that bar belongs to the timeframe's live bucket `s_tf` or starts a newer one, else the
-    timeframe's own live bar (start `s_tf`, close `live_close`)."""
-    for r in range(b1.shape[0]):
+def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.ndarray, rows: np.ndarray,
+              start: np.ndarray, close: np.ndarray) -> None:
+    """Each row's (of `rows`) live bar of the timeframe: the live 1-minute bar's bucket `b1`
+    and close when that bar belongs to the timeframe's live bucket `s_tf` or starts a newer
+    one, else the timeframe's own live bar (start `s_tf`, close `live_close`)."""
+    for q in range(rows.shape[0]):
+        r = rows[q]
         use1 = b1[r] > 0 and b1[r] >= s_tf[r]
         start[r] = b1[r] if use1 else s_tf[r]
         close[r] = bc1[r] if use1 else live_close[r]
@@ -53,10 +55,11 @@ def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.
 
 @njit(cache=True, nogil=True)
 def _live_vwap(b1: np.ndarray, s_tf: np.ndarray, volume1: np.ndarray, vwap1: np.ndarray, live_v: np.ndarray,
-               live_pv: np.ndarray, out: np.ndarray) -> None:
-    """VWAP of each row's live intraday bar of the timeframe, the live 1-minute bar included
-    when it belongs to it; NaN without volume."""
-    for r in range(b1.shape[0]):
+               live_pv: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """VWAP of each row's (of `rows`) live intraday bar of the timeframe, the live 1-minute bar
+    included when it belongs to it; NaN without volume."""
+    for q in range(rows.shape[0]):
+        r = rows[q]
         use1 = b1[r] > 0 and b1[r] >= s_tf[r]
         v1 = volume1[r] if use1 else 0.0
         pv1 = vwap1[r] * v1 if use1 and v1 > 0 else 0.0
@@ -76,6 +79,8 @@ class TimeframeIndicators:
         self._scratch = np.empty((len(KERNEL_OUT), n_rows))
         self._start = np.empty(n_rows, np.int64)
         self._close = np.empty(n_rows)
+        self._b1 = np.empty(n_rows, np.int64)
+        self._all_rows = np.arange(n_rows, dtype=np.int64)
 
     def warm_up(self, hists: list[np.ndarray], heads: list[np.ndarray]) -> None:
         """Rebuild every engine from its timeframe's ring `[row, slot, field]` (TF_FIELDS share the
@@ -88,27 +93,48 @@ class TimeframeIndicators:
         for tf, bars in zip(TIMEFRAMES, parts, strict=True):
             self.engines[tf].on_bars_closed(bars)
 
-    def update_live(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int) -> None:
+    def update_live(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int,
+                    rows: np.ndarray | None = None) -> None:
         """Write every column of `COLUMNS` into `c`; reads the live 1-minute bar (bar_start_ns,
-        bar_close, bar_volume, bar_vwap) and price from `c`."""
+        bar_close, bar_volume, bar_vwap) and price from `c`. `rows` (None = all): the per-row
+        kernels run for these rows only, the others keep their values; for a caller that knows
+        that nothing they read changed for the other rows since its last call: their
+        `ROW_INPUTS`, their timeframe bars (`tfb`, the engines), the minute."""
+        rows = self._all_rows if rows is None else rows
         bs1, bc1 = c["bar_start_ns"], c["bar_close"]
         has1 = (bs1 != 0) & ~np.isnan(bc1)
         for j, tf in enumerate(TIMEFRAMES):
             eng = self.engines[tf]
-            if tf == "1d":  # only the rows with a live bar: a column of nearby minutes is cheap to convert
-                b1 = np.full(len(bs1), -1, np.int64)
-                b1[has1] = day_bucket(bs1[has1])
+            if tf == "1d":
+                b1 = self._day_b1(bs1, has1)
             else:
                 b1 = np.where(has1, bs1 - bs1 % (TF_MINUTES[tf] * MINUTE_NS), -1)
             s_tf = tfb.start[j]
-            _live_bar(b1, s_tf, bc1, tfb.live[j, _C], self._start, self._close)
+            _live_bar(b1, s_tf, bc1, tfb.live[j, _C], rows, self._start, self._close)
             out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
-            eng.update_kernel(self._start, self._close, event_ns, out)
+            eng.update_kernel(self._start, self._close, event_ns, out, rows)
             if tf != "1d":
-                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], tfb.live[j, _V], tfb.live[j, _PV],
+                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], tfb.live[j, _V], tfb.live[j, _PV], rows,
                            c[f"vwap_{tf}"])
         sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
         sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
+
+
+    def _day_b1(self, bs1: np.ndarray, has1: np.ndarray) -> np.ndarray:
+        """The daily bucket of each row's live 1-minute bar (-1: none, or outside the session).
+        The live bars start within a few minutes of each other: when the earliest and the latest
+        lie in one session, that session is every bar's bucket (a session is one stretch of
+        minutes), and the time-zone conversion of the whole column is skipped."""
+        b1 = self._b1
+        starts = bs1[has1]
+        if len(starts):
+            lo_hi = day_bucket(np.array([starts.min(), starts.max()]))
+            if lo_hi[0] == lo_hi[1] and lo_hi[0] >= 0:
+                np.copyto(b1, np.where(has1, lo_hi[0], -1))
+                return b1
+        b1[:] = -1
+        b1[has1] = day_bucket(starts)
+        return b1
 
 
 def warm_kernels() -> None:
