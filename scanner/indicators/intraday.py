@@ -243,25 +243,41 @@ class Intraday:
         np.divide(c["change_5m_pct"], 5.0, out=c["velocity_5m"])
         sm.minutes_since(event_ns, c["lod_ts_ns"], c["minutes_since_lod"])
         price = c["price"]
-        _flag(price > c["or_high_5m"], price, c["or_high_5m"], c["above_or_high"])
-        _flag(price < c["or_low_5m"], price, c["or_low_5m"], c["below_or_low"])
+        _flag(price, c["or_high_5m"], True, c["above_or_high"])
+        _flag(price, c["or_low_5m"], False, c["below_or_low"])
         gap_filled(c["day_open"], c["day_high"], c["day_low"], c["prev_close"], c["gap_filled"])
         sm.change_pct(price, c["high_52w"], c["pct_from_high_52w"])
         sm.change_pct(price, c["low_52w"], c["pct_from_low_52w"])
 
 
-def _flag(cond: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    out[:] = cond
-    out[np.isnan(a) | np.isnan(b)] = np.nan
+@njit(cache=True, nogil=True)
+def _flag(a: Arr, b: Arr, above: bool, out: Arr) -> None:
+    """1.0 where a > b (`above`, else a < b), 0.0 where not, NaN where either is NaN."""
+    for i in range(out.shape[0]):
+        if np.isnan(a[i]) or np.isnan(b[i]):
+            out[i] = np.nan
+        else:
+            out[i] = 1.0 if (a[i] > b[i] if above else a[i] < b[i]) else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _gap_filled(day_open: Arr, day_high: Arr, day_low: Arr, prev_close: Arr, out: Arr) -> None:
+    for i in range(out.shape[0]):
+        o, pc = day_open[i], prev_close[i]
+        if np.isnan(o) or not pc > 0:
+            out[i] = np.nan
+        elif o > pc:
+            out[i] = 1.0 if day_low[i] <= pc else 0.0
+        elif o < pc:
+            out[i] = 1.0 if day_high[i] >= pc else 0.0
+        else:
+            out[i] = 1.0
 
 
 def gap_filled(day_open: Arr, day_high: Arr, day_low: Arr, prev_close: Arr, out: Arr) -> Arr:
     """1 once the regular session traded back to the previous close (gap up: low <= previous
     close; gap down: high >= it; no gap: 1), else 0; NaN without an open or previous close."""
-    up = day_open > prev_close
-    down = day_open < prev_close
-    out[:] = np.where(up, day_low <= prev_close, np.where(down, day_high >= prev_close, True))
-    out[np.isnan(day_open) | ~(prev_close > 0)] = np.nan
+    _gap_filled(day_open, day_high, day_low, prev_close, out)
     return out
 
 

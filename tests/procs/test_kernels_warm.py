@@ -23,8 +23,11 @@ import scanner.indicators.engine
 import scanner.indicators.intraday
 import scanner.indicators.live_rows
 import scanner.indicators.momentum
+import scanner.indicators.session
 import scanner.indicators.timeframes
+import scanner.indicators.trading_status
 import scanner.indicators.volatility
+import scanner.indicators.volume
 import scanner.rules.kernel
 import scanner.timeframes
 from procs.scan import match_state
@@ -45,7 +48,8 @@ from tests.support import eventually
 
 MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
            scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes,
-           scanner.indicators.timeframes, scanner.indicators.live_rows)
+           scanner.indicators.timeframes, scanner.indicators.live_rows, scanner.indicators.session,
+           scanner.indicators.trading_status, scanner.indicators.volume)
 
 
 def signatures() -> dict[str, int]:
