@@ -19,10 +19,11 @@ from numba import njit
 from scanner.indicators import session as sm
 from scanner.indicators.engine import KERNEL_OUT, IndicatorEngine
 from scanner.metrics import TIMEFRAME_INDICATORS
-from scanner.session import MINUTE_NS
+from scanner.session import MINUTE_NS, session_bounds_ns, trading_day
 from scanner.timeframes import LIVE_FIELDS, TF_MINUTES, TIMEFRAMES, TimeframeBars, day_bucket
 
 _C, _V, _PV = LIVE_FIELDS.index("close"), LIVE_FIELDS.index("volume"), LIVE_FIELDS.index("pv")
+TF_MINUTES_1D = TF_MINUTES["1d"]
 ROW_INPUTS = ("bar_start_ns", "bar_close", "bar_volume", "bar_vwap")  # what the per-row kernels read
 COLUMNS = tuple([f"{k}_{tf}" for tf in TIMEFRAMES for k in TIMEFRAME_INDICATORS]
                 + ["sma_200_1d"] + [f"vwap_{tf}" for tf in TIMEFRAMES if tf != "1d"]
@@ -38,6 +39,31 @@ def _out_names(tf: str) -> list[str | None]:
         else:
             names.append(None)
     return names
+
+
+@njit(cache=True, nogil=True)
+def _buckets(bs1: np.ndarray, bc1: np.ndarray, period_ns: int, day_open: int, rows: np.ndarray,
+             b1: np.ndarray) -> int:
+    """For each row of `rows`, the bucket of its live 1-minute bar (start `bs1`, close `bc1`)
+    into `b1`: -1 without one (no start, or no close), the clock-aligned bucket of `period_ns`,
+    or with `period_ns` 0 the daily bucket when the bar lies in the session that opens at
+    `day_open`; -2 where the daily bucket needs `day_bucket` (another day, outside the session).
+    Returns how many -2."""
+    n_day = 0
+    day_end = day_open + TF_MINUTES_1D * MINUTE_NS
+    for q in range(rows.shape[0]):
+        r = rows[q]
+        m = bs1[r]
+        if m == 0 or np.isnan(bc1[r]):
+            b1[r] = -1
+        elif period_ns > 0:
+            b1[r] = m - m % period_ns
+        elif day_open <= m < day_end:
+            b1[r] = day_open
+        else:
+            b1[r] = -2
+            n_day += 1
+    return n_day
 
 
 @njit(cache=True, nogil=True)
@@ -79,7 +105,8 @@ class TimeframeIndicators:
         self._scratch = np.empty((len(KERNEL_OUT), n_rows))
         self._start = np.empty(n_rows, np.int64)
         self._close = np.empty(n_rows)
-        self._b1 = np.empty(n_rows, np.int64)
+        self._b1 = np.empty(n_rows, np.int64)  # each row's live 1-minute bar's bucket (`_buckets`)
+        self._day = (0, 0)  # (trading day, its 09:30) for `_day_open`
         self._all_rows = np.arange(n_rows, dtype=np.int64)
 
     def warm_up(self, hists: list[np.ndarray], heads: list[np.ndarray]) -> None:
@@ -102,13 +129,15 @@ class TimeframeIndicators:
         `ROW_INPUTS`, their timeframe bars (`tfb`, the engines), the minute."""
         rows = self._all_rows if rows is None else rows
         bs1, bc1 = c["bar_start_ns"], c["bar_close"]
-        has1 = (bs1 != 0) & ~np.isnan(bc1)
+        b1 = self._b1
         for j, tf in enumerate(TIMEFRAMES):
             eng = self.engines[tf]
             if tf == "1d":
-                b1 = self._day_b1(bs1, has1)
+                if _buckets(bs1, bc1, 0, self._day_open(event_ns), rows, b1):
+                    other = rows[b1[rows] == -2]
+                    b1[other] = day_bucket(bs1[other])
             else:
-                b1 = np.where(has1, bs1 - bs1 % (TF_MINUTES[tf] * MINUTE_NS), -1)
+                _buckets(bs1, bc1, TF_MINUTES[tf] * MINUTE_NS, 0, rows, b1)
             s_tf = tfb.start[j]
             _live_bar(b1, s_tf, bc1, tfb.live[j, _C], rows, self._start, self._close)
             out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
@@ -120,21 +149,13 @@ class TimeframeIndicators:
         sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
 
 
-    def _day_b1(self, bs1: np.ndarray, has1: np.ndarray) -> np.ndarray:
-        """The daily bucket of each row's live 1-minute bar (-1: none, or outside the session).
-        The live bars start within a few minutes of each other: when the earliest and the latest
-        lie in one session, that session is every bar's bucket (a session is one stretch of
-        minutes), and the time-zone conversion of the whole column is skipped."""
-        b1 = self._b1
-        starts = bs1[has1]
-        if len(starts):
-            lo_hi = day_bucket(np.array([starts.min(), starts.max()]))
-            if lo_hi[0] == lo_hi[1] and lo_hi[0] >= 0:
-                np.copyto(b1, np.where(has1, lo_hi[0], -1))
-                return b1
-        b1[:] = -1
-        b1[has1] = day_bucket(starts)
-        return b1
+    def _day_open(self, event_ns: int) -> int:
+        """09:30 New York of the trading day of `event_ns` (cached per day): the daily bucket of
+        every 1-minute bar of that day's session."""
+        day = trading_day(int(event_ns))
+        if self._day[0] != day:
+            self._day = (day, session_bounds_ns(day)["open"])
+        return self._day[1]
 
 
 def warm_kernels() -> None:
