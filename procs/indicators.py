@@ -9,6 +9,15 @@ one step, a little before each scan cycle. In a replay the cycle is on event tim
 (`procs.eventtime`): once bars is done up to a scan boundary T, every closed bar is taken, the
 live values are computed at T, and "done up to T" is published for the scan workers, so scans
 see the same indicator values at any replay speed and batch size.
+
+A replay's refresh needs neither copy: while the chain is at the indicators, nothing writes
+their input columns (ingest publishes no tick after T, and bars has drained up to T, before
+every scan worker is done with T; the supervisor writes the reference columns only between two
+days, when every boundary is scanned), so the kernels read the table's columns as they are and
+write the outputs straight into it, under this writer's seqlock. And only the rows whose inputs,
+bars or minute changed since the last boundary are recomputed by the per-row kernels
+(`scanner.indicators.live_rows`); the others keep the values they have in the table, which this
+process alone writes.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
 from scanner.bar_kernels import META_PUBLISHED
+from scanner.indicators import live_rows
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine, warm_kernels
 from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.indicators.timeframes import warm_kernels as warm_timeframe_kernels
@@ -69,6 +79,7 @@ def warm_from_history(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], engi
 def main(ctx: Context) -> None:
     warm_kernels()  # every kernel compiled or loaded before the first heartbeat (boot_timeout_s applies)
     warm_timeframe_kernels()
+    live_rows.warm_kernels()
     sh = ctx.shared
     t, h = sh.table, sh.history
     n = t.n_rows
@@ -108,16 +119,26 @@ def main(ctx: Context) -> None:
     seq = t.writer(WRITERS[Owner.INDICATORS])
     blocks = seq.block_range(0, n)
     contiguous = bool(np.all(np.diff(out_idx) == 1))
+    # replay: the per-row kernels run only for the rows whose inputs, bars or minute changed
+    # since the last refresh (the others' values would come out the same), in place (module doc)
+    changed = live_rows.ChangedRows(n) if event_mode(ctx.settings) else None
+
+    def fold(closed: np.ndarray, tf_parts: list[np.ndarray]) -> None:
+        engine.on_bars_closed(closed)
+        tfi.on_bars_closed(tf_parts)
+        if changed is not None:
+            changed.mark(closed["sym"])
+            for part in tf_parts:
+                changed.mark(part["sym"])
 
     def take_closed() -> int:
         wm = int(published[META_PUBLISHED])  # read before the poll: all bars it closed are in the ring
         closed = bars.poll(1 << 16)
         if len(closed):
-            engine.on_bars_closed(closed)
-            tfi.on_bars_closed(tfb.on_bars_closed(closed))
+            fold(closed, tfb.on_bars_closed(closed))
             ctx.count(n_in=len(closed))
         if wm > tfb.watermark_ns and len(closed) < (1 << 16):
-            tfi.on_bars_closed(tfb.close_due(wm))
+            fold(closed[:0], tfb.close_due(wm))
         return len(closed)
 
     def refresh(event_ns: int) -> None:
@@ -134,7 +155,22 @@ def main(ctx: Context) -> None:
         ctx.record_cycle(time.perf_counter() - t0)
         ctx.count(n_out=n)
 
+    def refresh_in_place(event_ns: int, table_cols: dict[str, np.ndarray]) -> None:
+        """A replay's refresh at boundary `event_ns`: straight from and into the table's columns."""
+        assert changed is not None
+        t0 = time.perf_counter()
+        seq.begin(blocks)
+        try:
+            rows = changed.take(table_cols, event_ns)
+            engine.update_live(table_cols, event_ns, rows)
+            tfi.update_live(table_cols, tfb, event_ns, rows)
+        finally:
+            seq.end(blocks)
+        ctx.record_cycle(time.perf_counter() - t0)
+        ctx.count(n_out=n)
+
     if event_mode(ctx.settings):
+        table_cols = {m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index]) for m in CATALOGUE.metrics}
         ctl = sh.control
         me, bars_slot = ctx.slot_index, ctl.slot_index("bars")
         done = ctl.progress_of(me)
@@ -147,7 +183,7 @@ def main(ctx: Context) -> None:
                 continue
             while take_closed() == 1 << 16:
                 pass
-            refresh(up_to)
+            refresh_in_place(up_to, table_cols)
             ctl.publish_progress(me, up_to)
             done = up_to
         return

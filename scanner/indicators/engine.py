@@ -26,6 +26,7 @@ from numba import njit
 from scanner.indicators import session as sm
 from scanner.indicators import trading_status as ts
 from scanner.indicators.averages import ema_next, ema_value, sma_next, sma_value
+from scanner.indicators.intraday import ROW_INPUTS as intraday_inputs
 from scanner.indicators.intraday import Intraday
 from scanner.indicators.momentum import rsi_next, rsi_value
 from scanner.indicators.volatility import atr_next, atr_value
@@ -52,6 +53,8 @@ Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
 KERNEL_OUT = _KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
                "volume_1m", "volume_5m", "consecutive_up", "consecutive_down")
 INDICATOR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.INDICATORS))
+# the input columns the per-row kernels of `update_live` read (`_live` here, then `Intraday`'s)
+ROW_INPUTS = tuple(dict.fromkeys(("bar_start_ns", "bar_close", "bar_volume", *intraday_inputs)))
 assert set(_KERNEL_OUT) <= set(INDICATOR_COLUMNS)
 _H_MIN, _H_H, _H_L, _H_C, _H_V = HIST["minute"], HIST["high"], HIST["low"], HIST["close"], HIST["volume"]
 
@@ -124,14 +127,18 @@ def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring:
 
 @njit(cache=True, nogil=True)
 def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
-          sma_sum: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, out: Rows) -> None:
-    """Live values of the kernel columns (`_KERNEL_OUT` order) for every row."""
+          sma_sum: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, rows: Arr, bar_only: bool,
+          out: Rows) -> None:
+    """Live values of the kernel columns (`_KERNEL_OUT` order) for the rows `rows`; with
+    `bar_only`, the four volume and streak rows of `out` are left alone (a higher timeframe
+    discards them)."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
     gain, loss, atr = st_f[0], st_f[1], st_f[2]
     n_sma = sma_p.shape[0]
     n_ema = ema_p.shape[0]
     o_atr = 1 + n_sma + n_ema
-    for r in range(count.shape[0]):
+    for q in range(rows.shape[0]):
+        r = rows[q]
         c = count[r]
         x = bar_close[r]
         live = bar_start[r] != 0 and bar_start[r] > last_min[r] and not np.isnan(x)
@@ -152,6 +159,8 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
             for j in range(n_ema):
                 out[1 + n_sma + j][r] = ema_value(ema[j, r], c, ema_p[j])
         out[o_atr][r] = atr_value(atr[r], c, ATR_PERIOD)
+        if bar_only:
+            continue
         v1 = bar_volume[r] if bar_start[r] != 0 else 0.0
         out[o_atr + 1][r] = v1
         v5 = v1 if bar_start[r] >= now_min - 4 * MINUTE_NS else 0.0
@@ -182,6 +191,7 @@ class IndicatorEngine:
         self.profile: np.ndarray | None = None
         self._scratch = np.zeros(n_rows)
         self._day = (0, 0)  # (trading day, open_ns) cache for update_live
+        self._all_rows = np.arange(n_rows, dtype=np.int64)
         # rolling moves and the day's landmarks (1-minute engine only; not for higher timeframes)
         self.intraday = Intraday(n_rows) if intraday else None
 
@@ -247,16 +257,23 @@ class IndicatorEngine:
             self._day = (day, session_bounds_ns(day)["open"])
         return self._day[1]
 
-    def update_live(self, columns: Mapping[str, np.ndarray], event_ns: int) -> None:
+    def update_live(self, columns: Mapping[str, np.ndarray], event_ns: int, rows: np.ndarray | None = None) -> None:
         """Write every indicator-owned column of `columns` for event time `event_ns`. Reads
         price, bar_start_ns, bar_close, bar_volume, bars_closed, day_open/high/low/volume,
         hod_ts_ns, prev_close, avg_daily_volume, halted, resume_ts_ns,
         luld_upper/lower (and what `Intraday.update_live` reads) from the
-        same mapping."""
+        same mapping.
+
+        `rows` (ascending int64, None = all): the per-row kernels (`KERNEL_OUT` here and in
+        `Intraday`) run for these rows only, and the other rows keep what `columns` holds. For a
+        caller that knows nothing those kernels read changed for the other rows since its last
+        call (`scanner.indicators.live_rows`): their `ROW_INPUTS`, their closed bars, the minute.
+        The other columns, which move with the clock, are recomputed for every row."""
         c = columns
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
-        _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), out)
+        rows = self._all_rows if rows is None else rows
+        _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), rows, False, out)
         price, high, low, day_open = c["price"], c["day_high"], c["day_low"], c["day_open"]
         sm.change_pct(price, c["prev_close"], c["change_pct"])
         sm.change_pct(price, day_open, c["change_from_open_pct"])
@@ -280,14 +297,17 @@ class IndicatorEngine:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
         if self.intraday is not None:
-            self.intraday.update_live(c, event_ns, open_ns, self.profile)
+            self.intraday.update_live(c, event_ns, open_ns, self.profile, rows)
 
-    def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows) -> None:
-        """Only the bar indicators (`KERNEL_OUT` order: RSI, SMAs, EMAs, ATR, then four volume
-        and streak rows the caller may discard) for a live bar of this engine's timeframe:
-        `bar_start` (0 = none, else newer than the last folded bar) and its close."""
+    def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows,
+                      rows: np.ndarray | None = None) -> None:
+        """Only the bar indicators (`KERNEL_OUT` order: RSI, SMAs, EMAs, ATR; the four volume and
+        streak rows of `out` are not written) for a live bar of this engine's timeframe:
+        `bar_start` (0 = none, else newer than the last folded bar) and its close; for `rows`
+        only (None = all), as in `update_live`."""
         now_min = event_ns - event_ns % MINUTE_NS
-        _live(bar_start, bar_close, self._scratch, now_min, *self._args(), out)
+        rows = self._all_rows if rows is None else rows
+        _live(bar_start, bar_close, self._scratch, now_min, *self._args(), rows, True, out)
 
 
 def warm_kernels() -> None:

@@ -37,9 +37,11 @@ _OPEN_TOD_NS = OPEN_MIN * MINUTE_NS
 # columns the live kernel writes, in kernel order
 KERNEL_OUT = (*(f"change_{n}m_pct" for n in ROLLING_MINUTES), "volume_15m", "range_5m_pct",
               *(f"or_{s}_{n}m" for n in OPENING_RANGES for s in ("high", "low")))
+ROW_INPUTS = ("price", "bar_start_ns", "bar_high", "bar_low", "bar_volume")  # what `_live` reads per row
 COLUMNS = (*KERNEL_OUT, "rel_volume_5m", "rel_volume_15m", "velocity_5m", "minutes_since_lod", "above_or_high",
            "below_or_low", "gap_filled", "pct_from_high_52w", "pct_from_low_52w")
 Arr = np.ndarray
+Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
 
 
 def session_open_ns(minute_ns: np.ndarray) -> np.ndarray:
@@ -124,16 +126,18 @@ def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: A
 @njit(cache=True, nogil=True)
 def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: Arr, event_ns: int, open_ns: int,
           count: Arr, last_min: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, or_n: Arr, ref: Arr, n15: Arr,
-          n5: Arr, out: Arr) -> None:
-    """Live values of `KERNEL_OUT` (rows of `out`) for every row, from the cached walk (`_walk`
-    at this minute): the same operations in the same order as walking the ring here."""
+          n5: Arr, rows: Arr, out: Rows) -> None:
+    """Live values of `KERNEL_OUT` (the columns `out`, in that order) for the rows `rows`, from
+    the cached walk (`_walk` at this minute): the same operations in the same order as walking
+    the ring here. They depend on the minute of `event_ns` only, not on the seconds in it."""
     w = ring_v.shape[1]
     n_roll = ref.shape[0]
     o_v15, o_r5, o_or = n_roll, n_roll + 1, n_roll + 2
     now_min = event_ns - event_ns % MINUTE_NS
     from15 = now_min - 14 * MINUTE_NS
     from5 = now_min - 4 * MINUTE_NS
-    for r in range(count.shape[0]):
+    for q in range(rows.shape[0]):
+        r = rows[q]
         c = count[r]
         bs = bar_start[r]
         live = bs != 0 and bs > last_min[r]
@@ -154,9 +158,9 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
             s = s - 1 if s > 0 else w - 1
         for k in range(n_roll):
             x = ref[k, r]
-            out[k, r] = (price[r] - x) / x * 100.0 if x > 0 else np.nan
-        out[o_v15, r] = v15
-        out[o_r5, r] = (hi - lo) / lo * 100.0 if lo > 0 else np.nan
+            out[k][r] = (price[r] - x) / x * 100.0 if x > 0 else np.nan
+        out[o_v15][r] = v15
+        out[o_r5][r] = (hi - lo) / lo * 100.0 if lo > 0 else np.nan
         today = or_open[r] == open_ns
         for j in range(or_n.shape[0]):
             end = open_ns + or_n[j] * MINUTE_NS
@@ -165,8 +169,8 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
             if live and open_ns <= bs < end and bar_high[r] == bar_high[r]:
                 h = bar_high[r] if not bar_high[r] <= h else h
                 lw = bar_low[r] if not bar_low[r] >= lw else lw
-            out[o_or + 2 * j, r] = h if event_ns >= end else np.nan
-            out[o_or + 2 * j + 1, r] = lw if event_ns >= end else np.nan
+            out[o_or + 2 * j][r] = h if event_ns >= end else np.nan
+            out[o_or + 2 * j + 1][r] = lw if event_ns >= end else np.nan
 
 
 class Intraday:
@@ -180,7 +184,7 @@ class Intraday:
         self.ring_v = np.zeros((4, WINDOW, n_rows))  # close, high, low, volume
         self.or_open = np.zeros(n_rows, np.int64)
         self.or_hl = np.full((2 * len(OPENING_RANGES), n_rows), np.nan)
-        self._out = np.full((len(KERNEL_OUT), n_rows), np.nan)
+        self._all_rows = np.arange(n_rows, dtype=np.int64)
         # the walk over each row's closed bars at minute `_walk_min` (`_walk`), redone for the rows
         # that took a bar since (`_dirty`) and for every row when the minute changes
         self._ref = np.full((len(ROLLING_MINUTES), n_rows), np.nan)
@@ -221,49 +225,64 @@ class Intraday:
                             hist[HIST["volume"], rows, slots])
 
     def update_live(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
-                    profile: np.ndarray | None) -> None:
+                    profile: np.ndarray | None, rows: np.ndarray | None = None) -> None:
         """Write every column of `COLUMNS` into `c` for event time `event_ns` (the day's 09:30 is
         `open_ns`). Reads price, the live bar, day_open/high/low, lod_ts_ns, volume_5m (written
-        before by the engine), prev_close, avg_daily_volume and the daily reference columns."""
-        out = self._out
+        before by the engine), prev_close, avg_daily_volume and the daily reference columns.
+        `rows` (None = all): the `KERNEL_OUT` columns are written for these rows only, the
+        others keep their values (see `IndicatorEngine.update_live`)."""
         now_min = int(event_ns) - int(event_ns) % MINUTE_NS
         if now_min != self._walk_min:
             self._dirty[:] = True
             self._walk_min = now_min
-        rows = np.flatnonzero(self._dirty)
-        if len(rows):
-            _walk(rows, now_min, self.count, self.ring_m, self.ring_v, _ROLL, self._ref, self._n15, self._n5)
+        stale = np.flatnonzero(self._dirty)
+        if len(stale):
+            _walk(stale, now_min, self.count, self.ring_m, self.ring_v, _ROLL, self._ref, self._n15, self._n5)
             self._dirty[:] = False
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
               int(open_ns), self.count, self.last_min, self.ring_v, self.or_open, self.or_hl, _OR, self._ref,
-              self._n15, self._n5, out)
-        for i, name in enumerate(KERNEL_OUT):
-            c[name][:] = out[i]
+              self._n15, self._n5, self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))
         for n in (5, 15):
             expected = expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, n)
             relative_volume(c[f"volume_{n}m"], expected, c[f"rel_volume_{n}m"])
         np.divide(c["change_5m_pct"], 5.0, out=c["velocity_5m"])
         sm.minutes_since(event_ns, c["lod_ts_ns"], c["minutes_since_lod"])
         price = c["price"]
-        _flag(price > c["or_high_5m"], price, c["or_high_5m"], c["above_or_high"])
-        _flag(price < c["or_low_5m"], price, c["or_low_5m"], c["below_or_low"])
+        _flag(price, c["or_high_5m"], True, c["above_or_high"])
+        _flag(price, c["or_low_5m"], False, c["below_or_low"])
         gap_filled(c["day_open"], c["day_high"], c["day_low"], c["prev_close"], c["gap_filled"])
         sm.change_pct(price, c["high_52w"], c["pct_from_high_52w"])
         sm.change_pct(price, c["low_52w"], c["pct_from_low_52w"])
 
 
-def _flag(cond: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    out[:] = cond
-    out[np.isnan(a) | np.isnan(b)] = np.nan
+@njit(cache=True, nogil=True)
+def _flag(a: Arr, b: Arr, above: bool, out: Arr) -> None:
+    """1.0 where a > b (`above`, else a < b), 0.0 where not, NaN where either is NaN."""
+    for i in range(out.shape[0]):
+        if np.isnan(a[i]) or np.isnan(b[i]):
+            out[i] = np.nan
+        else:
+            out[i] = 1.0 if (a[i] > b[i] if above else a[i] < b[i]) else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _gap_filled(day_open: Arr, day_high: Arr, day_low: Arr, prev_close: Arr, out: Arr) -> None:
+    for i in range(out.shape[0]):
+        o, pc = day_open[i], prev_close[i]
+        if np.isnan(o) or not pc > 0:
+            out[i] = np.nan
+        elif o > pc:
+            out[i] = 1.0 if day_low[i] <= pc else 0.0
+        elif o < pc:
+            out[i] = 1.0 if day_high[i] >= pc else 0.0
+        else:
+            out[i] = 1.0
 
 
 def gap_filled(day_open: Arr, day_high: Arr, day_low: Arr, prev_close: Arr, out: Arr) -> Arr:
     """1 once the regular session traded back to the previous close (gap up: low <= previous
     close; gap down: high >= it; no gap: 1), else 0; NaN without an open or previous close."""
-    up = day_open > prev_close
-    down = day_open < prev_close
-    out[:] = np.where(up, day_low <= prev_close, np.where(down, day_high >= prev_close, True))
-    out[np.isnan(day_open) | ~(prev_close > 0)] = np.nan
+    _gap_filled(day_open, day_high, day_low, prev_close, out)
     return out
 
 

@@ -19,10 +19,12 @@ from numba import njit
 from scanner.indicators import session as sm
 from scanner.indicators.engine import KERNEL_OUT, IndicatorEngine
 from scanner.metrics import TIMEFRAME_INDICATORS
-from scanner.session import MINUTE_NS
+from scanner.session import MINUTE_NS, session_bounds_ns, trading_day
 from scanner.timeframes import LIVE_FIELDS, TF_MINUTES, TIMEFRAMES, TimeframeBars, day_bucket
 
 _C, _V, _PV = LIVE_FIELDS.index("close"), LIVE_FIELDS.index("volume"), LIVE_FIELDS.index("pv")
+TF_MINUTES_1D = TF_MINUTES["1d"]
+ROW_INPUTS = ("bar_start_ns", "bar_close", "bar_volume", "bar_vwap")  # what the per-row kernels read
 COLUMNS = tuple([f"{k}_{tf}" for tf in TIMEFRAMES for k in TIMEFRAME_INDICATORS]
                 + ["sma_200_1d"] + [f"vwap_{tf}" for tf in TIMEFRAMES if tf != "1d"]
                 + ["pct_from_sma_50_1d", "pct_from_sma_200_1d"])
@@ -40,12 +42,38 @@ def _out_names(tf: str) -> list[str | None]:
 
 
 @njit(cache=True, nogil=True)
-def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.ndarray, start: np.ndarray,
-              close: np.ndarray) -> None:
-    """Each row's live bar of the timeframe: the live 1-minute bar's bucket `b1` and close when
-    that bar belongs to the timeframe's live bucket `s_tf` or starts a newer one, else the
-    timeframe's own live bar (start `s_tf`, close `live_close`)."""
-    for r in range(b1.shape[0]):
+def _buckets(bs1: np.ndarray, bc1: np.ndarray, period_ns: int, day_open: int, rows: np.ndarray,
+             b1: np.ndarray) -> int:
+    """For each row of `rows`, the bucket of its live 1-minute bar (start `bs1`, close `bc1`)
+    into `b1`: -1 without one (no start, or no close), the clock-aligned bucket of `period_ns`,
+    or with `period_ns` 0 the daily bucket when the bar lies in the session that opens at
+    `day_open`; -2 where the daily bucket needs `day_bucket` (another day, outside the session).
+    Returns how many -2."""
+    n_day = 0
+    day_end = day_open + TF_MINUTES_1D * MINUTE_NS
+    for q in range(rows.shape[0]):
+        r = rows[q]
+        m = bs1[r]
+        if m == 0 or np.isnan(bc1[r]):
+            b1[r] = -1
+        elif period_ns > 0:
+            b1[r] = m - m % period_ns
+        elif day_open <= m < day_end:
+            b1[r] = day_open
+        else:
+            b1[r] = -2
+            n_day += 1
+    return n_day
+
+
+@njit(cache=True, nogil=True)
+def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.ndarray, rows: np.ndarray,
+              start: np.ndarray, close: np.ndarray) -> None:
+    """Each row's (of `rows`) live bar of the timeframe: the live 1-minute bar's bucket `b1`
+    and close when that bar belongs to the timeframe's live bucket `s_tf` or starts a newer
+    one, else the timeframe's own live bar (start `s_tf`, close `live_close`)."""
+    for q in range(rows.shape[0]):
+        r = rows[q]
         use1 = b1[r] > 0 and b1[r] >= s_tf[r]
         start[r] = b1[r] if use1 else s_tf[r]
         close[r] = bc1[r] if use1 else live_close[r]
@@ -53,10 +81,11 @@ def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.
 
 @njit(cache=True, nogil=True)
 def _live_vwap(b1: np.ndarray, s_tf: np.ndarray, volume1: np.ndarray, vwap1: np.ndarray, live_v: np.ndarray,
-               live_pv: np.ndarray, out: np.ndarray) -> None:
-    """VWAP of each row's live intraday bar of the timeframe, the live 1-minute bar included
-    when it belongs to it; NaN without volume."""
-    for r in range(b1.shape[0]):
+               live_pv: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """VWAP of each row's (of `rows`) live intraday bar of the timeframe, the live 1-minute bar
+    included when it belongs to it; NaN without volume."""
+    for q in range(rows.shape[0]):
+        r = rows[q]
         use1 = b1[r] > 0 and b1[r] >= s_tf[r]
         v1 = volume1[r] if use1 else 0.0
         pv1 = vwap1[r] * v1 if use1 and v1 > 0 else 0.0
@@ -76,6 +105,9 @@ class TimeframeIndicators:
         self._scratch = np.empty((len(KERNEL_OUT), n_rows))
         self._start = np.empty(n_rows, np.int64)
         self._close = np.empty(n_rows)
+        self._b1 = np.empty(n_rows, np.int64)  # each row's live 1-minute bar's bucket (`_buckets`)
+        self._day = (0, 0)  # (trading day, its 09:30) for `_day_open`
+        self._all_rows = np.arange(n_rows, dtype=np.int64)
 
     def warm_up(self, hists: list[np.ndarray], heads: list[np.ndarray]) -> None:
         """Rebuild every engine from its timeframe's ring `[row, slot, field]` (TF_FIELDS share the
@@ -88,27 +120,42 @@ class TimeframeIndicators:
         for tf, bars in zip(TIMEFRAMES, parts, strict=True):
             self.engines[tf].on_bars_closed(bars)
 
-    def update_live(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int) -> None:
+    def update_live(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int,
+                    rows: np.ndarray | None = None) -> None:
         """Write every column of `COLUMNS` into `c`; reads the live 1-minute bar (bar_start_ns,
-        bar_close, bar_volume, bar_vwap) and price from `c`."""
+        bar_close, bar_volume, bar_vwap) and price from `c`. `rows` (None = all): the per-row
+        kernels run for these rows only, the others keep their values; for a caller that knows
+        that nothing they read changed for the other rows since its last call: their
+        `ROW_INPUTS`, their timeframe bars (`tfb`, the engines), the minute."""
+        rows = self._all_rows if rows is None else rows
         bs1, bc1 = c["bar_start_ns"], c["bar_close"]
-        has1 = (bs1 != 0) & ~np.isnan(bc1)
+        b1 = self._b1
         for j, tf in enumerate(TIMEFRAMES):
             eng = self.engines[tf]
-            if tf == "1d":  # only the rows with a live bar: a column of nearby minutes is cheap to convert
-                b1 = np.full(len(bs1), -1, np.int64)
-                b1[has1] = day_bucket(bs1[has1])
+            if tf == "1d":
+                if _buckets(bs1, bc1, 0, self._day_open(event_ns), rows, b1):
+                    other = rows[b1[rows] == -2]
+                    b1[other] = day_bucket(bs1[other])
             else:
-                b1 = np.where(has1, bs1 - bs1 % (TF_MINUTES[tf] * MINUTE_NS), -1)
+                _buckets(bs1, bc1, TF_MINUTES[tf] * MINUTE_NS, 0, rows, b1)
             s_tf = tfb.start[j]
-            _live_bar(b1, s_tf, bc1, tfb.live[j, _C], self._start, self._close)
+            _live_bar(b1, s_tf, bc1, tfb.live[j, _C], rows, self._start, self._close)
             out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
-            eng.update_kernel(self._start, self._close, event_ns, out)
+            eng.update_kernel(self._start, self._close, event_ns, out, rows)
             if tf != "1d":
-                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], tfb.live[j, _V], tfb.live[j, _PV],
+                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], tfb.live[j, _V], tfb.live[j, _PV], rows,
                            c[f"vwap_{tf}"])
         sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
         sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
+
+
+    def _day_open(self, event_ns: int) -> int:
+        """09:30 New York of the trading day of `event_ns` (cached per day): the daily bucket of
+        every 1-minute bar of that day's session."""
+        day = trading_day(int(event_ns))
+        if self._day[0] != day:
+            self._day = (day, session_bounds_ns(day)["open"])
+        return self._day[1]
 
 
 def warm_kernels() -> None:

@@ -9,6 +9,7 @@ over past days: `profile[row, m]` = average volume traded from 00:00 up to the e
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 MINUTES_PER_DAY = 1440
 SESSION_MINUTES = 390.0
@@ -47,19 +48,28 @@ def expected_volume_flat(avg_daily_volume: np.ndarray, minutes_since_open: float
     return avg_daily_volume * (min(minutes_since_open, SESSION_MINUTES) / SESSION_MINUTES)
 
 
+@njit(cache=True, nogil=True)
+def _ratio(num: np.ndarray, den: np.ndarray, out: np.ndarray) -> None:
+    for i in range(out.shape[0]):
+        out[i] = num[i] / den[i] if den[i] > 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _per_bar(day_volume: np.ndarray, live_volume: np.ndarray, bars: np.ndarray, out: np.ndarray) -> None:
+    for i in range(out.shape[0]):
+        out[i] = (day_volume[i] - live_volume[i]) / bars[i] if bars[i] > 0 else np.nan
+
+
 def relative_volume(day_volume: np.ndarray, expected: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """day_volume / expected; NaN where nothing is expected."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(day_volume, expected, out=out)
-    out[~(expected > 0)] = np.nan
+    """day_volume / expected; NaN where nothing is expected (one numba loop over the column; a
+    float32 profile's expectation is widened first, exactly, as numpy's division would)."""
+    _ratio(np.asarray(day_volume, np.float64), np.asarray(expected, np.float64), out)
     return out
 
 
 def average_bar_volume(day_volume: np.ndarray, live_volume: np.ndarray, bars_closed: np.ndarray,
                        out: np.ndarray) -> np.ndarray:
     """Average volume of today's closed 1-minute bars: (day volume - live bar volume) / bars
-    closed today; NaN before the first close."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(day_volume - live_volume, bars_closed, out=out)
-    out[bars_closed <= 0] = np.nan
+    closed today; NaN before the first close (one numba loop over the column)."""
+    _per_bar(day_volume, live_volume, bars_closed, out)
     return out

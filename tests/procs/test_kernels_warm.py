@@ -21,9 +21,13 @@ import scanner.bars
 import scanner.indicators.averages
 import scanner.indicators.engine
 import scanner.indicators.intraday
+import scanner.indicators.live_rows
 import scanner.indicators.momentum
+import scanner.indicators.session
 import scanner.indicators.timeframes
+import scanner.indicators.trading_status
 import scanner.indicators.volatility
+import scanner.indicators.volume
 import scanner.rules.kernel
 import scanner.timeframes
 from procs.indicators import warm_from_history
@@ -46,7 +50,8 @@ from tests.support import eventually
 
 MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
            scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes,
-           scanner.indicators.timeframes)
+           scanner.indicators.timeframes, scanner.indicators.live_rows, scanner.indicators.session,
+           scanner.indicators.trading_status, scanner.indicators.volume)
 
 
 def signatures() -> dict[str, int]:
@@ -72,6 +77,7 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     scanner.bars.warm_up()
     warm_kernels()
     warm_timeframe_kernels()
+    scanner.indicators.live_rows.warm_kernels()
     warm_rules()
     before = signatures()
     entry = ("scanner.bar_kernels.ingest", "scanner.bar_kernels.close_due", "scanner.indicators.engine._fold_bars",
@@ -126,6 +132,14 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     tfi.on_bars_closed(tfb.on_bars_closed(got))
     tfi.on_bars_closed(tfb.on_bars_closed(single))
     tfi.update_live(live, tfb, open_ns + 6 * MINUTE_NS)
+    # a replay's refresh: the changed rows, straight from and into the table's columns
+    table_cols = {m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index]) for m in CATALOGUE.metrics}
+    changed = scanner.indicators.live_rows.ChangedRows(n)
+    for s in (1, 2):
+        changed.mark(got["sym"])
+        rows = changed.take(table_cols, open_ns + 6 * MINUTE_NS + s)
+        eng.update_live(table_cols, open_ns + 6 * MINUTE_NS + s, rows)
+        tfi.update_live(table_cols, tfb, open_ns + 6 * MINUTE_NS + s, rows)
     # a scan over the default rule pack
     se = ScanEngine(default_pack(), t.key_list(), lo=0, worker_id=0)
     snap = se.snapshot_buffer()

@@ -236,3 +236,31 @@ def test_intraday_buckets_are_new_york_clock_aligned_including_premarket(run: di
             assert len(bar) == 1 and (mins.minute_ns < nine + 30 * MINUTE_NS).any()
             assert (mins.minute_ns >= nine + 30 * MINUTE_NS).any()
             assert bar.volume.iloc[0] == mins.volume.sum() and bar.open.iloc[0] == mins.open.iloc[0]
+
+
+@pytest.mark.parametrize("day", [20131008, 20240308, 20240311])  # EDT; EST, the Friday before DST; EDT, after it
+def test_live_daily_bucket_from_the_open_equals_day_bucket(day: int) -> None:
+    """The live refresh's daily bucket (`timeframes._buckets`: the day's 09:30 for a bar in its
+    session, `day_bucket` otherwise) is `day_bucket` for every minute 00:00-24:00 of the day,
+    and of the day before (a bar still live from yesterday)."""
+    from scanner.indicators.timeframes import TimeframeIndicators, _buckets
+    from scanner.session import DAY_NS, trading_day
+    from scanner.timeframes import day_bucket
+
+    b = session_bounds_ns(day)
+    event_ns = b["open"] + 3 * MINUTE_NS
+    assert trading_day(event_ns) == day
+    minutes = np.arange(b["day_start"] - DAY_NS, b["day_start"] + DAY_NS, MINUTE_NS, dtype=np.int64)
+    close = np.full(len(minutes), 10.0)
+    close[::7] = np.nan  # no live close: no bucket
+    starts = minutes.copy()
+    starts[::11] = 0  # no live bar
+    rows = np.arange(len(minutes), dtype=np.int64)
+    got = np.empty(len(minutes), np.int64)
+    tfi = TimeframeIndicators(1)
+    if _buckets(starts, close, 0, tfi._day_open(event_ns), rows, got):
+        other = rows[got == -2]
+        got[other] = day_bucket(starts[other])
+    want = np.where((starts != 0) & ~np.isnan(close), day_bucket(starts), -1)
+    np.testing.assert_array_equal(got, want)
+    assert (got == b["open"]).sum() > 300  # today's session took the short way
