@@ -1,21 +1,25 @@
 """Gateway: FastAPI REST + WebSocket + dashboard, fed from the shared-memory alert feed.
 
-uvicorn runs inside this process's event loop (uvloop); a background task polls the feed ring
-every few milliseconds, fans alerts out to WebSocket clients and beats the heartbeat, so a
-stalled event loop shows as a stale heartbeat. Scan cycles are aligned to the wall clock, so
-alerts arrive just after a scan boundary: the ring is polled every `POLL_S` from the boundary
-for `FAST_WINDOW_S` and while alerts flow, every `SLOW_POLL_S` for the rest of the period
-(`poll_delay`). Each poll is a wake-up of the whole process (most of an idle gateway's CPU):
-at the default 1 s cadence this makes ~120 of them a second instead of 500, at 100 ms ~300.
+uvicorn runs inside this process's event loop (uvloop). Alerts are taken from the feed ring when
+the publisher rings this gateway's feed bell (`procs.feedbell`): the event loop sleeps until
+then, so an idle gateway makes a few wake-ups a second instead of hundreds, and an alert waits
+for one wake-up, not for the next tick of a poll timer. A background task beats the heartbeat
+and polls the ring every `BELL_POLL_S` besides (what no ring announced: alerts published before
+the bell was bound), so a stalled event loop still shows as a stale heartbeat. Without a bell
+(its name held elsewhere) the ring is polled on a schedule (`poll_delay`): every `POLL_S` from a
+scan boundary for `FAST_WINDOW_S` and while alerts flow, every `SLOW_POLL_S` for the rest of the
+period (scan cycles are aligned to the wall clock, so alerts arrive just after a boundary).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import socket
 import time
+from types import FrameType
 
 import uvicorn
 
@@ -24,6 +28,7 @@ from procs.api.cluster import REFRESH_S, ClusterView
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
 from procs.eventtime import event_mode
+from procs.feedbell import Bell
 from procs.runtime import BootError, Context
 from scanner.alert_json import decode_alert
 from scanner.backoff import Backoff
@@ -33,6 +38,8 @@ log = logging.getLogger("scanner.gateway")
 POLL_S = 0.002  # while alerts may arrive: just after a scan boundary, or while they flow
 SLOW_POLL_S = 0.010  # the rest of a scan period (alerts that late come from an overrunning cycle)
 FAST_WINDOW_S = 0.050  # after a boundary: scan, publisher pass and ring hand-offs fit in it
+BELL_POLL_S = 0.25  # with a bell: heartbeat and a poll for alerts no ring announced (Redis: the read's timeout)
+FEED_BATCH = 8192  # alerts taken from the ring per poll (a backlog: several polls, I/O between them)
 
 
 def poll_delay(now: float, period: float, got: bool) -> float:
@@ -48,19 +55,72 @@ def poll_delay(now: float, period: float, got: bool) -> float:
     return max(POLL_S, min(SLOW_POLL_S, period - phase))
 
 
-async def _pump(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
-    """Alerts of this host from the shared-memory feed ring."""
+class _Server(uvicorn.Server):
+    """uvicorn's server with its housekeeping tick once a second instead of every 0.1 s. The
+    tick refreshes the Date header (once a second either way) and looks at `should_exit`; the
+    nine other wake-ups a second were idle CPU. `stop()` and the exit signals end the wait at
+    once, so stopping is not slower."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _woken: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:  # uvicorn's, with a 1 s tick (the counter counts 0.1 s)
+        self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), 1.0)
+            should_exit = await self.on_tick(counter)
+
+    def stop(self) -> None:
+        """Make `serve` return (from the event loop, or from a signal handler)."""
+        self.should_exit = True
+        if self._loop is not None and self._woken is not None:
+            self._loop.call_soon_threadsafe(self._woken.set)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.should_exit:
+            self.stop()
+
+
+async def _pump(ctx: Context, state: GatewayState, server: _Server) -> None:
+    """Alerts of this host from the shared-memory feed ring: on each ring of the feed bell, and
+    every `BELL_POLL_S` (with no bell: on the `poll_delay` schedule)."""
+    loop = asyncio.get_running_loop()
     period = 0.0 if event_mode(ctx.settings) else ctx.settings.scan_interval_ms / 1000.0
-    while ctx.should_run():
-        ctx.beat()
-        n = state.poll_feed()
+    bell = Bell.bind(ctx.settings.instance, state.feed_consumer)
+
+    def poll(wake: str) -> int:
+        n = state.poll_feed(FEED_BATCH)
         if n:
             ctx.count(n_in=n, n_out=n * len(state.clients))
-        await asyncio.sleep(poll_delay(time.time(), period, n > 0))
-    server.should_exit = True
+            state.feed_wakes[wake] += n
+        if n >= FEED_BATCH:  # a backlog: the rest after the loop's other work
+            loop.call_soon(poll, wake)
+        return n
+
+    def rung() -> None:
+        bell.drain()  # type: ignore[union-attr]
+        poll("bell")
+
+    if bell is not None:
+        loop.add_reader(bell.fileno(), rung)
+    try:
+        while ctx.should_run():
+            ctx.beat()
+            n = poll("timer")
+            await asyncio.sleep(BELL_POLL_S if bell is not None else poll_delay(time.time(), period, n > 0))
+    finally:
+        if bell is not None:
+            loop.remove_reader(bell.fileno())
+            bell.close()
+        server.stop()
 
 
-async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server) -> None:
+async def _pump_redis(ctx: Context, state: GatewayState, server: _Server) -> None:
     """With Redis configured, alerts of every host come from the `alerts` channel (the local
     feed ring is then not read, or local alerts would arrive twice)."""
     import redis.asyncio as aioredis
@@ -85,7 +145,7 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
             while ctx.should_run():
                 ctx.beat()
                 batch = []
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=BELL_POLL_S)
                 while msg is not None:
                     batch.append(msg["data"])
                     if len(batch) >= 2000:
@@ -109,7 +169,7 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: uvicorn.Server)
             ctx.count(errors=1)
             await asyncio.sleep(delay)
     await client.aclose()
-    server.should_exit = True
+    server.stop()
 
 
 async def _watch_cluster(ctx: Context, state: GatewayState) -> None:
@@ -168,7 +228,7 @@ async def _serve(ctx: Context) -> None:
     config = uvicorn.Config(app, host=ctx.settings.http_host, port=ctx.settings.http_port,
                             log_level="warning", loop="none", lifespan="on", ws=state.hub.protocol_class(),
                             log_config=None)  # our handlers: every line redacted (procs.runtime)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     pump_fn = _pump_redis if ctx.settings.redis_url else _pump
     pump = asyncio.create_task(pump_fn(ctx, state, server))
     tops = asyncio.create_task(state.hub.run_tops(ctx.should_run))
@@ -183,7 +243,10 @@ async def _serve(ctx: Context) -> None:
         pass
     finally:
         ctx.stopping = True
-        await pump
+        if pump_fn is _pump:
+            pump.cancel()  # asleep for up to BELL_POLL_S (the Redis pump ends its own reads)
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
         tops.cancel()
         if cluster is not None:
             cluster.cancel()

@@ -1,7 +1,7 @@
 """Publisher: drains every scanner worker's alert ring, once per pass, and fans alerts out.
 
 * the alert feed ring in shared memory (gateways on this host read it: the embedded default,
-  no Redis needed);
+  no Redis needed), then rings the gateways' feed bells (`procs.feedbell`) so they need not poll;
 * Kafka, when `kafka_bootstrap` and `kafka_alerts_topic` are set (`procs.kafka_out`);
 * Redis, when `redis_url` is configured: PUBLISH (one channel for all, one per rule) and XADD
   to the bounded `alerts` stream, in pipelines (see `procs.redis_out`); and, once a second,
@@ -21,6 +21,7 @@ import numpy as np
 from redis import RedisError
 
 from procs.cluster_top import TopPublisher
+from procs.feedbell import BellRinger
 from procs.kafka_out import KafkaAlerts
 from procs.redis_out import LiveMirror, RedisSink
 from procs.rules_admin import rules_source
@@ -42,6 +43,8 @@ def main(ctx: Context) -> None:
     sh = ctx.shared
     consumers = [r.consumer(ALERT_CONSUMER_PUBLISHER) for r in sh.alerts]
     feed = sh.feed.producer()
+    bells = BellRinger(ctx.settings.instance, len(sh.feed.consumers))
+    attached = sh.feed.consumers["attached"]  # the gateways' feed slots (shm view)
     encoder = AlertEncoder(sh.table.key_list(), rules_source(ctx.settings))
     s = ctx.settings
     url = reveal(s.redis_url)
@@ -65,6 +68,7 @@ def main(ctx: Context) -> None:
         if batches:
             alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()
             feed.publish(alerts)
+            bells.ring(np.flatnonzero(attached).tolist())
             if redis is not None or kafka is not None:
                 encoded = encoder.encode(alerts)
                 if redis is not None:
@@ -99,5 +103,6 @@ def main(ctx: Context) -> None:
                 tops.next_at += 4.0
         if not batches:
             time.sleep(PASS_S)
+    bells.close()
     if kafka is not None:
         kafka.close()

@@ -73,7 +73,12 @@ class ControlCollector:
         ws.add_metric(["dropped"], hub.dropped)
         deliveries = CounterMetricFamily("scanner_websocket_deliveries", "Alerts written to one WebSocket client.")
         deliveries.add_metric([], hub.deliveries)
-        yield from (ticks, rate, alerts, drops, restarts, hb, cycles, lost, gen, clients, ws, deliveries)
+        woken = CounterMetricFamily("scanner_gateway_feed_alerts", "Alerts this gateway took from the feed ring, by "
+                                    "what woke it (bell: the publisher's ring; timer: the fallback poll).",
+                                    labels=["wake"])
+        for wake, n in self.state.feed_wakes.items():
+            woken.add_metric([wake], n)
+        yield from (ticks, rate, alerts, drops, restarts, hb, cycles, lost, gen, clients, ws, deliveries, woken)
         yield from feed_metrics(feed_summary(sh))
 
 

@@ -29,7 +29,9 @@ class GatewayState:
         self.keys = shared.table.key_list()
         self.row_of = {k: i for i, k in enumerate(self.keys)}
         self.encoder = AlertEncoder(self.keys, rules_source(settings))
+        self.feed_consumer = feed_consumer  # this gateway's slot in the feed ring (and its feed bell)
         self.feed = shared.feed.consumer(feed_consumer)
+        self.feed_wakes = {"bell": 0, "timer": 0}  # alerts taken from the feed ring, by what woke the poll
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
         self.hub = Hub(settings, self.top, self.stale_hosts)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
@@ -47,11 +49,12 @@ class GatewayState:
         """The open WebSocket feed connections of this process."""
         return self.hub.conns
 
-    def poll_feed(self) -> int:
-        """Move new alerts from the shared-memory feed to `recent` and to the WebSocket
-        clients: one frame per subscription group per poll, the same bytes to each member."""
+    def poll_feed(self, most: int = 8192) -> int:
+        """Move up to `most` new alerts from the shared-memory feed to `recent` and to the
+        WebSocket clients: one frame per subscription group per poll, the same bytes to each
+        member. Returns how many alerts were taken."""
         self.encoder.watch(self.shared.control.rules_generation)
-        recs = self.feed.poll(8192)
+        recs = self.feed.poll(most)
         n = len(recs)
         if not n:
             return 0

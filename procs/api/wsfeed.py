@@ -17,6 +17,7 @@ stamp in the frame, so a client can read the latency without decoding the alerts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -41,6 +42,7 @@ _ENC = msgspec.json.Encoder().encode
 _DEC = msgspec.json.Decoder().decode
 USAGE = ('expected {"op": "subscribe", "rules": [...], "symbols": [...], "tags": [...]} or '
          '{"op": "top", "metric": "change_pct", "order": "desc", "limit": 20, "interval_s": 1}')
+TOPS_IDLE_S = 1.0  # run_tops with no list due: how often it checks that it should still run
 TOP_COLUMNS = ["price", "change_pct", "day_volume", "relative_volume", "rsi_14", "vwap"]
 
 
@@ -90,6 +92,7 @@ class Hub:
         self.groups: dict[Sub, set[FeedProtocol]] = {}
         self.tops: dict[tuple[str, str, int, float], set[FeedProtocol]] = {}
         self.rate = RateLimiter(settings.ws_rate_per_s, settings.ws_rate_burst)
+        self.tops_changed = asyncio.Event()  # a connection asked for a top list (wakes run_tops)
         self.deliveries = 0  # alerts written to one client, summed
         self.frames = 0
         self.dropped = 0
@@ -126,6 +129,7 @@ class Hub:
             self._ungroup(self.tops, conn.top, conn)
         conn.top = key
         self.tops.setdefault(key, set()).add(conn)
+        self.tops_changed.set()
 
     def alerts(self, alerts: list[dict[str, Any]]) -> int:
         """Write one frame per subscription group; returns the deliveries (alert x client)."""
@@ -169,10 +173,13 @@ class Hub:
         return sent
 
     async def run_tops(self, should_run: Callable[[], bool]) -> None:
-        """Top-list snapshots: computed and encoded once per (metric, order, limit, interval)."""
+        """Top-list snapshots: computed and encoded once per (metric, order, limit, interval).
+        Sleeps until the next list is due, or until a connection asks for a list (its first
+        snapshot goes out at once); with no list asked for, it wakes only to check `should_run`."""
         due: dict[tuple[str, str, int, float], float] = {}
         while should_run():
             now = time.monotonic()
+            self.tops_changed.clear()
             for key, members in list(self.tops.items()):
                 if due.get(key, 0.0) > now or not members:
                     continue
@@ -184,7 +191,9 @@ class Hub:
                 self._write_all(members, frame)
             for key in [k for k in due if k not in self.tops]:
                 del due[key]
-            await asyncio.sleep(0.05)
+            wait = min(due.values(), default=now + TOPS_IDLE_S) - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tops_changed.wait(), max(wait, 0.005))
 
 
 class FeedProtocol(asyncio.Protocol):

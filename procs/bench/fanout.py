@@ -17,7 +17,9 @@ a second per client and the figure measured mostly the gateway's idle polling. T
 alerts come in bursts (gaps at 09:30, rules whose window opens at 09:35, volume spikes), so
 `alerts_per_s_per_client` and `alerts_per_frame` say what load a run had. The idle figure stays
 reported: `gateway_idle_cpu_pct` (the same market, no client) and
-`gateway_cpu_us_per_delivery_above_idle` (what the clients add).
+`gateway_cpu_us_per_delivery_above_idle` (what the clients add); `gateway_idle_wakeups_per_s`
+and `gateway_wakeups_per_s` count the gateway's voluntary context switches (each a sleep and a
+wake-up: a poll timer's tick, a ring of the feed bell, a client's data).
 """
 
 from __future__ import annotations
@@ -70,6 +72,19 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of a process: how often it went to sleep and
+    was woken (polls, timers, arriving data), the cost an idle gateway is made of."""
+    n = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as fh:
+                n += next(int(line.split()[1]) for line in fh if line.startswith("voluntary_ctxt_switches"))
+        except (FileNotFoundError, StopIteration):  # a thread that ended meanwhile
+            pass
+    return n
+
+
 def _placement(gw_pid: int) -> tuple[list[int] | None, str]:
     """Gateway on one core, load generators on the others (when there are others)."""
     cores = sorted(os.sched_getaffinity(0))
@@ -102,9 +117,9 @@ def measure(port: int, gw_pid: int, clients: int, seconds: float, load_cores: li
         for p in pipes:
             p.send((start, start + seconds))
         time.sleep(max(0.0, start - time.time()))
-        cpu0 = _cpu_s(gw_pid)
+        cpu0, wake0 = _cpu_s(gw_pid), _wakeups(gw_pid)
         time.sleep(seconds)
-        cpu = _cpu_s(gw_pid) - cpu0
+        cpu, wakeups = _cpu_s(gw_pid) - cpu0, _wakeups(gw_pid) - wake0
         results = [p.recv() for p in pipes]
     finally:
         for w in workers:
@@ -118,6 +133,7 @@ def measure(port: int, gw_pid: int, clients: int, seconds: float, load_cores: li
     out: dict = {"clients": clients, "frames": frames, "deliveries": alerts,
                  "deliveries_per_s": round(alerts / seconds), "gateway_cpu_s": round(cpu, 3),
                  "gateway_cpu_pct": round(100 * cpu / seconds, 1),
+                 "gateway_wakeups_per_s": round(wakeups / seconds),
                  "gateway_cpu_us_per_delivery": round(cpu * 1e6 / alerts, 2) if alerts else None,
                  "alerts_per_s_per_client": round(alerts / seconds / clients, 1),
                  "alerts_per_frame": round(alerts / frames, 1) if frames else None,
@@ -204,9 +220,10 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
         load_cores, placement = _placement(gw_pid)
         procs = load_procs or max(1, len(load_cores or [0]))
         load = os.getloadavg()
-        cpu0 = _cpu_s(gw_pid)  # baseline: the gateway with no client (poll loop, heartbeat, encoding)
+        cpu0, wake0 = _cpu_s(gw_pid), _wakeups(gw_pid)  # baseline: the gateway with no client
         time.sleep(5.0)
         idle_pct = (_cpu_s(gw_pid) - cpu0) / 5.0 * 100
+        idle_wakeups = (_wakeups(gw_pid) - wake0) / 5.0
         base = measure(port, gw_pid, 1, min(seconds, 5.0), load_cores, 1)
         main = measure(port, gw_pid, clients, seconds, load_cores, procs)
         out: dict = {"benchmark": "fanout", "clients": clients, "seconds": seconds, "symbols": symbols,
@@ -214,6 +231,7 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
                      "loadavg_1m_at_start": round(load[0], 2), "cpus": os.cpu_count()}
         out.update({k: v for k, v in main.items() if k != "clients"})
         out["gateway_idle_cpu_pct"] = round(idle_pct, 2)
+        out["gateway_idle_wakeups_per_s"] = round(idle_wakeups)
         out["gateway_cpu_us_per_delivery_above_idle"] = _above_idle(main, idle_pct, seconds)
         out.update({"latency_ms_p99_1": base["latency_ms_p99"],
                     "gateway_cpu_us_per_delivery_1": base["gateway_cpu_us_per_delivery"]})
@@ -224,6 +242,7 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
                         f"deliveries_per_s_{large}": big["deliveries_per_s"],
                         f"alerts_per_s_per_client_{large}": big["alerts_per_s_per_client"],
                         f"gateway_cpu_pct_{large}": big["gateway_cpu_pct"],
+                        f"gateway_wakeups_per_s_{large}": big["gateway_wakeups_per_s"],
                         f"gateway_cpu_us_per_delivery_{large}": big["gateway_cpu_us_per_delivery"],
                         f"gateway_cpu_us_per_delivery_above_idle_{large}": _above_idle(big, idle_pct, seconds)})
         if out["latency_ms_p99"] and out["latency_ms_p99_1"]:

@@ -156,6 +156,10 @@ def test_websocket_alerts_errors_and_top(gw: Instance) -> None:
                         assert len(msg["rows"]) == 3
 
     asyncio.run(run())
+    # the alerts came on the publisher's feed bell, not (only) on the gateway's fallback poll
+    text = api(gw).get("/metrics").text
+    bell = re.search(r'^scanner_gateway_feed_alerts_total\{wake="bell"\} (\S+)$', text, re.M)
+    assert bell is not None and float(bell.group(1)) > 0, text[-2000:]
 
 
 def test_websocket_rejects_unknown_key(gw: Instance) -> None:
