@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from itertools import islice
 
 import msgspec
 import numpy as np
@@ -66,7 +67,7 @@ class RedisSink:
             while self.buffer and budget > 0:  # with its heartbeat (one long pass would look stalled)
                 n = min(self.batch, len(self.buffer), budget)
                 budget -= n
-                refused = self._send_batch([self.buffer[i] for i in range(n)])
+                refused = self._send_batch(list(islice(self.buffer, n)))  # deque[i] walks from an end
                 dropped += refused
                 self.dropped_total += refused
                 for _ in range(n):
