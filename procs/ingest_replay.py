@@ -7,9 +7,7 @@ Run by `procs.ingest` when `feed = "replay"`. What differs from a live feed:
   consumer. Nothing is published before bars (tick ring) and indicators (bar ring) have
   attached their consumers, and (up to `boot_timeout_s`) every child runs.
 * **Pacing**: with `replay_speed` X, a tick with event time t is published at wall time
-  `w0 + (t - t0) / X` (t0, w0: the first tick), in slices at least `MIN_PUBLISH_S` apart (what
-  fell due meanwhile goes in one slice; a scan boundary is still handed off when due); with
-  `replay_max`, as fast as bars takes them.
+  `w0 + (t - t0) / X` (t0, w0: the first tick); with `replay_max`, as fast as bars takes them.
 * **The feed clock** in the control block belongs to ingest in replay mode (the supervisor
   leaves it at 0, stopped), and it drives the scan cadence (`procs.eventtime`): the clock moves
   only from one scan boundary T (a multiple of `scan_interval_ms` of event time) to the next.
@@ -62,11 +60,6 @@ from shm.control import STATE_RUNNING
 
 log = logging.getLogger("scanner.ingest")
 PASS_S = 0.01
-# paced replay: the shortest time between two publishes within a scan interval. Sleeping only
-# until the next tick is due made a fast replay (100 k+ ticks/s: the next tick microseconds away)
-# publish a few ticks per call at ~70% of a core, paying the sink's per-call cost each time; a
-# live feed batches per socket read. Scan boundaries are still handed off when due.
-MIN_PUBLISH_S = 0.005
 MAX_BAD_LINES = 100  # malformed rows listed in the report (all are counted)
 
 
@@ -144,7 +137,6 @@ class ReplayFeed:
                             for r in ctx.shared.alerts]
         self.ev0 = 0  # pacing anchor: event time ev0 at monotonic w0
         self.w0 = -1.0
-        self.published_at = 0.0  # monotonic time of the last publish (paced: at most one per MIN_PUBLISH_S)
         self.stats = FeedStats(max_bad=MAX_BAD_LINES)
         self.wall_start_ns = 0  # replay started (decoding included in the feed time)
         self.wall_first_ns = 0
@@ -239,16 +231,6 @@ class ReplayFeed:
             if self.speed and self.w0 < 0:
                 self.ev0, self.w0 = int(ts[i]), time.monotonic()
             limit = self.next_b if not self.speed else min(self.next_b, self.target())
-            now = time.monotonic()
-            if self.speed and limit < self.next_b and now < self.published_at + MIN_PUBLISH_S \
-                    and now < self.due(self.next_b):
-                # paced, between boundaries: publish at most once per MIN_PUBLISH_S (what is due
-                # then goes in one slice), but hand the next boundary off on time
-                ctx.beat()
-                ctx.sleep_until(min(self.published_at + MIN_PUBLISH_S, self.due(self.next_b)))
-                if not ctx.should_run():
-                    return False
-                continue
             j = int(np.searchsorted(reach, limit, side="right"))  # ticks before the first beyond it
             if j > i:
                 if not self.publish(batch[i:j]):
@@ -259,8 +241,9 @@ class ReplayFeed:
                     return False
                 self.next_b += self.step_ns
             else:  # paced: wait until the next tick or boundary is due
+                due = self.w0 + (min(int(reach[i]), self.next_b) - self.ev0) / NS / self.speed
                 ctx.beat()
-                ctx.sleep_until(min(self.due(min(int(reach[i]), self.next_b)), time.monotonic() + PASS_S))
+                ctx.sleep_until(min(due, time.monotonic() + PASS_S))
                 if not ctx.should_run():
                     return False
         return True
@@ -273,10 +256,6 @@ class ReplayFeed:
             return True  # announced by an earlier life of this process
         self.ctl.publish_progress(self.ctx.slot_index, first_ns)
         return wait_progress(self.ctx, [0], first_ns)
-
-    def due(self, event_ns: int) -> float:
-        """Paced replay: the monotonic time at which event time `event_ns` is due."""
-        return self.w0 + (event_ns - self.ev0) / NS / self.speed
 
     def target(self) -> int:
         """Paced replay time now: the event time whose ticks are due."""
@@ -295,7 +274,6 @@ class ReplayFeed:
             if not self.wall_first_ns:
                 self.wall_first_ns = time.time_ns()
             self.sink.push(part)
-            self.published_at = time.monotonic()
             ts = part["ts_ns"]
             hi, lo = int(ts.max()), int(ts.min())
             self.max_ts = hi if self.max_ts is None else max(self.max_ts, hi)
