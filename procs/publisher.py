@@ -8,6 +8,10 @@
   the live bar and indicator columns that changed, as hashes `live:<symbol>`, and this host's
   top lists for the cluster (`procs.cluster_top`).
 
+Alerts go first: each pass sends what the rings hold, and the once-a-second side work (a chunk
+of the live hashes, or the top lists) runs only in a pass that had no alert to send, or after
+`SIDE_WAIT_S` of passes that all had some.
+
 Redis down never stops the pass: alerts wait in a bounded buffer, the connection is retried
 with backoff, and what had to be dropped is counted in the slot (`drops`).
 """
@@ -37,6 +41,7 @@ PASS_S = 0.002
 # off over several short passes, each with a heartbeat, not in one pass long enough to be
 # killed as stalled (which restarts the publisher into the same backlog: a restart loop)
 MAX_PER_RING = 4096
+SIDE_WAIT_S = 0.25  # the longest the live hashes and top lists wait while alerts flow in every pass
 
 
 def main(ctx: Context) -> None:
@@ -61,6 +66,7 @@ def main(ctx: Context) -> None:
         tops = TopPublisher(redis.client, s.instance, sh.table.key_list(), s.cluster_top_metrics, s.cluster_top_n)
         top_buf = np.empty((len(tops.cols), sh.table.n_rows))
     lost_seen = sum(c.lost for c in consumers)
+    side_at = time.monotonic()  # the last pass free for the side work (or that did it)
     while ctx.should_run():
         ctx.beat()
         encoder.watch(sh.control.rules_generation)  # know each rule set before it can change again
@@ -91,11 +97,21 @@ def main(ctx: Context) -> None:
         if kafka is not None and kafka.failed != kafka_failed_seen:
             ctx.count(drops=kafka.failed - kafka_failed_seen)
             kafka_failed_seen = kafka.failed
-        if mirror is not None and mirror.due():
+        # the once-a-second work (live hashes, top lists) only in a pass that had no alert to
+        # send: alerts of a burst never wait behind it. Bounded: after SIDE_WAIT_S of alerts in
+        # every pass it takes one pass anyway, so a steady alert flow cannot starve it.
+        now = time.monotonic()
+        if batches or (redis is not None and redis.buffer):
+            side = now - side_at > SIDE_WAIT_S
+        else:
+            side, side_at = True, now
+        if side and mirror is not None and mirror.due():
+            side_at = now
             if not mirror.sweeping():  # one snapshot per sweep, written out a chunk per pass
                 sh.table.snapshot(0, sh.table.n_rows, mirror_cols, mirror_buf)
             mirror.write(mirror_buf)
-        if redis is not None and tops.due():
+        elif side and redis is not None and tops.due():
+            side_at = now
             sh.table.snapshot(0, sh.table.n_rows, tops.cols, top_buf)
             try:
                 tops.publish(top_buf)

@@ -38,7 +38,11 @@ drop and no ring consumer was lapped (`scanner status`: `drops`, `ring_lost`). R
   scan boundary (up to one cadence), bars, indicators, the scan, the publisher, Redis pub/sub, the
   gateway and the socket. Alerts whose tick arrived in the first `warm_s` are left out (first
   kernels, first connections). The part after the scan is reported apart
-  (`scan_to_client_ms_p50_*`, `_p99_*`: receive time - the alert's `scan_ts`).
+  (`scan_to_client_ms_p50_*`, `_p99_*`: receive time - the alert's `scan_ts`), and within it the
+  publisher + Redis part (`scan_to_redis_ms_p50_*`, `_p99_*`: when a subscriber of its own,
+  `e2e_client.run_redis_tap`, got the alert from Redis - the scan's `scan_ts`); the rest is the
+  gateway, the socket and the client. `alerts_per_scan_p50_*`, `_max_*`: alerts per scan
+  boundary past the warm-up (both workers), the bursts these latencies are made of.
 - `rate_capped_by_file`: no one-host step failed; the maximum is the highest rate the file can
   feed for a whole step (`--ticks` raises it), a lower bound.
 - `ticks_per_s_per_core`: the one-host maximum divided by the cores the instance, Redis and the
@@ -62,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from procs.bench.bars import BENCH_DAY, synthetic_ticks
-from procs.bench.e2e_client import run_client
+from procs.bench.e2e_client import run_client, run_redis_tap
 from procs.bench.live import LiveInstance
 from procs.bench.services import RedisService
 from scanner.feeds.dbn import encode_dbn_trades
@@ -98,7 +102,7 @@ class Pipeline:
     """Hosts (LiveInstance each) replaying their files at one offered rate, plus the client."""
 
     def __init__(self, work: Path, redis_url: str, files: list[Path], ranges: list[tuple[int, int]],
-                 speed: float, scan_interval_ms: int, symbols: int, client: bool) -> None:
+                 speed: float, scan_interval_ms: int, symbols: int, client: bool, tap: bool = False) -> None:
         self.hosts = []
         for i, (f, (lo, hi)) in enumerate(zip(files, ranges, strict=True)):
             name = f"e2e{os.getpid()}h{i}"
@@ -112,23 +116,20 @@ class Pipeline:
         self.symbols = symbols
         self.want_client = client
         self.client: Any = None
+        self.redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        self.want_tap = tap
+        self.tap: Any = None
 
     def start(self) -> None:
+        if self.want_tap:  # subscribed before any alert can be published
+            self.tap = _spawn(run_redis_tap, (self.redis_port,), "the Redis tap did not subscribe")
         for h in self.hosts:
             h.start()
         for h in self.hosts:
             h.wait("all processes running", h.running, 300, 0.1)
         if self.want_client:
             port = int(self.hosts[0].env["SCANNER_HTTP_PORT"])
-            ctx = mp.get_context("spawn")
-            mine, theirs = ctx.Pipe()
-            stop = ctx.Event()
-            proc = ctx.Process(target=run_client, args=(port, None, theirs, stop), daemon=True)
-            proc.start()
-            theirs.close()  # ours closed: a client that dies shows as EOF here
-            if not mine.poll(180) or mine.recv() != "ready":
-                raise RuntimeError("the WebSocket client did not connect")
-            self.client = (proc, mine, stop)
+            self.client = _spawn(run_client, (port, None), "the WebSocket client did not connect")
 
     def published(self) -> int:
         return sum(_slot(h.status(), "ingest")["out"] for h in self.hosts)
@@ -156,23 +157,50 @@ class Pipeline:
         return drops, lost
 
     def alerts(self) -> dict:
-        proc, pipe, stop = self.client
-        stop.set()
-        got = pipe.recv() if pipe.poll(60) else None
-        proc.join(10)
+        got = _collect(self.client, "the WebSocket client")
         self.client = None
-        if got is None:
-            raise RuntimeError("the WebSocket client sent no samples")
+        return got
+
+    def tapped(self) -> dict | None:
+        """The Redis tap's samples (`e2e_client.run_redis_tap`); None without a tap."""
+        got = _collect(self.tap, "the Redis tap") if self.tap else None
+        self.tap = None
         return got
 
     def close(self) -> None:
-        if self.client:
-            self.client[2].set()
-            self.client[0].join(10)
-            if self.client[0].is_alive():
-                self.client[0].kill()
+        for side in (self.client, self.tap):
+            if side:
+                side[2].set()
+                side[0].join(10)
+                if side[0].is_alive():
+                    side[0].kill()
         for h in self.hosts:
             h.close()
+
+
+def _spawn(target: Callable[..., None], args: tuple, fails: str) -> tuple[Any, Any, Any]:
+    """A sampling process (client or tap): `target(*args, pipe, stop)`, waited for until it
+    says "ready"."""
+    ctx = mp.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    stop = ctx.Event()
+    proc = ctx.Process(target=target, args=(*args, theirs, stop), daemon=True)
+    proc.start()
+    theirs.close()  # ours closed: a process that dies shows as EOF here
+    if not mine.poll(180) or mine.recv() != "ready":
+        raise RuntimeError(fails)
+    return proc, mine, stop
+
+
+def _collect(side: tuple[Any, Any, Any], what: str) -> dict:
+    """Stop a sampling process and take its samples."""
+    proc, pipe, stop = side
+    stop.set()
+    got = pipe.recv() if pipe.poll(60) else None
+    proc.join(10)
+    if got is None:
+        raise RuntimeError(f"{what} sent no samples")
+    return got
 
 
 def _slot(st: dict, name: str) -> dict:
@@ -293,13 +321,14 @@ class Bench:
         docstring)."""
         x = self.speed(rate)
         pipe = Pipeline(self.work / f"lat{cadence_ms}", self.redis.url, [self.one], [(0, self.symbols)], x,
-                        max(50, round(cadence_ms * x)), self.symbols, client=True)
+                        max(50, round(cadence_ms * x)), self.symbols, client=True, tap=True)
         host = pipe.hosts[0]
         try:
             pipe.start()
             _wait("the end of the replay", pipe.done, 120 + 3 * len(self.ticks) / rate)
             time.sleep(1.0 + 3 * cadence_ms / 1000)  # the last scans' alerts on their way
             got = pipe.alerts()
+            tap = pipe.tapped()
             report = json.loads((host.data_dir / f"{host.name}.replay.json").read_text())
         finally:
             pipe.close()
@@ -316,6 +345,16 @@ class Bench:
                         "max": round(float(lat.max()), 2),
                         "scan_to_client_p50": round(float(np.percentile(after, 50)), 2),
                         "scan_to_client_p99": round(float(np.percentile(after, 99)), 2)})
+        # the tap: when each alert left Redis (the publisher's part), and the alerts per scan
+        # (the bursts the publisher and the gateway work through), past the same warm-up
+        past = tap["scan_s"] >= report["wall_first_ns"] / NS + self.warm_s if tap else np.zeros(0, bool)
+        if past.any():
+            to_redis = (tap["recv_s"] - tap["scan_s"])[past] * 1e3
+            per_scan = np.unique(tap["event_ms"][past], return_counts=True)[1]
+            out.update({"scan_to_redis_p50": round(float(np.percentile(to_redis, 50)), 2),
+                        "scan_to_redis_p99": round(float(np.percentile(to_redis, 99)), 2),
+                        "alerts_per_scan_p50": round(float(np.percentile(per_scan, 50)), 1),
+                        "alerts_per_scan_max": int(per_scan.max())})
         echo(f"  latency at {rate:,.0f}/s, cadence {cadence_ms} ms: {out}")
         return out
 
@@ -376,6 +415,10 @@ def bench_e2e(quick: bool = False, symbols: int = 10_000, ticks: int | None = No
         "latency_ms_max_1000ms": lat[1000].get("max"), "latency_ms_max_100ms": lat[100].get("max"),
         **{f"scan_to_client_ms_{q}_{c}ms": lat[c].get(f"scan_to_client_{q}")
            for c in (1000, 100) for q in ("p50", "p99")},
+        **{f"scan_to_redis_ms_{q}_{c}ms": lat[c].get(f"scan_to_redis_{q}")
+           for c in (1000, 100) for q in ("p50", "p99")},
+        **{f"alerts_per_scan_{q}_{c}ms": lat[c].get(f"alerts_per_scan_{q}")
+           for c in (1000, 100) for q in ("p50", "max")},
         "feed_lag_ms_at_end_1000ms": lat[1000]["feed_lag_ms_at_end"],
         "feed_lag_ms_at_end_100ms": lat[100]["feed_lag_ms_at_end"],
         "two_host_max_sustained_ticks_per_s": best2["offered"] if best2 else 0,

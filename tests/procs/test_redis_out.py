@@ -59,3 +59,34 @@ def test_live_mirror_sweeps_in_chunks_and_writes_only_what_changed(redis_server:
     assert m.write(nxt) == 2 and not m.sweeping()
     assert r.hgetall("live:LM3") == {b"price": b"3.0", b"vwap": b"2.5"} and r.hget("live:LM7", "price") == b"stale"
     assert r.hget("live:LM4", "price") == b""
+
+
+def test_live_mirror_writes_each_changed_cell_exactly(redis_server: RedisServer) -> None:
+    """The packed HSETs (RESP built with numpy over the changed cells) hold, per symbol, exactly
+    the changed columns, each a text float() reads back exactly (NaN as '', infinities as
+    'inf'), whatever mix of columns changed."""
+    r = redis.Redis.from_url(redis_server.url)
+    keys = [f"LR{i}" for i in range(300)]
+    cols = [f"c{j}" for j in range(40)]
+    r.delete(*[f"live:{k}" for k in keys])
+    m = LiveMirror(r, keys, cols, interval=3600.0, chunk=128)
+    rng = np.random.default_rng(5)
+    cur = np.full((len(cols), len(keys)), np.nan)
+    mask = rng.random(cur.shape) < 0.3
+    cur[mask] = rng.normal(0, 1, mask.sum()) * 10.0 ** rng.integers(-300, 300, mask.sum())
+    cur[0, :3] = [np.inf, -np.inf, -0.0]
+    mask[0, :3] = True
+    cur[5, 7], mask[5, 7], cur[6, 7], mask[6, 7] = 2.0, True, np.nan, False
+    while m.write(cur) or m.sweeping():
+        pass
+    for i in rng.choice(len(keys), 40, replace=False).tolist() + [0]:
+        got = r.hgetall(f"live:{keys[i]}")
+        assert set(got) == {c.encode() for j, c in enumerate(cols) if mask[j, i]}
+        assert all(float(got[c.encode()]) == cur[j, i] for j, c in enumerate(cols) if mask[j, i])
+    assert [r.hget(f"live:{keys[i]}", "c0") for i in range(3)] == [b"inf", b"-inf", b"-0.0"]
+    nxt = cur.copy()
+    nxt[5, 7], nxt[6, 7] = np.nan, 1.5  # one cell to NaN, one from NaN: only symbol 7 is rewritten
+    m.next_at = 0.0
+    assert m.write(nxt) == 1
+    got = r.hgetall(f"live:{keys[7]}")
+    assert got[b"c5"] == b"" and got[b"c6"] == b"1.5"

@@ -79,3 +79,45 @@ def test_a_rule_added_after_the_generation_was_read_is_found(tmp_path: Path) -> 
     store.write_text(json.dumps([A, B]))
     (alert,) = enc.to_dicts(_scan([A, B]))
     assert alert["rule"] == "b-change" and enc.unknown == 0
+
+
+def test_encode_gives_the_bytes_of_the_dicts(tmp_path: Path) -> None:
+    """The publisher's encoding (pre-encoded parts, one float format per batch) is byte for byte
+    msgspec over `to_dicts`: NaN and infinities, a metric named twice in a rule (volume-spike),
+    a rule without values, a key no rule has, a symbol row beyond the universe, two generations,
+    enter and exit, in the batch's order."""
+    import msgspec
+
+    from scanner.records import ALERT_DTYPE, ALERT_VALUES
+
+    spike = {"id": "spike", "name": "Vol \"spike\" 100%", "type": "condition", "severity": "medium",
+             "tags": ["volume", "ü"], "condition": {"all": [
+                 {"metric": "volume_1m", "operator": ">", "other": "avg_volume_1m", "factor": 3},
+                 {"metric": "volume_1m", "operator": ">=", "value": 5000}]}}
+    store = tmp_path / "rules.json"
+    store.write_text(json.dumps([A, B, spike, {"id": "odd", "metric": "no_such_metric"}]))
+    enc = AlertEncoder(KEYS, store, host="h\"1")
+    rng = np.random.default_rng(3)
+    n = 400
+    recs = np.zeros(n, ALERT_DTYPE)
+    recs["seq"] = np.arange(n) + 10**12
+    recs["event_ns"] = 1_795_617_016_090_000_000 + rng.integers(0, 10**12, n)
+    recs["scan_ns"] = recs["event_ns"] + rng.integers(0, 10**9, n)
+    recs["sym"] = rng.integers(0, len(KEYS) + 2, n)
+    recs["generation"] = rng.integers(1, 3, n)
+    recs["worker"] = rng.integers(0, 3, n)
+    recs["kind"] = rng.integers(0, 2, n)
+    keys = [rule_key(r) for r in ("a-price", "b-change", "spike", "odd", "gone")]
+    recs["rule"] = np.array(keys, np.uint64)[rng.integers(0, len(keys), n)]
+    vals = rng.normal(0, 1e3, (n, ALERT_VALUES)) * 10.0 ** rng.integers(-9, 12, (n, ALERT_VALUES))
+    vals[rng.random((n, ALERT_VALUES)) < 0.1] = np.nan
+    vals[rng.random((n, ALERT_VALUES)) < 0.05] = np.inf
+    recs["values"] = vals
+    recs["price"] = np.where(rng.random(n) < 0.1, np.nan, rng.uniform(0, 1e4, n))
+    want = [(d["rule"], msgspec.json.encode(d)) for d in AlertEncoder(KEYS, store, host="h\"1").to_dicts(recs)]
+    got = enc.encode(recs)
+    assert got == want
+    assert enc.unknown == int(np.count_nonzero(recs["rule"] == keys[-1])) > 0
+    spikes = [json.loads(p) for r, p in got if r == "spike"]
+    assert spikes and all(list(a["values"]) == ["volume_1m", "avg_volume_1m"] for a in spikes)
+    assert enc.encode(recs[:0]) == []

@@ -1,7 +1,8 @@
 """Smoke test of the end-to-end benchmark (figures in docs/benchmarks.md): `scanner bench e2e
 --quick --json` runs real instances (one host, two hosts, two latency runs) and prints one JSON
 object on its last line with every key of the contract; rates positive, latencies ordered and
-positive (an alert is never received before the tick that led to it). No time is asserted."""
+positive (an alert is never received before the tick that led to it), and the Redis tap's
+split likewise. No time is asserted."""
 
 from __future__ import annotations
 
@@ -26,3 +27,6 @@ def test_bench_e2e_quick_prints_its_keys() -> None:
     for cadence in ("1000ms", "100ms"):
         assert out[f"latency_alerts_{cadence}"] > 0
         assert 0 < out[f"latency_ms_p50_{cadence}"] <= out[f"latency_ms_p99_{cadence}"]
+        # the Redis tap saw the alerts leave Redis after their scan, in bursts of at least one
+        assert 0 < out[f"scan_to_redis_ms_p50_{cadence}"] <= out[f"scan_to_redis_ms_p99_{cadence}"]
+        assert 1 <= out[f"alerts_per_scan_p50_{cadence}"] <= out[f"alerts_per_scan_max_{cadence}"]
