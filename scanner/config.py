@@ -216,10 +216,11 @@ class Settings(BaseSettings):
         from scanner.notify.destinations import parse_destinations  # lazy: keeps config import light
 
         parsed = parse_destinations(v)  # fail at load time, not in the child
-        # the fields a destination types as secrets (passwords, HMAC keys, tokens) become SecretStr
-        # here too, so no dump or repr of the settings shows them (secret_json reveals them)
-        return [{k: SecretStr(x) if isinstance(getattr(d, k, None), SecretStr) and isinstance(x, str) else x
-                 for k, x in raw.items()} for raw, d in zip(v, parsed, strict=True)]
+        # the fields a destination types as secrets (passwords, HMAC keys, tokens, webhook header
+        # values) become SecretStr here too, so no dump or repr of the settings shows them
+        # (secret_json reveals them)
+        return [{k: _as_secret(x, getattr(d, k, None)) for k, x in raw.items()}
+                for raw, d in zip(v, parsed, strict=True)]
 
     @classmethod
     def settings_customise_sources(
@@ -246,8 +247,7 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 data[name] = value.get_secret_value()
         data["api_keys"] = {reveal(k): scope for k, scope in self.api_keys.items()}
-        data["notify_destinations"] = [{k: reveal(x) if isinstance(x, SecretStr) else x for k, x in d.items()}
-                                       for d in self.notify_destinations]
+        data["notify_destinations"] = [{k: _revealed(x) for k, x in d.items()} for d in self.notify_destinations]
         return json.dumps(data)
 
     # -- derived
@@ -305,6 +305,25 @@ class Settings(BaseSettings):
     def notifier_enabled(self) -> bool:
         """A notifier runs when Redis (its input) and at least one destination are configured."""
         return bool(self.redis_url) and bool(self.notify_destinations or self.notify_file)
+
+
+def _as_secret(raw: Any, parsed: Any) -> Any:
+    """A destination field as given, with what the parsed model types as secrets (a SecretStr,
+    or a dict of them: webhook headers) wrapped in SecretStr."""
+    if isinstance(parsed, SecretStr) and isinstance(raw, str):
+        return SecretStr(raw)
+    if isinstance(parsed, dict) and isinstance(raw, dict) and all(isinstance(x, SecretStr) for x in parsed.values()):
+        return {k: SecretStr(x) if isinstance(x, str) else x for k, x in raw.items()}
+    return raw
+
+
+def _revealed(value: Any) -> Any:
+    """Inverse of `_as_secret`, for the private settings file."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: x.get_secret_value() if isinstance(x, SecretStr) else x for k, x in value.items()}
+    return value
 
 
 def reveal(value: SecretStr | str | None) -> str | None:

@@ -90,7 +90,8 @@ class Senders:
 
     def webhook(self, d: WebhookDestination, job: Job) -> None:
         body = job.entry.raw
-        headers = {"Content-Type": "application/json", signing.DELIVERY_HEADER: job.entry.id, **d.headers,
+        extra = {k: v.get_secret_value() for k, v in d.headers.items()}
+        headers = {"Content-Type": "application/json", signing.DELIVERY_HEADER: job.entry.id, **extra,
                    **signing.signed_headers(d.secret.get_secret_value(), body)}
         self._check(self.http.post(d.url, content=body, headers=headers, timeout=d.timeout_s))
 

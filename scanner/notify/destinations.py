@@ -90,7 +90,8 @@ class WebhookDestination(DestinationBase):
     kind: Literal["webhook"]
     url: str = Field(pattern=r"^https?://")
     secret: SecretStr = Field(description="Shared HMAC key (at least 16 characters).")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra request headers (values are secrets: they often carry tokens).")
 
     @field_validator("secret")
     @classmethod

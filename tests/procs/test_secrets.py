@@ -116,3 +116,44 @@ def test_instance_files_are_private_and_secrets_not_in_child_environments(tmp_pa
     assert any(p.name.endswith(".checkpoint.npz") for p in files) and any(p.is_dir() for p in files)
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, (p, oct(p.stat().st_mode))
+
+
+def test_webhook_headers_are_secrets_but_are_sent(tmp_path: Path) -> None:
+    """Issue 11.7: webhook header values (often a bearer token) are masked in every dump, repr
+    and log line of the settings and of the destination, reach the child through the private
+    settings file, and go out in clear on the request only."""
+    from procs.notifier.senders import Entry, Job, Senders
+    from scanner.notify.destinations import load_destinations
+    from tests.procs.test_notifier import Receiver
+
+    token = "Bearer hunter2-token"
+    receiver = Receiver()
+    dest = {"kind": "webhook", "name": "hook", "url": receiver.url + "/h", "secret": "w" * 16,
+            "headers": {"Authorization": token}}
+    s = Settings(instance="sec", data_dir=tmp_path, notify_destinations=[dest])
+    assert isinstance(s.notify_destinations[0]["headers"]["Authorization"], SecretStr)
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s) and "hunter2" not in s.model_dump_json()
+    back = read_settings_file(write_settings_file(s))
+    assert back == s
+    (hook,) = load_destinations(back.notify_destinations)
+    assert isinstance(hook.headers["Authorization"], SecretStr) and reveal(hook.headers["Authorization"]) == token
+    assert "hunter2" not in repr(hook) and "hunter2" not in hook.model_dump_json()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    log = logging.getLogger("test.secrets.hook")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("destination %r, settings %s", hook, s)
+    finally:
+        log.removeHandler(handler)
+    assert "hook" in out.getvalue() and "hunter2" not in out.getvalue()
+    senders = Senders()
+    try:
+        senders.send(Job(Entry("1-0", b'{"symbol":"AAPL"}', {"symbol": "AAPL"}), hook))
+    finally:
+        senders.http.close()
+        receiver.close()
+    (req,) = receiver.got("/h")
+    assert req.headers["Authorization"] == token
