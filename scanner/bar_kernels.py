@@ -125,56 +125,17 @@ def _cancel(r: int, t: int, p: float, q: float, f: FCols, iv: ICols, bounds: np.
         vwap[r] = s_pv[r] / s_vol[r] if s_vol[r] > 0 else np.nan
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _fold_session(r: int, t: int, o: float, hi: float, lo: float, pv: float, v: float, priced: bool, f: FCols,
-                  iv: ICols, bounds: np.ndarray) -> None:
-    """Fold one print or one (repaired) bar at event time `t` into row r's pre-market or
-    regular-session statistics: open `o`, extremes `hi`/`lo` (only if `priced`), price x volume
-    `pv` and volume `v`. The one place the day's open, high/low, HOD/LOD counts and session VWAP move."""
-    d_open, d_high, d_low, n_hod, n_lod = (f[_F_DAY_OPEN], f[_F_DAY_HIGH], f[_F_DAY_LOW], f[_F_NEW_HOD_COUNT],
-                                           f[_F_NEW_LOD_COUNT])
-    vwap, pm_high, pm_low, pm_vol = f[_F_VWAP], f[_F_PREMARKET_HIGH], f[_F_PREMARKET_LOW], f[_F_PREMARKET_VOLUME]
-    s_pv, s_vol = f[_F_SESSION_PV], f[_F_SESSION_VOLUME]
-    hod_ts, d_open_ts, lod_ts = iv[_I_HOD_TS], iv[_I_DAY_OPEN_TS], iv[_I_LOD_TS]
-    if bounds[1] <= t < bounds[2]:
-        pm_vol[r] += v
-        if priced:
-            if np.isnan(pm_high[r]) or hi > pm_high[r]:
-                pm_high[r] = hi
-            if np.isnan(pm_low[r]) or lo < pm_low[r]:
-                pm_low[r] = lo
-    elif bounds[2] <= t < bounds[3]:
-        s_pv[r] += pv
-        s_vol[r] += v
-        if s_vol[r] > 0:
-            vwap[r] = s_pv[r] / s_vol[r]
-        if priced:
-            if np.isnan(d_open[r]) or t < d_open_ts[r]:
-                d_open[r] = o
-                d_open_ts[r] = t
-            if np.isnan(d_high[r]):
-                d_high[r] = hi
-                hod_ts[r] = t
-            elif hi > d_high[r]:
-                d_high[r] = hi
-                hod_ts[r] = t
-                n_hod[r] += 1.0
-            if np.isnan(d_low[r]):
-                d_low[r] = lo
-                lod_ts[r] = t
-            elif lo < d_low[r]:
-                d_low[r] = lo
-                lod_ts[r] = t
-                n_lod[r] += 1.0
-
-
 @njit(cache=True, nogil=True)
 def repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, bounds: np.ndarray,
             accepted: np.ndarray) -> int:
     """Insert repaired closed bars (BAR_DTYPE, by symbol then minute) into the history ring and
     the day statistics; `accepted[j]` says which went in. Returns how many."""
-    d_vol, last_px = f[_F_DAY_VOLUME], f[_F_LAST_PX]
+    d_open, d_high, d_low, d_vol = f[_F_DAY_OPEN], f[_F_DAY_HIGH], f[_F_DAY_LOW], f[_F_DAY_VOLUME]
+    n_hod, vwap, pm_high, pm_low = f[_F_NEW_HOD_COUNT], f[_F_VWAP], f[_F_PREMARKET_HIGH], f[_F_PREMARKET_LOW]
+    pm_vol, s_pv, s_vol, last_px = f[_F_PREMARKET_VOLUME], f[_F_SESSION_PV], f[_F_SESSION_VOLUME], f[_F_LAST_PX]
     start, closed, d_trades = iv[_I_BAR_START], iv[_I_BARS_CLOSED], iv[_I_DAY_TRADES]
+    hod_ts, d_open_ts, lod_ts, n_lod = iv[_I_HOD_TS], iv[_I_DAY_OPEN_TS], iv[_I_LOD_TS], f[_F_NEW_LOD_COUNT]
+    pre, opn, cls = bounds[1], bounds[2], bounds[3]
     k = hist.shape[2]
     n_ok = 0
     for j in range(b.shape[0]):
@@ -201,7 +162,34 @@ def repair(b: np.ndarray, f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarra
         last_px[r] = c
         d_vol[r] += v
         d_trades[r] += b[j].trades
-        _fold_session(r, m, o, hi, lo, (vw if vw == vw else c) * v, v, True, f, iv, bounds)
+        if pre <= m < opn:
+            pm_vol[r] += v
+            if np.isnan(pm_high[r]) or hi > pm_high[r]:
+                pm_high[r] = hi
+            if np.isnan(pm_low[r]) or lo < pm_low[r]:
+                pm_low[r] = lo
+        elif opn <= m < cls:
+            s_pv[r] += (vw if vw == vw else c) * v
+            s_vol[r] += v
+            if s_vol[r] > 0:
+                vwap[r] = s_pv[r] / s_vol[r]
+            if np.isnan(d_open[r]) or m < d_open_ts[r]:
+                d_open[r] = o
+                d_open_ts[r] = m
+            if np.isnan(d_high[r]):
+                d_high[r] = hi
+                hod_ts[r] = m
+            elif hi > d_high[r]:
+                d_high[r] = hi
+                hod_ts[r] = m
+                n_hod[r] += 1.0
+            if np.isnan(d_low[r]):
+                d_low[r] = lo
+                lod_ts[r] = m
+            elif lo < d_low[r]:
+                d_low[r] = lo
+                lod_ts[r] = m
+                n_lod[r] += 1.0
         accepted[j] = True
         n_ok += 1
     return n_ok
@@ -235,11 +223,10 @@ def ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, s
     """Merge ticks (all before bounds[4], the day's end) into live bars and day statistics;
     close bars superseded by a later minute, then those due by the watermark. Returns the
     number of bars written to `out`."""
-    bo, bh, bl, bc = f[_F_BAR_OPEN], f[_F_BAR_HIGH], f[_F_BAR_LOW], f[_F_BAR_CLOSE]
-    bv, bvw, bpv, d_vol = f[_F_BAR_VOLUME], f[_F_BAR_VWAP], f[_F_BAR_PV], f[_F_DAY_VOLUME]
-    start, trades, d_trades = iv[_I_BAR_START], iv[_I_BAR_TRADES], iv[_I_DAY_TRADES]
-    first_ts, last_ts = iv[_I_BAR_FIRST_TS], iv[_I_BAR_LAST_TS]
-    day_start = bounds[0]
+    (bo, bh, bl, bc, bv, bvw, d_open, d_high, d_low, d_vol, n_hod, vwap, pm_high, pm_low, pm_vol, bpv, s_pv, s_vol,
+     _last_px, n_lod) = f  # `F_COLS` order
+    start, trades, _closed, d_trades, hod_ts, first_ts, last_ts, d_open_ts, lod_ts = iv
+    day_start, pre, opn, cls = bounds[0], bounds[1], bounds[2], bounds[3]
     n_out = 0
     wm = meta[META_WATERMARK]
     max_ts = meta[META_MAX_TS]
@@ -301,7 +288,36 @@ def ingest(sym: np.ndarray, flags: np.ndarray, ts: np.ndarray, px: np.ndarray, s
                     bl[r] = p
         d_vol[r] += q
         d_trades[r] += 1
-        _fold_session(r, t, p, p, p, p * q, q, priced, f, iv, bounds)
+        if pre <= t < opn:
+            pm_vol[r] += q
+            if priced:
+                if np.isnan(pm_high[r]) or p > pm_high[r]:
+                    pm_high[r] = p
+                if np.isnan(pm_low[r]) or p < pm_low[r]:
+                    pm_low[r] = p
+        elif opn <= t < cls:
+            s_pv[r] += p * q
+            s_vol[r] += q
+            if s_vol[r] > 0:
+                vwap[r] = s_pv[r] / s_vol[r]
+            if priced:
+                if np.isnan(d_open[r]) or t < d_open_ts[r]:
+                    d_open[r] = p
+                    d_open_ts[r] = t
+                if np.isnan(d_high[r]):
+                    d_high[r] = p
+                    hod_ts[r] = t
+                elif p > d_high[r]:
+                    d_high[r] = p
+                    hod_ts[r] = t
+                    n_hod[r] += 1.0
+                if np.isnan(d_low[r]):
+                    d_low[r] = p
+                    lod_ts[r] = t
+                elif p < d_low[r]:
+                    d_low[r] = p
+                    lod_ts[r] = t
+                    n_lod[r] += 1.0
         if t > max_ts:
             max_ts = t
             if t - grace > wm:
