@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,21 +40,28 @@ def test_urls_without_credentials_are_unchanged() -> None:
         assert redact(text) == text
 
 
-def test_every_log_line_is_redacted_even_tracebacks() -> None:
+@contextmanager
+def redacted_log(name: str, fmt: str) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger whose lines go, through the project's RedactingFormatter, into a string."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)
-    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
-    log = logging.getLogger("test.secrets")
+    handler.setFormatter(RedactingFormatter(fmt))
+    log = logging.getLogger(name)
     log.addHandler(handler)
     log.propagate = False
     try:
+        yield log, out
+    finally:
+        log.removeHandler(handler)
+
+
+def test_every_log_line_is_redacted_even_tracebacks() -> None:
+    with redacted_log("test.secrets", "%(levelname)s %(message)s") as (log, out):
         log.warning("redis reconnected (%s)", "redis://:hunter2@h:1/0")
         try:
             raise ConnectionError("Error connecting to postgresql://u:hunter2@h/db")
         except ConnectionError:
             log.exception("storage failed")
-    finally:
-        log.removeHandler(handler)
     text = out.getvalue()
     assert "hunter2" not in text and "redis://:***@h:1/0" in text
     assert "ConnectionError: Error connecting to postgresql://u:***@h/db" in text
@@ -138,16 +147,8 @@ def test_webhook_headers_are_secrets_but_are_sent(tmp_path: Path) -> None:
     (hook,) = load_destinations(back.notify_destinations)
     assert isinstance(hook.headers["Authorization"], SecretStr) and reveal(hook.headers["Authorization"]) == token
     assert "hunter2" not in repr(hook) and "hunter2" not in hook.model_dump_json()
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(RedactingFormatter("%(message)s"))
-    log = logging.getLogger("test.secrets.hook")
-    log.addHandler(handler)
-    log.propagate = False
-    try:
+    with redacted_log("test.secrets.hook", "%(message)s") as (log, out):
         log.warning("destination %r, settings %s", hook, s)
-    finally:
-        log.removeHandler(handler)
     assert "hook" in out.getvalue() and "hunter2" not in out.getvalue()
     senders = Senders()
     try:
