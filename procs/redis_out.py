@@ -154,7 +154,7 @@ def read_replies(conn: redis.connection.AbstractConnection, n: int) -> list[tupl
 def _resp_prefix(*args: bytes, n_more: int = 1) -> bytes:
     """RESP array header and the leading bulk strings of a command with `n_more` args to follow."""
     out = [b"*%d\r\n" % (len(args) + n_more)]
-    out += [b"$%d\r\n%b\r\n" % (len(a), a) for a in args]
+    out += [_bulk(a) for a in args]
     return b"".join(out)
 
 
