@@ -111,29 +111,50 @@ def start(
         daemonize(settings)
 
 
+START_WAIT_S = 60.0  # from the children's start to all of them running
+WARM_WAIT_S = 900.0  # for the supervisor's set-up and kernel warm-up (a cold numba cache compiles)
+
+
 def daemonize(settings: Settings) -> None:
     """Start the supervisor detached (own session, output to the log file), wait until it
     is up or has failed, and say which."""
+    from procs.instance import process_names
     from procs.status import collect
 
     ensure_stopped(settings)
+    expected = {"supervisor", *process_names(settings)}
     proc, _ = launch_supervisor(settings)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    t0 = time.monotonic()
+    children_seen = 0.0  # when the supervisor first listed its children (after the kernel warm-up)
+    told = False
+    while True:
+        now = time.monotonic()
         if proc.poll() is not None:
             tail = settings.logfile().read_text(errors="replace").splitlines()[-5:]
             raise ScannerError(f"supervisor exited with code {proc.returncode}: {' | '.join(tail)}")
         try:
             st = collect(settings)
-            if st["processes"] and all(p["alive"] and p["state"] == "running" for p in st["processes"]):
+        except FileNotFoundError:
+            st = {"processes": []}
+        if [p for p in st["processes"] if p["name"] != "supervisor"]:
+            children_seen = children_seen or now
+            running = {p["name"] for p in st["processes"] if p["alive"] and p["state"] == "running"}
+            if expected <= running:
                 typer.echo(f"instance {settings.instance!r} started (supervisor pid {proc.pid}); "
                            f"dashboard http://{settings.http_host}:{settings.http_port}/ ; "
                            f"log {settings.logfile()}")
                 return
-        except FileNotFoundError:
-            pass
+            if now - children_seen > START_WAIT_S:
+                raise ScannerError(f"instance did not come up within {START_WAIT_S:.0f} s of starting its "
+                                   f"processes; see {settings.logfile()}")
+        elif now - t0 > WARM_WAIT_S:
+            raise ScannerError(f"the supervisor did not start its processes within {WARM_WAIT_S:.0f} s; "
+                               f"see {settings.logfile()}")
+        elif now - t0 > 5 and not told:
+            typer.echo("compiling the numba kernels (the first start after an install or upgrade takes a "
+                       "minute or more) ...")
+            told = True
         time.sleep(0.2)
-    raise ScannerError(f"instance did not come up within 60 s; see {settings.logfile()}")
 
 
 @app.command()

@@ -18,6 +18,15 @@ app = typer.Typer(no_args_is_help=True, help="Benchmarks (same-run baselines, me
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smaller sizes (smoke test).")]
 
 
+@app.callback()
+def _setup() -> None:
+    """In-process benchmarks run the kernels with the malloc settings of the pipeline's
+    processes (`procs.malloc`), as `procs.run` applies them."""
+    from procs.malloc import tune_malloc
+
+    tune_malloc()
+
+
 def emit(result: dict, as_json: bool) -> None:
     """The result as one JSON object (the contract), or as a two-column table for people."""
     if as_json:

@@ -31,6 +31,7 @@ from scanner.bar_kernels import META_PUBLISHED
 from scanner.bars import BarAggregator, warm_up
 from scanner.group_rows import GroupRows
 from scanner.metrics import CATALOGUE, Owner
+from shm.records import concat
 
 log = logging.getLogger("scanner.bars")
 PASS_S = 0.005
@@ -101,7 +102,7 @@ def main(ctx: Context) -> None:
         wm = (clock if event else ctx.event_now_ns()) - grace
         if agg.day and wm > agg.watermark_ns:
             closed.append(write(agg.close_due, wm))
-        bars = np.concatenate(closed) if len(closed) > 1 else (closed[0] if closed else None)
+        bars = concat(closed) if len(closed) > 1 else (closed[0] if closed else None)
         if bars is not None and len(bars):
             out.publish(bars)
             ctx.count(n_out=len(bars))

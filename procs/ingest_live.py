@@ -48,6 +48,7 @@ from scanner.config import Settings
 from scanner.feeds.common import SymbolMap
 from scanner.records import BAR_DTYPE, TICK_CANCEL, TICK_DTYPE, TICK_NO_LAST
 from scanner.session import MINUTE_NS, session_bounds_ns, trading_day
+from shm.records import concat
 
 log = logging.getLogger("scanner.ingest")
 PASS_S = 0.01
@@ -90,6 +91,28 @@ def vendor_protocol(s: Settings, symbols: list[str]) -> tuple[Any, Protocol, str
                             lambda: pmod.subscribe_message(trades=symbols, quotes=symbols, lulds=symbols),
                             pmod.classify_error)
     return pmod.PolygonParser, proto, s.feed_url or POLYGON_STREAM
+
+
+def warm_parser(parser: Any, feed: str, sym: str) -> None:
+    """Parse one made-up trade frame of `feed` (result dropped), as bytes and as text: the
+    parser's compiled kernels load (or compile) now, inside the boot allowance, not in the
+    loop where a first frame would stall the heartbeat."""
+    if feed == "alpaca":
+        frame = (f'[{{"T":"t","S":"{sym}","i":1,"x":"V","p":1.5,"s":100,"c":["@"],'
+                 f'"t":"2020-01-02T15:00:00.123456789Z","z":"C"}}]')
+    else:
+        frame = f'[{{"ev":"T","sym":"{sym}","x":4,"i":"1","z":3,"p":1.5,"s":100,"t":1577977200000,"q":1}}]'
+    parser.parse(frame.encode())
+    parser.parse(frame)
+
+
+def warm_vendor_kernels() -> None:
+    """Every vendor parser's kernels, on scratch parsers (the supervisor's warm-up)."""
+    from scanner.feeds.alpaca import AlpacaParser
+    from scanner.feeds.polygon import PolygonParser
+
+    warm_parser(AlpacaParser(SymbolMap(["AAPL"], grow=False)), "alpaca", "AAPL")
+    warm_parser(PolygonParser(SymbolMap(["AAPL"], grow=False)), "polygon", "AAPL")
 
 
 def correction_ticks(corr: np.ndarray) -> np.ndarray:
@@ -164,17 +187,8 @@ class LiveFeed:
                                    market_open=market_open)
 
     def warm_up(self) -> None:
-        """Parse one made-up trade frame (result dropped) before the first heartbeat: the
-        parser's compiled kernels load (or compile) now, inside the boot allowance, not in the
-        loop where a first frame would stall the heartbeat."""
-        sym = self.symbols[0]
-        if self.s.feed == "alpaca":
-            frame = (f'[{{"T":"t","S":"{sym}","i":1,"x":"V","p":1.5,"s":100,"c":["@"],'
-                     f'"t":"2020-01-02T15:00:00.123456789Z","z":"C"}}]')
-        else:
-            frame = f'[{{"ev":"T","sym":"{sym}","x":4,"i":"1","z":3,"p":1.5,"s":100,"t":1577977200000,"q":1}}]'
-        self.parser.parse(frame.encode())
-        self.parser.parse(frame)
+        """Load (or compile) the parser's kernels before the first heartbeat (`warm_parser`)."""
+        warm_parser(self.parser, self.s.feed, self.symbols[0])
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -329,7 +343,7 @@ class LiveFeed:
         # the reconnect minute only for symbols with no tick of it since the reconnect (the
         # others build it from their ticks); later ticks of it are then late for them
         last = self.repair_result["last"]
-        held = np.concatenate(self.held) if self.held else np.empty(0, TICK_DTYPE)
+        held = concat(self.held) if self.held else np.empty(0, TICK_DTYPE)
         live_now = np.unique(held["sym"][held["ts_ns"] - held["ts_ns"] % MINUTE_NS == last])
         bars = bars[~((bars["minute_ns"] == last) & np.isin(bars["sym"], live_now))]
         if len(bars):
@@ -368,7 +382,7 @@ class LiveFeed:
         self.repair_published = -1
         self.gap_from = 0
         if held:
-            self.publish(np.concatenate(held))
+            self.publish(concat(held))
 
 
 class _Batch:
@@ -396,4 +410,4 @@ class _Batch:
 def _cat(parts: list[np.ndarray]) -> np.ndarray | None:
     if not parts:
         return None
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return parts[0] if len(parts) == 1 else concat(parts)

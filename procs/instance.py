@@ -287,14 +287,20 @@ def warm_kernels() -> None:
     """Compile (first start on a machine) or load every numba kernel once, before any child
     starts: the children then load them from the cache before their first heartbeat, instead
     of all compiling the same kernels at once on a busy machine (issue 10.1)."""
+    from procs.ingest_live import warm_vendor_kernels
     from scanner.bars import warm_up as warm_bars
+    from scanner.indicators import live_rows
     from scanner.indicators.engine import warm_kernels as warm_indicators
+    from scanner.indicators.timeframes import warm_kernels as warm_timeframes
     from scanner.rules.compiler import warm_up as warm_rules
 
     t0 = time.monotonic()
     warm_bars()
     warm_indicators()
+    warm_timeframes()
+    live_rows.warm_kernels()
     warm_rules()
+    warm_vendor_kernels()
     log.info("numba kernels ready in %.1f s", time.monotonic() - t0)
 
 

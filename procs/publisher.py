@@ -34,6 +34,7 @@ from procs.shared import ALERT_CONSUMER_PUBLISHER
 from scanner.alert_json import AlertEncoder
 from scanner.config import reveal
 from scanner.metrics import CATALOGUE, Owner
+from shm.records import concat, copied
 
 log = logging.getLogger("scanner.publisher")
 PASS_S = 0.002
@@ -72,7 +73,7 @@ def main(ctx: Context) -> None:
         encoder.watch(sh.control.rules_generation)  # know each rule set before it can change again
         batches = [b for b in (c.poll(MAX_PER_RING) for c in consumers) if len(b)]
         if batches:
-            alerts = np.concatenate(batches) if len(batches) > 1 else batches[0].copy()
+            alerts = concat(batches) if len(batches) > 1 else copied(batches[0])
             feed.publish(alerts)
             bells.ring(np.flatnonzero(attached).tolist())
             if redis is not None or kafka is not None:

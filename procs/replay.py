@@ -27,6 +27,7 @@ from procs.shared import ALERT_CONSUMER_REPLAY, BAR_CONSUMER_INDICATORS, TICK_CO
 from scanner.config import Settings
 from scanner.metrics import CATALOGUE
 from scanner.records import ALERT_DTYPE, BAR_DTYPE
+from shm.records import concat, copied
 
 BAR_CONSUMER_REPLAY = 7  # the replay watcher's slot on the closed-bar ring (indicators 0, storage 1)
 
@@ -80,11 +81,11 @@ class ReplayWatch:
             got = self.consumer.poll(1 << 16)
             if not len(got):
                 break
-            self.parts.append(got.copy())
+            self.parts.append(copied(got))
             self.n_collected += len(got)
         for c in self.alert_consumers:
             while len(got := c.poll(1 << 16)):
-                self.alert_parts.append(got.copy())
+                self.alert_parts.append(copied(got))
         slots = self.sh.control.slots
         ing, bars = slots[self.ingest], slots[self.bars_slot]
         return Snapshot(
@@ -113,7 +114,7 @@ class ReplayWatch:
 
     def bars(self) -> np.ndarray:
         """Every closed bar collected so far, in the order they closed (BAR_DTYPE)."""
-        return np.concatenate(self.parts) if self.parts else np.empty(0, BAR_DTYPE)
+        return concat(self.parts) if self.parts else np.empty(0, BAR_DTYPE)
 
     def bars_lost(self) -> int:
         return self.consumer.lost
@@ -126,7 +127,7 @@ class ReplayWatch:
 
     def alerts(self) -> np.ndarray:
         """Every alert collected so far (ALERT_DTYPE), ordered by event time, rule key, symbol."""
-        a = np.concatenate(self.alert_parts) if self.alert_parts else np.empty(0, ALERT_DTYPE)
+        a = concat(self.alert_parts) if self.alert_parts else np.empty(0, ALERT_DTYPE)
         return a[np.lexsort((a["sym"], a["rule"], a["event_ns"]))]
 
     def alerts_lost(self) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from procs.malloc import tune_malloc
 from procs.orphan import die_with_parent
 
 if __name__ == "__main__":
     die_with_parent()  # first, before the heavy imports: a dying supervisor takes us with it
+    tune_malloc()  # freed cycle buffers stay in the heap (procs.malloc)
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402

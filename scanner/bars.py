@@ -82,6 +82,7 @@ from scanner.bar_kernels import (
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import BAR_DTYPE, TICK_DTYPE
 from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_day
+from shm.records import concat, copied
 
 AGG_STATE: dict[str, np.dtype] = {
     "bar_pv": np.dtype(np.float64),  # sum(price * size) of the live bar
@@ -235,7 +236,7 @@ class BarAggregator:
         n = ingest(t["sym"], t["flags"], t["ts_ns"], t["price"], t["size"], self._f, self._i, self.hist,
                    self.hist_head, meta if meta is not None else self.meta, self._bounds,
                    self.grace_ns if grace_ns is None else grace_ns, self._out, self.rows_state, which)
-        return self._out[:n].copy()
+        return copied(self._out[:n])
 
     def on_rebuild_ticks(self, ticks: np.ndarray, meta: np.ndarray) -> np.ndarray:
         """Aggregate a batch of a rebuild: ticks of ROW_REBUILDING rows only, a replay of their day
@@ -277,7 +278,7 @@ class BarAggregator:
         quiet) and close every live bar whose minute ended at or before it."""
         n = close_due(self._f, self._i, self.hist, self.hist_head, self.meta, int(watermark_ns), self._out,
                       self.rows_state)
-        return self._out[:n].copy()
+        return copied(self._out[:n])
 
     def insert_repaired(self, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Insert repaired closed bars (BAR_DTYPE) of the current day: first close every live bar
@@ -326,7 +327,7 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
     parts = [p for p in parts if len(p)]
     if not parts:
         return np.empty(0, BAR_DTYPE)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return parts[0] if len(parts) == 1 else concat(parts)
 
 
 def new_columns(n_rows: int) -> dict[str, np.ndarray]:

@@ -33,6 +33,7 @@ from numba import njit
 
 from scanner.records import BAR_DTYPE
 from scanner.session import MINUTE_NS, local_ns, session_bounds_ns
+from shm.records import concat, copied
 
 TIMEFRAMES: tuple[str, ...] = ("5m", "15m", "60m", "1d")
 TF_MINUTES: dict[str, int] = {"5m": 5, "15m": 15, "60m": 60, "1d": 390}
@@ -178,7 +179,7 @@ class TimeframeBars:
         return tuple(self.heads)
 
     def _result(self) -> list[np.ndarray]:
-        res = [self._out[j, :self._n_out[j]].copy() for j in range(len(TIMEFRAMES))]
+        res = [copied(self._out[j, :self._n_out[j]]) for j in range(len(TIMEFRAMES))]
         self._n_out[:] = 0
         return res
 
@@ -188,7 +189,7 @@ class TimeframeBars:
             return [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES]
         if len(bars) > self._out.shape[1] - self.n_rows:
             parts = [self.on_bars_closed(bars[i:i + self.n_rows]) for i in range(0, len(bars), self.n_rows)]
-            return [np.concatenate([p[j] for p in parts]) for j in range(len(TIMEFRAMES))]
+            return [concat([p[j] for p in parts]) for j in range(len(TIMEFRAMES))]
         mn = bars["minute_ns"]
         _fold(bars["sym"].astype(np.int64), mn, day_bucket(mn), bars["open"], bars["high"], bars["low"],
               bars["close"], bars["volume"], bars["vwap"], bars["trades"].astype(np.float64), self.period,
@@ -209,7 +210,7 @@ class TimeframeBars:
         closed."""
         done = [self.resume_rows(hist[:, r0:r0 + chunk], head[r0:r0 + chunk], r0)
                 for r0 in range(0, self.n_rows, chunk)]
-        return [np.concatenate([d[i] for d in done]) if done else np.empty(0, BAR_DTYPE)
+        return [concat([d[i] for d in done]) if done else np.empty(0, BAR_DTYPE)
                 for i in range(len(TIMEFRAMES))]
 
     def resume_rows(self, hist: np.ndarray, head: np.ndarray, row0: int = 0) -> list[np.ndarray]:

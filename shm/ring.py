@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shm.records import copy_into
 from shm.segment import Segment
 
 RING_MAGIC = int.from_bytes(b"SCANRNG1", "little")
@@ -125,9 +126,9 @@ class RingProducer:
         r._reserve[0] = start + n  # first: consumers learn these slots are being overwritten
         i = start & r.mask
         first = min(n, cap - i)
-        r.records[i:i + first] = batch[:first]
+        copy_into(r.records[i:i + first], batch[:first])
         if first < n:
-            r.records[:n - first] = batch[first:]
+            copy_into(r.records[:n - first], batch[first:])
         r._head[0] = start + n  # last: the records are complete
         return n
 
@@ -176,9 +177,9 @@ class RingConsumer:
         out = self._buf
         i = c & r.mask
         first = min(n, cap - i)
-        out[:first] = r.records[i:i + first]
+        copy_into(out[:first], r.records[i:i + first])
         if first < n:
-            out[first:n] = r.records[:n - first]
+            copy_into(out[first:n], r.records[:n - first])
         oldest_intact = int(r._reserve[0]) - cap  # loaded after the copy: see module contract
         skip = 0
         if c < oldest_intact:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_DATA, PostgresServer, RedisServer, TansuServer
+from tests.support import REPO, SHARED_DATA, PostgresServer, RedisServer, TansuServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -17,6 +20,23 @@ def pytest_configure(config: pytest.Config) -> None:
     run starts next, which deletes the dirs (instance logs, data dirs) of a run still going."""
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         config.option.basetemp = tempfile.mkdtemp(prefix=f"scanner-pytest-{os.getpid()}-")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile every numba kernel into the install's cache once, before any test starts an
+    instance: on a fresh clone the first instance would otherwise compile them all inside its
+    start-up allowance while other tests load the machine (what `scanner start` does on a
+    user's first start, where nothing else competes). A separate process, as the supervisor's
+    warm-up is; tests that need a cold cache set their own NUMBA_CACHE_DIR."""
+    if hasattr(session.config, "workerinput"):
+        return
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", "from procs.instance import warm_kernels; warm_kernels()"],
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise pytest.UsageError(f"the numba warm-up failed:\n{r.stderr[-4000:]}")
+    print(f"numba kernels ready in {time.monotonic() - t0:.1f} s")
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,9 @@ def split_dbn(raw: bytes) -> tuple[Any, bytes]:
     try:  # a corrupt or cut header is a bad file (counted by the caller), not a crash
         dec.write(raw[:end])
         decoded = dec.decode()
-    except dbn.DBNError as exc:
+    except BaseException as exc:  # noqa: BLE001 - DBNError, or a Rust panic (see `_objects`)
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
         raise ValueError(f"corrupt DBN metadata: {exc}") from None
     if not decoded or end > len(raw):
         raise ValueError("truncated DBN metadata")
@@ -114,7 +116,11 @@ def _objects(raw: bytes, body: bytes, kind: type, instruments: dict[int, str], s
     dec.write(raw[:len(raw) - len(body) + whole])
     try:
         recs = dec.decode()[1:]
-    except Exception as exc:  # noqa: BLE001 - a corrupt stream is reported, not raised
+    except BaseException as exc:  # noqa: BLE001 - a corrupt stream is reported, not raised
+        # the decoder's Rust panics on a corrupt record length (pyo3's PanicException) derive
+        # from BaseException, not Exception; only an interrupt or an exit goes on up
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
         stats.bad(src, 0, f"undecodable DBN stream: {exc}")
         return []
     out = []

@@ -27,6 +27,7 @@ from scanner.daily import daily_matrix, reference_columns
 from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, in_batches, make_ticks, parse_numeric_rows
 from scanner.records import BAR_DTYPE, TICK_ODD_LOT
 from scanner.session import day_start_ns
+from shm.records import concat
 
 PRICE_SCALE = 10_000.0  # file prices are 1/10000 USD
 MS_NS = 1_000_000
@@ -96,7 +97,7 @@ def read_lean_ticks(paths: Iterable[str | Path], symbols: SymbolMap | None = Non
     for day in sorted(by_day):
         parts = [_decode_ticks(p, p.parent.name.upper(), day, symbols, stats, odd_lots, keep_suspicious)
                  for p in sorted(by_day[day])]
-        ticks = np.concatenate(parts)
+        ticks = concat(parts)
         ticks = ticks[np.argsort(ticks["ts_ns"], kind="stable")]
         yield from in_batches(ticks, symbols, batch_size, stats)
 

@@ -38,6 +38,7 @@ from scanner.feeds.dbn import read_dbn_trades, read_raw, split_dbn
 from scanner.feeds.lean import file_day, read_lean_daily, read_lean_ticks
 from scanner.session import trading_day
 from scanner.ticks import empty_ticks
+from shm.records import concat, take
 
 MAX_SYMBOL_BYTES = 16  # the table's key width
 _NAME_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
@@ -309,12 +310,12 @@ def merge_streams(streams: list[Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
         for i in live:
             b = bufs[i]
             assert b is not None
-            take = b["ts_ns"] <= bound
-            parts.append(b[take])
-            rest = b[~take]
+            now = b["ts_ns"] <= bound
+            parts.append(take(b, now))
+            rest = take(b, ~now)
             bufs[i] = rest if len(rest) else _next(its[i])
-        out = np.concatenate(parts)
-        yield out[np.argsort(out["ts_ns"], kind="stable")]
+        out = concat(parts)
+        yield take(out, np.argsort(out["ts_ns"], kind="stable"))
 
 
 def _next(it: Iterator[np.ndarray]) -> np.ndarray | None:

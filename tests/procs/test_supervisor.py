@@ -19,7 +19,7 @@ from tests.support import eventually
 
 @pytest.fixture
 def inst(tmp_path: Path) -> Iterator[Instance]:
-    i = Instance(tmp_path, f"t{os.getpid()}")
+    i = Instance(tmp_path, f"t{os.getpid()}", SCANNER_HEARTBEAT_TIMEOUT_S="3")  # a stall is tested here
     i.start()
     try:
         yield i
