@@ -127,6 +127,7 @@ def expand(args: list[str]) -> list[Path]:
 def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: Path | None = None,
                as_json: bool = False) -> int:
     """Start the replay instance, follow it to the end, print the summary, stop it; exit code."""
+    from procs.eventtime import event_mode
     from procs.ingest_replay import report_path
     from procs.replay import read_report
     from scanner.feeds.replay import estimate_rows, spec_from_settings
@@ -157,10 +158,14 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: 
                     if watch.finished(snap):
                         break
                 time.sleep(0.1)
-            # one more scan cycle, so the scanners see the final state of the day
-            deadline = time.monotonic() + settings.scan_interval_ms / 1000 + 0.2
-            while time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.05)
+            if not event_mode(settings):
+                # wall-clock scans: one more scan cycle, so the scanners see the final state of the
+                # day. On event time (every replay) nothing is due: ingest says "feed done" only
+                # after every scan worker scanned the last boundary (procs.ingest_replay.finish),
+                # and their alerts are in the rings the watcher drains below.
+                deadline = time.monotonic() + settings.scan_interval_ms / 1000 + 0.2
+                while time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.05)
             snap = watch.poll()
             bar.update(snap, final=True)
         report = read_report(settings) or {}

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from procs.eventtime import POLL_S, event_mode
+from procs.eventtime import HandoffBell, event_mode, slots_named
 from procs.feed_stats import FEED, feed_counters
 from procs.runtime import Context
 from procs.shared import REPAIR_CONSUMER_BARS, TICK_CONSUMER_BARS, WRITERS
@@ -67,6 +67,8 @@ def main(ctx: Context) -> None:
     ctl = sh.control
     event = event_mode(ctx.settings)  # replay: publish "done up to T" after each drained pass
     done = ctl.progress_of(ctx.slot_index)
+    bell = HandoffBell.of(ctx) if event else None  # ingest rings it; bars rings indicators
+    next_slots = slots_named(ctx, b"indicators")
 
     def write(fn, *args) -> np.ndarray:  # type: ignore[no-untyped-def]
         # any row may change (a tick's own row, or any row whose bar the watermark closes)
@@ -120,5 +122,9 @@ def main(ctx: Context) -> None:
         if event and len(batch) < MAX_BATCH and clock > done:  # drained up to the clock
             ctl.publish_progress(ctx.slot_index, clock)  # after the table, history and bar ring
             done = clock
+            bell.ring(next_slots)  # type: ignore[union-attr]
         if len(batch) < MAX_BATCH:
-            time.sleep(POLL_S if event else PASS_S)
+            if bell is not None:
+                bell.wait()
+            else:
+                time.sleep(PASS_S)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from procs.eventtime import POLL_S, event_mode
+from procs.eventtime import HandoffBell, event_mode, slots_named
 from procs.runtime import Context
 from procs.shared import BAR_CONSUMER_INDICATORS, WRITERS
 from procs.storage.history import warm_start
@@ -174,17 +174,19 @@ def main(ctx: Context) -> None:
         ctl = sh.control
         me, bars_slot = ctx.slot_index, ctl.slot_index("bars")
         done = ctl.progress_of(me)
+        bell, scans = HandoffBell.of(ctx), slots_named(ctx, b"scan-")  # bars rings it; it rings the scans
         while ctx.should_run():
             ctx.beat()
             up_to = ctl.progress_of(bars_slot)  # loaded before the bar ring: see shm.control
             if up_to <= done:
                 take_closed()
-                time.sleep(POLL_S)
+                bell.wait()
                 continue
             while take_closed() == 1 << 16:
                 pass
             refresh_in_place(up_to, table_cols)
             ctl.publish_progress(me, up_to)
+            bell.ring(scans)
             done = up_to
         return
     period = ctx.settings.scan_interval_ms / 1000.0

@@ -49,7 +49,7 @@ from typing import Protocol
 
 import numpy as np
 
-from procs.eventtime import ceil_boundary, slots_named, step_ns, wait_progress
+from procs.eventtime import HandoffBell, ceil_boundary, slots_named, step_ns, wait_progress
 from procs.runtime import BootError, Context
 from procs.shared import ALERT_CONSUMER_REPLAY, BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS
 from scanner.config import Settings
@@ -132,6 +132,8 @@ class ReplayFeed:
         self.next_b: int | None = None  # the next scan boundary (event ns) not yet handed off
         self.day = (0, 0)  # [start, end) of the trading day being replayed, epoch ns
         self.scan_slots = slots_named(ctx, b"scan-")
+        self.bell = HandoffBell.of(ctx)  # scan workers ring it when they reach a boundary
+        self.bars_slot = [self.ctl.slot_index("bars")]  # rung when ticks or a boundary are out
         # the replay command's consumer on each alert ring: never lapped (waited for, like bars)
         self.alert_rings = [(r.consumers[ALERT_CONSUMER_REPLAY: ALERT_CONSUMER_REPLAY + 1], r)
                             for r in ctx.shared.alerts]
@@ -255,7 +257,7 @@ class ReplayFeed:
         if first_ns <= self.ctl.progress_of(self.ctx.slot_index):
             return True  # announced by an earlier life of this process
         self.ctl.publish_progress(self.ctx.slot_index, first_ns)
-        return wait_progress(self.ctx, [0], first_ns)
+        return wait_progress(self.ctx, [0], first_ns, self.bell)
 
     def target(self) -> int:
         """Paced replay time now: the event time whose ticks are due."""
@@ -274,6 +276,7 @@ class ReplayFeed:
             if not self.wall_first_ns:
                 self.wall_first_ns = time.time_ns()
             self.sink.push(part)
+            self.bell.ring(self.bars_slot)
             ts = part["ts_ns"]
             hi, lo = int(ts.max()), int(ts.min())
             self.max_ts = hi if self.max_ts is None else max(self.max_ts, hi)
@@ -295,7 +298,8 @@ class ReplayFeed:
         if t_ns > self.clock:
             self.clock = t_ns
             self.ctl.set_clock(t_ns, time.time_ns(), 0.0)
-        return wait_progress(self.ctx, self.scan_slots, t_ns)
+            self.bell.ring(self.bars_slot)
+        return wait_progress(self.ctx, self.scan_slots, t_ns, self.bell)
 
     # ------------------------------------------------------------------ end of data
     def finish_day(self) -> bool:

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from procs.eventtime import POLL_S, event_mode
+from procs.eventtime import HandoffBell, event_mode, slots_named
 from procs.rules_admin import open_store
 from procs.runtime import Context
 from scanner.bar_kernels import ROW_LIVE
@@ -144,17 +144,19 @@ def run_event_time(ctx: Context, w: Worker) -> None:
     ctl = ctx.shared.control
     me, ind = ctx.slot_index, ctl.slot_index("indicators")
     done = ctl.progress_of(me)
+    bell, ingest = HandoffBell.of(ctx), slots_named(ctx, b"ingest")  # indicators ring it; it rings ingest
     while ctx.should_run():
         ctx.beat()
         t = ctl.progress_of(ind)  # loaded before the table: see shm.control
         if t <= done:
-            time.sleep(POLL_S)
+            bell.wait()
             continue
         t0 = time.perf_counter()
         n = w.cycle(t)
         ctx.record_cycle(time.perf_counter() - t0)
         ctx.count(n_in=w.scanned, n_out=n)
         ctl.publish_progress(me, t)  # after the alerts are in the ring
+        bell.ring(ingest)
         done = t
 
 

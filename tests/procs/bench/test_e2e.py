@@ -17,7 +17,8 @@ from tests.support import REPO
 
 @pytest.mark.slow
 def test_bench_e2e_quick_prints_its_keys() -> None:
-    r = subprocess.run([sys.executable, "-m", "cli.app", "bench", "e2e", "--quick", "--json"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "cli.app", "bench", "e2e", "--quick", "--json",
+                        "--symbols", "2000", "--ticks", "100000"], cwd=REPO,
                        capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
