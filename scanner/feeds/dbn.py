@@ -46,18 +46,29 @@ def read_raw(path: str | Path) -> bytes:
         return f.read()
 
 
+def decode(raw: bytes) -> list[Any]:
+    """Every record of a DBN stream (the metadata first) through the official decoder; a corrupt
+    stream is a ValueError. The decoder's Rust panics on a corrupt record length (pyo3's
+    PanicException) derive from BaseException, not Exception: they are caught here too, and only
+    an interrupt or an exit goes on up."""
+    dec = dbn.DBNDecoder()
+    try:
+        dec.write(raw)
+        return dec.decode()
+    except BaseException as exc:  # noqa: BLE001 - DBNError, or a Rust panic (docstring)
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        raise ValueError(str(exc)) from None
+
+
 def split_dbn(raw: bytes) -> tuple[Any, bytes]:
     """(Metadata, record bytes); ValueError when the bytes are not DBN."""
     if len(raw) < 8 or raw[:3] != b"DBN":
         raise ValueError("not a DBN stream (no 'DBN' magic)")
     end = 8 + int.from_bytes(raw[4:8], "little")
-    dec = dbn.DBNDecoder()
     try:  # a corrupt or cut header is a bad file (counted by the caller), not a crash
-        dec.write(raw[:end])
-        decoded = dec.decode()
-    except BaseException as exc:  # noqa: BLE001 - DBNError, or a Rust panic (see `_objects`)
-        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
-            raise
+        decoded = decode(raw[:end])
+    except ValueError as exc:
         raise ValueError(f"corrupt DBN metadata: {exc}") from None
     if not decoded or end > len(raw):
         raise ValueError("truncated DBN metadata")
@@ -77,9 +88,7 @@ def symbols_from_metadata(meta: Any) -> dict[int, str]:
 
 def load_definitions(path: str | Path) -> dict[int, str]:
     """instrument_id -> raw_symbol from a `definition` schema file."""
-    dec = dbn.DBNDecoder()
-    dec.write(read_raw(path))
-    return {int(r.instrument_id): str(r.raw_symbol) for r in dec.decode()[1:] if hasattr(r, "raw_symbol")}
+    return {int(r.instrument_id): str(r.raw_symbol) for r in decode(read_raw(path))[1:] if hasattr(r, "raw_symbol")}
 
 
 def _records(body: bytes, rec: np.dtype, rtypes: tuple[int, ...]) -> np.ndarray | None:
@@ -112,15 +121,9 @@ def _objects(raw: bytes, body: bytes, kind: type, instruments: dict[int, str], s
     whole, n = _complete_length(body)
     if whole < len(body):
         stats.bad(src, n + 1, f"truncated record: {len(body) - whole} trailing bytes")
-    dec = dbn.DBNDecoder()
-    dec.write(raw[:len(raw) - len(body) + whole])
     try:
-        recs = dec.decode()[1:]
-    except BaseException as exc:  # noqa: BLE001 - a corrupt stream is reported, not raised
-        # the decoder's Rust panics on a corrupt record length (pyo3's PanicException) derive
-        # from BaseException, not Exception; only an interrupt or an exit goes on up
-        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
-            raise
+        recs = decode(raw[:len(raw) - len(body) + whole])[1:]
+    except ValueError as exc:  # a corrupt stream is reported, not raised
         stats.bad(src, 0, f"undecodable DBN stream: {exc}")
         return []
     out = []
