@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,12 +15,23 @@ import pytest
 
 from tests.support import REPO, SHARED_DATA, PostgresServer, RedisServer, TansuServer
 
+_OWN_BASETEMP = pytest.StashKey[str]()
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """A base temp dir of this run's own: pytest's shared numbered dirs are pruned by whichever
     run starts next, which deletes the dirs (instance logs, data dirs) of a run still going."""
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         config.option.basetemp = tempfile.mkdtemp(prefix=f"scanner-pytest-{os.getpid()}-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The run's own base temp dir (instance data dirs, logs: ~350 MB for the whole suite) is
+    removed after a run where every test passed, and kept for reading after a failure."""
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is not None and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
