@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Iterable
 
+from procs.feedbell import bell_address, drain, ring_all
 from procs.runtime import Context
 from scanner.config import Settings
 
@@ -56,11 +57,6 @@ def slots_named(ctx: Context, prefix: bytes) -> list[int]:
     return [i for i in range(len(slots)) if bytes(slots[i]["name"]).startswith(prefix)]
 
 
-def bell_address(instance: str, slot: int) -> bytes:
-    """The abstract socket name of control-block slot `slot`'s hand-off bell."""
-    return f"\0scanner.{instance}.handoff.{slot}".encode()
-
-
 class HandoffBell:
     """One process's hand-off bell: `wait` for a ring (or the timeout), `ring` other slots."""
 
@@ -69,7 +65,7 @@ class HandoffBell:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.bound = True
         try:
-            self.sock.bind(bell_address(instance, slot))
+            self.sock.bind(bell_address(instance, slot, "handoff"))
         except OSError as exc:  # the name is held by another process: poll as before
             self.bound = False
             log.warning("hand-off bell of slot %d not available (%s): polling every %.1f ms", slot, exc,
@@ -77,35 +73,22 @@ class HandoffBell:
         self.sock.setblocking(False)
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN)
-        self._to: dict[int, bytes] = {}
 
     @classmethod
     def of(cls, ctx: Context) -> HandoffBell:
         return cls(ctx.settings.instance, ctx.slot_index)
 
     def wait(self, timeout_s: float = BELL_WAIT_S) -> None:
-        """Return on a ring (every pending ring is consumed) or after `timeout_s`."""
+        """Return on a ring (the pending rings are read) or after `timeout_s`."""
         if not self.bound:
             time.sleep(min(timeout_s, POLL_S))
             return
-        if not self._poll.poll(max(1, round(timeout_s * 1e3))):
-            return
-        try:
-            while True:
-                self.sock.recv(16)
-        except (BlockingIOError, InterruptedError):
-            pass
+        if self._poll.poll(max(1, round(timeout_s * 1e3))):
+            drain(self.sock, 64)
 
     def ring(self, slots: Iterable[int]) -> None:
         """Wake the processes of `slots` (whoever is bound there; nobody is fine)."""
-        for s in slots:
-            addr = self._to.get(s)
-            if addr is None:
-                addr = self._to[s] = bell_address(self.instance, s)
-            try:
-                self.sock.sendto(b"\1", addr)
-            except OSError:  # nobody bound, or rung already and not yet read
-                pass
+        ring_all(self.sock, (bell_address(self.instance, s, "handoff") for s in slots))
 
     def close(self) -> None:
         self.sock.close()

@@ -29,9 +29,31 @@ from collections.abc import Iterable
 log = logging.getLogger("scanner.feedbell")
 
 
-def bell_address(instance: str, consumer: int) -> bytes:
-    """The abstract socket name of gateway feed consumer `consumer` (a leading NUL: abstract)."""
-    return f"\0scanner.{instance}.feedbell.{consumer}".encode()
+def bell_address(instance: str, consumer: int, kind: str = "feedbell") -> bytes:
+    """The abstract socket name (a leading NUL: abstract) of bell `consumer` of `kind`: the
+    gateways' feed consumers here, the event-time hand-offs' control-block slots in
+    `procs.eventtime` ("handoff")."""
+    return f"\0scanner.{instance}.{kind}.{consumer}".encode()
+
+
+def ring_all(sock: socket.socket, addresses: Iterable[bytes]) -> None:
+    """One datagram to each address from a non-blocking socket; errors ignored (nobody bound,
+    or rung already and not yet read: module contract)."""
+    for addr in addresses:
+        try:
+            sock.sendto(b"\1", addr)
+        except OSError:
+            pass
+
+
+def drain(sock: socket.socket, most: int) -> int:
+    """Read up to `most` pending rings from a non-blocking socket; returns how many."""
+    for n in range(most):
+        try:
+            sock.recv(16)
+        except (BlockingIOError, InterruptedError):
+            return n
+    return most
 
 
 class BellRinger:
@@ -46,12 +68,7 @@ class BellRinger:
 
     def ring(self, attached: Iterable[int]) -> None:
         """Wake the consumers whose slots are attached (indices into the ring's consumers)."""
-        for i in attached:
-            addr = self.addresses[i]
-            try:
-                self.sock.sendto(b"\1", addr)
-            except OSError:  # nobody bound, or already rung and not yet read: module contract
-                pass
+        ring_all(self.sock, (self.addresses[i] for i in attached))
 
     def close(self) -> None:
         self.sock.close()
@@ -83,12 +100,7 @@ class Bell:
     def drain(self, most: int = 64) -> int:
         """Read the pending rings, up to `most` (a flood leaves the socket readable: the event
         loop calls again after other work); returns how many were read."""
-        for n in range(most):
-            try:
-                self.sock.recv(16)
-            except (BlockingIOError, InterruptedError):
-                return n
-        return most
+        return drain(self.sock, most)
 
     def close(self) -> None:
         self.sock.close()
