@@ -230,7 +230,7 @@ class InstanceSetup:
                 b = min(n, a + 2048)
                 m = daily_history(u, today, self.s.feed_seed, rows=(lo + a, lo + b))
                 parts.append(reference_columns(m))
-                seed_daily(ring[a:b], head[a:b], m)  # before any child runs
+                seed_daily(ring[:, a:b], head[a:b], m)  # before any child runs
                 del m
             ref = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             ref["prev_close"], ref["avg_daily_volume"] = u.prev_close[lo:lo + n], u.avg_daily_volume[lo:lo + n]

@@ -110,10 +110,10 @@ class TimeframeIndicators:
         self._all_rows = np.arange(n_rows, dtype=np.int64)
 
     def warm_up(self, hists: list[np.ndarray], heads: list[np.ndarray]) -> None:
-        """Rebuild every engine from its timeframe's ring `[row, slot, field]` (TF_FIELDS share the
+        """Rebuild every engine from its timeframe's ring `[slot, row, field]` (TF_FIELDS share the
         1-minute ring's first six fields, so the engine reads the field-major view alike)."""
         for tf, h, hd in zip(TIMEFRAMES, hists, heads, strict=True):
-            self.engines[tf].warm_up(h.transpose(2, 0, 1), hd)
+            self.engines[tf].warm_up(h.transpose(2, 1, 0), hd)
 
     def on_bars_closed(self, parts: list[np.ndarray]) -> None:
         """Fold the bars each timeframe closed (as `TimeframeBars` returns them)."""
@@ -138,12 +138,12 @@ class TimeframeIndicators:
                     b1[other] = day_bucket(bs1[other])
             else:
                 _buckets(bs1, bc1, TF_MINUTES[tf] * MINUTE_NS, 0, rows, b1)
-            s_tf = tfb.start[j]
-            _live_bar(b1, s_tf, bc1, tfb.live[j, _C], rows, self._start, self._close)
+            s_tf, live = tfb.start[j], tfb.live[j]
+            _live_bar(b1, s_tf, bc1, live[_C], rows, self._start, self._close)
             out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
             eng.update_kernel(self._start, self._close, event_ns, out, rows)
             if tf != "1d":
-                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], tfb.live[j, _V], tfb.live[j, _PV], rows,
+                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], live[_V], live[_PV], rows,
                            c[f"vwap_{tf}"])
         sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
         sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])

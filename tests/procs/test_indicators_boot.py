@@ -91,15 +91,18 @@ def stored_bars(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def state(engine: IndicatorEngine, tfb: TimeframeBars) -> dict[str, np.ndarray]:
+    """Every state array, as a view with the row axis first (`tf.late`: per timeframe, no rows)."""
     e, i = engine, engine.intraday
     assert i is not None
-    out = {"ring": e.ring, "sma_sum": e.sma_sum, "ema": e.ema, "v5_minute": e.v5_minute,
-           "v5_volume": e.v5_volume, "state_f": e.state_f, "state_i": e.state_i, "i.count": i.count,
-           "i.last_min": i.last_min, "i.ring_m": i.ring_m, "i.ring_v": i.ring_v, "i.or_open": i.or_open,
-           "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live, "tf.last": tfb.last,
-           "tf.last_1m": tfb.last_1m, "tf.late": tfb.late}
+    last_axis = {"ring": e.ring, "sma_sum": e.sma_sum, "ema": e.ema, "v5_minute": e.v5_minute,
+                 "v5_volume": e.v5_volume, "state_f": e.state_f, "state_i": e.state_i, "i.ring_m": i.ring_m,
+                 "i.ring_v": i.ring_v, "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live,
+                 "tf.last": tfb.last}
+    out = {k: np.moveaxis(a, -1, 0) for k, a in last_axis.items()}
+    out.update({"i.count": i.count, "i.last_min": i.last_min, "i.or_open": i.or_open, "tf.last_1m": tfb.last_1m,
+                "tf.late": tfb.late})
     for j, (h, hd) in enumerate(zip(tfb.hists, tfb.heads, strict=True)):
-        out[f"tf.ring{j}"], out[f"tf.head{j}"] = h, hd
+        out[f"tf.ring{j}"], out[f"tf.head{j}"] = np.moveaxis(h, 1, 0), hd
     return out
 
 
@@ -145,8 +148,8 @@ def test_chunked_warm_up_equals_the_whole_copy(history: History, series: list[np
 
 
 def rows_of(st: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
-    """The rows' part of every state array (the row axis is last, but first in the timeframe rings)."""
-    return {k: (a[rows] if k.startswith("tf.ring") else a if k == "tf.late" else a[..., rows]) for k, a in st.items()}
+    """The rows' part of every state array (`state`: the row axis first)."""
+    return {k: (a if k == "tf.late" else a[rows]) for k, a in st.items()}
 
 
 def test_bars_closing_while_the_chunks_are_read(history: History, series: list[np.ndarray]) -> None:

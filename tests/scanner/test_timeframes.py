@@ -98,12 +98,12 @@ def test_timeframe_bars_equal_pandas_resample(run: dict, tf: str) -> None:
     j = TIMEFRAMES.index(tf)
     for r in range(run["n"]):
         mine = want[want.sym == r]
-        k = tfb.hists[j].shape[1]
+        k = tfb.hists[j].shape[0]
         h = int(tfb.heads[j][r])
         assert h == len(mine)
         slots = np.arange(max(0, h - k), h) % k
-        np.testing.assert_array_equal(tfb.hists[j][r, slots, TF["close"]], mine.close.to_numpy()[-len(slots):])
-        np.testing.assert_array_equal(tfb.hists[j][r, slots, TF["minute"]] * MINUTE_NS,
+        np.testing.assert_array_equal(tfb.hists[j][slots, r, TF["close"]], mine.close.to_numpy()[-len(slots):])
+        np.testing.assert_array_equal(tfb.hists[j][slots, r, TF["minute"]] * MINUTE_NS,
                                       mine.minute_ns.to_numpy()[-len(slots):])
 
 

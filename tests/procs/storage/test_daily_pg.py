@@ -148,9 +148,9 @@ def test_live_day_daily_history_from_postgres(url: str, alpaca_rest, tmp_path: P
             # the daily ring holds those bars (the session open as its minute), oldest first
             h = int(head[r])
             assert h == len(ours)
-            np.testing.assert_array_equal(ring[r, :h, TF["close"]], ours["close"])
-            np.testing.assert_array_equal(ring[r, :h, TF["high"]], ours["high"])
-            assert ring[r, h - 1, TF["minute"]] * MINUTE_NS == session_bounds_ns(int(ours["day"][-1]))["open"]
+            np.testing.assert_array_equal(ring[:h, r, TF["close"]], ours["close"])
+            np.testing.assert_array_equal(ring[:h, r, TF["high"]], ours["high"])
+            assert ring[h - 1, r, TF["minute"]] * MINUTE_NS == session_bounds_ns(int(ours["day"][-1]))["open"]
             closes = np.append(ours["close"], 50.0)  # today's live bar at the last price
             assert cols["sma_200_1d"][r] == pytest.approx(closes[-200:].mean(), rel=1e-9), sym
             assert cols["sma_50_1d"][r] == pytest.approx(closes[-50:].mean(), rel=1e-9), sym
