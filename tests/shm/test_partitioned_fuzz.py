@@ -89,6 +89,20 @@ def test_publish_clears_rows_past_the_part_and_items_past_the_matrix(matrix: Nam
     assert m.read(0, 0, *RANGES[0])[1] == -1  # writer 0 never published
 
 
+def test_a_restarted_writer_clears_what_its_predecessor_wrote(matrix: NamedArrays) -> None:
+    """A publish clears only the rows this object wrote before; a new object (a restarted worker)
+    does not know them and clears every row past its part once, then only its own."""
+    lo, hi = RANGES[1]
+    PartitionedMatrix(matrix.arrays).publish(1, lo, hi, np.ones((N_ITEMS, hi - lo), np.bool_), 5)
+    m = PartitionedMatrix(matrix.arrays)  # the worker restarted
+    m.publish(1, lo, hi, np.ones((3, hi - lo), np.bool_), 6)
+    assert [bool(m.read(1, i, lo, hi)[0].any()) for i in range(N_ITEMS)] == [i < 3 for i in range(N_ITEMS)]
+    m.publish(1, lo, hi, np.ones((1, hi - lo), np.bool_), 7)
+    m.publish(1, lo, hi, None, 8)
+    assert not any(bool(m.read(1, i, lo, hi)[0].any()) for i in range(N_ITEMS))
+    assert not matrix.arrays["data"][:, lo:hi].any()
+
+
 def test_a_writer_dead_mid_publish_times_out_readers_until_repaired(matrix: NamedArrays) -> None:
     m = PartitionedMatrix(matrix.arrays)
     m.seq[2] += 1  # died between begin and end
