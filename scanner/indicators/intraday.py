@@ -87,13 +87,15 @@ def _fold(sym: Arr, minute_ns: Arr, open_ns: Arr, high: Arr, low: Arr, close: Ar
 
 
 @njit(cache=True, nogil=True)
-def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: Arr, ref: Arr, n15: Arr,
-          n5: Arr) -> None:
+def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: Arr, ref: Arr, v15: Arr,
+          hl5: Arr) -> None:
     """For each row in `rows`: the walk over its closed bars, newest first, that the live values
     need and that only changes when the minute or the row's ring does (`Intraday` caches it):
     `ref[k]` the close of the newest bar that started at or before the live minute minus
-    roll[k] (NaN without one), `n15` / `n5` how many of the newest bars started within the
-    last 15 / 5 minutes (a prefix of the walk: minutes only grow in the ring)."""
+    roll[k] (NaN without one); `v15` the volume of the bars that started within the last 15
+    minutes, `hl5[0]` / `hl5[1]` the highest high / lowest low of those within the last 5 (NaN
+    without one; a prefix of the walk: minutes only grow in the ring). `_live` adds the live
+    bar to them: at every refresh it would otherwise read up to 15 ring slots per row again."""
     w = ring_m.shape[0]
     n_roll = roll.shape[0]
     from15 = now_min - 14 * MINUTE_NS
@@ -102,35 +104,40 @@ def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: A
         r = rows[q]
         c = count[r]
         k = 0
-        a15 = 0
-        a5 = 0
+        vol = 0.0
+        hi = np.nan
+        lo = np.nan
         for j in range(n_roll):
             ref[j, r] = np.nan
         s = (c - 1) % w  # slot of the newest bar, then one back per step (no division per step)
         for _ in range(min(c, w)):
             mn = ring_m[s, r]
             if mn >= from15:
-                a15 += 1
+                vol += ring_v[3, s, r]
             if mn >= from5:
-                a5 += 1
+                if not ring_v[1, s, r] <= hi:
+                    hi = ring_v[1, s, r]
+                if not ring_v[2, s, r] >= lo:
+                    lo = ring_v[2, s, r]
             while k < n_roll and mn <= now_min - roll[k] * MINUTE_NS:
                 ref[k, r] = ring_v[0, s, r]
                 k += 1
             if k == n_roll and mn < from15:
                 break
             s = s - 1 if s > 0 else w - 1
-        n15[r] = a15
-        n5[r] = a5
+        v15[r] = vol
+        hl5[0, r] = hi
+        hl5[1, r] = lo
 
 
 @njit(cache=True, nogil=True)
 def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: Arr, event_ns: int, open_ns: int,
-          count: Arr, last_min: Arr, ring_v: Arr, or_open: Arr, or_hl: Arr, or_n: Arr, ref: Arr, n15: Arr,
-          n5: Arr, rows: Arr, out: Rows) -> None:
+          last_min: Arr, or_open: Arr, or_hl: Arr, or_n: Arr, ref: Arr, v15c: Arr, hl5: Arr, rows: Arr,
+          out: Rows) -> None:
     """Live values of `KERNEL_OUT` (the columns `out`, in that order) for the rows `rows`, from
-    the cached walk (`_walk` at this minute): the same operations in the same order as walking
-    the ring here. They depend on the minute of `event_ns` only, not on the seconds in it."""
-    w = ring_v.shape[1]
+    the cached walk (`_walk` at this minute) and the live bar. They depend on the minute of
+    `event_ns` only, not on the seconds in it. `volume_15m` is the closed bars' sum plus the
+    live bar's volume (exact for whole-share volumes; the walk used to add the live bar first)."""
     n_roll = ref.shape[0]
     o_v15, o_r5, o_or = n_roll, n_roll + 1, n_roll + 2
     now_min = event_ns - event_ns % MINUTE_NS
@@ -138,24 +145,18 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
     from5 = now_min - 4 * MINUTE_NS
     for q in range(rows.shape[0]):
         r = rows[q]
-        c = count[r]
         bs = bar_start[r]
         live = bs != 0 and bs > last_min[r]
-        v15 = bar_volume[r] if live and bs >= from15 else 0.0
-        hi = bar_high[r] if live and bs >= from5 else np.nan
-        lo = bar_low[r] if live and bs >= from5 else np.nan
-        s0 = (c - 1) % w  # slot of the newest bar, then one back per step (no division per step)
-        s = s0
-        for _ in range(n15[r]):
-            v15 += ring_v[3, s, r]
-            s = s - 1 if s > 0 else w - 1
-        s = s0
-        for _ in range(n5[r]):
-            if not ring_v[1, s, r] <= hi:
-                hi = ring_v[1, s, r]
-            if not ring_v[2, s, r] >= lo:
-                lo = ring_v[2, s, r]
-            s = s - 1 if s > 0 else w - 1
+        v15 = v15c[r] + (bar_volume[r] if live and bs >= from15 else 0.0)
+        hi = hl5[0, r]
+        lo = hl5[1, r]
+        if live and bs >= from5:  # the live bar's high and low join the closed bars' (NaN ones ignored)
+            h1, l1 = bar_high[r], bar_low[r]
+            if not h1 == h1 or hi > h1:
+                h1 = hi
+            if not l1 == l1 or lo < l1:
+                l1 = lo
+            hi, lo = h1, l1
         for k in range(n_roll):
             x = ref[k, r]
             out[k][r] = (price[r] - x) / x * 100.0 if x > 0 else np.nan
@@ -188,8 +189,8 @@ class Intraday:
         # the walk over each row's closed bars at minute `_walk_min` (`_walk`), redone for the rows
         # that took a bar since (`_dirty`) and for every row when the minute changes
         self._ref = np.full((len(ROLLING_MINUTES), n_rows), np.nan)
-        self._n15 = np.zeros(n_rows, np.int64)
-        self._n5 = np.zeros(n_rows, np.int64)
+        self._v15 = np.zeros(n_rows)
+        self._hl5 = np.full((2, n_rows), np.nan)
         self._dirty = np.ones(n_rows, np.bool_)
         self._walk_min = -1
 
@@ -237,11 +238,11 @@ class Intraday:
             self._walk_min = now_min
         stale = np.flatnonzero(self._dirty)
         if len(stale):
-            _walk(stale, now_min, self.count, self.ring_m, self.ring_v, _ROLL, self._ref, self._n15, self._n5)
+            _walk(stale, now_min, self.count, self.ring_m, self.ring_v, _ROLL, self._ref, self._v15, self._hl5)
             self._dirty[:] = False
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
-              int(open_ns), self.count, self.last_min, self.ring_v, self.or_open, self.or_hl, _OR, self._ref,
-              self._n15, self._n5, self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))
+              int(open_ns), self.last_min, self.or_open, self.or_hl, _OR, self._ref, self._v15, self._hl5,
+              self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))
         for n in (5, 15):
             expected = expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, n)
             relative_volume(c[f"volume_{n}m"], expected, c[f"rel_volume_{n}m"])
