@@ -5,8 +5,11 @@ ingest anchors the clock at each scan boundary T (a multiple of `scan_interval_m
 time) once every tick up to T is published, and the chain bars -> indicators -> scan workers
 each publish "done up to T" in their control-block progress word (`shm.control`, where the
 ordering contract is stated). Ingest publishes nothing after T before every scan worker reached
-T, so every boundary is scanned, on the same state, at any speed and batch size. Live
-processes never call any of this: the wall clock drives them as before.
+T, so every boundary is scanned, on the same state, at any speed and batch size. It waits
+for the workers' snapshots of T (their read words), not their evaluation: the next boundary's
+ticks, bars and indicator refresh run while the workers evaluate T on their copies, and the
+end of the feed waits for the last boundary's evaluation. Live processes never call any of
+this: the wall clock drives them as before.
 
 Hand-offs ring a bell (`HandoffBell`): each process waits for its next step on a Unix datagram
 socket of its own (Linux's abstract namespace, named after the instance and its control-block
@@ -94,11 +97,14 @@ class HandoffBell:
         self.sock.close()
 
 
-def wait_progress(ctx: Context, slots: list[int], t_ns: int, bell: HandoffBell | None = None) -> bool:
-    """Wait until every slot in `slots` is done up to `t_ns`, beating; False when stopping."""
+def wait_progress(ctx: Context, slots: list[int], t_ns: int, bell: HandoffBell | None = None, *,
+                  read: bool = False) -> bool:
+    """Wait until every slot in `slots` is done up to `t_ns` (with `read`: has read the shared
+    state up to it, `shm.control`'s read words of the scan workers), beating; False when stopping."""
     ctl = ctx.shared.control
+    word = ctl.read_progress_of if read else ctl.progress_of
     while True:
-        if all(ctl.progress_of(s) >= t_ns for s in slots):
+        if all(word(s) >= t_ns for s in slots):
             return True
         if not ctx.should_run():
             return False

@@ -285,7 +285,8 @@ class ReplayFeed:
 
     def boundary(self, t_ns: int) -> bool:
         """Hand scan boundary `t_ns` off: anchor the clock there (every tick up to it is in the
-        ring), wait until every scan worker scanned up to it. Before that, while the replay
+        ring), wait until every scan worker has read the state at it (its snapshot: it evaluates
+        while the next boundary is prepared, `shm.control`). Before that, while the replay
         command's alert consumer (when attached) is more than half a ring behind, wait: its
         alerts are the replay's result and must not be lapped. False when stopped."""
         ctx = self.ctx
@@ -299,7 +300,7 @@ class ReplayFeed:
             self.clock = t_ns
             self.ctl.set_clock(t_ns, time.time_ns(), 0.0)
             self.bell.ring(self.bars_slot)
-        return wait_progress(self.ctx, self.scan_slots, t_ns, self.bell)
+        return wait_progress(self.ctx, self.scan_slots, t_ns, self.bell, read=True)
 
     # ------------------------------------------------------------------ end of data
     def finish_day(self) -> bool:
@@ -315,8 +316,12 @@ class ReplayFeed:
         return True
 
     def finish(self) -> bool:
-        """End of data: finish the last day. False when stopped."""
-        return self.finish_day()
+        """End of data: finish the last day, and wait until the workers have evaluated its last
+        boundary (`boundary` waits for their snapshots only). False when stopped."""
+        if not self.finish_day():
+            return False
+        last = self.clock
+        return not last or wait_progress(self.ctx, self.scan_slots, last, self.bell)
 
     def write_report(self) -> None:
         st, slot = self.stats, self.ctx.slot

@@ -10,8 +10,11 @@ never skipped silently.
 
 In a replay the feed clock drives the cadence instead (`procs.eventtime`): the worker scans at
 each boundary T the indicators process is done up to, with T as the event time and the cooldown
-clock, then publishes "scanned up to T" in its control-block progress word; ingest waits for it
-before publishing ticks after T. No boundary is skipped, whatever the replay speed.
+clock. It publishes "read up to T" once its snapshot is taken (ingest waits for that before
+publishing ticks after T, so the next boundary is prepared while this one is evaluated), then
+"scanned up to T" with its alerts in the ring. No boundary is skipped, whatever the replay
+speed. A worker that dies between the two loses that boundary's alerts (the state it read has
+moved on): its next life logs and counts it as an error.
 
 In Kafka group mode the table holds the whole universe and the bars process says which rows this
 host owns (`state.bars` `rows_state`, `scanner.group_rows`): a cycle scans the whole range but
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -109,14 +113,18 @@ class Worker:
         scratch = ScanEngine(self.engine.compiled.rules, self.keys, self.lo, self.index)
         scratch.cycle(scratch.snapshot_buffer(), scratch.hist_buffer(), 0, 0, 0, 0, 19700101)
 
-    def cycle(self, at_ns: int | None = None) -> int:
+    def cycle(self, at_ns: int | None = None, read_done: Callable[[], None] | None = None) -> int:
         """One scan over the range; returns the number of alerts written. `at_ns`: a replay's
-        scan boundary (event time, also the cooldown clock); None = live, on the feed clock now."""
+        scan boundary (event time, also the cooldown clock); None = live, on the feed clock now.
+        `read_done` is called once the cycle holds its copy of the shared state (before the
+        evaluation, which reads nothing shared)."""
         ctx = self.ctx
         if ctx.shared.control.rules_generation != self.generation:
             self.load_rules()
         engine = self.engine
         if engine is None or self.hi <= self.lo:
+            if read_done is not None:  # nothing to read: a worker without rows must not hold ingest
+                read_done()
             return 0
         sh = ctx.shared
         snap = engine.snapshot_buffer()
@@ -127,6 +135,8 @@ class Worker:
         if self.rows_state is not None:
             np.equal(self.rows_state, ROW_LIVE, out=self.owned)
             self.scanned = int(np.count_nonzero(self.owned))
+        if read_done is not None:
+            read_done()
         now_ns = time.time_ns()
         event_ns = ctx.event_now_ns() if at_ns is None else at_ns
         minute = int(minute_of_day(np.array([event_ns]))[0])
@@ -144,6 +154,10 @@ def run_event_time(ctx: Context, w: Worker) -> None:
     ctl = ctx.shared.control
     me, ind = ctx.slot_index, ctl.slot_index("indicators")
     done = ctl.progress_of(me)
+    if ctl.read_progress_of(me) > done:  # an earlier life died between its snapshot and its alerts
+        log.error("the scan of boundary %d was lost: this worker restarted after reading it, and the "
+                  "replay went on from there", ctl.read_progress_of(me))
+        ctx.count(errors=1)
     bell, ingest = HandoffBell.of(ctx), slots_named(ctx, b"ingest")  # indicators ring it; it rings ingest
     while ctx.should_run():
         ctx.beat()
@@ -151,12 +165,16 @@ def run_event_time(ctx: Context, w: Worker) -> None:
         if t <= done:
             bell.wait()
             continue
+
+        def read_done(t: int = t) -> None:  # ingest may go on to the next boundary
+            ctl.publish_read(me, t)
+            bell.ring(ingest)
+
         t0 = time.perf_counter()
-        n = w.cycle(t)
+        n = w.cycle(t, read_done)
         ctx.record_cycle(time.perf_counter() - t0)
         ctx.count(n_in=w.scanned, n_out=n)
-        ctl.publish_progress(me, t)  # after the alerts are in the ring
-        bell.ring(ingest)
+        ctl.publish_progress(me, t)  # after the alerts are in the ring (ingest waits for it at the end)
         done = t
 
 

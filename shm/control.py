@@ -11,8 +11,9 @@ Layout (offsets in bytes; defined once by the dtypes below, sizes asserted at im
 | 256 | 192 x MAX_SLOTS | process slots, one per process, each three cache lines |
 | 256 + 192 x MAX_SLOTS | 17 x 8 x MAX_SLOTS | cycle-time histogram per slot: 16 bucket counts
   (BUCKETS_US, +Inf), then the sum in µs |
-| PROGRESS_OFF (64-aligned) | 64 x MAX_SLOTS | event-time progress per slot, each word on its own
-  cache line: "done up to event time T" (ns), written only by that slot's process |
+| PROGRESS_OFF (64-aligned) | 64 x MAX_SLOTS | event-time progress per slot, each slot's words on
+  their own cache line: word 0 "done up to event time T" (ns), word 1 "read up to T" (a scan
+  worker's snapshot; 0 elsewhere), written only by that slot's process |
 
 Writers of the shared words (the caller keeps to this; the block does not enforce it):
 
@@ -35,8 +36,11 @@ hand-offs on one event clock: ingest publishes every tick up to a scan boundary 
 the feed clock at T; bars drains the tick ring, closes what the watermark T - grace closes, then
 stores `progress[bars] = T`; indicators take the closed bars, refresh the live values at T, then
 store `progress[indicators] = T`; each scan worker scans at T, publishes its alerts, then stores
-`progress[scan-i] = T` ("scanned up to T"); ingest publishes nothing after T before every
-worker's word reached T. One writer per word, and each writer stores its word *after* the data
+`progress[scan-i] = T` ("scanned up to T"). Before it evaluates, a worker stores
+`read_progress[scan-i] = T` once its snapshot of the table and the history for T is taken;
+ingest publishes nothing after T before every worker's read word reached T, so the next
+boundary's ticks, bars and indicators overlap the evaluation of T (which reads only its
+snapshot). One writer per word, and each writer stores its word *after* the data
 it covers (ring heads, table columns under their seqlocks, the alert ring); a reader loads the
 word *before* the data. x86-64 keeps stores in program order and loads in program order (TSO,
 checked by `shm.platform`), so a reader that sees T also sees everything written for T. A word
@@ -122,6 +126,8 @@ class ControlBlock:
         self.cycle_hist = np.ndarray((MAX_SLOTS, HIST_WORDS), "<i8", seg.buf, HIST_OFF)
         # (MAX_SLOTS,) int64 view with a 64-byte stride: word i at PROGRESS_OFF + 64 i
         self.progress = np.ndarray((MAX_SLOTS,), "<i8", seg.buf, PROGRESS_OFF, strides=(PROGRESS_STRIDE,))
+        # word 1 of each slot's line (padding zeroed at creation before it was used: no layout change)
+        self.read_progress = np.ndarray((MAX_SLOTS,), "<i8", seg.buf, PROGRESS_OFF + 8, strides=(PROGRESS_STRIDE,))
 
     @classmethod
     def create(cls, name: str, *, n_symbols: int, layout_hash: str, trading_day: int,
@@ -187,6 +193,14 @@ class ControlBlock:
         """Event time slot `slot` is done up to (0: nothing yet); load it before the data."""
         return int(self.progress[slot])
 
+    def publish_read(self, slot: int, event_ns: int) -> None:
+        """Scan worker `slot` holds its snapshot for event time `event_ns` (module docstring)."""
+        self.read_progress[slot] = event_ns
+
+    def read_progress_of(self, slot: int) -> int:
+        """Event time scan worker `slot` has read the shared state up to (0: nothing yet)."""
+        return int(self.read_progress[slot])
+
     def slot_index(self, name: str) -> int:
         """Index of the slot named `name`; KeyError if none."""
         key = name.encode()
@@ -197,4 +211,5 @@ class ControlBlock:
 
     def close(self) -> None:
         del self.header, self._generation, self._shutdown, self.slots, self.cycle_hist, self.progress
+        del self.read_progress
         self.seg.close()

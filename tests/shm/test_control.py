@@ -112,6 +112,7 @@ def _child_bumps_and_beats(name: str, slot: int, bumps: int) -> None:
     cb.slots[slot : slot + 1]["pid"] = os.getpid()
     cb.cycle_hist[slot, 3] += 5
     cb.publish_progress(slot, 123_456)
+    cb.publish_read(slot, 654_321)
     cb.close()
 
 
@@ -127,8 +128,11 @@ def test_a_child_writes_are_seen_by_the_parent(name: str) -> None:
     assert int(cb.cycle_hist[5, 3]) == 5 and int(cb.cycle_hist.sum()) == 5  # only its own slot's row
     assert int(cb.slots[4]["heartbeat_ns"]) == 0 and int(cb.slots[6]["heartbeat_ns"]) == 0
     assert cb.progress_of(5) == 123_456 and int(cb.progress.sum()) == 123_456
-    raw = np.ndarray((CONTROL_SIZE // 8,), "<i8", cb.seg.buf, 0)  # the word sits on slot 5's own line
+    assert cb.read_progress_of(5) == 654_321 and int(cb.read_progress.sum()) == 654_321
+    raw = np.ndarray((CONTROL_SIZE // 8,), "<i8", cb.seg.buf, 0)  # both words sit on slot 5's own line
     assert int(raw[(PROGRESS_OFF + 64 * 5) // 8]) == 123_456
+    assert int(raw[(PROGRESS_OFF + 64 * 5) // 8 + 1]) == 654_321
+    assert int(raw[PROGRESS_OFF // 8:].sum()) == 123_456 + 654_321  # nothing else of the progress lines
     del raw
     cb.close()
 
