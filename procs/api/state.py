@@ -17,6 +17,7 @@ from scanner.config import Settings
 from scanner.metrics import CATALOGUE
 from scanner.toplists import top_rows
 from shm.partitioned import PartitionedMatrix
+from shm.records import concat, copied
 from shm.seqlock import SeqlockTimeout
 
 RECENT_ALERTS = 1000  # alerts `/api/alerts` can answer with (newest last)
@@ -32,7 +33,12 @@ class GatewayState:
         self.feed_consumer = feed_consumer  # this gateway's slot in the feed ring (and its feed bell)
         self.feed = shared.feed.consumer(feed_consumer)
         self.feed_wakes = {"bell": 0, "timer": 0}  # alerts taken from the feed ring, by what woke the poll
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
+        # alert records taken while no client was connected, decoded only when `recent` is read
+        # (a replay raises ~150 alerts a boundary; turning each into a dict cost the gateway
+        # ~11 µs, on a core the pipeline needs): at most RECENT_ALERTS of them, oldest first
+        self._undecoded: deque[np.ndarray] = deque()
+        self._n_undecoded = 0
         self.hub = Hub(settings, self.top, self.stale_hosts)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
         self.all_i8 = np.arange(CATALOGUE.n_i8)
@@ -58,14 +64,36 @@ class GatewayState:
         n = len(recs)
         if not n:
             return 0
-        if not self.hub.conns:  # no client: decode only the alerts `recent` keeps
-            recs = recs[-RECENT_ALERTS:]
+        if not self.hub.conns:  # no client: keep the records `recent` may be asked for, decode later
+            self._keep_undecoded(copied(recs[-RECENT_ALERTS:]))
+            return n
         self.dispatch(self.encoder.to_dicts(recs))
         return n
 
+    def _keep_undecoded(self, recs: np.ndarray) -> None:
+        self._undecoded.append(recs)
+        self._n_undecoded += len(recs)
+        while self._n_undecoded - len(self._undecoded[0]) >= RECENT_ALERTS:
+            self._n_undecoded -= len(self._undecoded.popleft())
+
+    def _decode_pending(self) -> None:
+        """Decode the kept records into `recent`, in arrival order (before anything newer)."""
+        if self._undecoded:
+            recs = concat(list(self._undecoded))[-RECENT_ALERTS:]
+            self._undecoded.clear()
+            self._n_undecoded = 0
+            self._recent.extend(self.encoder.to_dicts(recs))
+
+    @property
+    def recent(self) -> deque[dict[str, Any]]:
+        """The newest RECENT_ALERTS alerts seen by this gateway, oldest first, as dicts."""
+        self._decode_pending()
+        return self._recent
+
     def dispatch(self, alerts: list[dict[str, Any]]) -> int:
         """Hand decoded alerts to `recent` and the clients (from the feed ring or Redis)."""
-        self.recent.extend(alerts)
+        self._decode_pending()
+        self._recent.extend(alerts)
         self.hub.alerts(alerts)
         return len(alerts)
 

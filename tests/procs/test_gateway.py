@@ -90,6 +90,15 @@ def test_rule_crud_validation_and_reload(gw: Instance) -> None:
     # the workers run it from their next cycle: its current matches fill up
     m = eventually(lambda: (r := c.get("/api/rules/t-all-priced/matches").json())["count"] > 0 and r, 10, 0.1)
     assert m["workers_pending"] == []
+    # its alerts reach `recent` (no WebSocket client here: kept as records, decoded when asked)
+    params = {"rule": "t-all-priced", "limit": 5}
+    recent = eventually(lambda: (a := c.get("/api/alerts/recent", params=params).json()) and a, 10, 0.1)
+    assert 0 < len(recent) <= 5 and {a["rule"] for a in recent} == {"t-all-priced"}
+    assert all(a["rule_name"] == "Any price" and a["kind"] == "enter" and a["price"] > 0 for a in recent)
+    assert [a["event_ts"] for a in recent] == sorted((a["event_ts"] for a in recent), reverse=True)  # newest first
+    sym = recent[-1]["symbol"]
+    one = c.get("/api/alerts/recent", params={**params, "symbol": sym.lower()}).json()
+    assert one and {a["symbol"] for a in one} == {sym}
     assert c.delete("/api/rules/t-all-priced").status_code == 204
     assert c.get("/api/rules/t-all-priced").status_code == 404
 
