@@ -114,9 +114,10 @@ def test_dashboard_desk(dash: Instance, redis_server: RedisServer) -> None:
             page.screenshot(path=str(ARTIFACTS / "desk.png"))
 
             # a click on a symbol opens its chart; with the library installed it has candles
-            sym = page.locator("#panels .panel td.sym").first
-            name = sym.inner_text().replace("HALT", "").strip()
-            sym.click()
+            # read and click in one page task: the panels re-render every refresh, and a locator
+            # resolved twice (once to read, once to click) can meet two different first rows
+            name = page.evaluate("""() => { const td = document.querySelector('#panels .panel td.sym');
+                td.click(); return td.firstChild.textContent; }""")
             page.wait_for_selector("#chart-pane.show", timeout=5_000)
             assert page.inner_text("#chart-title") == name
             if CHARTS:
