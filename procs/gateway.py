@@ -27,10 +27,11 @@ from procs.api.app import ConfigError, create_app
 from procs.api.cluster import REFRESH_S, ClusterView
 from procs.api.resume import StreamResume
 from procs.api.state import GatewayState
+from procs.api.subscriber import AlertSubscription
+from procs.api.wire import AlertHead, heads_of
 from procs.eventtime import event_mode
 from procs.feedbell import Bell
 from procs.runtime import BootError, Context
-from scanner.alert_json import decode_alert
 from scanner.backoff import Backoff
 from scanner.config import reveal
 
@@ -126,48 +127,46 @@ async def _pump_redis(ctx: Context, state: GatewayState, server: _Server) -> Non
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(reveal(ctx.settings.redis_url) or "")
+    sub = AlertSubscription(client)
     resume = StreamResume()  # what is published while the subscription is down comes back from the stream
     backoff = Backoff()
     malformed = 0
+
+    def deliver(heads: list[AlertHead], parts: list[bytes]) -> None:
+        n = state.dispatch(heads, parts) if heads else 0
+        ctx.count(n_in=n, n_out=n * len(state.clients))
+
     while ctx.should_run():
         ctx.beat()
         try:
-            pubsub = client.pubsub()
-            await pubsub.subscribe("alerts")
+            await sub.open()
             backoff.succeeded()
             gap = resume.gap
-            missed = await resume.replay(client)
-            if missed:
-                n = state.dispatch(missed)
-                ctx.count(n_in=n, n_out=n * len(state.clients))
+            deliver(*await resume.replay(client))  # repeats already dropped
             if resume.gap != gap:
                 ctx.count(drops=resume.gap - gap)
             while ctx.should_run():
                 ctx.beat()
-                batch = []
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=BELL_POLL_S)
-                while msg is not None:
-                    batch.append(msg["data"])
-                    if len(batch) >= 2000:
-                        break
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-                if batch:
-                    alerts = [a for a in map(decode_alert, batch) if a is not None]
-                    if len(alerts) < len(batch):  # counted in the gateway's drops (status, /metrics)
-                        bad = len(batch) - len(alerts)
+                raws = await sub.read(BELL_POLL_S)
+                for at in range(0, len(raws), FEED_BATCH):  # a backlog: a frame per FEED_BATCH alerts
+                    batch = raws[at:at + FEED_BATCH]
+                    heads, parts = heads_of(batch)
+                    if len(heads) < len(batch):  # counted in the gateway's drops (status, /metrics)
+                        bad = len(batch) - len(heads)
                         ctx.count(drops=bad)
                         malformed += bad
                         if malformed == bad or malformed // 1000 != (malformed - bad) // 1000:
                             log.warning("dropped %d malformed message(s) on the alerts channel (%d so far)",
                                         bad, malformed)
-                    n = state.dispatch(resume.fresh(alerts)) if alerts else 0
-                    ctx.count(n_in=n, n_out=n * len(state.clients))
+                    deliver(*resume.fresh(heads, parts))
                 await resume.mark(client)
         except (OSError, aioredis.RedisError) as exc:
             delay = backoff.failed()
             log.error("redis subscription lost (%s); retrying in %.1f s", exc, delay)
             ctx.count(errors=1)
+            await sub.close()
             await asyncio.sleep(delay)
+    await sub.close()
     await client.aclose()
     server.stop()
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Any
 
-from scanner.alert_json import decode_alert
+from procs.api.wire import AlertHead, heads_of
 
 log = logging.getLogger("scanner.gateway")
 STREAM = "alerts"
@@ -37,19 +37,23 @@ class StreamResume:
         self.replayed = 0  # alerts read back from the stream after reconnects
         self.gap = 0  # alerts that were trimmed from the stream before they could be read back
 
-    def fresh(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The alerts not delivered before (each remembered for the next `remember` alerts)."""
-        out = []
-        for a in alerts:
-            key = (a.get("host"), a.get("worker"), a.get("seq"))
-            if key in self._seen:
+    def fresh(self, heads: list[AlertHead], parts: list[bytes]) -> tuple[list[AlertHead], list[bytes]]:
+        """The alerts (heads, bytes) not delivered before (each remembered for the next
+        `remember` alerts)."""
+        out_h: list[AlertHead] = []
+        out_p: list[bytes] = []
+        seen = self._seen
+        for head, part in zip(heads, parts, strict=True):
+            key = head.key
+            if key in seen:
                 continue
-            self._seen.add(key)
+            seen.add(key)
             self._order.append(key)
-            out.append(a)
+            out_h.append(head)
+            out_p.append(part)
         while len(self._order) > self._remember:
-            self._seen.discard(self._order.popleft())
-        return out
+            seen.discard(self._order.popleft())
+        return out_h, out_p
 
     async def mark(self, client: Any, force: bool = False) -> None:
         """Sample the stream's newest id (at most once per `sample_s` unless `force`)."""
@@ -61,19 +65,19 @@ class StreamResume:
         if info is not None:
             self.last_id, self.added = info
 
-    async def replay(self, client: Any) -> list[dict[str, Any]]:
+    async def replay(self, client: Any) -> tuple[list[AlertHead], list[bytes]]:
         """After a (re)subscription: the alerts added to the stream since the last `mark` and up
         to now, oldest first (later ones arrive through the new subscription). At most
         `max_replay`; what is beyond the bound, or already trimmed, is counted in `gap`."""
         if self.last_id is None:  # first subscription: nothing was missed
             await self.mark(client, force=True)
-            return []
+            return [], []
         info = await _info(client)
         if info is None:
-            return []
+            return [], []
         start, added_before = self.last_id, self.added or 0
         end, added_now = info
-        out: list[dict[str, Any]] = []
+        raws: list[bytes] = []
         read = 0
         cursor = b"(" + start
         while read < self.max_replay:
@@ -82,9 +86,9 @@ class StreamResume:
                 break
             for _entry_id, fields in entries:
                 read += 1
-                alert = decode_alert(fields.get(b"alert", b"")) if isinstance(fields, dict) else None
-                if alert is not None:  # else not an alert entry (anyone who can XADD can write one)
-                    out.append(alert)
+                raw = fields.get(b"alert") if isinstance(fields, dict) else None
+                if isinstance(raw, bytes):
+                    raws.append(raw)
             cursor = b"(" + entries[-1][0]
         missing = added_now - added_before - read
         if missing > 0:
@@ -92,11 +96,12 @@ class StreamResume:
             log.error("alerts stream: %d alerts missed while the subscription was down could not be read "
                       "back (trimmed from the stream, or beyond the replay bound of %d)", missing, self.max_replay)
         self.last_id, self.added = end, added_now
-        fresh = self.fresh(out)
-        self.replayed += len(fresh)
-        if fresh:
-            log.warning("alerts stream: %d alerts missed while the subscription was down read back", len(fresh))
-        return fresh
+        # entries that are not alerts (anyone who can XADD can write one) are left out by heads_of
+        heads, parts = self.fresh(*heads_of(raws))
+        self.replayed += len(heads)
+        if heads:
+            log.warning("alerts stream: %d alerts missed while the subscription was down read back", len(heads))
+        return heads, parts
 
 
 async def _info(client: Any) -> tuple[bytes, int] | None:

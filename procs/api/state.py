@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from procs.api.cluster import ClusterView, Forwarder
+from procs.api.wire import AlertHead, heads_of, to_dict
 from procs.api.wsfeed import FeedProtocol, Hub
 from procs.rules_admin import rules_source
 from procs.shared import Shared
@@ -35,9 +36,12 @@ class GatewayState:
         self.feed = shared.feed.consumer(feed_consumer)
         self.feed_wakes = {"bell": 0, "timer": 0}  # alerts taken from the feed ring, by what woke the poll
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
-        # alert records taken while no client was connected, decoded only when `recent` is read
-        # (a replay raises ~150 alerts a boundary; turning each into a dict cost the gateway
-        # ~11 µs, on a core the pipeline needs): the newest RECENT_ALERTS of them, oldest first
+        # alerts not yet turned into dicts for `recent`, decoded only when it is read (a replay
+        # raises ~150 alerts a boundary, a dict each cost the gateway ~11 µs on a core the
+        # pipeline needs): the JSON bytes of what was sent to the clients (`_raw`), and newer
+        # than all of them, the feed ring's records taken while no client was connected
+        # (`_undecoded`); the newest RECENT_ALERTS of each, oldest first
+        self._raw: deque[bytes] = deque(maxlen=RECENT_ALERTS)
         self._undecoded = np.empty(0, ALERT_DTYPE)
         self.hub = Hub(settings, self.top, self.stale_hosts)
         self.all_f8 = np.arange(CATALOGUE.n_f8)
@@ -67,11 +71,16 @@ class GatewayState:
         if not self.hub.conns:  # no client: keep the records `recent` may be asked for, decode later
             self._undecoded = concat([self._undecoded, recs[-RECENT_ALERTS:]])[-RECENT_ALERTS:]
             return n
-        self.dispatch(self.encoder.to_dicts(recs))
+        parts = [payload for _rule, payload in self.encoder.encode(recs)]
+        heads, parts = heads_of(parts)
+        self.dispatch(heads, parts)
         return n
 
     def _decode_pending(self) -> None:
-        """Decode the kept records into `recent`, in arrival order (before anything newer)."""
+        """Decode the kept alerts into `recent`, in arrival order (before anything newer)."""
+        if self._raw:
+            self._recent.extend(map(to_dict, self._raw))
+            self._raw.clear()
         if len(self._undecoded):
             self._recent.extend(self.encoder.to_dicts(self._undecoded))
             self._undecoded = self._undecoded[:0]
@@ -82,12 +91,15 @@ class GatewayState:
         self._decode_pending()
         return self._recent
 
-    def dispatch(self, alerts: list[dict[str, Any]]) -> int:
-        """Hand decoded alerts to `recent` and the clients (from the feed ring or Redis)."""
-        self._decode_pending()
-        self._recent.extend(alerts)
-        self.hub.alerts(alerts)
-        return len(alerts)
+    def dispatch(self, heads: list[AlertHead], parts: list[bytes]) -> int:
+        """Hand alerts (`procs.api.wire`: heads and JSON bytes, from the feed ring or Redis) to
+        `recent` and the clients."""
+        if len(self._undecoded):  # older than these: into `_raw` first, as the JSON they would have sent
+            self._raw.extend(payload for _rule, payload in self.encoder.encode(self._undecoded))
+            self._undecoded = self._undecoded[:0]
+        self._raw.extend(parts[-RECENT_ALERTS:])
+        self.hub.send(heads, parts)
+        return len(heads)
 
     def symbol_snapshot(self, row: int) -> dict[str, Any]:
         t = self.shared.table

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from procs.api.wire import AlertHead
 from procs.api.wslimits import RateLimiter, admission, subscription, top_request
 from scanner.config import Settings
 
@@ -63,21 +65,21 @@ class Sub:
     def filtered(self) -> bool:
         return bool(self.rules or self.symbols or self.tags)
 
-    def wants(self, alert: dict[str, Any]) -> bool:
+    def wants(self, alert: AlertHead) -> bool:
         if not self.filtered:
             return True
-        tags = alert.get("tags")
-        return (alert.get("rule") in self.rules or alert.get("symbol") in self.symbols
-                or (isinstance(tags, list) and not self.tags.isdisjoint(t for t in tags if isinstance(t, str))))
+        return (alert.rule in self.rules or alert.symbol in self.symbols
+                or (bool(self.tags) and not self.tags.isdisjoint(t for t in alert.tags if isinstance(t, str))))
 
 
 ALL = Sub()
 
 
-def _scan_ts(alert: dict[str, Any]) -> float:
-    """The alert's scan stamp (0.0 when a foreign alert lacks one: the frame stays valid JSON)."""
-    v = alert.get("scan_ts")
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else 0.0
+def _scan_ts(alert: AlertHead) -> float:
+    """The alert's scan stamp (0.0 when a foreign alert lacks one, or it is not finite: the frame
+    stays valid JSON)."""
+    v = alert.scan_ts
+    return v if v is not None and math.isfinite(v) else 0.0
 
 
 class Hub:
@@ -131,11 +133,11 @@ class Hub:
         self.tops.setdefault(key, set()).add(conn)
         self.tops_changed.set()
 
-    def alerts(self, alerts: list[dict[str, Any]]) -> int:
-        """Write one frame per subscription group; returns the deliveries (alert x client)."""
+    def send(self, alerts: list[AlertHead], parts: list[bytes]) -> int:
+        """Write one frame per subscription group of the alerts `parts` (their JSON bytes, as
+        published), filtered on their heads; returns the deliveries (alert x client)."""
         if not self.groups or not alerts:
             return 0
-        parts = [_ENC(a) for a in alerts]
         delivered = 0
         for sub, members in self.groups.items():
             if sub.filtered:

@@ -17,6 +17,7 @@ import uvicorn
 import websockets
 from fastapi import FastAPI
 
+from procs.api.wire import heads_of
 from procs.api.wsfeed import Hub
 from scanner.config import Settings
 from tests.support import eventually, free_port
@@ -54,7 +55,9 @@ class Server:
     def push(self, alerts: list[dict[str, Any]]) -> None:
         done = threading.Event()
         assert self.loop is not None
-        self.loop.call_soon_threadsafe(lambda: (self.hub.alerts(alerts), done.set()))
+        heads, parts = heads_of([json.dumps(a).encode() for a in alerts])
+        assert len(heads) == len(alerts)
+        self.loop.call_soon_threadsafe(lambda: (self.hub.send(heads, parts), done.set()))
         assert done.wait(10)
 
 
