@@ -160,27 +160,39 @@ def _resp_prefix(*args: bytes, n_more: int = 1) -> bytes:
 
 class LiveMirror:
     """Live bars and indicators as Redis hashes `live:<symbol>`: a sweep at most once per
-    `interval` s writes only the fields that changed since the last write, a chunk of `chunk`
-    symbols per call (one per publisher pass, and only in a pass with no alert to send: see
-    `procs.publisher`). The chunk's HSET commands are packed as RESP in one go with numpy over
-    its changed cells (`_hset_commands`): no dict, no redis-py command per symbol. A value is the
-    float's shortest round-trip text (msgspec's JSON number: `7.0`, `0.1`, `1e20`), NaN as '',
-    infinities as `inf` / `-inf`; `float()` reads each back exactly. Write-only: nothing reads
-    them back in the pipeline (they are for other programs)."""
+    `interval` s writes only the fields that changed since the last write, a chunk per call (one
+    per publisher pass, and only in a pass with no alert to send: see `procs.publisher`). The
+    chunk's HSET commands are packed as RESP in one go with numpy over its changed cells
+    (`_hset_commands`): no dict, no redis-py command per symbol. A value is the float's shortest
+    round-trip text (msgspec's JSON number: `7.0`, `0.1`, `1e20`), NaN as '', infinities as
+    `inf` / `-inf`; `float()` reads each back exactly. Write-only: nothing reads them back in the
+    pipeline (they are for other programs).
+
+    The mirror must not hold the alerts back. A chunk is at most `chunk` symbols and `cells`
+    changed cells: when every value moves (the open, 10,000 symbols x 102 columns), a chunk of
+    512 symbols kept the publisher, and Redis, busy for ~90 ms, and an alert burst arriving then
+    waited behind it. And the mirror takes at most `duty` of the time: a sweep that took the
+    publisher B seconds of its own (the calls to `write`) starts the next no sooner than
+    B * (1 / duty - 1) after it ended (~1.7 s of work a sweep at the open on a 2-core box: the
+    hashes are then ~5 s apart, not 1; a quiet market keeps the 1 s)."""
 
     def __init__(self, client: redis.Redis, keys: list[str], columns: list[str], interval: float = 1.0,
-                 chunk: int = 512) -> None:
+                 chunk: int = 512, cells: int = 4096, duty: float = 0.25) -> None:
         self.client = client
         self.keys = keys
         self.columns = columns
         self.interval = interval
         self.chunk = chunk
+        self.cells = cells
+        self.duty = duty
         self.next_at = 0.0
         self.last = np.full((len(columns), len(keys)), np.nan)
         self.ok = True
         self.conn: redis.connection.AbstractConnection | None = None
         self._changed: np.ndarray | None = None  # the sweep in progress: changed cells, rows still to write
         self._rows: np.ndarray | None = None
+        self._started = 0.0  # the sweep in progress: when it started, and the time spent in `write`
+        self._busy = 0.0
         self._names = _objects([_bulk(c.encode()) for c in columns])
         self._heads = _objects([_bulk(b"HSET") + _bulk(f"live:{k}".encode()) for k in keys])
         self._arrays = _objects([b"*%d\r\n" % (2 + 2 * k) for k in range(len(columns) + 1)])
@@ -196,15 +208,30 @@ class LiveMirror:
     def write(self, current: np.ndarray) -> int:
         """One chunk of the sweep over `current` ((len(columns), n_rows) float64, the same array
         until the sweep ends); returns the number of hashes written."""
+        t0 = time.monotonic()
         if self._rows is None:
-            self.next_at = time.monotonic() + self.interval
+            self._started, self._busy = t0, 0.0
+            self.next_at = t0 + self.interval
             self._changed = ~((current == self.last) | (np.isnan(current) & np.isnan(self.last)))
             self._rows = np.flatnonzero(self._changed.any(axis=0))
-        rows, self._rows = self._rows[:self.chunk], self._rows[self.chunk:]
-        if len(self._rows) == 0:
-            self._rows = None
-        if len(rows) == 0:
-            return 0
+        assert self._changed is not None
+        ahead = self._rows[:self.chunk]
+        fits = int(np.searchsorted(np.cumsum(self._changed[:, ahead].sum(axis=0)), self.cells, side="right"))
+        take = max(1, fits)
+        rows, self._rows = ahead[:take], self._rows[take:]
+        try:
+            if len(rows) == 0:
+                return 0
+            return self._write(current, rows)
+        finally:
+            now = time.monotonic()
+            self._busy += now - t0
+            if self._rows is not None and len(self._rows) == 0:
+                self._rows = None
+            if self._rows is None:  # the sweep ended: the next waits for its interval and the duty bound
+                self.next_at = max(self.next_at, now + self._busy * (1.0 / self.duty - 1.0))
+
+    def _write(self, current: np.ndarray, rows: np.ndarray) -> int:
         assert self._changed is not None
         try:
             if self.conn is None:
