@@ -61,8 +61,35 @@ def decode(raw: bytes) -> list[Any]:
         raise ValueError(str(exc)) from None
 
 
-def split_dbn(raw: bytes) -> tuple[Any, bytes]:
-    """(Metadata, record bytes); ValueError when the bytes are not DBN."""
+def read_metadata(path: str | Path) -> Any:
+    """The metadata of a DBN file (.zst too), reading its header only: a check of a large file
+    before its replay need not read (and copy) the gigabyte after it."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        src = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) if p.suffix == ".zst" else f
+        head = _read_exact(src, 8)
+        if len(head) < 8 or head[:3] != b"DBN":
+            raise ValueError("not a DBN stream (no 'DBN' magic)")
+        head += _read_exact(src, int.from_bytes(head[4:8], "little"))
+    return split_dbn(head)[0]
+
+
+def _read_exact(f: Any, n: int) -> bytes:
+    """Up to `n` bytes, fewer only at the end of the stream (a decompressing reader may return
+    less per call)."""
+    parts: list[bytes] = []
+    while n > 0:
+        b = f.read(n)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+def split_dbn(raw: bytes) -> tuple[Any, memoryview]:
+    """(Metadata, record bytes: a view into `raw`, not a copy of a file that may be a gigabyte);
+    ValueError when the bytes are not DBN."""
     if len(raw) < 8 or raw[:3] != b"DBN":
         raise ValueError("not a DBN stream (no 'DBN' magic)")
     end = 8 + int.from_bytes(raw[4:8], "little")
@@ -72,7 +99,7 @@ def split_dbn(raw: bytes) -> tuple[Any, bytes]:
         raise ValueError(f"corrupt DBN metadata: {exc}") from None
     if not decoded or end > len(raw):
         raise ValueError("truncated DBN metadata")
-    return decoded[0], raw[end:]
+    return decoded[0], memoryview(raw)[end:]
 
 
 def symbols_from_metadata(meta: Any) -> dict[int, str]:
@@ -91,7 +118,7 @@ def load_definitions(path: str | Path) -> dict[int, str]:
     return {int(r.instrument_id): str(r.raw_symbol) for r in decode(read_raw(path))[1:] if hasattr(r, "raw_symbol")}
 
 
-def _records(body: bytes, rec: np.dtype, rtypes: tuple[int, ...]) -> np.ndarray | None:
+def _records(body: bytes | memoryview, rec: np.dtype, rtypes: tuple[int, ...]) -> np.ndarray | None:
     """All records as one structured array, or None when the stream is not uniform."""
     if len(body) % rec.itemsize:
         return None
@@ -101,7 +128,7 @@ def _records(body: bytes, rec: np.dtype, rtypes: tuple[int, ...]) -> np.ndarray 
     return arr
 
 
-def _complete_length(body: bytes) -> tuple[int, int]:
+def _complete_length(body: bytes | memoryview) -> tuple[int, int]:
     """(bytes of whole records, record count), walking the record headers' length words; a
     stream cut inside a record stops before it."""
     off = n = 0
@@ -114,7 +141,7 @@ def _complete_length(body: bytes) -> tuple[int, int]:
     return off, n
 
 
-def _objects(raw: bytes, body: bytes, kind: type, instruments: dict[int, str], stats: FeedStats,
+def _objects(raw: bytes, body: memoryview, kind: type, instruments: dict[int, str], stats: FeedStats,
              src: str) -> list[Any]:
     """Records of type `kind` via the official decoder; symbol mapping records update
     `instruments`, other records are skipped (counted); a cut-off tail is reported."""
@@ -151,7 +178,7 @@ def _instrument_map(meta: Any, instruments: Mapping[int, str] | None) -> dict[in
     return out
 
 
-def _open(path: str | Path, stats: FeedStats) -> tuple[bytes, Any, bytes] | None:
+def _open(path: str | Path, stats: FeedStats) -> tuple[bytes, Any, memoryview] | None:
     """Raw bytes, metadata and record body of a DBN file; None (counted) when unreadable."""
     try:
         raw = read_raw(path)

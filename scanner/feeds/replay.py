@@ -29,12 +29,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 from scanner.config import Settings
 from scanner.daily import daily_matrix, reference_columns
 from scanner.feeds.common import FeedStats, SymbolMap, TickBatch
 from scanner.feeds.csv_trades import POLYGON_TRADES, CsvLayout, parse_ts, read_csv_trades, read_flat_file
-from scanner.feeds.dbn import read_dbn_trades, read_raw, split_dbn
+from scanner.feeds.dbn import read_dbn_trades, read_metadata, read_raw, split_dbn
 from scanner.feeds.lean import file_day, read_lean_daily, read_lean_ticks
 from scanner.session import trading_day
 from scanner.ticks import empty_ticks
@@ -177,8 +178,8 @@ def index(spec: ReplaySpec) -> ReplayIndex:
 
 def _check_dbn(path: Path) -> None:
     try:
-        meta, _ = split_dbn(read_raw(path))
-    except (OSError, ValueError) as exc:
+        meta = read_metadata(path)
+    except (OSError, ValueError, zstandard.ZstdError) as exc:
         raise ReplayError(f"cannot read {path}: {exc}") from None
     schema = str(meta.schema) if meta.schema is not None else "trades"
     if schema != "trades":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import databento_dbn as dbn
 import numpy as np
+import pytest
 
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.dbn import (
@@ -15,7 +16,9 @@ from scanner.feeds.dbn import (
     load_definitions,
     read_dbn_ohlcv,
     read_dbn_trades,
+    read_metadata,
     read_raw,
+    split_dbn,
 )
 from tests.scanner.helpers import data_path
 
@@ -76,3 +79,22 @@ def test_bad_records_are_reported(tmp_path: Path) -> None:
     found = sorted((Path(s).name, ln) for s, ln, _ in stats.bad_lines)
     assert found == [("bad.dbn", 3), ("cut.dbn", 3), ("cut.dbn", 11), ("junk.dbn.zst", 0), ("missing.dbn", 0)]
     assert stats.malformed == 5
+
+
+def test_metadata_is_read_from_the_header_alone(tmp_path: Path) -> None:
+    """`read_metadata` (the check before a replay) gives the metadata the whole-file decode
+    gives, for plain and zstd files, and refuses what is not DBN or ends inside its header."""
+    for path in (data_path("databento-glbx", TRADES), data_path("dbn-format", "test_data.trades.dbn")):
+        meta, body = split_dbn(read_raw(path))
+        got = read_metadata(path)
+        assert (got.schema, got.dataset, got.start, got.end, got.symbols, got.mappings) == (
+            meta.schema, meta.dataset, meta.start, meta.end, meta.symbols, meta.mappings)
+        assert isinstance(body, memoryview) and len(body) % TRADE_REC.itemsize == 0  # a view, not a copy
+    raw = read_raw(data_path("databento-glbx", TRADES))
+    cut = tmp_path / "cut.dbn"
+    cut.write_bytes(raw[:40])
+    junk = tmp_path / "junk.dbn"
+    junk.write_bytes(b"PK\x03\x04" + raw[4:200])
+    for bad in (cut, junk):
+        with pytest.raises(ValueError):
+            read_metadata(bad)
