@@ -100,19 +100,26 @@ class RedisSink:
         if self.conn is None:
             self.conn = self.client.connection_pool.make_connection()
             self.conn.connect()
+        # the whole batch on `alerts` first, then per rule, then the stream: Redis runs them in
+        # order, and the gateways (and most subscribers) read `alerts`, so the last alert of a
+        # burst of thousands reaches them after a third of the batch's commands, not all of them
+        bodies = [b"$%d\r\n%b\r\n" % (len(payload), payload) for _rule, payload in items]
         parts: list[bytes] = []
-        for rule_id, payload in items:
-            body = b"$%d\r\n%b\r\n" % (len(payload), payload)
+        for body in bodies:
+            parts += (self._pub_all, body)
+        for (rule_id, _payload), body in zip(items, bodies, strict=True):
             chan = self._channels.get(rule_id)
             if chan is None:
                 chan = self._channels[rule_id] = _resp_prefix(b"PUBLISH", f"{CHANNEL_ALL}:{rule_id}".encode())
-            parts += (self._pub_all, body, chan, body, self._xadd, body)
+            parts += (chan, body)
+        for body in bodies:
+            parts += (self._xadd, body)
         self.conn.send_packed_command([b"".join(parts)])
-        # a command refused (maxmemory, wrong type) is counted, not retried; a refused XADD (every
-        # third reply) loses the alert's durable copy (notifier, storage): a drop
+        # a command refused (maxmemory, wrong type) is counted, not retried; a refused XADD (the
+        # last third of the replies) loses the alert's durable copy (notifier, storage): a drop
         refused = read_replies(self.conn, 3 * len(items))
         if refused:
-            lost = sum(i % 3 == 2 for i, _ in refused)
+            lost = sum(i >= 2 * len(items) for i, _ in refused)
             log.error("redis refused %d commands (%d alerts not in the stream, counted as drops): %s",
                       len(refused), lost, refused[-1][1])
             self.failures += len(refused)

@@ -217,12 +217,12 @@ def cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait(what: str, fn: Callable[[], Any], timeout: float) -> None:
+def _wait(what: str, fn: Callable[[], Any], timeout: float, every: float = 0.05) -> None:
     end = time.monotonic() + timeout
     while not fn():
         if time.monotonic() > end:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 class Bench:
@@ -325,7 +325,9 @@ class Bench:
         host = pipe.hosts[0]
         try:
             pipe.start()
-            _wait("the end of the replay", pipe.done, 120 + 3 * len(self.ticks) / rate)
+            # every 0.5 s: a status read of 10,000 symbols costs ~10 ms of CPU, which at 20 a
+            # second took a fifth of a core from the pipeline whose latency this measures
+            _wait("the end of the replay", pipe.done, 120 + 3 * len(self.ticks) / rate, every=0.5)
             time.sleep(1.0 + 3 * cadence_ms / 1000)  # the last scans' alerts on their way
             got = pipe.alerts()
             tap = pipe.tapped()
