@@ -227,17 +227,3 @@ def _objects(items: list[Any]) -> np.ndarray:
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out
-
-
-def decode_alert(raw: bytes | str) -> dict | None:
-    """One pub/sub message as an alert dict, or None when it is not one (not JSON, too deep, not
-    an object with string `rule` and `symbol`, `tags` not a list): anyone who can PUBLISH on the
-    channel can send it, and it must not reach the clients' filters or `recent`."""
-    try:
-        a = json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
-    if not (isinstance(a, dict) and isinstance(a.get("rule"), str) and isinstance(a.get("symbol"), str)
-            and isinstance(a.get("tags", []), list)):
-        return None
-    return a
