@@ -3,6 +3,7 @@ top-list bounds, the per-key token bucket, and subscription filters."""
 
 from __future__ import annotations
 
+from procs.api.wire import heads_of
 from procs.api.wsfeed import Sub
 from procs.api.wslimits import RateLimiter, admission, subscription, top_request
 from scanner.config import Settings
@@ -55,13 +56,16 @@ def test_rate_limiter_per_key() -> None:
 
 
 def test_filters() -> None:
-    alert = {"rule": "gap-up", "symbol": "AAPL", "tags": ["gap", "momentum"]}
+    heads, _ = heads_of([b'{"rule": "gap-up", "symbol": "AAPL", "tags": ["gap", "momentum", 7]}'])
+    alert = heads[0]
     assert Sub().wants(alert)  # no filter: everything
     assert Sub(rules=frozenset({"gap-up"})).wants(alert)
     assert Sub(symbols=frozenset({"AAPL"})).wants(alert)
     assert Sub(tags=frozenset({"momentum"})).wants(alert)
     assert not Sub(frozenset({"other"}), frozenset({"MSFT"}), frozenset({"x"})).wants(alert)
-    assert not Sub(tags=frozenset({"x"})).wants({"rule": "r", "symbol": "S", "tags": "not-a-list"})
+    assert not Sub(tags=frozenset({"7"})).wants(alert)  # a foreign non-string tag matches nothing
+    # tags that are not a list: not an alert at all (counted by the gateway, never filtered)
+    assert heads_of([b'{"rule": "r", "symbol": "S", "tags": "not-a-list"}']) == ([], [])
 
 
 def test_gateway_workers_from_the_cores() -> None:
