@@ -198,8 +198,7 @@ class LiveMirror:
         self.conn: redis.connection.AbstractConnection | None = None
         self._changed: np.ndarray | None = None  # the sweep in progress: changed cells, rows still to write
         self._rows: np.ndarray | None = None
-        self._started = 0.0  # the sweep in progress: when it started, and the time spent in `write`
-        self._busy = 0.0
+        self._busy = 0.0  # the sweep in progress: the time spent in `write`
         self._names = _objects([_bulk(c.encode()) for c in columns])
         self._heads = _objects([_bulk(b"HSET") + _bulk(f"live:{k}".encode()) for k in keys])
         self._arrays = _objects([b"*%d\r\n" % (2 + 2 * k) for k in range(len(columns) + 1)])
@@ -217,7 +216,7 @@ class LiveMirror:
         until the sweep ends); returns the number of hashes written."""
         t0 = time.monotonic()
         if self._rows is None:
-            self._started, self._busy = t0, 0.0
+            self._busy = 0.0
             self.next_at = t0 + self.interval
             self._changed = ~((current == self.last) | (np.isnan(current) & np.isnan(self.last)))
             self._rows = np.flatnonzero(self._changed.any(axis=0))

@@ -40,7 +40,8 @@ class GatewayState:
         # raises ~150 alerts a boundary, a dict each cost the gateway ~11 µs on a core the
         # pipeline needs): the JSON bytes of what was sent to the clients (`_raw`), and newer
         # than all of them, the feed ring's records taken while no client was connected
-        # (`_undecoded`); the newest RECENT_ALERTS of each, oldest first
+        # (`_undecoded`, decoded as soon as a client comes); the newest RECENT_ALERTS of each,
+        # oldest first
         self._raw: deque[bytes] = deque(maxlen=RECENT_ALERTS)
         self._undecoded = np.empty(0, ALERT_DTYPE)
         self.hub = Hub(settings, self.top, self.stale_hosts)
@@ -94,9 +95,8 @@ class GatewayState:
     def dispatch(self, heads: list[AlertHead], parts: list[bytes]) -> int:
         """Hand alerts (`procs.api.wire`: heads and JSON bytes, from the feed ring or Redis) to
         `recent` and the clients."""
-        if len(self._undecoded):  # older than these: into `_raw` first, as the JSON they would have sent
-            self._raw.extend(payload for _rule, payload in self.encoder.encode(self._undecoded))
-            self._undecoded = self._undecoded[:0]
+        if len(self._undecoded):  # records kept before a client came are older than these
+            self._decode_pending()
         self._raw.extend(parts[-RECENT_ALERTS:])
         self.hub.send(heads, parts)
         return len(heads)
