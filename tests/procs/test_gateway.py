@@ -87,8 +87,10 @@ def test_rule_crud_validation_and_reload(gw: Instance) -> None:
     created = c.post("/api/rules", json=rule)
     assert created.status_code == 201 and created.json()["generation"] > gen0
     assert c.get("/api/rules/t-all-priced").json()["metric"] == "price"
-    # the workers run it from their next cycle: its current matches fill up
-    m = eventually(lambda: (r := c.get("/api/rules/t-all-priced/matches").json())["count"] > 0 and r, 30, 0.1)
+    # the workers run it from their next cycle: its current matches fill up, and once every worker
+    # has scanned with the new generation none is pending (one may lag the other by a cycle)
+    m = eventually(lambda: (r := c.get("/api/rules/t-all-priced/matches").json())["count"] > 0
+                   and not r["workers_pending"] and r, 30, 0.1)
     assert m["workers_pending"] == []
     # its alerts reach `recent` (no WebSocket client here: kept as records, decoded when asked)
     params = {"rule": "t-all-priced", "limit": 5}

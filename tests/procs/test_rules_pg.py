@@ -82,7 +82,8 @@ def test_a_change_through_one_host_reaches_the_other(db: str, tmp_path: Path) ->
         assert a.post("/api/rules", json=rule("via-host-a", 0.0)).status_code == 201
         assert "via-host-a" in [r["id"] for r in b.get("/api/rules").json()]
         eventually(lambda: b.get("/api/status").json()["rules_generation"] > gen_b, 20, 0.2, "host B notified")
-        m = eventually(lambda: (r := b.get("/api/rules/via-host-a/matches").json())["count"] > 0 and r, 20, 0.2)
+        m = eventually(lambda: (r := b.get("/api/rules/via-host-a/matches").json())["count"] > 0
+                       and not r["workers_pending"] and r, 20, 0.2)  # every worker, not just the first
         assert m["workers_pending"] == []
         # bars of a symbol come from the database once the storage writer committed them. Wait for
         # the events (a minute closed, the writer committed every bar closed so far), not for a
