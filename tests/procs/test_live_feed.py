@@ -115,8 +115,13 @@ def slot(st: dict, name: str) -> dict:
 
 
 def drained(inst: Instance, n_ticks: int) -> bool:
+    """Every tick through ingest and bars; otherwise raises with the counts (`eventually` chains
+    the last one, so a timeout says how far each got and what the feed counted)."""
     st = inst.status()
-    return slot(st, "ingest")["in"] == n_ticks and slot(st, "bars")["in"] == n_ticks
+    got = slot(st, "ingest")["in"], slot(st, "bars")["in"]
+    if got != (n_ticks, n_ticks):
+        raise AssertionError(f"ingest/bars took {got} of {n_ticks} ticks; feed {st.get('feed')}")
+    return True
 
 
 def assert_equal_bars(got: pd.DataFrame, ref: pd.DataFrame) -> None:

@@ -31,7 +31,7 @@ from websockets.asyncio.server import ServerConnection
 from scanner.feeds.frames import BAD_TS, rfc3339_ns
 from scanner.feeds.lean import DAILY_DTYPE
 from scanner.session import day_start_ns
-from tests.vendors.base import HttpServer, Response, WsServer, tighten
+from tests.vendors.base import HttpServer, Response, WsServer, cut_after_sent, tighten
 from tests.vendors.messages import rfc3339
 
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "corrections",
@@ -172,7 +172,7 @@ class AlpacaStreamServer(WsServer):
                 if not chunk:
                     self.drops += 1
                     self.cursor += self.lost_on_drop
-                    ws.transport.abort()
+                    await cut_after_sent(ws)
                     return
             self.cursor += len(chunk)
             frame = [m for m in chunk if _wanted(m, subs)]

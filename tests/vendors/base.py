@@ -5,9 +5,13 @@ a stdlib HTTP server in a thread, and 429 throttling. Started and stopped from p
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import socket
+import struct
+import termios
 import threading
+import time
 from collections.abc import Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -113,6 +117,24 @@ def tight_socket(port: int) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((HOST, port))
     return s
+
+
+async def cut_after_sent(ws: ServerConnection, limit_s: float = 60.0) -> None:
+    """Cut a connection without a close handshake once everything already sent has left: the
+    transport's buffer and the kernel's send queue (TIOCOUTQ) are empty. A vendor's network
+    failure loses what it published while the client was away, not frames it had sent before;
+    aborting at once would drop the frames a slow (loaded) client had not read yet, a random
+    number of them."""
+    sock = ws.transport.get_extra_info("socket")
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        queued = ws.transport.get_write_buffer_size()
+        if sock is not None and not queued:
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        if not queued:
+            break
+        await asyncio.sleep(0.005)
+    ws.transport.abort()
 
 
 def tighten(ws: ServerConnection) -> None:

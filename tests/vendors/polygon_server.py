@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection
 
 from scanner.feeds.lean import DAILY_DTYPE
 from scanner.session import day_start_ns, next_day
-from tests.vendors.base import HttpServer, Response, WsServer, tighten
+from tests.vendors.base import HttpServer, Response, WsServer, cut_after_sent, tighten
 
 MS = 1_000_000
 _TOPIC_OF = {"T": "T", "Q": "Q", "LULD": "LULD", "A": "A", "AM": "AM"}
@@ -126,7 +126,7 @@ class PolygonStreamServer(WsServer):
                 if not chunk:
                     self.drops += 1
                     self.cursor += self.lost_on_drop
-                    ws.transport.abort()
+                    await cut_after_sent(ws)
                     return
             self.cursor += len(chunk)
             frame = [m for m in chunk if _wanted(m, topics)]
