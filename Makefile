@@ -53,8 +53,11 @@ sysdeps:
 demo: $(STAMP) vendor
 	$(BIN)/scanner demo
 
+# The suite runs on one pytest worker per core (pytest-xdist, at most 4), a test file to a
+# worker: most of its time is instance tests waiting for events, which overlap well.
+TEST_WORKERS ?= auto
 test: $(STAMP) sysdeps vendor
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
