@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from scanner.feeds.dbn import read_raw, split_dbn
+from scanner.feeds.dbn import map_raw, split_dbn
 from scanner.feeds.replay import name_day
 from scanner.rules.model import Rule, RuleSet
 
@@ -59,7 +59,7 @@ def check_file(path: Path) -> str | None:
                 while f.read(1 << 20):
                     pass
         elif name.endswith((".dbn", ".dbn.zst")):
-            split_dbn(read_raw(path))
+            split_dbn(map_raw(path))
         else:
             with open(path, "rb") as f:
                 f.read(1)

@@ -5,13 +5,16 @@ through the file's metadata mappings (raw_symbol -> instrument_id intervals), op
 overridden by a definitions file (`load_definitions`) or an explicit mapping.
 
 A file whose records all have one fixed layout (the normal case for a single-schema file) is
-read with one `np.frombuffer` over the record bytes; anything else (mixed record types, symbol
+read with `np.frombuffer` over the record bytes (a plain file is memory-mapped, not read into
+the heap) and converted `CHUNK_RECORDS` at a time, so a replay's memory does not grow with
+the file and its first batch does not wait for the whole file; anything else (mixed record types, symbol
 mapping records of a live capture) goes through `databento_dbn.DBNDecoder` record by record.
 Record numbers (1-based, after the metadata) stand in for line numbers in `FeedStats`.
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,13 +23,15 @@ import databento_dbn as dbn
 import numpy as np
 import zstandard
 
-from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, in_batches, make_ticks
+from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, make_ticks
 from scanner.records import BAR_DTYPE
+from shm.records import concat
 
 PRICE_SCALE = 1e9  # price units per USD
 UNDEF_PRICE = np.iinfo(np.int64).max
 RTYPE_MBP_0 = 0x00  # trades
 RTYPE_OHLCV = (0x20, 0x21, 0x22, 0x23, 0x24)  # 1s, 1m, 1h, 1d, eod
+CHUNK_RECORDS = 1 << 20  # trade records converted to ticks at a time (48 MB of records, 32 MB of ticks)
 _HD = [("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"),
        ("ts_event", "<u8")]
 TRADE_REC = np.dtype(_HD + [("price", "<i8"), ("size", "<u4"), ("action", "S1"), ("side", "S1"),
@@ -44,6 +49,20 @@ def read_raw(path: str | Path) -> bytes:
         if p.suffix == ".zst":
             return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
         return f.read()
+
+
+def map_raw(path: str | Path) -> bytes | mmap.mmap:
+    """The file's bytes for `np.frombuffer`: a read-only memory map of a plain file (pages come
+    from the page cache as they are read, none copied into the heap), the decompressed bytes of
+    a .zst."""
+    p = Path(path)
+    if p.suffix == ".zst":
+        return read_raw(p)
+    with open(p, "rb") as f:
+        try:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            return b""
 
 
 def decode(raw: bytes) -> list[Any]:
@@ -87,7 +106,7 @@ def _read_exact(f: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-def split_dbn(raw: bytes) -> tuple[Any, memoryview]:
+def split_dbn(raw: bytes | mmap.mmap) -> tuple[Any, memoryview]:
     """(Metadata, record bytes: a view into `raw`, not a copy of a file that may be a gigabyte);
     ValueError when the bytes are not DBN."""
     if len(raw) < 8 or raw[:3] != b"DBN":
@@ -141,7 +160,7 @@ def _complete_length(body: bytes | memoryview) -> tuple[int, int]:
     return off, n
 
 
-def _objects(raw: bytes, body: memoryview, kind: type, instruments: dict[int, str], stats: FeedStats,
+def _objects(raw: bytes | mmap.mmap, body: memoryview, kind: type, instruments: dict[int, str], stats: FeedStats,
              src: str) -> list[Any]:
     """Records of type `kind` via the official decoder; symbol mapping records update
     `instruments`, other records are skipped (counted); a cut-off tail is reported."""
@@ -178,10 +197,11 @@ def _instrument_map(meta: Any, instruments: Mapping[int, str] | None) -> dict[in
     return out
 
 
-def _open(path: str | Path, stats: FeedStats) -> tuple[bytes, Any, memoryview] | None:
-    """Raw bytes, metadata and record body of a DBN file; None (counted) when unreadable."""
+def _open(path: str | Path, stats: FeedStats) -> tuple[bytes | mmap.mmap, Any, memoryview] | None:
+    """Raw bytes (`map_raw`), metadata and record body of a DBN file; None (counted) when
+    unreadable."""
     try:
-        raw = read_raw(path)
+        raw = map_raw(path)
         meta, body = split_dbn(raw)
     except (OSError, ValueError, zstandard.ZstdError) as exc:
         stats.bad(str(path), 0, f"unreadable file: {exc}")
@@ -206,26 +226,84 @@ def read_dbn_trades(paths: Iterable[str | Path], symbols: SymbolMap | None = Non
             continue
         raw, meta, body = opened
         imap = _instrument_map(meta, instruments)
-        arr = _records(body, TRADE_REC, (RTYPE_MBP_0,))
-        if arr is not None:
+        base = len(raw) - len(body)  # where the records start in `raw`
+        arr = np.frombuffer(body, TRADE_REC) if len(body) % TRADE_REC.itemsize == 0 else None
+        if arr is not None and _uniform(arr, TRADE_REC, (RTYPE_MBP_0,), raw, base):
             stats.rows += len(arr)
-            ids, ts, price, size = arr["instrument_id"], arr[ts_field], arr["price"], arr["size"]
+            parts = (_trade_ticks(lo, c["instrument_id"], c[ts_field], c["price"], c["size"], imap, symbols,
+                                  stats, src, raw, base + lo * TRADE_REC.itemsize, c.nbytes)
+                     for lo in range(0, len(arr), CHUNK_RECORDS) for c in (arr[lo:lo + CHUNK_RECORDS],))
         else:
             recs = _objects(raw, body, dbn.TradeMsg, imap, stats, src)
-            ids = np.array([r.instrument_id for r in recs], np.int64)
-            ts = np.array([getattr(r, ts_field) for r in recs], np.uint64)
-            price = np.array([r.price for r in recs], np.int64)
-            size = np.array([r.size for r in recs], np.int64)
-        ts = ts.astype(np.int64)
-        bad = (price == UNDEF_PRICE) | (price <= 0) | (size <= 0) | (ts <= 0)
-        if bad.any():
-            stats.bad_many(src, np.flatnonzero(bad) + 1, "undefined or non-positive price, size or time")
-        rows = _rows(ids, imap, symbols)
-        unknown = ~bad & (rows < 0)
-        stats.skipped += int(unknown.sum())
-        ok = ~bad & ~unknown
-        ticks = make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
-        yield from in_batches(ticks, symbols, batch_size, stats)
+            parts = iter([_trade_ticks(0, np.array([r.instrument_id for r in recs], np.int64),
+                                       np.array([getattr(r, ts_field) for r in recs], np.uint64),
+                                       np.array([r.price for r in recs], np.int64),
+                                       np.array([r.size for r in recs], np.int64), imap, symbols, stats, src)])
+        yield from (TickBatch(b, symbols.names) for b in _rebatch(parts, batch_size, stats))
+
+
+def _uniform(arr: np.ndarray, rec: np.dtype, rtypes: tuple[int, ...], raw: bytes | mmap.mmap, base: int) -> bool:
+    """Every record of `arr` has the layout `rec` (length word and rtype), checked a chunk at a
+    time, each chunk's mapped pages released after it (`_release`)."""
+    for lo in range(0, len(arr), CHUNK_RECORDS):
+        c = arr[lo:lo + CHUNK_RECORDS]
+        ok = bool((c["length"] == rec.itemsize // 4).all() and np.isin(c["rtype"], rtypes).all())
+        _release(raw, base + lo * rec.itemsize, c.nbytes)
+        if not ok:
+            return False
+    return True
+
+
+def _release(raw: bytes | mmap.mmap, start: int, length: int) -> None:
+    """Unmap the pages of `raw[start:start + length]` from this process when `raw` is a memory
+    map (they stay in the page cache): a replay's resident memory then stays at a chunk, not
+    the whole file it has read so far."""
+    if isinstance(raw, mmap.mmap) and length > 0:
+        a = start - start % mmap.PAGESIZE
+        raw.madvise(mmap.MADV_DONTNEED, a, min(start + length, len(raw)) - a)
+
+
+def _trade_ticks(first: int, ids: np.ndarray, ts: np.ndarray, price: np.ndarray, size: np.ndarray,
+                 imap: Mapping[int, str], symbols: SymbolMap, stats: FeedStats, src: str,
+                 raw: bytes | mmap.mmap = b"", start: int = 0, length: int = 0) -> np.ndarray:
+    """TICK_DTYPE ticks of a run of trade records (`first`: the 0-based number of its first
+    record); bad and unknown ones counted and left out. The records' pages (`raw[start:start +
+    length]`) are released once converted."""
+    ts = ts.astype(np.int64)
+    bad = (price == UNDEF_PRICE) | (price <= 0) | (size <= 0) | (ts <= 0)
+    if bad.any():
+        stats.bad_many(src, np.flatnonzero(bad) + first + 1, "undefined or non-positive price, size or time")
+    rows = _rows(ids, imap, symbols)
+    unknown = ~bad & (rows < 0)
+    stats.skipped += int(unknown.sum())
+    ok = ~bad & ~unknown
+    out = make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
+    _release(raw, start, length)
+    return out
+
+
+def _rebatch(parts: Iterable[np.ndarray], batch_size: int, stats: FeedStats) -> Iterator[np.ndarray]:
+    """Tick arrays cut and joined into batches of exactly `batch_size` (the last one may be
+    shorter), counted in `stats`: the batches do not depend on how the file was chunked."""
+    if batch_size <= 0:
+        raise ValueError(f"'batch_size' must be positive, was {batch_size}")
+    pending: list[np.ndarray] = []
+    n = 0
+    for p in parts:
+        while len(p):
+            k = min(batch_size - n, len(p))
+            pending.append(p[:k])
+            n += k
+            p = p[k:]
+            if n == batch_size:
+                out = pending[0] if len(pending) == 1 else concat(pending)
+                pending, n = [], 0
+                stats.ticks += len(out)
+                yield out
+    if n:
+        out = pending[0] if len(pending) == 1 else concat(pending)
+        stats.ticks += len(out)
+        yield out
 
 
 def read_dbn_ohlcv(path: str | Path, symbols: SymbolMap | None = None, *,

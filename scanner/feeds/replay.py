@@ -35,10 +35,9 @@ from scanner.config import Settings
 from scanner.daily import daily_matrix, reference_columns
 from scanner.feeds.common import FeedStats, SymbolMap, TickBatch
 from scanner.feeds.csv_trades import POLYGON_TRADES, CsvLayout, parse_ts, read_csv_trades, read_flat_file
-from scanner.feeds.dbn import read_dbn_trades, read_metadata, read_raw, split_dbn
+from scanner.feeds.dbn import CHUNK_RECORDS, map_raw, read_dbn_trades, read_metadata, split_dbn
 from scanner.feeds.lean import file_day, read_lean_daily, read_lean_ticks
 from scanner.session import trading_day
-from scanner.ticks import empty_ticks
 from shm.records import concat, take
 
 MAX_SYMBOL_BYTES = 16  # the table's key width
@@ -150,12 +149,17 @@ def index(spec: ReplaySpec) -> ReplayIndex:
         found.add(p.parent.name.upper())
         if (d := file_day(p)) is not None:
             days.append(d)
-    for p in spec.of("dbn"):
+    for p in spec.of("dbn"):  # a pass over the file a chunk at a time, never all its ticks at once
         m = SymbolMap()
-        ticks = np.concatenate([b.ticks for b in read_dbn_trades([p], m)] or [empty_ticks()])
-        found.update(m.names[int(r)] for r in np.unique(ticks["sym"]))
-        if len(ticks):
-            days.append(trading_day(int(ticks["ts_ns"].min())))
+        rows: set[int] = set()
+        first = None
+        for b in read_dbn_trades([p], m, batch_size=CHUNK_RECORDS):
+            rows.update(np.unique(b.ticks["sym"]).tolist())
+            t = int(b.ticks["ts_ns"].min())
+            first = t if first is None else min(first, t)
+        found.update(m.names[r] for r in rows)
+        if first is not None:
+            days.append(trading_day(first))
     for fmt, layout in (("csv", spec.layout), ("flat", POLYGON_TRADES)):
         for p in spec.of(fmt):
             names, first = _csv_symbols(p, layout)
@@ -223,7 +227,7 @@ def estimate_rows(spec: ReplaySpec) -> int:
                 with zipfile.ZipFile(p) as z:
                     total += sum(_lines(z.read(n)) for n in z.namelist() if not n.endswith("/"))
             elif fmt == "dbn":
-                _, body = split_dbn(read_raw(p))
+                _, body = split_dbn(map_raw(p))
                 total += len(body) // 48
             else:
                 total += _count_lines(p) - 1  # minus the header

@@ -9,6 +9,7 @@ import databento_dbn as dbn
 import numpy as np
 import pytest
 
+import scanner.feeds.dbn as dbn_mod
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.dbn import (
     TRADE_REC,
@@ -98,3 +99,30 @@ def test_metadata_is_read_from_the_header_alone(tmp_path: Path) -> None:
     for bad in (cut, junk):
         with pytest.raises(ValueError):
             read_metadata(bad)
+
+
+def test_chunked_reading_gives_the_whole_file_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file converted a few records at a time (`CHUNK_RECORDS`, memory-mapped, pages released
+    as it goes) gives the ticks, batches, counts and bad-record numbers of one pass over it."""
+    raw = bytearray(read_raw(data_path("databento-glbx", TRADES)))
+    body = 8 + int.from_bytes(raw[4:8], "little")
+    for rec in (2, 57):  # bad records on either side of chunk boundaries
+        at = body + rec * TRADE_REC.itemsize + TRADE_REC.fields["price"][1]
+        raw[at:at + 8] = UNDEF_PRICE.to_bytes(8, "little", signed=True)
+    path = tmp_path / "bad.dbn"
+    path.write_bytes(bytes(raw))
+
+    def read(chunk: int, batch: int) -> tuple[list[bytes], FeedStats, list[str]]:
+        monkeypatch.setattr(dbn_mod, "CHUNK_RECORDS", chunk)
+        stats, syms = FeedStats(), SymbolMap()
+        got = [b.ticks.tobytes() for b in read_dbn_trades([path], syms, stats=stats, batch_size=batch)]
+        return got, stats, syms.names
+
+    for batch in (1, 7, 50, 1000):
+        whole, s0, n0 = read(1 << 20, batch)
+        assert sum(len(b) for b in whole) == 118 * 32 and all(len(b) == batch * 32 for b in whole[:-1])
+        for chunk in (1, 5, 16, 119):
+            got, s1, n1 = read(chunk, batch)
+            assert got == whole and n1 == n0 == ["ESU4"]
+            assert (s1.ticks, s1.rows, s1.malformed) == (s0.ticks, s0.rows, s0.malformed) == (118, 120, 2)
+            assert sorted(ln for _, ln, _ in s1.bad_lines) == [3, 58]
