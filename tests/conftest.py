@@ -51,6 +51,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     print(f"numba kernels ready in {time.monotonic() - t0:.1f} s")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test run first (in collection order otherwise, each file's tests
+    together): with the suite spread over workers a file at a time (`make test`), the long
+    files then start early and the short ones fill in around them, instead of one long file
+    finishing alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     srv = RedisServer(tmp_path_factory.mktemp("redis"))

@@ -72,6 +72,7 @@ def _publish_alerts(url: str, per_s: int, seconds: float, stop: threading.Event)
     return sent
 
 
+@pytest.mark.slow
 def test_dashboard_desk(dash: Instance, redis_server: RedisServer) -> None:
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is not installed (make test installs Debian's chromium package)")

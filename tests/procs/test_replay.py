@@ -62,6 +62,7 @@ def bars_frame(path: Path) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.slow
 def test_real_day_replay_matches_a_pandas_resample(tmp_path: Path) -> None:
     files = sorted(glob.glob(LEAN_DAY))
     if len(files) < 2:
@@ -116,6 +117,7 @@ def test_malformed_csv_rows_are_reported_and_the_replay_finishes(tmp_path: Path)
     assert bars.symbol.tolist() == ["AAA", "AAA", "BBB"] and bars.volume.tolist() == [100.0, 200.0, 300.0]
 
 
+@pytest.mark.slow
 def test_paced_replay_gives_the_same_bars(tmp_path: Path) -> None:
     """At --speed 120 three minutes of trades take ~1.5 s; the bars equal the --max ones and
     each symbol's bars close in minute order (no timing asserted)."""

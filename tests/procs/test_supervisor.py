@@ -27,6 +27,7 @@ def inst(tmp_path: Path) -> Iterator[Instance]:
         i.close()
 
 
+@pytest.mark.slow
 def test_lifecycle_restart_checkpoint(inst: Instance) -> None:
     st = eventually(inst.all_running, 60, 0.2, "all processes running")
     assert inst.cli_status()["instance"] == inst.name  # the CLI reads the same object
@@ -107,6 +108,7 @@ def _tick_total(inst: Instance) -> int:
         sh.close()
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_day_is_refused(tmp_path: Path) -> None:
     inst = Instance(tmp_path, f"d{os.getpid()}")
     inst.start()
