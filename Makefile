@@ -54,10 +54,12 @@ demo: $(STAMP) vendor
 	$(BIN)/scanner demo
 
 # The suite runs on one pytest worker per core (pytest-xdist, at most 4), a test file to a
-# worker: most of its time is instance tests waiting for events, which overlap well.
+# worker: most of its time is instance tests waiting for events, which overlap well. Files go
+# out in collection order (files with slow tests first, tests/conftest.py), not xdist's
+# most-tests-first, which left the long one-test files to finish alone at the end.
 TEST_WORKERS ?= auto
 test: $(STAMP) sysdeps vendor
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile; rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

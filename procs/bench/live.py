@@ -96,8 +96,11 @@ class LiveInstance:
         from scanner.metrics import HIST
 
         sh = Shared.attach(self.name)
-        try:
-            hist, head = sh.history.hist[HIST["minute"]].copy(), sh.history.head.copy()
+        try:  # a consistent copy (the seqlock): a plain one can pair a head with a slot not yet written
+            h = sh.history
+            full, head = np.empty_like(h.hist), np.empty_like(h.head)
+            h.snapshot(full, head)
+            hist = full[HIST["minute"]]
         finally:
             sh.close()
         k = hist.shape[1]

@@ -82,7 +82,8 @@ def live_bars(inst: Instance) -> pd.DataFrame:
     sh = Shared.attach(inst.name)
     try:
         names = sh.table.key_list()
-        hist, head = sh.history.hist.copy(), sh.history.head.copy()
+        hist, head = np.empty_like(sh.history.hist), np.empty_like(sh.history.head)
+        sh.history.snapshot(hist, head)  # consistent: a plain copy can pair a head with an unwritten slot
         t = sh.table
         live = {k: (t.f8[CATALOGUE.f8(k)] if CATALOGUE[k].dtype == "f8" else t.i8[CATALOGUE.i8(k)]).copy()
                 for k in ("bar_start_ns", "bar_open", "bar_high", "bar_low", "bar_close", "bar_volume", "bar_trades",

@@ -68,6 +68,15 @@ def pg() -> Iterator[PostgresServer]:
     srv.remove()
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own: it counts every entry of the `alerts` stream, which the
+    session's Redis shares with whatever tests ran before in the same worker."""
+    srv = RedisServer(tmp_path / "redis")
+    yield srv
+    srv.stop()
+
+
 def pg_bars(url: str) -> int:
     with psycopg.connect(url, connect_timeout=2) as c:
         row = c.execute("SELECT count(*) FROM bars_1m").fetchone()
@@ -82,10 +91,10 @@ def kill_storage(inst: Instance) -> int:
 
 
 @pytest.mark.slow
-def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis_server: RedisServer) -> None:
+def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, own_redis: RedisServer) -> None:
     ch_dir = tmp_path / "ch"
     inst = Instance(tmp_path, SCANNER_DATABASE_URL=pg.url, SCANNER_CLICKHOUSE_URL=f"chdb://{ch_dir}",
-                    SCANNER_REDIS_URL=redis_server.url, SCANNER_CAPTURE_TRADES="true")
+                    SCANNER_REDIS_URL=own_redis.url, SCANNER_CAPTURE_TRADES="true")
     try:
         # events, not the minute clock: a minute closed, then the writer committed bars
         eventually(lambda: inst.proc_status("bars")["out"] > 0, 90, 0.2, "a minute closed")
@@ -147,7 +156,7 @@ def test_outage_and_kill9_lose_nothing(tmp_path: Path, pg: PostgresServer, redis
                   for r in np.nonzero(head)[0] for j in range(head[r])}
     assert all(per_minute.get(k, 0) >= v for k, v in bar_trades.items())
 
-    r = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(own_redis.url)
     groups = {g["name"].decode(): g for g in r.xinfo_groups("alerts")}
     for name, count in (("storage-postgres", alerts_pg[0]), ("storage-clickhouse", alerts_ch)):
         g = groups[name]
