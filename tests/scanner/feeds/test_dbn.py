@@ -126,3 +126,21 @@ def test_chunked_reading_gives_the_whole_file_reading(tmp_path: Path, monkeypatc
             assert got == whole and n1 == n0 == ["ESU4"]
             assert (s1.ticks, s1.rows, s1.malformed) == (s0.ticks, s0.rows, s0.malformed) == (118, 120, 2)
             assert sorted(ln for _, ln, _ in s1.bad_lines) == [3, 58]
+
+
+def test_row_cache_maps_ids_as_the_sorting_lookup_does() -> None:
+    """`_RowCache` (a dense table per file) gives `_rows`' answer chunk after chunk: rows of
+    known ids, -1 for ids a fixed map does not hold, new names added in ascending id order, and
+    ids past the table's bound through `_rows` itself."""
+    rng = np.random.default_rng(3)
+    imap = {int(i): f"S{i}" for i in rng.choice(5000, 300, replace=False)}
+    for grow in (True, False):
+        fixed = [f"S{i}" for i in sorted(imap)[:150]]
+        cache_map, ref_map = SymbolMap(fixed, grow=grow), SymbolMap(fixed, grow=grow)
+        cache = dbn_mod._RowCache(imap, cache_map)
+        for chunk in range(6):
+            hi = 6000 if chunk < 5 else dbn_mod.LUT_IDS + 10  # the last chunk passes the table's bound
+            ids = rng.integers(0, hi, 2000).astype(np.uint32)
+            np.testing.assert_array_equal(cache(ids), dbn_mod._rows(ids, imap, ref_map))
+            assert cache_map.names == ref_map.names
+        assert (cache(np.empty(0, np.uint32)) == np.empty(0)).all()
