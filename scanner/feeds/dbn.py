@@ -307,7 +307,10 @@ def _trade_ticks(first: int, ids: np.ndarray, ts: np.ndarray, price: np.ndarray,
     unknown = ~bad & (rows < 0)
     stats.skipped += int(unknown.sum())
     ok = ~bad & ~unknown
-    out = make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
+    if ok.all():  # the usual case: no compaction
+        out = make_ticks(rows, ts, price / PRICE_SCALE, size.astype(np.float64))
+    else:
+        out = make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
     _release(raw, start, length)
     return out
 
