@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scanner.records import TICK_DTYPE
+from shm.records import concat
 
 
 class SymbolMap:
@@ -148,9 +149,28 @@ def make_ticks(rows: np.ndarray, ts_ns: np.ndarray, price: np.ndarray, size: np.
 def in_batches(ticks: np.ndarray, symbols: SymbolMap, batch_size: int,
                stats: FeedStats) -> Iterator[TickBatch]:
     """Cut ticks into TickBatches of at most `batch_size`, counting them in `stats`."""
+    return (TickBatch(part, symbols.names) for part in rebatch([ticks], batch_size, stats))
+
+
+def rebatch(parts: Iterable[np.ndarray], batch_size: int, stats: FeedStats) -> Iterator[np.ndarray]:
+    """Tick arrays cut and joined into batches of exactly `batch_size` (the last one may be
+    shorter), counted in `stats`: batch sizes do not depend on how a reader split its input."""
     if batch_size <= 0:
         raise ValueError(f"'batch_size' must be positive, was {batch_size}")
-    for i in range(0, len(ticks), batch_size):
-        part = ticks[i:i + batch_size]
-        stats.ticks += len(part)
-        yield TickBatch(part, symbols.names)
+    pending: list[np.ndarray] = []
+    n = 0
+    for p in parts:
+        while len(p):
+            k = min(batch_size - n, len(p))
+            pending.append(p[:k])
+            n += k
+            p = p[k:]
+            if n == batch_size:
+                out = pending[0] if len(pending) == 1 else concat(pending)
+                pending, n = [], 0
+                stats.ticks += len(out)
+                yield out
+    if n:
+        out = pending[0] if len(pending) == 1 else concat(pending)
+        stats.ticks += len(out)
+        yield out

@@ -23,9 +23,8 @@ import databento_dbn as dbn
 import numpy as np
 import zstandard
 
-from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, make_ticks
+from scanner.feeds.common import FeedStats, SymbolMap, TickBatch, make_ticks, rebatch
 from scanner.records import BAR_DTYPE
-from shm.records import concat
 
 PRICE_SCALE = 1e9  # price units per USD
 UNDEF_PRICE = np.iinfo(np.int64).max
@@ -139,13 +138,17 @@ def load_definitions(path: str | Path) -> dict[int, str]:
     return {int(r.instrument_id): str(r.raw_symbol) for r in decode(read_raw(path))[1:] if hasattr(r, "raw_symbol")}
 
 
-def _records(body: bytes | memoryview, rec: np.dtype, rtypes: tuple[int, ...]) -> np.ndarray | None:
-    """All records as one structured array, or None when the stream is not uniform."""
+def _records(body: bytes | memoryview, rec: np.dtype, rtypes: tuple[int, ...], raw: bytes | mmap.mmap = b"",
+             base: int = 0) -> np.ndarray | None:
+    """All records as one structured array (a view of `body`), or None when the stream is not
+    uniform. With `raw` (what `body` is a view of, the records from `base`), the pages checked
+    are released as the check goes (`_chunks`)."""
     if len(body) % rec.itemsize:
         return None
     arr = np.frombuffer(body, rec)
-    if len(arr) and not ((arr["length"] == rec.itemsize // 4).all() and np.isin(arr["rtype"], rtypes).all()):
-        return None
+    for _lo, c in _chunks(arr, raw, base):
+        if not ((c["length"] == rec.itemsize // 4).all() and np.isin(c["rtype"], rtypes).all()):
+            return None
     return arr
 
 
@@ -258,48 +261,42 @@ def read_dbn_trades(paths: Iterable[str | Path], symbols: SymbolMap | None = Non
         imap = _instrument_map(meta, instruments)
         rows_of = _RowCache(imap, symbols)
         base = len(raw) - len(body)  # where the records start in `raw`
-        arr = np.frombuffer(body, TRADE_REC) if len(body) % TRADE_REC.itemsize == 0 else None
-        if arr is not None and _uniform(arr, TRADE_REC, (RTYPE_MBP_0,), raw, base):
+        arr = _records(body, TRADE_REC, (RTYPE_MBP_0,), raw, base)
+        if arr is not None:
             stats.rows += len(arr)
-            parts = (_trade_ticks(lo, c["instrument_id"], c[ts_field], c["price"], c["size"], rows_of, stats, src,
-                                  raw, base + lo * TRADE_REC.itemsize, c.nbytes)
-                     for lo in range(0, len(arr), CHUNK_RECORDS) for c in (arr[lo:lo + CHUNK_RECORDS],))
+            parts = (_trade_ticks(lo, c["instrument_id"], c[ts_field], c["price"], c["size"], rows_of, stats, src)
+                     for lo, c in _chunks(arr, raw, base))
         else:
             recs = _objects(raw, body, dbn.TradeMsg, imap, stats, src)
             parts = iter([_trade_ticks(0, np.array([r.instrument_id for r in recs], np.int64),
                                        np.array([getattr(r, ts_field) for r in recs], np.uint64),
                                        np.array([r.price for r in recs], np.int64),
                                        np.array([r.size for r in recs], np.int64), rows_of, stats, src)])
-        yield from (TickBatch(b, symbols.names) for b in _rebatch(parts, batch_size, stats))
+        yield from (TickBatch(b, symbols.names) for b in rebatch(parts, batch_size, stats))
 
 
-def _uniform(arr: np.ndarray, rec: np.dtype, rtypes: tuple[int, ...], raw: bytes | mmap.mmap, base: int) -> bool:
-    """Every record of `arr` has the layout `rec` (length word and rtype), checked a chunk at a
-    time, each chunk's mapped pages released after it (`_release`)."""
+def _chunks(arr: np.ndarray, raw: bytes | mmap.mmap, base: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the first record, records) `CHUNK_RECORDS` at a time; once the caller is done
+    with a chunk, its pages of `raw` (`arr` is a view of it from `base`) are released."""
     for lo in range(0, len(arr), CHUNK_RECORDS):
         c = arr[lo:lo + CHUNK_RECORDS]
-        ok = bool((c["length"] == rec.itemsize // 4).all() and np.isin(c["rtype"], rtypes).all())
-        _release(raw, base + lo * rec.itemsize, c.nbytes)
-        if not ok:
-            return False
-    return True
+        yield lo, c
+        _release(raw, base + lo * arr.itemsize, c.nbytes)
 
 
 def _release(raw: bytes | mmap.mmap, start: int, length: int) -> None:
     """Unmap the pages of `raw[start:start + length]` from this process when `raw` is a memory
     map (they stay in the page cache): a replay's resident memory then stays at a chunk, not
-    the whole file it has read so far."""
+    the whole file it has read so far. Nothing for bytes."""
     if isinstance(raw, mmap.mmap) and length > 0:
         a = start - start % mmap.PAGESIZE
         raw.madvise(mmap.MADV_DONTNEED, a, min(start + length, len(raw)) - a)
 
 
 def _trade_ticks(first: int, ids: np.ndarray, ts: np.ndarray, price: np.ndarray, size: np.ndarray,
-                 rows_of: _RowCache, stats: FeedStats, src: str,
-                 raw: bytes | mmap.mmap = b"", start: int = 0, length: int = 0) -> np.ndarray:
+                 rows_of: _RowCache, stats: FeedStats, src: str) -> np.ndarray:
     """TICK_DTYPE ticks of a run of trade records (`first`: the 0-based number of its first
-    record); bad and unknown ones counted and left out. The records' pages (`raw[start:start +
-    length]`) are released once converted."""
+    record); bad and unknown ones counted and left out."""
     ts = ts.astype(np.int64)
     bad = (price == UNDEF_PRICE) | (price <= 0) | (size <= 0) | (ts <= 0)
     if bad.any():
@@ -309,35 +306,8 @@ def _trade_ticks(first: int, ids: np.ndarray, ts: np.ndarray, price: np.ndarray,
     stats.skipped += int(unknown.sum())
     ok = ~bad & ~unknown
     if ok.all():  # the usual case: no compaction
-        out = make_ticks(rows, ts, price / PRICE_SCALE, size.astype(np.float64))
-    else:
-        out = make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
-    _release(raw, start, length)
-    return out
-
-
-def _rebatch(parts: Iterable[np.ndarray], batch_size: int, stats: FeedStats) -> Iterator[np.ndarray]:
-    """Tick arrays cut and joined into batches of exactly `batch_size` (the last one may be
-    shorter), counted in `stats`: batch sizes do not depend on how the file was chunked."""
-    if batch_size <= 0:
-        raise ValueError(f"'batch_size' must be positive, was {batch_size}")
-    pending: list[np.ndarray] = []
-    n = 0
-    for p in parts:
-        while len(p):
-            k = min(batch_size - n, len(p))
-            pending.append(p[:k])
-            n += k
-            p = p[k:]
-            if n == batch_size:
-                out = pending[0] if len(pending) == 1 else concat(pending)
-                pending, n = [], 0
-                stats.ticks += len(out)
-                yield out
-    if n:
-        out = pending[0] if len(pending) == 1 else concat(pending)
-        stats.ticks += len(out)
-        yield out
+        return make_ticks(rows, ts, price / PRICE_SCALE, size.astype(np.float64))
+    return make_ticks(rows[ok], ts[ok], price[ok] / PRICE_SCALE, size[ok].astype(np.float64))
 
 
 def read_dbn_ohlcv(path: str | Path, symbols: SymbolMap | None = None, *,
