@@ -26,7 +26,7 @@ from procs import checkpoint
 from procs.feed_stats import new_feed_state
 from procs.ingest_kafka import group_ownership, ingest_state
 from procs.scan import match_state
-from procs.shared import TICK_CONSUMER_BARS, WRITERS, Shared, instance_segments
+from procs.shared import WRITERS, Shared, instance_segments
 from procs.status import read_pid
 from scanner.bars import BarAggregator
 from scanner.config import Settings, reveal
@@ -137,10 +137,6 @@ class InstanceSetup:
                     **({"ingest": ingest_state(s.kafka_partitions, len(self.universe), s.range_start,
                                                bool(s.kafka_group))} if s.feed == "kafka" else {})},
         )
-        if s.kafka_group:
-            # attach the bars consumer now, at the ring's start: the ownership marks ingest publishes
-            # at its first assignment must reach bars however late bars attaches (scanner.group_rows)
-            shared.ticks.consumer(TICK_CONSUMER_BARS)
         t = shared.table
         BarAggregator.init_columns({m.name: (t.f8[m.index] if m.dtype == "f8" else t.i8[m.index])
                                     for m in CATALOGUE.owned_by(Owner.BARS)})

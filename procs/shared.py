@@ -99,6 +99,13 @@ class Shared:
                   for i in range(n_workers)]
         feed = Ring.create(seg_name(instance, "feed"), alert_capacity, ALERT_DTYPE)
         repair = Ring.create(seg_name(instance, "repair"), REPAIR_RING_CAPACITY, BAR_DTYPE)
+        # consumers attached now, at the rings' start: a consumer first attaching in its process
+        # starts at the head, so whatever the producer published before (a live feed's first burst
+        # while bars still loads its kernels on a busy machine) would never reach it
+        ticks.consumer(TICK_CONSUMER_BARS)
+        repair.consumer(REPAIR_CONSUMER_BARS)
+        for ring in alerts:
+            ring.consumer(ALERT_CONSUMER_PUBLISHER)
         state = {
             name: NamedArrays.create(seg_name(instance, f"state.{name}"),
                                      {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
