@@ -67,7 +67,10 @@ def backtest_command(
     batch: Annotated[Optional[int], typer.Option(help="Ticks per decoded batch.")] = None,
     workers: WorkersOpt = None,
     charts: Annotated[int, typer.Option(help="Price charts per rule (most-alerted symbols).")] = 3,
-    port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port (default: any free port).")] = 0,
+    serve: Annotated[bool, typer.Option(
+        "--serve/--no-serve", help="Also run the publisher and a gateway (to watch the replay in the dashboard); "
+                                   "the scores never need them.")] = False,
+    port: Annotated[Optional[int], typer.Option(help="Gateway HTTP port with --serve (default: any free port).")] = 0,
     config: ConfigOpt = None,
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
@@ -91,7 +94,7 @@ def backtest_command(
             config, instance or DEFAULT_INSTANCE, data_dir or DEFAULT_DATA_DIR, feed="replay",
             replay_files=[str(p) for p in files], replay_max=True, replay_daily=daily, replay_batch=batch,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
-            http_port=gateway_port(port, 0), scan_workers=workers, scan_interval_ms=scan_interval,
+            http_port=gateway_port(port, 0), scan_workers=workers, scan_interval_ms=scan_interval, serve=serve,
         )
         settings = settings.model_copy(update={"redis_url": None, "database_url": None, "clickhouse_url": None,
                                                "s3_bucket": None, "alert_ring_capacity": max(

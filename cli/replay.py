@@ -73,6 +73,9 @@ def replay_command(
     port: Annotated[Optional[int], typer.Option(
         help=f"Gateway HTTP port (default {DEFAULT_PORT}; 0 = any free port).")] = None,
     workers: WorkersOpt = None,
+    serve: Annotated[bool, typer.Option(
+        "--serve/--no-serve", help="Run the publisher and the gateway (dashboard, REST, WebSocket); off: the "
+                                   "replay only computes (alerts still go to --alerts-out and the summary).")] = True,
     sinks: Annotated[bool, typer.Option(
         "--sinks/--no-sinks", help="Keep the configured Redis/database/archive sinks (off: a replay stays local).")
     ] = False,
@@ -80,7 +83,8 @@ def replay_command(
     instance: InstanceOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Replay recorded trades through the full pipeline (ingest, bars, indicators, scanners, gateway)."""
+    """Replay recorded trades through the full pipeline (ingest, bars, indicators, scanners, and with
+    --serve the publisher and gateway)."""
     with guard():
         if speed is not None and max_speed:
             raise ScannerError("--speed and --max exclude each other")
@@ -96,7 +100,7 @@ def replay_command(
             replay_format=fmt, replay_daily=daily, replay_csv_layout=layout or None,
             replay_symbols=[s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
             http_port=gateway_port(port, DEFAULT_PORT), scan_workers=workers, replay_batch=batch,
-            scan_interval_ms=scan_interval,
+            scan_interval_ms=scan_interval, serve=serve,
         )
         settings = settings.model_copy(update={"alert_ring_capacity": max(settings.alert_ring_capacity,
                                                                            REPLAY_ALERT_RING)})

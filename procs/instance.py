@@ -302,8 +302,10 @@ def warm_kernels() -> None:
 
 def process_names(settings: Settings) -> list[str]:
     scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
-    notifier = ["notifier"] if settings.notifier_enabled() else []
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
+    if not settings.serve:  # a replay that only computes: nothing delivers alerts (Settings.serve)
+        return ["ingest", "bars", "indicators", *scans, *storage]
+    notifier = ["notifier"] if settings.notifier_enabled() else []
     n_gw = settings.n_gateway_workers()
     # the first is always "gateway" (what status, soak and the fault bench name), then gateway-1..
     gateways = ["gateway", *(f"gateway-{i}" for i in range(1, n_gw))]

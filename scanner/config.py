@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     bar_grace_ms: int = Field(2000, ge=0, description="Event-time grace before a minute closes.")
 
     # gateway
+    serve: bool = Field(True, description="Run the publisher and the gateways (alerts to Redis, WebSocket, REST, "
+                        "dashboard, notifier). Off for a replay that only computes (`scanner backtest`, "
+                        "`scanner replay --no-serve`): its alerts are read from the scanners' rings.")
     http_host: str = "127.0.0.1"
     http_port: int = Field(8700, ge=0, le=65535)
     gateway_workers: int = Field(0, ge=0, le=8, description="Gateway processes sharing the port (SO_REUSEPORT); "

@@ -2,8 +2,9 @@
 
 A synthetic session of `symbols` symbols (default 10,000: `procs.bench.bars.synthetic_ticks`,
 prices around a level per symbol, so VWAP crosses and RSI extremes fire) is written as a DBN
-trades file and replayed twice with `scanner replay --max` through the real processes, with the
-default rule pack and a 1 s event-time scan cadence, at two decode batch sizes. Keys:
+trades file and replayed twice with `scanner replay --max --no-serve` through the real processes
+(ingest, bars, indicators, scan workers; no publisher or gateway, as `scanner backtest` runs), with
+the default rule pack and a 1 s event-time scan cadence, at two decode batch sizes. Keys:
 
 - `ticks_per_s`: ticks / feed wall time of the first run (decode, ring, bars, indicators and
   every scan boundary's hand-off included; process start-up excluded);
@@ -50,7 +51,7 @@ def _replay(path: Path, work: Path, name: str, batch: int, workers: int) -> tupl
     data = work / name
     argv = [sys.executable, "-m", "cli.app", "replay", str(path), "--max", "--json", "--batch", str(batch),
             "--scan-interval-ms", "1000", "--alerts-out", str(out), "--instance", f"bench{os.getpid()}{name}",
-            "--data-dir", str(data), "--port", "0", "--workers", str(workers)]
+            "--data-dir", str(data), "--no-serve", "--workers", str(workers)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"replay {name} failed ({r.returncode}): {r.stderr[-2000:]}")

@@ -154,6 +154,10 @@ def test_backtest_equals_pandas_and_skips_a_damaged_day_file(tmp_path: Path) -> 
     html = (out / "report.html").read_text()
     assert "down-1pct-short" in html and "<svg" in html and "http" not in html.replace("http-equiv", "")
     assert pd.read_parquet(out / "stats.parquet").rule.nunique() == 2
+    # the scores never need the publisher or a gateway: a backtest runs without them
+    spawned = {line.split(" spawned ")[1].split()[0] for line in (tmp_path / "data" / f"b{os.getpid()}.log")
+               .read_text().splitlines() if " spawned " in line}
+    assert spawned == {"ingest", "bars", "indicators", "scan-0"}, spawned
 
 
 def test_a_bad_rule_is_named_with_its_field(tmp_path: Path) -> None:
