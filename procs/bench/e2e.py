@@ -17,7 +17,8 @@ bench is pessimistic there.)
 `warm_s`, then reads ingest's published-tick counter and every process's CPU time (/proc) over
 `window_s`. A step is sustained when ingest kept >= 95% of the offered rate, no process counted a
 drop and no ring consumer was lapped (`scanner status`: `drops`, `ring_lost`). Rates double from
-`start_rate` until a step fails (or the file would run out), then `refine` bisections.
+`start_rate` until a step fails (or the file would run out), then `refine` bisections (the same
+number for two hosts: one bisection left their rate a quarter below the step that failed).
 
 **Keys.**
 
@@ -402,7 +403,7 @@ def bench_e2e(quick: bool = False, symbols: int = 10_000, ticks: int | None = No
             raise RuntimeError(f"no sustained step even at the lowest rate; steps: {steps1}")
         top = best["offered"]
         echo("two hosts, half the symbols each")
-        best2, fail2, steps2 = bench.ladder(top if quick else max(top / 2, 1_000), 2, 0 if quick else 1, echo)
+        best2, fail2, steps2 = bench.ladder(top if quick else max(top / 2, 1_000), 2, refine, echo)
         lat = {c: bench.latency(top / 2, c, echo) for c in (1000, 100)}
     finally:
         bench.close()
