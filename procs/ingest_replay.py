@@ -4,8 +4,9 @@ Run by `procs.ingest` when `feed = "replay"`. What differs from a live feed:
 
 * **Flow control** (replay only; live feeds never block): before each publish ingest waits while
   `ring.head - cursor(bars) > capacity / 2`, so a replay at any speed never laps the bars
-  consumer. Nothing is published before bars (tick ring) and indicators (bar ring) have
-  attached their consumers, and (up to `boot_timeout_s`) every child runs.
+  consumer. Nothing is published before indicators has attached its bar-ring consumer (bars'
+  tick consumer is attached by the supervisor with the ring, `procs.shared`), and (up to
+  `boot_timeout_s`) every child runs.
 * **Pacing**: with `replay_speed` X, a tick with event time t is published at wall time
   `w0 + (t - t0) / X` (t0, w0: the first tick); with `replay_max`, as fast as bars takes them.
 * **The feed clock** in the control block belongs to ingest in replay mode (the supervisor
@@ -196,15 +197,15 @@ class ReplayFeed:
         log.info("replay done: %s", self.stats.report().splitlines()[0])
 
     def wait_ready(self) -> bool:
-        """Wait until bars and indicators consume (a consumer attaching later starts at the
-        head and would miss what came before) and, for up to boot_timeout_s, all children run."""
+        """Wait until indicators consumes the bar ring (a consumer attaching later starts at the
+        head and would miss what came before; bars' tick consumer is attached with the ring) and,
+        for up to boot_timeout_s, all children run."""
         ctx = self.ctx
         deadline = time.monotonic() + ctx.settings.boot_timeout_s
         bars_ring = ctx.shared.bars
         while ctx.should_run():
             ctx.beat()
-            attached = (int(self.bars_cursor["attached"][0])
-                        and int(bars_ring.consumers[BAR_CONSUMER_INDICATORS]["attached"]))
+            attached = int(bars_ring.consumers[BAR_CONSUMER_INDICATORS]["attached"])
             slots = self.ctl.slots
             named = [i for i in range(1, len(slots)) if bytes(slots[i]["name"])]
             running = all(int(slots[i]["state"]) == STATE_RUNNING for i in named)

@@ -303,13 +303,15 @@ def warm_kernels() -> None:
 def process_names(settings: Settings) -> list[str]:
     scans = [f"scan-{i}" for i in range(settings.n_scan_workers())]
     storage = ["storage"] if settings.storage_enabled() else []  # only when a database sink is configured
-    if not settings.serve:  # a replay that only computes: nothing delivers alerts (Settings.serve)
-        return ["ingest", "bars", "indicators", *scans, *storage]
-    notifier = ["notifier"] if settings.notifier_enabled() else []
-    n_gw = settings.n_gateway_workers()
-    # the first is always "gateway" (what status, soak and the fault bench name), then gateway-1..
-    gateways = ["gateway", *(f"gateway-{i}" for i in range(1, n_gw))]
-    return ["ingest", "bars", "indicators", *scans, "publisher", *storage, *gateways, *notifier]
+    publisher: list[str] = []
+    gateways: list[str] = []
+    notifier: list[str] = []
+    if settings.serve:  # else a replay that only computes: nothing delivers alerts (Settings.serve)
+        publisher = ["publisher"]
+        notifier = ["notifier"] if settings.notifier_enabled() else []
+        # the first is always "gateway" (what status, soak and the fault bench name), then gateway-1..
+        gateways = ["gateway", *(f"gateway-{i}" for i in range(1, settings.n_gateway_workers()))]
+    return ["ingest", "bars", "indicators", *scans, *publisher, *storage, *gateways, *notifier]
 
 
 def assign_cores(names: list[str], settings: Settings) -> dict[str, int | None]:
