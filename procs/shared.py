@@ -26,7 +26,6 @@ import numpy as np
 
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import ALERT_DTYPE, BAR_DTYPE, TICK_DTYPE
-from scanner.timeframes import ring_spec
 from shm.arrays import NamedArrays
 from shm.control import ControlBlock
 from shm.history import History
@@ -111,6 +110,8 @@ class Shared:
                                      {k: (v.dtype, v.shape) for k, v in arrays.items()}, fill=arrays)
             for name, arrays in (states or {}).items()
         }
+        from scanner.timeframes import ring_spec  # here: numba costs ~0.25 s to import in every child
+
         spec = ring_spec(n)
         timeframes = NamedArrays.create(seg_name(instance, "timeframes"), spec,
                                         fill={k: (np.nan if k.startswith("ring") else 0) for k in spec})
