@@ -167,8 +167,11 @@ def _collect(settings: Settings, ctl: ControlBlock) -> dict:
 
 
 def process_memory(pid: int) -> dict[str, float | None]:
-    """RSS of a process in MB (/proc/<pid>/status): all of it, its private (anonymous) part
-    and the shared-memory pages it touched."""
+    """RSS of a process in MB (/proc/<pid>/status): all of it, its private part and the
+    shared-memory pages it touched. Private is the process's proportional share of anonymous
+    memory (`Pss_Anon`, /proc/<pid>/smaps_rollup): children forked from the fork server
+    (`procs.zygote`) share its heap copy-on-write, and summing each one's whole `RssAnon` would
+    count those pages once per child. Kernels without `Pss_Anon` give `RssAnon`."""
     kb: dict[str, float] = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -178,6 +181,14 @@ def process_memory(pid: int) -> dict[str, float | None]:
                     kb[k] = float(v.split()[0])
     except OSError:
         return {"rss_mb": None, "private_mb": None, "shared_mb": None}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss_Anon:"):
+                    kb["RssAnon"] = float(line.split()[1])
+                    break
+    except OSError:
+        pass
     return {"rss_mb": round(kb.get("VmRSS", 0) / 1024, 1), "private_mb": round(kb.get("RssAnon", 0) / 1024, 1),
             "shared_mb": round(kb.get("RssShmem", 0) / 1024, 1)}
 

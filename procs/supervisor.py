@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from procs import checkpoint
+from procs.forkserver import ForkServer
 from procs.instance import (
     InstanceSetup,
     PidLock,
@@ -79,6 +80,7 @@ class Supervisor:
         self.setup = InstanceSetup(settings)
         self.registry: RegistryThread | None = None
         self.settings_file = settings.run_dir() / f"{settings.instance}.settings.json"
+        self.forks: ForkServer | None = None
 
     # ------------------------------------------------------------------ children
     def spawn(self, child: Child) -> None:
@@ -91,7 +93,9 @@ class Supervisor:
         slot["state"] = STATE_STARTING
         slot["hold_until_ns"] = 0
         slot["heartbeat_ns"] = time.monotonic_ns()
-        pid = os.posix_spawn(sys.executable, argv, child_env(self.settings_file))
+        pid = self.forks.spawn(child.name, child.slot) if self.forks is not None else 0
+        if not pid:
+            pid = os.posix_spawn(sys.executable, argv, child_env(self.settings_file))
         slot["pid"] = pid
         if child.core is not None:
             try:
@@ -224,7 +228,11 @@ class Supervisor:
         self.setup.prepare_rules()
         self.registry = self.setup.join_cluster()
         self.settings_file = write_settings_file(self.s)
+        if self.s.fork_server:  # its imports run while the kernels compile; it loads them after
+            self.forks = ForkServer(child_env(self.settings_file))
         warm_kernels()
+        if self.forks is not None:
+            self.forks.kernels_ready()
         self.signals.install()
         self.shared.control.slots[0]["name"] = b"supervisor"
         self.shared.control.slots[0]["pid"] = os.getpid()
@@ -273,6 +281,8 @@ class Supervisor:
                         self.s.stop_timeout_s)
             self._signal_all(signal.SIGKILL)
             self.reap(block=True)
+        if self.forks is not None:
+            self.forks.close()
         if self.checkpoints is not None:
             self.checkpoints.save()
         if self.registry is not None:
