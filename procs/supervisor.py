@@ -242,6 +242,10 @@ class Supervisor:
         cores = assign_cores(names, self.s)
         for i, name in enumerate(names, start=1):
             self.children[name] = Child(name, i, cores[name], RestartPolicy.from_settings(self.s))
+            # every slot named before the first spawn: a child that boots fast (a fork) finds the
+            # others by name at once (a replay's ingest: the scan workers it waits for, bars it rings)
+            self.shared.control.slots[i]["name"] = name.encode()
+            self.shared.control.slots[i]["state"] = STATE_STARTING
         try:
             self.start_due()
             sd_notify("READY=1")

@@ -1,7 +1,9 @@
 """Whole-instance memory, sampled: `python -m procs.bench.instance_memory --instance NAME`.
 
-Private memory is the sum of `Anonymous` in `/proc/<pid>/smaps_rollup` over the supervisor and
-its children (USS would also count shared-memory pages that only one process has touched);
+Private memory is the sum of `Pss_Anon` in `/proc/<pid>/smaps_rollup` over the supervisor and
+its children (`procs.status.process_memory`: children forked from the fork server share its
+pages copy-on-write, so each counts its share; USS would also count shared-memory pages that
+only one process has touched);
 shared memory is the allocated size (`st_blocks`) of the instance's `/dev/shm` segments. One
 JSON line per sample: the time, each process's private MB, the sums and the whole instance.
 Used for the issue-15 memory figures in docs/benchmarks.md (steady state and during the
@@ -20,15 +22,11 @@ from shm.segment import SHM_DIR
 
 
 def anonymous_mb(pid: int) -> float | None:
-    """`Anonymous` of /proc/<pid>/smaps_rollup in MB (None: gone)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Anonymous:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    """The process's private MB as `scanner status` counts it (`procs.status.process_memory`:
+    its proportional share of anonymous memory; None: gone)."""
+    from procs.status import process_memory
+
+    return process_memory(pid)["private_mb"]
 
 
 def children(pid: int) -> list[int]:
