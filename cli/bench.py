@@ -138,6 +138,18 @@ def backtest(
 
 
 @app.command()
+def boot(
+    as_json: JsonOpt = False,
+    rounds: Annotated[int, typer.Option(help="Alternated rounds of each mode (medians).")] = 3,
+    symbols: Annotated[int, typer.Option(help="Symbols of the instance started.")] = 600,
+) -> None:
+    """An instance's start and a child's restart, with the fork server and with fresh interpreters."""
+    from procs.bench.boot import bench_boot
+
+    emit(bench_boot(rounds=rounds, symbols=symbols), as_json)
+
+
+@app.command()
 def cli(
     as_json: JsonOpt = False,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (medians).")] = 11,
