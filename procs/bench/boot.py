@@ -29,18 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from procs.bench.e2e import cpu_s
+from procs.bench.instance_memory import children
 from procs.bench.services import free_port
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(x) for x in fh.read().split()]
-    except OSError:
-        pass
-    return out
 
 
 def _wait(fn: Any, timeout: float, what: str) -> Any:
@@ -81,7 +71,7 @@ def one_round(work: Path, fork_server: bool, symbols: int, tag: str) -> dict[str
     try:
         st = _wait(running, 300, "the instance running")
         boot_s = time.monotonic() - t0
-        boot_cpu = cpu_s(proc.pid) + sum(cpu_s(c) for c in _children(proc.pid))
+        boot_cpu = cpu_s(proc.pid) + sum(cpu_s(c) for c in children(proc.pid))
         old = next(p["pid"] for p in st["processes"] if p["name"] == "publisher")
         t1 = time.monotonic()
         os.kill(old, signal.SIGKILL)
