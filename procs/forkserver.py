@@ -21,7 +21,8 @@ log = logging.getLogger("scanner.supervisor")
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT_S = 60.0  # the server's imports on a loaded machine (a fresh child pays the same)
-ANSWER_TIMEOUT_S = 10.0
+ANSWER_TIMEOUT_S = 5.0  # a fork takes milliseconds; the supervisor's loop (systemd watchdog: 10 s) waits meanwhile
+STRAY_WATCH_S = 60.0  # after a request went unanswered, how long a late fork of it is looked for
 
 
 def become_subreaper() -> bool:
@@ -40,6 +41,7 @@ class ForkServer:
         self.sock: socket.socket | None = None
         self.ready = False
         self._buf = b""
+        self.stray_until = 0.0  # a request went unanswered: its child may still be forked and adopted
         if not become_subreaper():
             log.warning("fork server off: the kernel refused PR_SET_CHILD_SUBREAPER")
             return
@@ -95,7 +97,9 @@ class ForkServer:
                     raise ConnectionError("unexpected greeting")
                 self.ready = True
             self.sock.sendall(f"{name} {slot}\n".encode())
+            self.stray_until = time.monotonic() + STRAY_WATCH_S  # until answered
             pid = int(self._line(time.monotonic() + ANSWER_TIMEOUT_S))
+            self.stray_until = 0.0
             if pid <= 0:
                 log.warning("fork server could not fork %s: spawning it", name)
             return max(pid, 0)
@@ -103,6 +107,32 @@ class ForkServer:
             log.warning("fork server off (%s): children start as fresh interpreters", exc or type(exc).__name__)
             self.close()
             return 0
+
+    def sweep(self, known: set[int] | dict[int, object]) -> None:
+        """Kill any adopted fork of an unanswered request (a child the supervisor does not know
+        would run beside the one it started itself): for a while after a request timed out."""
+        if not self.stray_until:
+            return
+        if time.monotonic() > self.stray_until:
+            self.stray_until = 0.0
+            return
+        me = os.getpid()
+        try:
+            with open(f"/proc/{me}/task/{me}/children") as fh:
+                kids = [int(x) for x in fh.read().split()]
+        except OSError:
+            return
+        for pid in kids:
+            if pid in known:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if b"procs.zygote" not in fh.read():
+                        continue
+                os.kill(pid, signal.SIGKILL)
+                log.warning("killed pid %d: a fork of a request the fork server answered too late", pid)
+            except OSError:
+                continue
 
     def close(self) -> None:
         """Stop the server (it exits on end of file; a stuck one is killed)."""

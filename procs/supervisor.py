@@ -110,6 +110,8 @@ class Supervisor:
 
     def reap(self, *, block: bool = False) -> None:
         """Reap every child that has exited; `block`: wait until none is left (after a KILL)."""
+        if self.forks is not None:
+            self.forks.sweep(self.by_pid)
         while self.by_pid or not block:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)

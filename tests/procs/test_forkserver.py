@@ -98,3 +98,31 @@ def test_without_the_fork_server_children_are_fresh_interpreters(plain: Instance
     for p in st["processes"]:
         if p["name"] != "supervisor":
             assert f"procs.run {p['name']}" in _cmdline(p["pid"]), p
+
+
+def test_a_late_fork_of_an_unanswered_request_is_killed() -> None:
+    """After a request timed out, an adopted fork the supervisor does not know is killed (it would
+    run beside the child the supervisor started itself); a known one, or one after the watch, is
+    left alone."""
+    import subprocess
+    import sys
+    import time
+
+    from procs.forkserver import ForkServer
+
+    argv = [sys.executable, "-c", "import time; time.sleep(120)", "procs.zygote"]  # a fork's command line
+    stray, known = subprocess.Popen(argv), subprocess.Popen(argv)
+    fs = ForkServer.__new__(ForkServer)  # no server: only the sweep's bookkeeping
+    fs.pid, fs.sock = 0, None
+    try:
+        fs.stray_until = 0.0
+        fs.sweep({known.pid: None})
+        assert stray.poll() is None  # no unanswered request: nothing swept
+        fs.stray_until = time.monotonic() + 30
+        fs.sweep({known.pid: None})
+        assert stray.wait(10) == -signal.SIGKILL
+        assert known.poll() is None
+    finally:
+        for p in (stray, known):
+            p.kill()
+            p.wait()
