@@ -42,6 +42,7 @@ class ForkServer:
         self.ready = False
         self._buf = b""
         self.stray_until = 0.0  # a request went unanswered: its child may still be forked and adopted
+        self.ready_by = 0.0  # the deadline of the server's `ready`, from `kernels_ready` (0: not sent yet)
         if not become_subreaper():
             log.warning("fork server off: the kernel refused PR_SET_CHILD_SUBREAPER")
             return
@@ -57,14 +58,11 @@ class ForkServer:
         finally:
             theirs.close()
         self.sock = ours
-        self.started = time.monotonic()
-        self.kernels_sent = False
 
     def kernels_ready(self) -> None:
         """Tell the server the numba cache is filled (it loads the kernels, then serves)."""
         if self.sock is not None:
-            self.started = time.monotonic()  # the ready deadline runs from here (a cold compile is long)
-            self.kernels_sent = True
+            self.ready_by = time.monotonic() + READY_TIMEOUT_S  # from here: a cold compile is long
             try:
                 self.sock.sendall(b"kernels\n")
             except OSError as exc:
@@ -91,9 +89,9 @@ class ForkServer:
             return 0
         try:
             if not self.ready:
-                if not self.kernels_sent:
+                if not self.ready_by:
                     raise ConnectionError("spawn before kernels_ready")
-                if self._line(self.started + READY_TIMEOUT_S) != b"ready":
+                if self._line(self.ready_by) != b"ready":
                     raise ConnectionError("unexpected greeting")
                 self.ready = True
             self.sock.sendall(f"{name} {slot}\n".encode())
@@ -116,13 +114,9 @@ class ForkServer:
         if time.monotonic() > self.stray_until:
             self.stray_until = 0.0
             return
-        me = os.getpid()
-        try:
-            with open(f"/proc/{me}/task/{me}/children") as fh:
-                kids = [int(x) for x in fh.read().split()]
-        except OSError:
-            return
-        for pid in kids:
+        from procs.status import children
+
+        for pid in children(os.getpid()):
             if pid in known:
                 continue
             try:

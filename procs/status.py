@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 STATE_NAMES = {0: "empty", 1: "starting", 2: "running", 3: "stopping", 4: "dead", 5: "crash-loop"}
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc/<pid>/task/*/children)."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists (possibly owned by another user)."""
     if pid <= 0:
@@ -185,11 +197,12 @@ def process_memory(pid: int) -> dict[str, float | None]:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
                 if line.startswith("Pss_Anon:"):
-                    kb["RssAnon"] = float(line.split()[1])
+                    kb["Pss_Anon"] = float(line.split()[1])
                     break
     except OSError:
         pass
-    return {"rss_mb": round(kb.get("VmRSS", 0) / 1024, 1), "private_mb": round(kb.get("RssAnon", 0) / 1024, 1),
+    private = kb.get("Pss_Anon", kb.get("RssAnon", 0))
+    return {"rss_mb": round(kb.get("VmRSS", 0) / 1024, 1), "private_mb": round(private / 1024, 1),
             "shared_mb": round(kb.get("RssShmem", 0) / 1024, 1)}
 
 

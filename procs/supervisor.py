@@ -87,7 +87,6 @@ class Supervisor:
         assert self.shared is not None
         slot = self.shared.control.slots[child.slot : child.slot + 1]
         argv = [sys.executable, "-m", "procs.run", child.name, "--slot", str(child.slot)]
-        slot["name"] = child.name.encode()
         slot["restarts"] = child.restarts
         slot["core"] = -1 if child.core is None else child.core
         slot["state"] = STATE_STARTING

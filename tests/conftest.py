@@ -37,7 +37,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _WARM_ENV = "SCANNER_TEST_KERNELS_DONE"  # the file the warm-up writes when it ends: "ok SECONDS" or the error
 _WARM_TIMEOUT_S = 1200.0
 _WARM_SCRIPT = """
-import sys, time, traceback
+import os, sys, time, traceback
 t0 = time.monotonic()
 try:
     from procs.instance import warm_kernels
@@ -47,7 +47,6 @@ except BaseException:
     msg = traceback.format_exc()[-4000:]
 with open(sys.argv[1] + ".tmp", "w") as fh:
     fh.write(msg)
-import os
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 """
 _warm_proc = pytest.StashKey[subprocess.Popen]()

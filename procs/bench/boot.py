@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from procs.bench.e2e import cpu_s
-from procs.bench.instance_memory import children
 from procs.bench.services import free_port
 
 
@@ -48,7 +47,7 @@ def _wait(fn: Any, timeout: float, what: str) -> Any:
 
 def one_round(work: Path, fork_server: bool, symbols: int, tag: str) -> dict[str, float]:
     """Start, measure, restart the publisher, stop; the round's figures."""
-    from procs.status import collect
+    from procs.status import children, collect
     from scanner.config import Settings
 
     name = f"boot{os.getpid()}{tag}"

@@ -17,6 +17,7 @@ import json
 import os
 import time
 
+from procs.status import children
 from scanner.instance import InstancePaths
 from shm.segment import SHM_DIR
 
@@ -27,18 +28,6 @@ def anonymous_mb(pid: int) -> float | None:
     from procs.status import process_memory
 
     return process_memory(pid)["private_mb"]
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc/<pid>/task/*/children)."""
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(x) for x in fh.read().split()]
-    except OSError:
-        pass
-    return out
 
 
 def sample(instance: str, supervisor: int) -> dict[str, object]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from procs.status import pid_alive
+from procs.status import children, pid_alive
 from tests.procs.instance import Instance, child
 from tests.support import eventually
 
@@ -34,9 +34,7 @@ def _comm(pid: int) -> str:
 
 def _server(sup: int) -> int:
     """The supervisor's child running procs.zygote (0: none)."""
-    with open(f"/proc/{sup}/task/{sup}/children") as fh:
-        kids = [int(x) for x in fh.read().split()]
-    return next((k for k in kids if pid_alive(k) and "procs.zygote" in _cmdline(k)), 0)
+    return next((k for k in children(sup) if pid_alive(k) and "procs.zygote" in _cmdline(k)), 0)
 
 
 def _instance(tmp_path: Path, **env: str) -> Iterator[Instance]:
