@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from scanner.feeds.common import SymbolMap
+from scanner.feeds.jsonbytes import at
 from scanner.records import TICK_DTYPE
 
 QUOTE_DTYPE = np.dtype([("sym", "<u4"), ("ts_ns", "<i8"), ("bid", "<f8"), ("ask", "<f8"), ("bid_size", "<f8"),
@@ -111,7 +112,7 @@ def rfc3339_ns(texts: list[str]) -> np.ndarray:
 def _digits(row: np.ndarray, i: int, n: int) -> int:
     v = 0
     for k in range(i, i + n):
-        d = row[k] - 48
+        d = at(row, k) - 48
         if d < 0 or d > 9:
             return -1
         v = v * 10 + d
@@ -137,7 +138,7 @@ def _parse_rfc3339(buf: np.ndarray) -> np.ndarray:
     for r in range(n):
         row = buf[r]
         e = 0
-        while e < width and row[e] != 0:
+        while e < width and at(row, e) != 0:
             e += 1
         out[r] = ts_span(row, 0, e) if e < width else BAD_TS  # a full row: longer than any valid time
     return out
@@ -148,9 +149,11 @@ def ts_span(row: np.ndarray, s: int, e: int) -> int:
     """Epoch ns of the RFC-3339 time in bytes row[s:e]; BAD_TS when it is not one."""
     if e - s < 20 or e - s > 35:
         return BAD_TS
-    if row[s + 4] != 45 or row[s + 7] != 45 or row[s + 13] != 58 or row[s + 16] != 58:  # '-' '-' ':' ':'
+    if at(row, s + 4) != 45 or at(row, s + 7) != 45:  # '-' '-'
         return BAD_TS
-    sep = row[s + 10]
+    if at(row, s + 13) != 58 or at(row, s + 16) != 58:  # ':' ':'
+        return BAD_TS
+    sep = at(row, s + 10)
     if sep != 84 and sep != 116 and sep != 32:  # 'T' 't' ' '
         return BAD_TS
     y, mo, d = _digits(row, s, 4), _digits(row, s + 5, 2), _digits(row, s + 8, 2)
@@ -161,11 +164,11 @@ def ts_span(row: np.ndarray, s: int, e: int) -> int:
         return BAD_TS
     i = s + 19
     frac = 0
-    if row[i] == 46:  # '.'
+    if at(row, i) == 46:  # '.'
         i += 1
         nd = 0
-        while i < e and 48 <= row[i] <= 57:
-            frac = frac * 10 + (row[i] - 48)
+        while i < e and 48 <= at(row, i) <= 57:
+            frac = frac * 10 + (at(row, i) - 48)
             nd += 1
             i += 1
         if nd == 0 or nd > 9:
@@ -173,14 +176,14 @@ def ts_span(row: np.ndarray, s: int, e: int) -> int:
         for _ in range(9 - nd):
             frac *= 10
     off = 0
-    if i < e and (row[i] == 90 or row[i] == 122):  # 'Z' 'z'
+    if i < e and (at(row, i) == 90 or at(row, i) == 122):  # 'Z' 'z'
         i += 1
-    elif i + 6 <= e and (row[i] == 43 or row[i] == 45) and row[i + 3] == 58:  # +hh:mm
+    elif i + 6 <= e and (at(row, i) == 43 or at(row, i) == 45) and at(row, i + 3) == 58:  # +hh:mm
         oh, om = _digits(row, i + 1, 2), _digits(row, i + 4, 2)
         if oh < 0 or om < 0 or oh > 23 or om > 59:
             return BAD_TS
         off = (oh * 60 + om) * 60
-        if row[i] == 45:
+        if at(row, i) == 45:
             off = -off
         i += 6
     else:
@@ -202,16 +205,16 @@ def ts_quoted_ns(row: np.ndarray, s: int, n: int, d_at: int, d_secs: int) -> tup
     seconds are cached by the caller across calls (`d_at`: where the last date parsed starts,
     -1 none; `d_secs`: its epoch seconds): a frame's trades share a date, so 10 byte compares
     replace the date's checks and arithmetic. Same answer as `ts_span` for every input it takes."""
-    if s + 30 >= n or row[s + 30] != 34 or row[s + 29] != 90 or row[s + 19] != 46 or row[s + 10] != 84:
+    if s + 30 >= n or at(row, s + 30) != 34 or at(row, s + 29) != 90 or at(row, s + 19) != 46 or at(row, s + 10) != 84:
         return BAD_TS, d_at, d_secs
     same = d_at >= 0
     if same:
         for j in range(10):
-            if row[s + j] != row[d_at + j]:
+            if at(row, s + j) != at(row, d_at + j):
                 same = False
                 break
     if not same:
-        if row[s + 4] != 45 or row[s + 7] != 45:
+        if at(row, s + 4) != 45 or at(row, s + 7) != 45:
             return BAD_TS, d_at, d_secs
         y, mo, d = _digits(row, s, 4), _digits(row, s + 5, 2), _digits(row, s + 8, 2)
         if y < 0 or mo < 1 or mo > 12 or d < 1 or d > _MDAYS[mo - 1]:
@@ -219,7 +222,7 @@ def ts_quoted_ns(row: np.ndarray, s: int, n: int, d_at: int, d_secs: int) -> tup
         if mo == 2 and d == 29 and (y % 4 != 0 or (y % 100 == 0 and y % 400 != 0)):
             return BAD_TS, d_at, d_secs
         d_at, d_secs = s, _days_from_civil(y, mo, d) * 86400
-    if row[s + 13] != 58 or row[s + 16] != 58:
+    if at(row, s + 13) != 58 or at(row, s + 16) != 58:
         return BAD_TS, d_at, d_secs
     hh, mi, ss = _digits(row, s + 11, 2), _digits(row, s + 14, 2), _digits(row, s + 17, 2)
     frac = _digits(row, s + 20, 9)
