@@ -138,7 +138,7 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
     n_ema = ema_p.shape[0]
     o_atr = 1 + n_sma + n_ema
     for q in range(rows.shape[0]):
-        r = rows[q]
+        r = np.uint64(rows[q])  # unsigned: numba adds no negative-index wraparound to each read (jsonbytes.at)
         c = count[r]
         x = bar_close[r]
         live = bar_start[r] != 0 and bar_start[r] > last_min[r] and not np.isnan(x)

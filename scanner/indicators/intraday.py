@@ -101,7 +101,7 @@ def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: A
     from15 = now_min - 14 * MINUTE_NS
     from5 = now_min - 4 * MINUTE_NS
     for q in range(rows.shape[0]):
-        r = rows[q]
+        r = np.uint64(rows[q])  # unsigned indices: no negative-index wraparound per read (jsonbytes.at)
         c = count[r]
         k = 0
         vol = 0.0
@@ -111,16 +111,17 @@ def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: A
             ref[j, r] = np.nan
         s = (c - 1) % w  # slot of the newest bar, then one back per step (no division per step)
         for _ in range(min(c, w)):
-            mn = ring_m[s, r]
+            su = np.uint64(s)
+            mn = ring_m[su, r]
             if mn >= from15:
-                vol += ring_v[3, s, r]
+                vol += ring_v[3, su, r]
             if mn >= from5:
-                if not ring_v[1, s, r] <= hi:
-                    hi = ring_v[1, s, r]
-                if not ring_v[2, s, r] >= lo:
-                    lo = ring_v[2, s, r]
+                if not ring_v[1, su, r] <= hi:
+                    hi = ring_v[1, su, r]
+                if not ring_v[2, su, r] >= lo:
+                    lo = ring_v[2, su, r]
             while k < n_roll and mn <= now_min - roll[k] * MINUTE_NS:
-                ref[k, r] = ring_v[0, s, r]
+                ref[k, r] = ring_v[0, su, r]
                 k += 1
             if k == n_roll and mn < from15:
                 break
@@ -144,7 +145,7 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
     from15 = now_min - 14 * MINUTE_NS
     from5 = now_min - 4 * MINUTE_NS
     for q in range(rows.shape[0]):
-        r = rows[q]
+        r = np.uint64(rows[q])
         bs = bar_start[r]
         live = bs != 0 and bs > last_min[r]
         v15 = v15c[r] + (bar_volume[r] if live and bs >= from15 else 0.0)

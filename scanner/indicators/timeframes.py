@@ -52,7 +52,7 @@ def _buckets(bs1: np.ndarray, bc1: np.ndarray, period_ns: int, day_open: int, ro
     n_day = 0
     day_end = day_open + TF_MINUTES_1D * MINUTE_NS
     for q in range(rows.shape[0]):
-        r = rows[q]
+        r = np.uint64(rows[q])  # unsigned: numba adds no negative-index wraparound to each read (jsonbytes.at)
         m = bs1[r]
         if m == 0 or np.isnan(bc1[r]):
             b1[r] = -1
@@ -73,7 +73,7 @@ def _live_bar(b1: np.ndarray, s_tf: np.ndarray, bc1: np.ndarray, live_close: np.
     and close when that bar belongs to the timeframe's live bucket `s_tf` or starts a newer
     one, else the timeframe's own live bar (start `s_tf`, close `live_close`)."""
     for q in range(rows.shape[0]):
-        r = rows[q]
+        r = np.uint64(rows[q])
         use1 = b1[r] > 0 and b1[r] >= s_tf[r]
         start[r] = b1[r] if use1 else s_tf[r]
         close[r] = bc1[r] if use1 else live_close[r]
@@ -85,7 +85,7 @@ def _live_vwap(b1: np.ndarray, s_tf: np.ndarray, volume1: np.ndarray, vwap1: np.
     """VWAP of each row's (of `rows`) live intraday bar of the timeframe, the live 1-minute bar
     included when it belongs to it; NaN without volume."""
     for q in range(rows.shape[0]):
-        r = rows[q]
+        r = np.uint64(rows[q])
         use1 = b1[r] > 0 and b1[r] >= s_tf[r]
         v1 = volume1[r] if use1 else 0.0
         pv1 = vwap1[r] * v1 if use1 and v1 > 0 else 0.0
