@@ -42,6 +42,8 @@ from cli.replay import (
     _Progress,
     _stop,
     expand,
+    hold_signals,
+    restore_signals,
 )
 
 if TYPE_CHECKING:
@@ -147,18 +149,20 @@ def run_backtest(settings: Settings, rule_list: list, out: Path, *, skipped: lis
     except ScannerError as exc:
         error = str(exc)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        held = hold_signals()  # until the instance is stopped: a second Ctrl-C must not orphan it
         data_end, alerts_lost = None, 0
-        if watch is not None and collector is not None:
-            try:
-                snap = watch.poll()
-                collector.add(*watch.take())
-                data_end = snap.event_ns if interrupted else None
-                alerts_lost = watch.alerts_lost()
-            finally:
-                watch.close()  # unmaps the segments: nothing of `watch` may be read after this
-        rc = _stop(proc, settings)
+        try:
+            if watch is not None and collector is not None:
+                try:
+                    snap = watch.poll()
+                    collector.add(*watch.take())
+                    data_end = snap.event_ns if interrupted else None
+                    alerts_lost = watch.alerts_lost()
+                finally:
+                    watch.close()  # unmaps the segments: nothing of `watch` may be read after this
+        finally:
+            rc = _stop(proc, settings)
+            restore_signals(held, previous)
     if collector is None:
         raise ScannerError(error or "the replay instance never came up")
     collector.finish(data_end)

@@ -189,11 +189,13 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: 
         interrupted = True
         typer.echo(f"interrupted: stopping the replay instance {settings.instance!r}", err=True)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if watch is not None:
-            watch.close()
-        rc = _stop(proc, settings)
+        held = hold_signals()
+        try:
+            if watch is not None:
+                watch.close()
+        finally:
+            rc = _stop(proc, settings)
+            restore_signals(held, previous)
     if interrupted:
         return 130
     summary["exit_code"] = rc
@@ -208,21 +210,32 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # TERM / HUP to this command stop the replay like Ctrl-C
 
 
+def hold_signals() -> dict[int, Any]:
+    """Ignore Ctrl-C, TERM and HUP from now until `restore_signals`: the span in which this
+    command takes its last results and stops its instance. The supervisor runs in a session of
+    its own, so a second Ctrl-C that killed the command in that span left the whole pipeline
+    running with nothing to stop it. Returns the handlers to put back."""
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+
+
+def restore_signals(held: dict[int, Any], previous: dict[int, Any]) -> None:
+    """Put back the handlers from before the command installed its own (`previous` wins over
+    what `hold_signals` found, which were the command's)."""
+    for sig, handler in {**held, **previous}.items():
+        signal.signal(sig, handler)
+
+
 def _stop(proc: subprocess.Popen, settings: Settings) -> int:
-    """TERM, wait until the stop deadline (Ctrl-C, TERM meanwhile are ignored), KILL if need be."""
+    """TERM, wait until the stop deadline, KILL if need be (callers hold the signals meanwhile,
+    `hold_signals`)."""
     if proc.poll() is not None:
         return proc.returncode
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    proc.send_signal(signal.SIGTERM)
     try:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=settings.stop_timeout_s + 15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        return proc.wait(timeout=settings.stop_timeout_s + 15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def _log_reason(logfile: Path, start: int) -> str:

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import pytest
 
 from procs.instance import read_pid
 from procs.shared import instance_segments
+from procs.status import pid_alive
 from scanner.feeds.common import FeedStats, SymbolMap
 from scanner.feeds.lean import daily_reference, read_lean_daily, read_lean_ticks
 from scanner.records import TICK_NO_LAST, TICK_ODD_LOT
@@ -179,6 +181,7 @@ def test_ctrl_c_stops_cleanly_and_writes_partial_results(tmp_path: Path) -> None
     argv = [*SCANNER, "backtest", "--rules", str(rules), *files, "--out", str(out), "--workers", "1",
             "--scan-interval-ms", "1000", "--instance", name, "--data-dir", str(tmp_path / "data")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    supervisor = None
     try:
         from shm.control import ControlBlock
 
@@ -190,15 +193,25 @@ def test_ctrl_c_stops_cleanly_and_writes_partial_results(tmp_path: Path) -> None
                 ctl.close()
 
         eventually(clock_moved, timeout=120, interval=0.2, what="the replay to run for 10 event minutes")
+        supervisor = read_pid(tmp_path / "data" / f"{name}.pid")
         proc.send_signal(signal.SIGINT)
+        # an impatient user: Ctrl-C and TERM again while the command takes its last alerts and
+        # stops the instance (they once killed it there and left the pipeline running)
+        for k in range(100):
+            time.sleep(0.001)
+            proc.send_signal(signal.SIGINT if k % 2 else signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
+        left = instance_segments(name)  # the supervisor unlinks them when it stops
+        alive = supervisor is not None and pid_alive(supervisor)
     finally:
         if proc.poll() is None:
             proc.kill()
+        if supervisor is not None:
+            stop_pid(supervisor)
         for seg in instance_segments(name):
             os.unlink(f"/dev/shm/{seg}")
     assert proc.returncode == 130, stderr[-3000:]
+    assert not alive and not left, (alive, left)
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["interrupted"] and summary["exit_code"] == 0
     assert (out / "report.html").exists() and (out / "alerts.parquet").exists()
-    assert not instance_segments(name)
