@@ -7,8 +7,13 @@ Run by `procs.ingest` when `feed = "replay"`. What differs from a live feed:
   consumer. Nothing is published before indicators has attached its bar-ring consumer (bars'
   tick consumer is attached by the supervisor with the ring, `procs.shared`), and (up to
   `boot_timeout_s`) every child runs.
-* **Pacing**: with `replay_speed` X, a tick with event time t is published at wall time
-  `w0 + (t - t0) / X` (t0, w0: the first tick); with `replay_max`, as fast as bars takes them.
+* **Pacing**: with `replay_speed` X, a tick with event time t is due at wall time
+  `w0 + (t - t0) / X` (t0, w0: the first tick) and published in slices: at most one publish
+  per `PACE_S` (1 ms), of every tick due by then. A tick may so wait up to a millisecond (a
+  live feed's ingest takes its queue every 10 ms when idle), and ingest and bars wake at most a
+  thousand times a second instead of once per few ticks: each publish and its hand-off to bars
+  cost a fixed few hundred microseconds of numpy calls. With `replay_max`, as fast as bars
+  takes them.
 * **The feed clock** in the control block belongs to ingest in replay mode (the supervisor
   leaves it at 0, stopped), and it drives the scan cadence (`procs.eventtime`): the clock moves
   only from one scan boundary T (a multiple of `scan_interval_ms` of event time) to the next.
@@ -61,6 +66,7 @@ from shm.control import STATE_RUNNING
 
 log = logging.getLogger("scanner.ingest")
 PASS_S = 0.01
+PACE_S = 0.001  # a paced replay publishes what is due at most once per slice (module docstring)
 MAX_BAD_LINES = 100  # malformed rows listed in the report (all are counted)
 
 
@@ -140,6 +146,7 @@ class ReplayFeed:
                             for r in ctx.shared.alerts]
         self.ev0 = 0  # pacing anchor: event time ev0 at monotonic w0
         self.w0 = -1.0
+        self.slice_at = 0.0  # paced: no publish before this monotonic time (PACE_S)
         self.stats = FeedStats(max_bad=MAX_BAD_LINES)
         self.wall_start_ns = 0  # replay started (decoding included in the feed time)
         self.wall_first_ns = 0
@@ -236,6 +243,15 @@ class ReplayFeed:
             limit = self.next_b if not self.speed else min(self.next_b, self.target())
             j = int(np.searchsorted(reach, limit, side="right"))  # ticks before the first beyond it
             if j > i:
+                if self.speed:  # paced: one publish per slice, of every tick due by then
+                    now = time.monotonic()
+                    if now < self.slice_at:
+                        ctx.beat()
+                        ctx.sleep_until(self.slice_at)
+                        if not ctx.should_run():
+                            return False
+                        continue
+                    self.slice_at = now + PACE_S
                 if not self.publish(batch[i:j]):
                     return False
                 i = j
