@@ -135,6 +135,11 @@ class Pipeline:
     def published(self) -> int:
         return sum(_slot(h.status(), "ingest")["out"] for h in self.hosts)
 
+    def flowing(self) -> bool:
+        """Every host's ingest has published: the hosts boot one after the other, and a window
+        that opened with one host still booting counted its boot as falling behind."""
+        return all(_slot(h.status(), "ingest")["out"] > 0 for h in self.hosts)
+
     def done(self) -> bool:
         return all(_slot(h.status(), "ingest")["cycles"] >= 1 for h in self.hosts)
 
@@ -260,7 +265,7 @@ class Bench:
         t_boot = time.monotonic()
         try:
             pipe.start()
-            _wait("ticks to flow", lambda: pipe.published() > 0, 120)
+            _wait("ticks to flow on every host", pipe.flowing, 120)
             boot_s = time.monotonic() - t_boot
             time.sleep(self.warm_s)
             pids = {**pipe.pids(), **self.extra_pids}
