@@ -33,7 +33,7 @@ def skip_ws(b: np.ndarray, i: int, n: int) -> int:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def string_end(b: np.ndarray, i: int, n: int) -> int:
-    """at(b, i) is '"': index of the closing quote; -1 on an escape, a control byte or the end."""
+    """b[i] is '"': index of the closing quote; -1 on an escape, a control byte or the end."""
     j = i + 1
     while j < n:
         c = at(b, j)

@@ -101,7 +101,7 @@ def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: A
     from15 = now_min - 14 * MINUTE_NS
     from5 = now_min - 4 * MINUTE_NS
     for q in range(rows.shape[0]):
-        r = np.uint64(rows[q])  # unsigned indices: no negative-index wraparound per read (jsonbytes.at)
+        r = np.uint64(rows[q])  # unsigned: numba adds no negative-index wraparound to each read (jsonbytes.at)
         c = count[r]
         k = 0
         vol = 0.0
