@@ -28,6 +28,7 @@ from scanner.metrics import CATALOGUE, Owner
 from scanner.records import TICK_DTYPE, TICK_MARK_BEGIN
 from scanner.session import session_bounds_ns
 from scanner.ticks import MAX_AHEAD_NS, LastTradeWriter, validate_ticks
+from scanner.ticks import warm_up as warm_ticks
 
 log = logging.getLogger("scanner.ingest")
 PASS_S = 0.01  # one batch every 10 ms: small enough for latency, large enough to amortise numpy
@@ -148,6 +149,7 @@ def run_synthetic(ctx: Context, sink: TableSink) -> None:
 
 
 def main(ctx: Context) -> None:
+    warm_ticks()  # the tick kernels compiled or loaded before the first heartbeat (boot_timeout_s applies)
     sink = TableSink(ctx)
     feed = ctx.settings.feed
     if feed == "synthetic":

@@ -289,8 +289,12 @@ def warm_kernels() -> None:
     from scanner.indicators.engine import warm_kernels as warm_indicators
     from scanner.indicators.timeframes import warm_kernels as warm_timeframes
     from scanner.rules.compiler import warm_up as warm_rules
+    from scanner.ticks import warm_up as warm_ticks
+    from shm.history_read import warm_up as warm_history_read
 
     t0 = time.monotonic()
+    warm_ticks()
+    warm_history_read()
     warm_bars()
     warm_indicators()
     warm_timeframes()

@@ -38,6 +38,7 @@ from scanner.rules.compiler import warm_up
 from scanner.rules.engine import ScanEngine
 from scanner.session import MINUTE_NS, minute_of_day, trading_day
 from shm import partitioned
+from shm.history_read import warm_up as warm_history_read
 from shm.partitioned import PartitionedMatrix
 
 log = logging.getLogger("scanner.scan")
@@ -180,6 +181,7 @@ def run_event_time(ctx: Context, w: Worker) -> None:
 
 def main(ctx: Context) -> None:
     warm_up()  # the rule kernel, even if the first rule set needs none (a later one may)
+    warm_history_read()  # the history operands' gather, likewise
     w = Worker(ctx)
     if event_mode(ctx.settings):
         w.load_rules()

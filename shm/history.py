@@ -78,18 +78,13 @@ class History:
     def read(self, lo: int, hi: int, fields: np.ndarray, bars_ago: np.ndarray, out: np.ndarray) -> int:
         """out[i, r] = field `fields[i]` of row lo+r, `bars_ago[i]` records back (1 = the last
         record written); NaN where the row has fewer records. Returns retry rounds."""
-        shift, k = self.block_shift, self.depth
-        hist, head = self.hist, self.head
+        from shm.history_read import read_ago  # numba only where the history is read (its module doc)
+
+        shift, hist, head = self.block_shift, self.hist, self.head
+        fields, bars_ago = np.asarray(fields, np.int64), np.asarray(bars_ago, np.int64)
 
         def copy(b0: int, b1: int) -> None:
-            r0, r1 = max(lo, b0 << shift), min(hi, b1 << shift)
-            h = head[r0:r1]
-            rows = np.arange(r0, r1)
-            for i in range(len(fields)):
-                j = h - int(bars_ago[i])
-                ok = (j >= 0) & (int(bars_ago[i]) <= k)
-                vals = hist[int(fields[i]), rows, j % k]
-                out[i, r0 - lo:r1 - lo] = np.where(ok, vals, np.nan)
+            read_ago(hist, head, fields, bars_ago, max(lo, b0 << shift), min(hi, b1 << shift), lo, out)
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1)
 

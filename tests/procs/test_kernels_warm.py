@@ -28,7 +28,9 @@ import scanner.indicators.trading_status
 import scanner.indicators.volatility
 import scanner.indicators.volume
 import scanner.rules.kernel
+import scanner.ticks
 import scanner.timeframes
+import shm.history_read
 from procs.indicators import warm_from_history
 from procs.scan import match_state
 from procs.shared import BAR_CONSUMER_INDICATORS, TICK_CONSUMER_BARS, Shared
@@ -43,12 +45,14 @@ from scanner.rules.engine import ScanEngine
 from scanner.rules.store import default_pack
 from scanner.session import MINUTE_NS, session_bounds_ns
 from scanner.storage.history import StoredBars
+from scanner.ticks import MAX_AHEAD_NS, LastTradeWriter, validate_ticks
 from scanner.timeframes import TimeframeBars
 
 MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.averages, scanner.indicators.momentum,
            scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes,
            scanner.indicators.timeframes, scanner.indicators.live_rows, scanner.indicators.session,
-           scanner.indicators.trading_status, scanner.indicators.volume)
+           scanner.indicators.trading_status, scanner.indicators.volume, scanner.ticks,
+           shm.history_read)
 
 
 def signatures() -> dict[str, int]:
@@ -76,10 +80,13 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     warm_timeframe_kernels()
     scanner.indicators.live_rows.warm_kernels()
     warm_rules()
+    scanner.ticks.warm_up()
+    shm.history_read.warm_up()
     before = signatures()
     entry = ("scanner.bar_kernels.ingest", "scanner.bar_kernels.close_due", "scanner.indicators.engine._fold_bars",
              "scanner.indicators.engine._fold_history", "scanner.indicators.engine._live",
-             "scanner.rules.kernel.run_steps")  # what Python calls; the rest are inlined callees
+             "scanner.rules.kernel.run_steps", "scanner.ticks._valid", "scanner.ticks._last_trade",
+             "shm.history_read.read_ago")  # what Python calls; the rest are inlined callees
     assert all(before[k] >= 1 for k in entry), before
     t, h, n = shared.table, shared.history, shared.table.n_rows
     # bars, as procs/bars.py drives it: table columns, the shared state, ring batches
@@ -91,6 +98,11 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     ticks["ts_ns"] = open_ns + np.arange(1000) * 100_000_000
     ticks["price"], ticks["size"] = 10.0 + np.arange(1000) % 7, 100.0
     tick_in, bar_in = shared.ticks.consumer(TICK_CONSUMER_BARS), shared.bars.consumer(BAR_CONSUMER_INDICATORS)
+    # ingest, as procs/ingest.py's TableSink drives it: slices of a decoded batch, one tick, none
+    last = LastTradeWriter(t.f8[CATALOGUE.f8("price")], t.f8[CATALOGUE.f8("last_size")],
+                           t.i8[CATALOGUE.i8("last_ts_ns")], t.i8[CATALOGUE.i8("tick_count")])
+    for part in (ticks[10:500], ticks[:1], ticks[:0]):
+        last.apply(validate_ticks(part, n, open_ns + MAX_AHEAD_NS)[0])
     shared.ticks.producer().publish(ticks)
     closed = [agg.on_ticks(tick_in.poll(1 << 16)),
               agg.close_due(open_ns + 5 * MINUTE_NS)]
