@@ -29,6 +29,7 @@ import numpy as np
 from scanner.metrics import CATALOGUE, HIST
 from scanner.records import ALERT_VALUES, rule_key
 from scanner.rules import kernel
+from scanner.rules.alerts import warm_up as warm_alerts
 from scanner.rules.limits import ALERT_MODES, Ref, ref_name
 from scanner.rules.lower import Handle, Step, numba_table, numpy_ops, resolve_ops
 from scanner.rules.model import Comparison, Group, Rule
@@ -322,8 +323,10 @@ def compile_rules(rules: Sequence[Rule], keys: Sequence[str], backend: Backend =
 
 
 def warm_up() -> None:
-    """Load (or, the first time on a machine, JIT-compile: a few seconds) the numba kernel, so
-    that a worker pays for it at boot rather than in its first scan cycle."""
+    """Load (or, the first time on a machine, JIT-compile: a few seconds) the numba kernels (the
+    rules', the alert state's), so that a worker pays for them at boot rather than in its first
+    scan cycle."""
     rule = Rule.model_validate({"id": "warm-up", "metric": "price", "operator": ">", "value": 0})
     comp = compile_rules([rule], ["X"], backend="numba")
     comp.evaluate(np.zeros((1, 1)), None, None, 0)
+    warm_alerts()

@@ -27,6 +27,7 @@ import scanner.indicators.timeframes
 import scanner.indicators.trading_status
 import scanner.indicators.volatility
 import scanner.indicators.volume
+import scanner.rules.alerts
 import scanner.rules.kernel
 import scanner.ticks
 import scanner.timeframes
@@ -52,7 +53,7 @@ MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.av
            scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes,
            scanner.indicators.timeframes, scanner.indicators.live_rows, scanner.indicators.session,
            scanner.indicators.trading_status, scanner.indicators.volume, scanner.ticks,
-           shm.history_read)
+           shm.history_read, scanner.rules.alerts)
 
 
 def signatures() -> dict[str, int]:
@@ -86,7 +87,8 @@ def test_after_the_warm_ups_the_process_paths_compile_nothing(shared: Shared) ->
     entry = ("scanner.bar_kernels.ingest", "scanner.bar_kernels.close_due", "scanner.indicators.engine._fold_bars",
              "scanner.indicators.engine._fold_history", "scanner.indicators.engine._live",
              "scanner.rules.kernel.run_steps", "scanner.ticks._valid", "scanner.ticks._last_trade",
-             "shm.history_read.read_ago")  # what Python calls; the rest are inlined callees
+             "shm.history_read.read_ago",
+             "scanner.rules.alerts._step")  # what Python calls; the rest are inlined callees
     assert all(before[k] >= 1 for k in entry), before
     t, h, n = shared.table, shared.history, shared.table.n_rows
     # bars, as procs/bars.py drives it: table columns, the shared state, ring batches

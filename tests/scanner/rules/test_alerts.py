@@ -109,14 +109,53 @@ def test_several_rules_and_modes_in_one_matrix() -> None:
         st.step(np.zeros((3, 5), bool), 0, 7, 1)
 
 
+class Reference:
+    """The alert rules of the module docstring, cell by cell in (rule, row) order."""
+
+    def __init__(self, modes: np.ndarray, cooldown_ns: np.ndarray, n_rows: int) -> None:
+        self.modes, self.cooldown = modes, cooldown_ns
+        self.latched = np.zeros((len(modes), n_rows), bool)
+        self.last = np.full((len(modes), n_rows), None, object)
+        self.bar = self.day = None
+
+    def step(self, m: np.ndarray, now: int, bar: int, day: int) -> list[tuple[int, int, int]]:
+        for mode, when, seen in ((MODE_BAR, bar, self.bar), (MODE_DAY, day, self.day)):
+            if seen is not None and when != seen:
+                self.latched[self.modes == mode] = False
+        self.bar, self.day = bar, day
+        out = []
+        for i, r in np.ndindex(*m.shape):
+            if m[i, r] and not self.latched[i, r]:
+                last = self.last[i, r]
+                if self.cooldown[i] == 0 or last is None or now - last >= self.cooldown[i]:
+                    self.latched[i, r] = True
+                    self.last[i, r] = now
+                    out.append((i, r, E))
+            elif not m[i, r] and self.latched[i, r] and self.modes[i] in (MODE_ENTER, MODE_ENTER_EXIT):
+                self.latched[i, r] = False
+                if self.modes[i] == MODE_ENTER_EXIT:
+                    out.append((i, r, X))
+        return out
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 64), (7, 1001)])
-def test_changed_cells_match_brute_force(shape: tuple[int, int]) -> None:
+def test_step_equals_the_cell_by_cell_rules(shape: tuple[int, int]) -> None:
+    """Random match matrices (sparse, dense, flapping) against every mode, with and without
+    cooldowns; a first output buffer of 3 alerts makes every cycle with more resume the kernel."""
     rng = np.random.default_rng(sum(shape))
-    st = AlertState(shape[0], shape[1], np.zeros(shape[0]), np.zeros(shape[0]))
-    for density in (0.0, 0.01, 0.5):
-        st.latched[:] = rng.random(shape) < density
-        m = rng.random(shape) < density
-        assert st.changed(m).tolist() == np.flatnonzero(m != st.latched).tolist()
+    modes = np.arange(shape[0]) % 4
+    cooldown = np.where(np.arange(shape[0]) % 3 == 1, 3 * S, 0)
+    st, ref = AlertState(shape[0], shape[1], modes, cooldown), Reference(modes, cooldown, shape[1])
+    st._out = tuple(a[:3] for a in st._out)
+    m = np.zeros(shape, bool)
+    for cycle in range(40):
+        density = (0.0, 0.01, 0.5, 0.95)[cycle % 4]
+        flip = rng.random(shape) < density
+        m = m ^ flip if cycle % 2 else rng.random(shape) < density
+        now, bar, day = cycle * S, cycle // 3, cycle // 20
+        r, c, k = st.step(np.ascontiguousarray(m), now, bar, day)
+        assert list(zip(r.tolist(), c.tolist(), k.tolist(), strict=True)) == ref.step(m, now, bar, day)
+        assert np.array_equal(st.latched, ref.latched)
 
 
 def _pos(eng: ScanEngine, alert: np.void) -> int:
