@@ -189,6 +189,10 @@ class TimeframeBars:
         self._n_out = np.zeros(len(TIMEFRAMES), np.int64)
         self._keep = np.empty(self._out.shape[1], np.bool_)  # `_fold`'s scratch
         self.watermark_ns = 0  # the largest watermark handed to close_due
+        # every bucket ends on a whole minute, so what is due changes only when the watermark
+        # enters a new minute or a fold opens a bucket: `close_due` skips its pass over every
+        # row and timeframe (~0.1 ms at 10,000 rows) until then. The minute it last closed up to.
+        self._closed_to = -1
 
     def _heads_arg(self) -> tuple:
         return tuple(self.heads)
@@ -205,6 +209,7 @@ class TimeframeBars:
         if len(bars) > self._out.shape[1] - self.n_rows:
             parts = [self.on_bars_closed(bars[i:i + self.n_rows]) for i in range(0, len(bars), self.n_rows)]
             return [concat([p[j] for p in parts]) for j in range(len(TIMEFRAMES))]
+        self._closed_to = -1  # a fold may have opened a bucket that is already due (a repaired bar)
         mn = bars["minute_ns"]
         _fold(bars["sym"].astype(np.int64), mn, day_bucket(mn), bars["open"], bars["high"], bars["low"],
               bars["close"], bars["volume"], bars["vwap"], bars["trades"].astype(np.float64), self.period,
@@ -214,9 +219,14 @@ class TimeframeBars:
 
     def close_due(self, watermark_ns: int) -> list[np.ndarray]:
         """Close every timeframe bar whose bucket ended at or before the 1-minute watermark."""
-        self.watermark_ns = max(self.watermark_ns, int(watermark_ns))
-        _close_due(int(watermark_ns), self.period, self.start, self.live, self.last, self._hists,
-                   self._heads_arg(), self._out, self._n_out)
+        wm = int(watermark_ns)
+        self.watermark_ns = max(self.watermark_ns, wm)
+        wm_minute = wm - wm % MINUTE_NS  # a bucket end (whole minutes) <= wm iff <= wm_minute
+        if wm_minute <= self._closed_to:
+            return [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES]  # nothing fell due since that pass
+        _close_due(wm, self.period, self.start, self.live, self.last, self._hists, self._heads_arg(), self._out,
+                   self._n_out)
+        self._closed_to = wm_minute
         return self._result()
 
     def resume(self, hist: np.ndarray, head: np.ndarray, chunk: int = 1024) -> list[np.ndarray]:

@@ -264,3 +264,29 @@ def test_live_daily_bucket_from_the_open_equals_day_bucket(day: int) -> None:
     want = np.where((starts != 0) & ~np.isnan(close), day_bucket(starts), -1)
     np.testing.assert_array_equal(got, want)
     assert (got == b["open"]).sum() > 300  # today's session took the short way
+
+
+def test_close_due_within_a_minute_closes_what_a_fold_made_due() -> None:
+    """`close_due` skips its pass while the watermark stays in the minute it last closed up to
+    (bucket ends are whole minutes), unless bars were folded since: a repaired bar of a bucket
+    that already ended is closed by the next call, not a minute later."""
+    open_ns = session_bounds_ns(20131008)["open"]
+    tfb = TimeframeBars(2)
+
+    def bar(row: int, minute: int) -> np.ndarray:
+        b = np.zeros(1, BAR_DTYPE)
+        b["sym"], b["minute_ns"], b["trades"] = row, open_ns + minute * MINUTE_NS, 1
+        b["open"] = b["high"] = b["low"] = b["close"] = b["vwap"] = 10.0
+        b["volume"] = 100.0
+        return b
+
+    five = TIMEFRAMES.index("5m")
+    tfb.on_bars_closed(bar(0, 4))
+    assert len(tfb.close_due(open_ns + 4 * MINUTE_NS + 59 * 10**9)[five]) == 0  # 09:34:59: not yet
+    assert tfb.close_due(open_ns + 5 * MINUTE_NS + 10**9)[five]["sym"].tolist() == [0]  # 09:35:01
+    assert all(len(p) == 0 for p in tfb.close_due(open_ns + 5 * MINUTE_NS + 2 * 10**9))  # same minute: skipped
+    tfb.on_bars_closed(bar(1, 3))  # repaired: its 09:30 bucket ended already
+    assert tfb.close_due(open_ns + 5 * MINUTE_NS + 3 * 10**9)[five]["sym"].tolist() == [1]
+    tfb.on_bars_closed(bar(0, 9))
+    assert len(tfb.close_due(open_ns + 9 * MINUTE_NS + 30 * 10**9)[five]) == 0
+    assert tfb.close_due(open_ns + 10 * MINUTE_NS)[five]["sym"].tolist() == [0]  # 09:40:00 exactly
