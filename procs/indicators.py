@@ -17,14 +17,18 @@ days, when every boundary is scanned), so the kernels read the table's columns a
 write the outputs straight into it, under this writer's seqlock. And only the rows whose inputs,
 bars or minute changed since the last boundary are recomputed by the per-row kernels
 (`scanner.indicators.live_rows`); the others keep the values they have in the table, which this
-process alone writes.
+process alone writes. The higher timeframes' refresh runs on a helper thread beside the 1-minute
+one (`RefreshHelper`): they read the same inputs and write disjoint columns, and their numba
+kernels release the GIL, so a boundary waits for the longer of the two, not their sum.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -43,6 +47,38 @@ from scanner.timeframes import TIMEFRAMES, TimeframeBars
 
 log = logging.getLogger("scanner.indicators")
 HIST_CHUNK_ROWS = 256  # history rows read and folded at a time (6.5 MB at K = 400)
+
+
+class RefreshHelper:
+    """A thread that runs the higher timeframes' refresh while the caller runs the 1-minute one
+    (module docstring). The supervisor pins this process to one core; the thread may run on any
+    core of the instance (the supervisor's own set), or there is no helper when that is a single
+    core (`run` then calls in turn)."""
+
+    def __init__(self, supervisor_pid: int) -> None:
+        try:
+            cores = os.sched_getaffinity(supervisor_pid)
+        except OSError:  # the supervisor is gone (we are about to be stopped): no helper
+            cores = os.sched_getaffinity(0)
+        self.pool = (ThreadPoolExecutor(1, "tf-refresh", initializer=os.sched_setaffinity, initargs=(0, cores))
+                     if len(cores) > 1 else None)
+
+    def run(self, mine: Callable[[], None], theirs: Callable[[], None]) -> None:
+        """`theirs` on the helper and `mine` here; returns when both are done (an exception in
+        either is raised here, after both have finished)."""
+        if self.pool is None:
+            mine()
+            theirs()
+            return
+        done = self.pool.submit(theirs)
+        try:
+            mine()
+        finally:
+            done.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
@@ -155,15 +191,15 @@ def main(ctx: Context) -> None:
         ctx.record_cycle(time.perf_counter() - t0)
         ctx.count(n_out=n)
 
-    def refresh_in_place(event_ns: int, table_cols: dict[str, np.ndarray]) -> None:
+    def refresh_in_place(event_ns: int, table_cols: dict[str, np.ndarray], helper: RefreshHelper) -> None:
         """A replay's refresh at boundary `event_ns`: straight from and into the table's columns."""
         assert changed is not None
         t0 = time.perf_counter()
         seq.begin(blocks)
         try:
             rows = changed.take(table_cols, event_ns)
-            engine.update_live(table_cols, event_ns, rows)
-            tfi.update_live(table_cols, tfb, event_ns, rows)
+            helper.run(lambda: engine.update_live(table_cols, event_ns, rows),
+                       lambda: tfi.update_live(table_cols, tfb, event_ns, rows))
         finally:
             seq.end(blocks)
         ctx.record_cycle(time.perf_counter() - t0)
@@ -175,19 +211,23 @@ def main(ctx: Context) -> None:
         me, bars_slot = ctx.slot_index, ctl.slot_index("bars")
         done = ctl.progress_of(me)
         bell, scans = HandoffBell.of(ctx), slots_named(ctx, b"scan-")  # bars rings it; it rings the scans
-        while ctx.should_run():
-            ctx.beat()
-            up_to = ctl.progress_of(bars_slot)  # loaded before the bar ring: see shm.control
-            if up_to <= done:
-                take_closed()
-                bell.wait()
-                continue
-            while take_closed() == 1 << 16:
-                pass
-            refresh_in_place(up_to, table_cols)
-            ctl.publish_progress(me, up_to)
-            bell.ring(scans)
-            done = up_to
+        helper = RefreshHelper(int(ctl.header["supervisor_pid"]))
+        try:
+            while ctx.should_run():
+                ctx.beat()
+                up_to = ctl.progress_of(bars_slot)  # loaded before the bar ring: see shm.control
+                if up_to <= done:
+                    take_closed()
+                    bell.wait()
+                    continue
+                while take_closed() == 1 << 16:
+                    pass
+                refresh_in_place(up_to, table_cols, helper)
+                ctl.publish_progress(me, up_to)
+                bell.ring(scans)
+                done = up_to
+        finally:
+            helper.close()
         return
     period = ctx.settings.scan_interval_ms / 1000.0
     lead = min(0.02, period / 4)  # finish just before the scanners' aligned cycle
