@@ -79,6 +79,19 @@ class Worker:
         self.rows_state = rows_state[self.lo:self.hi] if rows_state is not None else None
         self.owned = np.zeros(self.hi - self.lo, np.bool_) if rows_state is not None else None
         self.scanned = self.hi - self.lo  # rows the last cycle could match
+        self._known_for: np.ndarray | None = None  # `known_heads`
+        self._known = np.empty(0, np.int64)
+
+    def known_heads(self, hist: np.ndarray) -> np.ndarray | None:
+        """The history heads `hist` (the engine's operand buffer, kept between cycles) was read at,
+        so that `History.read` skips the rows whose head has not moved; a new buffer (a new rule
+        set) starts unknown. None in Kafka group mode: a row rebuilt there restarts its history
+        at head 0 and could be back at the same head with other bars by the next cycle."""
+        if self.rows_state is not None:
+            return None
+        if hist is not self._known_for:
+            self._known_for, self._known = hist, np.full(self.hi - self.lo, -1, np.int64)
+        return self._known
 
     def publish_matches(self) -> None:
         """Copy this cycle's match matrix into shared memory for the REST "current matches"."""
@@ -132,7 +145,7 @@ class Worker:
         sh.table.snapshot(self.lo, self.hi, engine.f8_cols, snap)
         hist = engine.hist_buffer()
         if len(hist):
-            sh.history.read(self.lo, self.hi, self.hist_fields, self.hist_ago, hist)
+            sh.history.read(self.lo, self.hi, self.hist_fields, self.hist_ago, hist, self.known_heads(hist))
         if self.rows_state is not None:
             np.equal(self.rows_state, ROW_LIVE, out=self.owned)
             self.scanned = int(np.count_nonzero(self.owned))

@@ -32,6 +32,7 @@ HIST_HEADER_DTYPE = np.dtype(
 )
 assert HIST_HEADER_DTYPE.itemsize == 64
 _ONLY_WRITER = np.zeros(1, np.intp)
+_NO_KNOWN = np.zeros(0, np.int64)  # `read` without known heads
 
 
 class History:
@@ -75,16 +76,26 @@ class History:
     def writer(self) -> SeqWriter:
         return SeqWriter(self.seq, self.block_shift)
 
-    def read(self, lo: int, hi: int, fields: np.ndarray, bars_ago: np.ndarray, out: np.ndarray) -> int:
+    def read(self, lo: int, hi: int, fields: np.ndarray, bars_ago: np.ndarray, out: np.ndarray,
+             known: np.ndarray | None = None) -> int:
         """out[i, r] = field `fields[i]` of row lo+r, `bars_ago[i]` records back (1 = the last
-        record written); NaN where the row has fewer records. Returns retry rounds."""
-        from shm.history_read import read_ago  # numba only where the history is read (its module doc)
+        record written); NaN where the row has fewer records. Returns retry rounds.
+
+        `known` (int64, one per row of `out`, -1 = none): the heads of the rows as `out` holds
+        them from an earlier read of the same operands. Rows whose head has not moved are not
+        read again (`shm.history_read`); `known` is updated. A block read again after a write
+        overlapped it is read whole."""
+        from shm.history_read import ALL, SKIP_KNOWN, read_ago  # numba only where the history is read
 
         shift, hist, head = self.block_shift, self.hist, self.head
         fields, bars_ago = np.asarray(fields, np.int64), np.asarray(bars_ago, np.int64)
+        kn = _NO_KNOWN if known is None else known
+        passes = [SKIP_KNOWN]  # the first pass may skip; a retry's re-copy may not (its heads were torn)
 
         def copy(b0: int, b1: int) -> None:
-            read_ago(hist, head, fields, bars_ago, max(lo, b0 << shift), min(hi, b1 << shift), lo, out)
+            read_ago(hist, head, fields, bars_ago, max(lo, b0 << shift), min(hi, b1 << shift), lo, out, kn,
+                     passes[-1])
+            passes.append(ALL)
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1)
 
