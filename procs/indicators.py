@@ -49,6 +49,15 @@ log = logging.getLogger("scanner.indicators")
 HIST_CHUNK_ROWS = 256  # history rows read and folded at a time (6.5 MB at K = 400)
 
 
+def _float_over(cores: set[int]) -> None:
+    """Let the calling thread run on `cores`; where that is refused (a cpuset changed since), it
+    stays on the process's core: slower, never wrong (a failing initializer would break the pool)."""
+    try:
+        os.sched_setaffinity(0, cores)
+    except OSError as exc:
+        log.warning("refresh helper stays on this process's cores: %s", exc)
+
+
 class RefreshHelper:
     """A thread that runs the higher timeframes' refresh while the caller runs the 1-minute one
     (module docstring). The supervisor pins this process to one core; the thread may run on any
@@ -60,7 +69,7 @@ class RefreshHelper:
             cores = os.sched_getaffinity(supervisor_pid)
         except OSError:  # the supervisor is gone (we are about to be stopped): no helper
             cores = os.sched_getaffinity(0)
-        self.pool = (ThreadPoolExecutor(1, "tf-refresh", initializer=os.sched_setaffinity, initargs=(0, cores))
+        self.pool = (ThreadPoolExecutor(1, "tf-refresh", initializer=_float_over, initargs=(cores,))
                      if len(cores) > 1 else None)
 
     def run(self, mine: Callable[[], None], theirs: Callable[[], None]) -> None:

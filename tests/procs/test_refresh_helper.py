@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from procs.indicators import RefreshHelper
+from procs.indicators import RefreshHelper, _float_over
 
 
 def test_both_parts_run_the_other_on_the_helper_thread_and_both_finish_before_run_returns() -> None:
@@ -67,3 +67,21 @@ def test_a_supervisor_that_is_gone_leaves_the_process_own_cores() -> None:
         helper.run(lambda: None, lambda: None)
     finally:
         helper.close()
+
+
+def test_cores_the_thread_may_not_use_leave_it_where_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused affinity (a cpuset changed since the supervisor's was read) must not break the
+    pool: the helper runs where the process runs."""
+    seen: list[set[int]] = []
+
+    def on_thread() -> None:
+        before = os.sched_getaffinity(0)
+        _float_over({4095})  # no such core here
+        seen.append(before)
+        seen.append(os.sched_getaffinity(0))
+
+    t = threading.Thread(target=on_thread)
+    t.start()
+    t.join()
+    assert seen[0] == seen[1]
+    assert "stays on this process's cores" in caplog.text
