@@ -17,9 +17,12 @@ days, when every boundary is scanned), so the kernels read the table's columns a
 write the outputs straight into it, under this writer's seqlock. And only the rows whose inputs,
 bars or minute changed since the last boundary are recomputed by the per-row kernels
 (`scanner.indicators.live_rows`); the others keep the values they have in the table, which this
-process alone writes. The higher timeframes' refresh runs on a helper thread beside the 1-minute
-one (`RefreshHelper`): they read the same inputs and write disjoint columns, and their numba
-kernels release the GIL, so a boundary waits for the longer of the two, not their sum.
+process alone writes.
+
+In both modes the higher timeframes run on a helper thread beside the 1-minute engine
+(`RefreshHelper`): the live refresh, and the fold of a minute close of many symbols. They read
+the same inputs and write disjoint state and columns, and their numba kernels release the GIL,
+so a refresh or a close waits for the longer of the two parts, not their sum.
 """
 
 from __future__ import annotations
@@ -88,6 +91,35 @@ class RefreshHelper:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+
+
+PARALLEL_FOLD_BARS = 2048  # fewer closed bars fold in turn: the helper's wake-up would cost more than it saves
+
+
+def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBars, tfi: TimeframeIndicators,
+                closed: np.ndarray) -> list[np.ndarray]:
+    """Fold closed 1-minute bars into the 1-minute engine and into the higher timeframes (their
+    bars, then their engines): side by side for a minute close of many symbols. Returns the
+    timeframe bars this closed (`TimeframeBars.on_bars_closed`)."""
+    parts: list[np.ndarray] = []
+
+    def timeframes() -> None:
+        parts.extend(tfb.on_bars_closed(closed))
+        tfi.on_bars_closed(parts)
+
+    if len(closed) >= PARALLEL_FOLD_BARS:
+        helper.run(lambda: engine.on_bars_closed(closed), timeframes)
+    else:
+        engine.on_bars_closed(closed)
+        timeframes()
+    return parts
+
+
+def update_live(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBars, tfi: TimeframeIndicators,
+                cols: dict[str, np.ndarray], event_ns: int, rows: np.ndarray | None = None) -> None:
+    """Every indicator column of `cols` at `event_ns` (for `rows`, see `IndicatorEngine.update_live`):
+    the 1-minute part here, the higher timeframes' on the helper."""
+    helper.run(lambda: engine.update_live(cols, event_ns, rows), lambda: tfi.update_live(cols, tfb, event_ns, rows))
 
 
 def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:
@@ -167,30 +199,29 @@ def main(ctx: Context) -> None:
     # replay: the per-row kernels run only for the rows whose inputs, bars or minute changed
     # since the last refresh (the others' values would come out the same), in place (module doc)
     changed = live_rows.ChangedRows(n) if event_mode(ctx.settings) else None
+    helper = RefreshHelper(int(sh.control.header["supervisor_pid"]))
 
-    def fold(closed: np.ndarray, tf_parts: list[np.ndarray]) -> None:
-        engine.on_bars_closed(closed)
-        tfi.on_bars_closed(tf_parts)
+    def mark(parts: Iterable[np.ndarray]) -> None:
         if changed is not None:
-            changed.mark(closed["sym"])
-            for part in tf_parts:
+            for part in parts:
                 changed.mark(part["sym"])
 
     def take_closed() -> int:
         wm = int(published[META_PUBLISHED])  # read before the poll: all bars it closed are in the ring
         closed = bars.poll(1 << 16)
         if len(closed):
-            fold(closed, tfb.on_bars_closed(closed))
+            mark([closed, *fold_closed(helper, engine, tfb, tfi, closed)])
             ctx.count(n_in=len(closed))
         if wm > tfb.watermark_ns and len(closed) < (1 << 16):
-            fold(closed[:0], tfb.close_due(wm))
+            parts = tfb.close_due(wm)
+            tfi.on_bars_closed(parts)
+            mark(parts)
         return len(closed)
 
     def refresh(event_ns: int) -> None:
         t0 = time.perf_counter()
         t.snapshot(0, n, in_f8, buf_f8, in_i8, buf_i8)
-        engine.update_live(cols, event_ns)
-        tfi.update_live(cols, tfb, event_ns)
+        update_live(helper, engine, tfb, tfi, cols, event_ns)
         seq.begin(blocks)
         if contiguous:
             t.f8[out_idx[0]:out_idx[-1] + 1] = out
@@ -200,15 +231,13 @@ def main(ctx: Context) -> None:
         ctx.record_cycle(time.perf_counter() - t0)
         ctx.count(n_out=n)
 
-    def refresh_in_place(event_ns: int, table_cols: dict[str, np.ndarray], helper: RefreshHelper) -> None:
+    def refresh_in_place(event_ns: int, table_cols: dict[str, np.ndarray]) -> None:
         """A replay's refresh at boundary `event_ns`: straight from and into the table's columns."""
         assert changed is not None
         t0 = time.perf_counter()
         seq.begin(blocks)
         try:
-            rows = changed.take(table_cols, event_ns)
-            helper.run(lambda: engine.update_live(table_cols, event_ns, rows),
-                       lambda: tfi.update_live(table_cols, tfb, event_ns, rows))
+            update_live(helper, engine, tfb, tfi, table_cols, event_ns, changed.take(table_cols, event_ns))
         finally:
             seq.end(blocks)
         ctx.record_cycle(time.perf_counter() - t0)
@@ -220,7 +249,6 @@ def main(ctx: Context) -> None:
         me, bars_slot = ctx.slot_index, ctl.slot_index("bars")
         done = ctl.progress_of(me)
         bell, scans = HandoffBell.of(ctx), slots_named(ctx, b"scan-")  # bars rings it; it rings the scans
-        helper = RefreshHelper(int(ctl.header["supervisor_pid"]))
         try:
             while ctx.should_run():
                 ctx.beat()
@@ -231,7 +259,7 @@ def main(ctx: Context) -> None:
                     continue
                 while take_closed() == 1 << 16:
                     pass
-                refresh_in_place(up_to, table_cols, helper)
+                refresh_in_place(up_to, table_cols)
                 ctl.publish_progress(me, up_to)
                 bell.ring(scans)
                 done = up_to
@@ -241,11 +269,14 @@ def main(ctx: Context) -> None:
     period = ctx.settings.scan_interval_ms / 1000.0
     lead = min(0.02, period / 4)  # finish just before the scanners' aligned cycle
     next_at = (time.time() // period + 1) * period - lead
-    while ctx.should_run():
-        ctx.beat()
-        take_closed()
-        now = time.time()
-        if now >= next_at:
-            refresh(ctx.event_now_ns())
-            next_at += period * max(1, int((now - next_at) // period) + 1)
-        time.sleep(0.002)
+    try:
+        while ctx.should_run():
+            ctx.beat()
+            take_closed()
+            now = time.time()
+            if now >= next_at:
+                refresh(ctx.event_now_ns())
+                next_at += period * max(1, int((now - next_at) // period) + 1)
+            time.sleep(0.002)
+    finally:
+        helper.close()

@@ -22,12 +22,14 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
 
 import numpy as np
 
+from procs.indicators import RefreshHelper, fold_closed, update_live
 from scanner.bars import BarAggregator, new_history
 from scanner.indicators.engine import IndicatorEngine
 from scanner.indicators.timeframes import TimeframeIndicators
@@ -137,7 +139,10 @@ def _ours_minute_close(symbols: int, minutes: int) -> float:
 
 def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
     """(median ms of the 16:00 close with every timeframe, median ms of the ordinary minute
-    closes 15:56-15:59 doing the same pipeline); five minutes of ticks per day and symbol."""
+    closes 15:56-15:59 doing the same pipeline); five minutes of ticks per day and symbol. The
+    indicators' steps as the indicators process runs them (`procs.indicators`: the higher
+    timeframes beside the 1-minute engine, on a helper thread when this process may use more
+    than one core)."""
     cols = _table(symbols)
     agg = BarAggregator(cols, *new_history(symbols))
     eng = IndicatorEngine(symbols)
@@ -147,32 +152,34 @@ def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
     t["sym"] = np.arange(symbols)
     t["size"] = 100.0
     rng = np.random.default_rng(2)
+    helper = RefreshHelper(os.getpid())
     all_tf: list[float] = []
     ordinary: list[float] = []
     day = BENCH_DAY
-    for _ in range(days):
-        close = session_bounds_ns(day)["close"]
-        for m in range(5, 0, -1):
-            t["ts_ns"] = close - m * MINUTE_NS + 5 * NS
-            t["price"] = 10.0 + rng.normal(0, 0.05, symbols)
-            agg.on_ticks(t)
-            end = close - (m - 1) * MINUTE_NS
-            t0 = time.perf_counter()
-            closed = agg.close_due(end)
-            eng.on_bars_closed(closed)
-            tfi.on_bars_closed(tfb.on_bars_closed(closed))
-            parts = tfb.close_due(end)
-            tfi.on_bars_closed(parts)
-            eng.update_live(cols, end)
-            tfi.update_live(cols, tfb, end)
-            dt = time.perf_counter() - t0
-            assert len(closed) == symbols
-            if m == 1:
-                assert all(len(p) == symbols for p in parts), [len(p) for p in parts]
-                all_tf.append(dt)
-            elif m < 5:
-                ordinary.append(dt)
-        day = next_day(day)
+    try:
+        for _ in range(days):
+            close = session_bounds_ns(day)["close"]
+            for m in range(5, 0, -1):
+                t["ts_ns"] = close - m * MINUTE_NS + 5 * NS
+                t["price"] = 10.0 + rng.normal(0, 0.05, symbols)
+                agg.on_ticks(t)
+                end = close - (m - 1) * MINUTE_NS
+                t0 = time.perf_counter()
+                closed = agg.close_due(end)
+                fold_closed(helper, eng, tfb, tfi, closed)
+                parts = tfb.close_due(end)
+                tfi.on_bars_closed(parts)
+                update_live(helper, eng, tfb, tfi, cols, end)
+                dt = time.perf_counter() - t0
+                assert len(closed) == symbols
+                if m == 1:
+                    assert all(len(p) == symbols for p in parts), [len(p) for p in parts]
+                    all_tf.append(dt)
+                elif m < 5:
+                    ordinary.append(dt)
+            day = next_day(day)
+    finally:
+        helper.close()
     return statistics.median(all_tf[1:]) * 1e3, statistics.median(ordinary[3:]) * 1e3
 
 
