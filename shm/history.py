@@ -90,12 +90,12 @@ class History:
         shift, hist, head = self.block_shift, self.hist, self.head
         fields, bars_ago = np.asarray(fields, np.int64), np.asarray(bars_ago, np.int64)
         kn = _NO_KNOWN if known is None else known
-        passes = [SKIP_KNOWN]  # the first pass may skip; a retry's re-copy may not (its heads were torn)
+        mode = SKIP_KNOWN  # the first pass may skip; a retry's re-copy may not (its heads were torn)
 
         def copy(b0: int, b1: int) -> None:
-            read_ago(hist, head, fields, bars_ago, max(lo, b0 << shift), min(hi, b1 << shift), lo, out, kn,
-                     passes[-1])
-            passes.append(ALL)
+            nonlocal mode
+            read_ago(hist, head, fields, bars_ago, max(lo, b0 << shift), min(hi, b1 << shift), lo, out, kn, mode)
+            mode = ALL
 
         return read_blocks(self.seq[None, :], _ONLY_WRITER, copy, lo >> shift, ((hi - 1) >> shift) + 1)
 
