@@ -18,6 +18,10 @@
   `nautilus_ticks_per_s`, `nautilus_minute_close_ms`, `speedup_vs_nautilus`. nautilus takes
   Python objects, so its ticks are built before the clock starts; it sees a prefix of the
   tape (`nautilus_ticks`) because it is much slower.
+
+The process runs with the pipeline's malloc settings (`procs.malloc`, which the bar and
+indicator processes apply at start), so a close's temporaries come from the heap as they do
+there, not from fresh pages each day.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from procs.indicators import RefreshHelper, fold_closed, update_live
+from procs.malloc import tune_malloc
 from scanner.bars import BarAggregator, new_history
 from scanner.indicators.engine import IndicatorEngine
 from scanner.indicators.timeframes import TimeframeIndicators
@@ -166,14 +171,15 @@ def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
                 end = close - (m - 1) * MINUTE_NS
                 t0 = time.perf_counter()
                 closed = agg.close_due(end)
-                fold_closed(helper, eng, tfb, tfi, closed)
+                folded = fold_closed(helper, eng, tfb, tfi, closed)
                 parts = tfb.close_due(end)
                 tfi.on_bars_closed(parts)
                 update_live(helper, eng, tfb, tfi, cols, end)
                 dt = time.perf_counter() - t0
                 assert len(closed) == symbols
-                if m == 1:
-                    assert all(len(p) == symbols for p in parts), [len(p) for p in parts]
+                if m == 1:  # every timeframe closed, in the fold (their last minute) or by the watermark
+                    got = [len(a) + len(b) for a, b in zip(folded, parts, strict=True)]
+                    assert got == [symbols] * len(parts), got
                     all_tf.append(dt)
                 elif m < 5:
                     ordinary.append(dt)
@@ -261,6 +267,7 @@ def bench_bars(symbols: int = 10_000, ticks: int = 2_000_000, seed: int = 7, *, 
     """Run the benchmark; see the module docstring for the keys."""
     if symbols <= 0 or ticks <= 0 or batch <= 0:
         raise ValueError(f"'symbols', 'ticks' and 'batch' must be positive, were {symbols}, {ticks}, {batch}")
+    tune_malloc()  # as the processes measured run (module docstring)
     tape = synthetic_ticks(symbols, ticks, seed)
     rate, bars = _ours_throughput(tape, symbols, batch)
     out: dict[str, Any] = {

@@ -281,12 +281,48 @@ def test_close_due_within_a_minute_closes_what_a_fold_made_due() -> None:
         return b
 
     five = TIMEFRAMES.index("5m")
-    tfb.on_bars_closed(bar(0, 4))
+    tfb.on_bars_closed(bar(0, 3))  # 09:33: not the bucket's last minute, so it stays live
     assert len(tfb.close_due(open_ns + 4 * MINUTE_NS + 59 * 10**9)[five]) == 0  # 09:34:59: not yet
     assert tfb.close_due(open_ns + 5 * MINUTE_NS + 10**9)[five]["sym"].tolist() == [0]  # 09:35:01
     assert all(len(p) == 0 for p in tfb.close_due(open_ns + 5 * MINUTE_NS + 2 * 10**9))  # same minute: skipped
     tfb.on_bars_closed(bar(1, 3))  # repaired: its 09:30 bucket ended already
     assert tfb.close_due(open_ns + 5 * MINUTE_NS + 3 * 10**9)[five]["sym"].tolist() == [1]
-    tfb.on_bars_closed(bar(0, 9))
+    tfb.on_bars_closed(bar(0, 8))
     assert len(tfb.close_due(open_ns + 9 * MINUTE_NS + 30 * 10**9)[five]) == 0
     assert tfb.close_due(open_ns + 10 * MINUTE_NS)[five]["sym"].tolist() == [0]  # 09:40:00 exactly
+
+
+def test_the_last_minute_of_a_bucket_closes_it_in_the_fold() -> None:
+    """A bucket whose last 1-minute bar is folded closes at once (no later bar can fall in it):
+    the fold returns it, with the values a watermark close would give, and `close_due` then has
+    nothing left; the day bar closes on its 15:59 bar. A bar short of the end leaves it live."""
+    day = 20131008
+    open_ns, close_ns = session_bounds_ns(day)["open"], session_bounds_ns(day)["close"]
+    five, sixty, daily = (TIMEFRAMES.index(tf) for tf in ("5m", "60m", "1d"))
+
+    def bars(minutes: list[int], row: int = 0) -> np.ndarray:
+        b = np.zeros(len(minutes), BAR_DTYPE)
+        b["sym"], b["trades"], b["volume"] = row, 1, 100.0
+        b["minute_ns"] = [close_ns + m * MINUTE_NS for m in minutes]
+        b["open"] = b["high"] = b["low"] = b["close"] = b["vwap"] = 10.0 + np.arange(len(minutes))
+        return b
+
+    early, late = TimeframeBars(1), TimeframeBars(1)
+    seq = bars([-7, -6, -5, -2, -1])  # 15:53 15:54 | 15:55 15:58 15:59
+    got = early.on_bars_closed(seq)
+    assert [int(x) for x in got[five]["minute_ns"]] == [close_ns - 10 * MINUTE_NS, close_ns - 5 * MINUTE_NS]
+    assert len(got[sixty]) == 1 and len(got[daily]) == 1
+    assert got[daily]["minute_ns"][0] == open_ns and got[daily]["close"][0] == 14.0
+    assert all(len(p) == 0 for p in early.close_due(close_ns + MINUTE_NS))
+    # what a watermark close of the same buckets gives (pandas' resample of these bars)
+    assert got[five][["open", "high", "low", "close", "volume", "trades"]].tolist() == [
+        (10.0, 11.0, 10.0, 11.0, 200.0, 2), (12.0, 14.0, 12.0, 14.0, 300.0, 3)]
+    assert got[sixty][["open", "high", "low", "close", "volume"]].tolist() == [(10.0, 14.0, 10.0, 14.0, 500.0)]
+    # without the last minute, the same bucket stays live until the watermark passes its end
+    assert len(late.on_bars_closed(seq[:-1])[five]) == 1
+    assert len(late.close_due(close_ns - MINUTE_NS)[five]) == 0
+    assert late.close_due(close_ns)[five][["open", "high", "close", "volume"]].tolist() == [(12.0, 13.0, 13.0, 200.0)]
+    assert early.start[five, 0] == 0 and late.start[five, 0] == 0
+    short = TimeframeBars(1)
+    assert len(short.on_bars_closed(bars([-3]))[five]) == 0  # 15:57: its bucket is still open
+    assert short.start[five, 0] == close_ns - 5 * MINUTE_NS
