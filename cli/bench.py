@@ -83,12 +83,16 @@ def fanout(
     seconds: Annotated[float, typer.Option(help="Measurement window.")] = 15.0,
     large: Annotated[int, typer.Option(help="Clients of the second run (latency_ms_p99_N); 0 = skip.")] = 2000,
     load_procs: Annotated[int, typer.Option(help="Load-generator processes; 0 = one per spare core.")] = 0,
+    block_shares: Annotated[float, typer.Option(
+        help="Steady load: a rule alerting on every print of this many shares or more; 0 = default pack only.",
+    )] = 1500.0,
 ) -> None:
     """Scan match -> WebSocket client latency with N clients in separate load-generator
     processes, gateway CPU per delivery; publisher alerts/s into Redis."""
     from procs.bench.fanout import bench_fanout
 
-    emit(bench_fanout(clients=clients, seconds=seconds, large=large, load_procs=load_procs), as_json)
+    emit(bench_fanout(clients=clients, seconds=seconds, large=large, load_procs=load_procs,
+                      block_shares=block_shares), as_json)
 
 
 @app.command()

@@ -12,10 +12,14 @@ Publisher throughput is alerts/s through `RedisSink` against unpipelined PUBLISH
 The load does not depend on the hour: the synthetic session starts at the open of the latest
 weekday (`feed_preopen_s`, as the demo does), so the windows fall in the first minutes of a
 session, when the tape runs near three times its mean pace (13-14k ticks/s at `rate` 5,000).
-Before, the load followed the wall clock: mid-session the default pack raised about one alert
-a second per client and the figure measured mostly the gateway's idle polling. The open's
-alerts come in bursts (gaps at 09:30, rules whose window opens at 09:35, volume spikes), so
-`alerts_per_s_per_client` and `alerts_per_frame` say what load a run had. The idle figure stays
+The default pack alone raises few alerts there, in bursts (rules whose window opens at 09:35,
+gaps at 09:30), and how many reach a window depended on how late a busy machine ran: 0.1
+alerts/s per client on a quiet machine, 60 on a loaded one. So the instance also runs one
+steady rule, a large print (`last_size >= block_shares`, enter mode, no cooldown: about 28
+alerts/s over 5,000 symbols at the open's pace, 2-3 per 100 ms frame, a busy desk's flow); 0
+leaves the default pack alone. `alerts_per_s_per_client` and `alerts_per_frame` say what load a
+run had, and `gateway_cpu_us_per_frame` is the gateway's CPU per frame written to one client,
+the part a delivery costs whatever the frame holds (one loopback TCP send). The idle figure stays
 reported: `gateway_idle_cpu_pct` (the same market, no client) and
 `gateway_cpu_us_per_delivery_above_idle` (what the clients add); `gateway_idle_wakeups_per_s`
 and `gateway_wakeups_per_s` count the gateway's voluntary context switches (each a sleep and a
@@ -40,8 +44,23 @@ from procs.bench.fanout_load import run_load
 from procs.bench.services import RedisService, free_port
 from procs.redis_out import RedisSink
 from procs.shared import instance_segments
+from scanner.instance import RULES_FILE
+from scanner.rules.store import RuleStore, default_pack
 
 PREOPEN_S = 1.0  # the synthetic session opens this long after the instance starts
+BLOCK_SHARES = 1500.0  # the steady large-print rule's threshold (module docstring)
+
+
+def bench_rules(path: Path, block_shares: float) -> None:
+    """Write the instance's rules: the default pack, plus the large-print rule when
+    `block_shares` > 0 (module docstring)."""
+    rules = [r.dump() for r in default_pack()]
+    if block_shares > 0:
+        rules.append({"id": "bench-large-print", "name": f"Large print: {block_shares:,.0f} shares or more",
+                      "type": "numeric", "metric": "last_size", "operator": ">=", "value": float(block_shares),
+                      "alert_mode": "enter", "cooldown_seconds": 0, "severity": "info", "tags": ["bench", "prints"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    RuleStore(path).replace_all(rules)
 
 
 def _start_instance(tmp: Path, port: int, symbols: int, rate: float) -> subprocess.Popen:
@@ -135,6 +154,7 @@ def measure(port: int, gw_pid: int, clients: int, seconds: float, load_cores: li
                  "gateway_cpu_pct": round(100 * cpu / seconds, 1),
                  "gateway_wakeups_per_s": round(wakeups / seconds),
                  "gateway_cpu_us_per_delivery": round(cpu * 1e6 / alerts, 2) if alerts else None,
+                 "gateway_cpu_us_per_frame": round(cpu * 1e6 / frames, 2) if frames else None,
                  "alerts_per_s_per_client": round(alerts / seconds / clients, 1),
                  "alerts_per_frame": round(alerts / frames, 1) if frames else None,
                  "clients_closed": sum(r["closed"] for r in results)}
@@ -206,12 +226,13 @@ def _above_idle(run: dict, idle_pct: float, seconds: float) -> float | None:
 
 
 def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000, rate: float = 5000.0,
-                 large: int = 2000, load_procs: int = 0) -> dict:
+                 large: int = 2000, load_procs: int = 0, block_shares: float = BLOCK_SHARES) -> dict:
     """One client (baseline), `clients`, then `large` clients against one instance."""
     tmp = Path(tempfile.mkdtemp(prefix="scanner-fanout-"))
     redis_srv = RedisService(tmp / "redis")
     port = free_port()
     instance = f"fanout{os.getpid()}"
+    bench_rules(tmp / "data" / RULES_FILE, block_shares)
     inst = _start_instance(tmp, port, symbols, rate)
     try:
         _wait_http(port)
@@ -227,7 +248,8 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
         base = measure(port, gw_pid, 1, min(seconds, 5.0), load_cores, 1)
         main = measure(port, gw_pid, clients, seconds, load_cores, procs)
         out: dict = {"benchmark": "fanout", "clients": clients, "seconds": seconds, "symbols": symbols,
-                     "feed_ticks_per_s": rate, "placement": placement, "load_generator_processes": procs,
+                     "feed_ticks_per_s": rate, "block_print_shares": block_shares,
+                     "placement": placement, "load_generator_processes": procs,
                      "loadavg_1m_at_start": round(load[0], 2), "cpus": os.cpu_count()}
         out.update({k: v for k, v in main.items() if k != "clients"})
         out["gateway_idle_cpu_pct"] = round(idle_pct, 2)
@@ -244,6 +266,8 @@ def bench_fanout(clients: int = 500, seconds: float = 15.0, symbols: int = 5000,
                         f"gateway_cpu_pct_{large}": big["gateway_cpu_pct"],
                         f"gateway_wakeups_per_s_{large}": big["gateway_wakeups_per_s"],
                         f"gateway_cpu_us_per_delivery_{large}": big["gateway_cpu_us_per_delivery"],
+                        f"gateway_cpu_us_per_frame_{large}": big["gateway_cpu_us_per_frame"],
+                        f"alerts_per_frame_{large}": big["alerts_per_frame"],
                         f"gateway_cpu_us_per_delivery_above_idle_{large}": _above_idle(big, idle_pct, seconds)})
         if out["latency_ms_p99"] and out["latency_ms_p99_1"]:
             out["p99_ratio_vs_1_client"] = round(out["latency_ms_p99"] / out["latency_ms_p99_1"], 2)
