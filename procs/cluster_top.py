@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from scanner.bar_kernels import ROW_LIVE
 from scanner.metrics import CATALOGUE
 from scanner.toplists import merge, top_rows
 
@@ -24,8 +25,13 @@ SHOWN = ("price", "change_pct", "day_volume", "relative_volume", "gap_pct", "rsi
 class TopPublisher:
     """Computes this host's lists from a table snapshot and writes them (no I/O in `compute`)."""
 
-    def __init__(self, client: Any, instance: str, keys: list[str], metrics: list[str], limit: int) -> None:
+    def __init__(self, client: Any, instance: str, keys: list[str], metrics: list[str], limit: int,
+                 rows_state: np.ndarray | None = None) -> None:
+        """`rows_state`: in Kafka group mode, the bar process's `rows_state` (shared memory): only
+        the rows this host scans now (ROW_LIVE) enter its lists; a row the group moved away
+        keeps the values it had, which are not this host's to publish."""
         self.client, self.instance, self.keys, self.limit = client, instance, keys, limit
+        self.rows_state = rows_state
         self.metrics = [m for m in metrics if m in CATALOGUE and CATALOGUE[m].dtype == "f8"]
         self.columns = list(dict.fromkeys([*self.metrics, *(c for c in SHOWN if c in CATALOGUE)]))
         self.cols = np.array([CATALOGUE.f8(c) for c in self.columns])
@@ -37,11 +43,12 @@ class TopPublisher:
     def compute(self, snap: np.ndarray) -> dict[str, Any]:
         """`snap`: the table's `self.cols` columns (rows x all symbols), as `ColumnTable.snapshot` fills."""
         data = dict(zip(self.columns, snap, strict=True))
+        ok = self.rows_state == ROW_LIVE if self.rows_state is not None else None
         tops: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for m in self.metrics:
             tops[m] = {}
             for order in ("desc", "asc"):
-                rows = top_rows(data[m], None, order, self.limit)
+                rows = top_rows(data[m], ok, order, self.limit)
                 tops[m][order] = [{"symbol": self.keys[r], "host": self.instance,
                                    **{c: _num(data[c][r]) for c in self.columns if c in SHOWN or c == m}}
                                   for r in rows.tolist()]

@@ -64,7 +64,9 @@ def main(ctx: Context) -> None:
         mirror = LiveMirror(redis.client, sh.table.key_list(), names)
         mirror_cols = np.array([CATALOGUE.f8(n) for n in names])
         mirror_buf = np.empty((len(names), sh.table.n_rows))
-        tops = TopPublisher(redis.client, s.instance, sh.table.key_list(), s.cluster_top_metrics, s.cluster_top_n)
+        rows_state = sh.state["bars"].arrays.get("rows_state") if "bars" in sh.state else None  # Kafka group mode
+        tops = TopPublisher(redis.client, s.instance, sh.table.key_list(), s.cluster_top_metrics, s.cluster_top_n,
+                            rows_state)
         top_buf = np.empty((len(tops.cols), sh.table.n_rows))
     lost_seen = sum(c.lost for c in consumers)
     side_at = time.monotonic()  # the last pass free for the side work (or that did it)

@@ -4,7 +4,11 @@ With `redis_url`, the gateway refreshes this view once a second from Redis (`ref
 own task), and the routes read it without I/O: merged top lists (`top`), which host scans a
 symbol (`host_of`, for the REST routes that answer for other hosts' symbols by asking that host),
 and which hosts are stale or missing (their symbols are reported stale, never silently absent).
-Each host publishes its symbol list once at start (`SYMBOLS_KEY`, `procs.instance`).
+Each host publishes its symbol list once at start (`SYMBOLS_KEY`, `procs.instance`). A host of
+a Kafka consumer group lists the whole universe (the group decides which rows it scans, and
+that changes at every rebalance), so its symbols are the row ranges its registry record says it
+owns now (`owned`, `procs.ingest_kafka`); a symbol no live record owns maps to the host that
+owned it last, whose state then says it is stale or missing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class ClusterView:
         self.docs: dict[str, dict[str, Any]] = {}
         self.owner: dict[str, str] = {}  # symbol -> instance
         self._lists: dict[str, tuple[str, list[str]]] = {}  # instance -> (start_id, symbols)
+        self._owned: dict[str, list[tuple[int, int]]] = {}  # group host -> row ranges it owns now
         self.updated = 0.0
 
     async def refresh(self, client: Any) -> None:
@@ -46,9 +51,25 @@ class ClusterView:
                 syms = parse_record_list(await client.get(SYMBOLS_KEY + name))
                 self._lists[name] = (start_id, syms)
                 changed = True
+            if "owned" in rec:
+                owned = owned_ranges(rec["owned"])
+                if self._owned.get(name) != owned:
+                    self._owned[name] = owned
+                    changed = True
         if changed:
-            self.owner = {sym: name for name, (_, syms) in self._lists.items() for sym in syms}
+            self.owner = self._owners()
         self.updated = time.time()
+
+    def _owners(self) -> dict[str, str]:
+        """symbol -> instance: every fixed-range host's list, then each group host's owned rows
+        (a group host's record replaces what it owned before; a symbol nobody owns now keeps its
+        last owner)."""
+        owner = {sym: name for name, (_, syms) in self._lists.items() if name not in self._owned for sym in syms}
+        for name, ranges in self._owned.items():
+            syms = self._lists.get(name, ("", []))[1]
+            for lo, hi in ranges:
+                owner.update(dict.fromkeys(syms[lo:hi], name))
+        return owner
 
     def others(self) -> list[dict[str, Any]]:
         """The other hosts that are not cleanly stopped (ok, stale or missing)."""
@@ -72,6 +93,17 @@ class ClusterView:
         """The registry entry (with `state` and `url`) of the host scanning `symbol`."""
         name = self.owner.get(symbol)
         return next((h for h in self.hosts if h["instance"] == name), None) if name else None
+
+
+def owned_ranges(value: Any) -> list[tuple[int, int]]:
+    """The [lo, hi) row ranges of a registry record's `owned` (items `[lo, hi, first, last]`);
+    malformed items are left out."""
+    out = []
+    for item in value if isinstance(value, list) else []:
+        if (isinstance(item, list) and len(item) >= 2 and all(isinstance(x, int) for x in item[:2])
+                and 0 <= item[0] < item[1]):
+            out.append((item[0], item[1]))
+    return out
 
 
 def parse_record_list(raw: bytes | str | None) -> list[str]:

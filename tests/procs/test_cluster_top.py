@@ -61,3 +61,22 @@ def test_published_lists_merge_and_stale_hosts_are_named(redis_server: RedisServ
     keys = names["h1"] + names["h2"]
     assert [it["symbol"] for it in merged] == [keys[i] for i in top_rows(whole, None, "asc", 10)]
     assert {"symbol", "host", "change_pct", "price"} <= set(merged[0])
+
+
+def test_a_group_host_lists_only_the_rows_it_scans_now(redis_server: RedisServer) -> None:
+    """In Kafka group mode a host holds the whole universe; rows the group moved away (or not yet
+    rebuilt here) keep stale values and stay out of its lists."""
+    from scanner.bar_kernels import ROW_AWAY, ROW_LIVE, ROW_REBUILDING
+
+    r = redis.Redis.from_url(redis_server.url)
+    keys = [f"Z{i}" for i in range(40)]
+    state = np.full(40, ROW_LIVE, np.uint8)
+    state[:10], state[10:15] = ROW_AWAY, ROW_REBUILDING
+    pub = TopPublisher(r, "g1", keys, ["change_pct"], limit=10, rows_state=state)
+    snap = np.zeros((len(pub.columns), 40))
+    change = pub.columns.index("change_pct")
+    snap[change] = np.arange(40.0)
+    snap[change, :15] = 1000.0 + np.arange(15)  # the best values are on rows this host does not scan
+    doc = pub.compute(snap)
+    assert [it["symbol"] for it in doc["tops"]["change_pct"]["desc"]] == [keys[i] for i in range(39, 29, -1)]
+    assert [it["symbol"] for it in doc["tops"]["change_pct"]["asc"]][0] == "Z15"

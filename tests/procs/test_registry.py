@@ -144,3 +144,48 @@ def test_two_supervisors_share_the_registry(tmp_path: Path, redis_server: RedisS
         reg.close()
         for inst in (one, two, clash):
             inst.close()
+
+
+def test_a_gateway_routes_a_group_hosts_symbols_by_what_it_owns_now(reg: Registry, redis_server: RedisServer) -> None:
+    """Kafka group hosts list the whole universe; the cluster view maps each symbol to the host
+    whose record owns its row now, follows a rebalance, keeps a symbol nobody owns with its last
+    owner (reported stale, never silently missing), and still maps fixed-range hosts by range."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from procs.api.cluster import SYMBOLS_KEY, ClusterView, owned_ranges
+
+    def member(name: str, owned: list[list]) -> dict:
+        r = base_record(instance=name, universe=UNIVERSE, range_start=0, range_end=100, url="", kafka_group="grp")
+        r.update(partitions=[], owned=owned)
+        return r
+
+    plain = redis.Redis.from_url(redis_server.url)
+    g1 = member("g1", [[0, 40, "S0000", "S0039"], [60, 70, "S0060", "S0069"]])
+    g2 = member("g2", [[40, 60, "S0040", "S0059"], [70, 100, "S0070", "S0099"]])
+    for r in (g1, g2):
+        reg.claim(r)
+        plain.set(SYMBOLS_KEY + r["instance"], json.dumps(UNIVERSE))
+
+    async def view() -> ClusterView:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            v = ClusterView("g1", ttl_s=2.0)
+            await v.refresh(client)
+            return v
+        finally:
+            await client.aclose()
+
+    v = asyncio.run(view())
+    assert v.host_of("S0005")["instance"] == "g1" and v.host_of("S0065")["instance"] == "g1"
+    assert v.host_of("S0045")["instance"] == "g2" and v.host_of("S0099")["instance"] == "g2"
+    # g2 died and the group gave its rows to g1; before g1's record says so, they stay g2's
+    reg.refresh(g1, {"owned": [[0, 100, "S0000", "S0099"]]})
+    v = asyncio.run(view())
+    assert v.host_of("S0045")["instance"] == "g1"
+    reg.refresh(g1, {"owned": [[0, 40, "S0000", "S0039"]]})  # a rebalance took rows from it again
+    v = asyncio.run(view())
+    assert v.host_of("S0005")["instance"] == "g1"
+    assert v.host_of("S0045")["instance"] == "g2"  # nobody owns it now: its last owner's state applies
+    assert owned_ranges([[0, 5, "a", "b"], [5, 5], ["x", 9], "junk", [3]]) == [(0, 5)]
