@@ -19,7 +19,8 @@ moved on): its next life logs and counts it as an error.
 In Kafka group mode the table holds the whole universe and the bars process says which rows this
 host owns (`state.bars` `rows_state`, `scanner.group_rows`): a cycle scans the whole range but
 only rows that are ROW_LIVE can match (one vectorised mask), so a moved symbol alerts here once
-its day is rebuilt, and a row that left stops alerting.
+its day is rebuilt, and a row that left stops alerting, without an EXIT (it still matches on its
+new host; `ScanEngine.cycle`).
 """
 
 from __future__ import annotations

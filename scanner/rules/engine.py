@@ -87,7 +87,10 @@ class ScanEngine:
         passes event time as `now_ns`, so cooldowns run on the replayed clock, and the wall clock
         as `scan_ns`); `event_ns` is the feed time; `bar_minute` / `day` identify the bar and
         trading day for the once_per_* modes. `owned` (bool per row, Kafka group mode): only those
-        rows can match; the others belong to another host (or are being rebuilt)."""
+        rows can match; the others belong to another host (or are being rebuilt). A row that is
+        not owned also drops its latches without an alert: a symbol the group moves away still
+        matches on its new host, so no EXIT goes out for it here, and one that comes back
+        alerts like a new row once it matches (its new host's state is not known here)."""
         cur = self._bufs[self._cur]
         if snap is not cur:
             if snap.shape != cur.shape:
@@ -102,6 +105,7 @@ class ScanEngine:
         match = self.compiled.evaluate(cur, prev, self._hist, minute_of_day_et)
         if owned is not None:
             match &= owned
+            self.state.latched &= owned  # in place, no allocation (docstring)
         self._match = match
         rule, row, kind = self.state.step(match, now_ns, bar_minute, day)
         recs = self.writer.fill(rule, row, kind, self.compiled.value_pos, cur, self._hist, event_ns,

@@ -299,3 +299,26 @@ def test_engine_rule_change_carries_the_previous_snapshot() -> None:
     eng.set_rules(parse_rules([{"id": "rsi", "metric": "rsi_14", "operator": ">", "value": 90}, cross]), 2)
     recs = eng.cycle(np.array([[6.0], [50.0]]), None, S, S, 600, 1, 1)  # price, rsi_14
     assert [(_pos(eng, a), int(a["kind"])) for a in recs] == [(1, E)]
+
+
+def test_a_row_the_group_moves_away_leaves_without_an_exit_and_comes_back_like_a_new_row() -> None:
+    """Kafka group mode (`owned`): a row that stops being this host's still matches on its new
+    host, so no EXIT goes out here; back again and still matching, it enters once more."""
+    rules = parse_rules([{"id": "hold", "metric": "change_pct", "operator": ">", "value": 5,
+                          "alert_mode": "enter_exit"}])
+    eng = ScanEngine(rules, ["AAA", "BBB"], lo=0, worker_id=0)
+    snap = np.array([[10.0, 10.0] if n == "price" else [9.0, 9.0] for n in eng.compiled.f8_names])  # both match
+    change = eng.compiled.f8_names.index("change_pct")
+    both, first = np.array([True, True]), np.array([True, False])
+
+    def kinds(owned: np.ndarray, t: int) -> list[tuple[int, int]]:
+        return [(int(a["sym"]), int(a["kind"])) for a in eng.cycle(snap, None, t * S, t * S, 600, 1, 1,
+                                                                   owned=owned)]
+
+    assert kinds(both, 1) == [(0, E), (1, E)]
+    assert kinds(first, 2) == []  # BBB moved away: no EXIT for it
+    assert kinds(first, 3) == []
+    assert kinds(both, 4) == [(1, E)]  # back, still matching
+    assert kinds(both, 5) == []
+    snap[change, 0] = 1.0
+    assert kinds(both, 6) == [(0, X)]  # an owned row that stops matching still exits
