@@ -53,6 +53,7 @@ def main(ctx: Context) -> None:
                         grace_ns=ctx.settings.bar_grace_ms * 1_000_000, rows_state=st.get("rows_state"))
     # Kafka group mode: the ring also carries rebuilds and ownership marks (scanner.group_rows)
     on_ticks = GroupRows(agg, st["rebuild_meta"]).on_ticks if "rows_state" in st else agg.on_ticks
+    rows_published = st.get("rows_published")
     ticks = sh.ticks.consumer(TICK_CONSUMER_BARS)
     out = sh.bars.producer()
     seq = t.writer(WRITERS[Owner.BARS])
@@ -110,6 +111,8 @@ def main(ctx: Context) -> None:
             ctx.count(n_out=len(bars))
         # after the publish: every bar this watermark closed is in the ring (higher timeframes close on it)
         agg.meta[META_PUBLISHED] = agg.watermark_ns
+        if rows_published is not None:  # likewise the rows' states (scanner.group_rows)
+            np.copyto(rows_published, agg.rows_state)
         if agg.late_ticks != late_seen:
             log.warning("%d late ticks dropped (beyond the %d ms grace)", agg.late_ticks - late_seen,
                         ctx.settings.bar_grace_ms)

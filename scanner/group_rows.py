@@ -28,8 +28,13 @@ from scanner.records import BAR_DTYPE, TICK_MARK_BEGIN, TICK_MARK_END, TICK_MARK
 
 def group_rows_state(n_rows: int) -> dict[str, np.ndarray]:
     """The `state.bars` arrays group mode adds: `rows_state` (every row ROW_AWAY until the group
-    assigns it) and the rebuilds' `rebuild_meta`."""
-    return {"rows_state": np.full(n_rows, ROW_AWAY, np.uint8), "rebuild_meta": np.zeros(META_LEN, np.int64)}
+    assigns it), the rebuilds' `rebuild_meta`, and `rows_published`: `rows_state` as of the last
+    closed bars the bar process published (it copies it after each publish). A mark changes
+    `rows_state` before the bars of its batch are in the ring, so a reader that must see a row's
+    bars before its new state reads this copy first, then the ring (the indicators' watermark
+    closes of higher timeframes, `TimeframeBars.close_due`)."""
+    return {"rows_state": np.full(n_rows, ROW_AWAY, np.uint8), "rebuild_meta": np.zeros(META_LEN, np.int64),
+            "rows_published": np.full(n_rows, ROW_AWAY, np.uint8)}
 
 
 def live_ranges(rows_state: np.ndarray) -> list[tuple[int, int]]:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
+from scanner.bar_kernels import ROW_LIVE
 from scanner.records import BAR_DTYPE
 from scanner.session import MINUTE_NS, local_ns, session_bounds_ns
 from shm.records import concat, copied
@@ -170,14 +171,14 @@ def _fold(j: int, sym: np.ndarray, minute_ns: np.ndarray, dbucket: np.ndarray, o
 
 @njit(cache=True, nogil=True)
 def _close_due(watermark: int, period: np.ndarray, start: np.ndarray, live: np.ndarray, last: np.ndarray,
-               hists: tuple, heads: np.ndarray, out: np.ndarray, n_out: np.ndarray) -> None:
+               hists: tuple, heads: np.ndarray, out: np.ndarray, n_out: np.ndarray, rows_state: np.ndarray) -> None:
     for j in range(period.shape[0]):
         p = period[j] * MINUTE_NS
         h, hd = hists[j], heads[j]  # once per timeframe: a tuple item per call costs more than the close
         k = h.shape[0]
         for r in range(start.shape[1]):
             s = start[j, r]
-            if s != 0 and s + p <= watermark:
+            if s != 0 and s + p <= watermark and rows_state[r] == ROW_LIVE:
                 _close(j, r, s, live, last, start, h, hd, k, out, n_out)
 
 
@@ -224,6 +225,7 @@ class TimeframeBars:
         # enters a new minute or a fold opens a bucket: `close_due` skips its pass over every
         # row and timeframe (~0.1 ms at 10,000 rows) until then. The minute it last closed up to.
         self._closed_to = -1
+        self._all_live = np.full(n_rows, ROW_LIVE, np.uint8)  # `close_due` without a `rows_state`
 
     def _heads_arg(self) -> tuple:
         return tuple(self.heads)
@@ -275,17 +277,28 @@ class TimeframeBars:
 
         return [lambda j=j: task(j) for j in range(len(TIMEFRAMES))]
 
-    def close_due(self, watermark_ns: int) -> list[np.ndarray]:
-        """Close every timeframe bar whose bucket ended at or before the 1-minute watermark."""
+    def close_due(self, watermark_ns: int, rows_state: np.ndarray | None = None) -> list[np.ndarray]:
+        """Close every timeframe bar whose bucket ended at or before the 1-minute watermark.
+        `rows_state` (Kafka group mode, the bar process's `rows_state`): only ROW_LIVE rows close
+        on the watermark. A row being rebuilt gets its day's bars far behind it, a batch at a
+        time, so a bucket cut at a batch's end would close with part of its bars (and the rest
+        counted late); its buckets close in the fold, on their last minute or a later bucket's
+        bar, and on the watermark once the row is live. A row the group moved away keeps its
+        open bucket for the day it comes back (the rebuild skips the bars folded already). Call
+        `rows_changed` when `rows_state` changes, so the next call looks at every row again."""
         wm = int(watermark_ns)
         self.watermark_ns = max(self.watermark_ns, wm)
         wm_minute = wm - wm % MINUTE_NS  # a bucket end (whole minutes) <= wm iff <= wm_minute
         if wm_minute <= self._closed_to:
             return [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES]  # nothing fell due since that pass
         _close_due(wm, self.period, self.start, self.live, self.last, self._hists, self._heads_arg(), self._out,
-                   self._n_out)
+                   self._n_out, self._all_live if rows_state is None else rows_state)
         self._closed_to = wm_minute
         return self._result()
+
+    def rows_changed(self) -> None:
+        """The rows that may close on the watermark changed (`close_due`'s `rows_state`)."""
+        self._closed_to = -1
 
     def resume(self, hist: np.ndarray, head: np.ndarray, chunk: int = 1024) -> list[np.ndarray]:
         """After a (re)start over rings that survived: `resume_rows` over every row of the

@@ -22,7 +22,10 @@ from scanner.bars import BarAggregator, new_columns, new_history
 from scanner.config import Settings
 from scanner.feeds.kafka_wire import decode
 from scanner.group_rows import live_ranges
-from scanner.metrics import CATALOGUE
+from scanner.metrics import CATALOGUE, HIST
+from scanner.records import BAR_DTYPE
+from scanner.session import MINUTE_NS
+from scanner.timeframes import TIMEFRAMES, TimeframeBars
 from tests.procs.instance import Instance, child
 from tests.support import RedisServer, TansuServer, eventually
 
@@ -47,6 +50,16 @@ def closed_bars(name: str) -> tuple[np.ndarray, np.ndarray, int]:
     try:
         return (np.array(sh.history.hist), np.array(sh.history.head),
                 int(np.asarray(sh.table.i8[CATALOGUE.i8("tick_count")]).sum()))
+    finally:
+        sh.close()
+
+
+def five_minute_bars(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A host's 5-minute ring `[slot, row, field]` (copy) and heads."""
+    sh = Shared.attach(name)
+    try:
+        tfa = sh.timeframes.arrays  # type: ignore[union-attr]
+        return np.array(tfa["ring_5m"]), np.array(tfa["head_5m"])
     finally:
         sh.close()
 
@@ -153,6 +166,26 @@ def test_a_dead_hosts_partitions_move_to_the_survivor_with_the_bars_of_an_uninte
             np.testing.assert_array_equal(np.where(closed, hist[f], 0), np.where(closed, want_hist[f], 0),
                                           err_msg=f"history field {f}")
         assert (head[moved] >= 4).all()
+        # the 5-minute bars, moved rows included (their day rebuilt a batch at a time): each row's
+        # closed ones equal those of an uninterrupted fold of the same 1-minute bars
+        ring, ring_head = five_minute_bars(b.name)
+        ref = TimeframeBars(N)
+        k = want_hist.shape[2]
+        order = [(r, j) for r in range(N) for j in range(int(want_head[r]))]
+        bars = np.zeros(len(order), BAR_DTYPE)
+        bars["sym"] = [r for r, _ in order]
+        for f in ("open", "high", "low", "close", "volume", "vwap", "trades"):
+            bars[f] = [want_hist[HIST[f], r, j % k] for r, j in order]
+        bars["minute_ns"] = [int(want_hist[HIST["minute"], r, j % k]) * MINUTE_NS for r, j in order]
+        ref.on_bars_closed(bars)
+        five = TIMEFRAMES.index("5m")
+        depth5 = ring.shape[0]
+        assert (ring_head[moved] >= 1).all()
+        for r in range(N):
+            n = int(min(ring_head[r], ref.heads[five][r]))
+            assert n >= int(ref.heads[five][r]) - 1, (r, int(ring_head[r]), int(ref.heads[five][r]))
+            slots = np.arange(n) % depth5
+            np.testing.assert_array_equal(ring[slots, r], ref.hists[five][slots, r], err_msg=f"row {r}")
     finally:
         stop.set()
         if bridge.ident is not None:

@@ -326,3 +326,40 @@ def test_the_last_minute_of_a_bucket_closes_it_in_the_fold() -> None:
     short = TimeframeBars(1)
     assert len(short.on_bars_closed(bars([-3]))[five]) == 0  # 15:57: its bucket is still open
     assert short.start[five, 0] == close_ns - 5 * MINUTE_NS
+
+
+def test_a_row_being_rebuilt_closes_no_bucket_on_the_watermark_until_it_is_live() -> None:
+    """Kafka group mode: a rebuilt row's day arrives a batch at a time, far behind the live
+    watermark. Its buckets must not close on the watermark between two batches (part of their
+    bars, the rest late), so its bars equal one uninterrupted fold; once live (`rows_changed`),
+    its open bucket closes on the watermark like any row's."""
+    from scanner.bar_kernels import ROW_LIVE, ROW_REBUILDING
+
+    day = 20131008
+    open_ns = session_bounds_ns(day)["open"]
+    rng = np.random.default_rng(11)
+    minutes = np.sort(rng.choice(np.arange(0, 96), 70, replace=False))  # 09:30-11:05, with gaps
+    b = np.zeros(len(minutes), BAR_DTYPE)
+    b["sym"], b["trades"], b["volume"] = 1, 3, rng.integers(1, 9, len(minutes)) * 100.0
+    b["minute_ns"] = open_ns + minutes * MINUTE_NS
+    b["close"] = 10 + rng.normal(0, 0.1, len(minutes))
+    b["open"], b["vwap"] = b["close"] - 0.01, b["close"]
+    b["high"], b["low"] = b["close"] + 0.05, b["close"] - 0.05
+    now = open_ns + 200 * MINUTE_NS  # the live watermark, well past every rebuilt minute
+    ref = TimeframeBars(2)
+    want = [np.concatenate([x, y]) for x, y in zip(ref.on_bars_closed(b), ref.close_due(now), strict=True)]
+
+    tfb = TimeframeBars(2)
+    state = np.array([ROW_LIVE, ROW_REBUILDING], np.uint8)
+    got: list[list[np.ndarray]] = []
+    for lo in range(0, len(b), 7):  # the rebuild's batches, a watermark close after each
+        got.append(tfb.on_bars_closed(b[lo:lo + 7]))
+        got.append(tfb.close_due(now + lo, state))
+    assert tfb.late.sum() == 0
+    state[1] = ROW_LIVE
+    tfb.rows_changed()
+    got.append(tfb.close_due(now + len(b), state))
+    for j in range(len(TIMEFRAMES)):
+        mine = np.concatenate([g[j] for g in got])
+        assert mine.tobytes() == want[j].tobytes(), TIMEFRAMES[j]
+    assert len(want[TIMEFRAMES.index("5m")]) >= 15
