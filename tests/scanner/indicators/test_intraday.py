@@ -217,3 +217,83 @@ def test_updates_within_a_minute_match_a_fresh_engine() -> None:
                 np.testing.assert_array_equal(cols[k], fc[k], err_msg=f"{k} minute {i} step {step}")
             checked += 1
     assert checked > 200
+
+
+def _full_walk(it: object, now_min: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The walk by definition, in plain Python over each row's whole ring: the close of the newest
+    bar at or before the minute n back, the 15-minute volume (newest first), 5-minute high/low."""
+    from scanner.indicators.intraday import WINDOW
+
+    n = len(it.count)  # type: ignore[attr-defined]
+    ref = np.full((len(ROLLING_MINUTES), n), np.nan)
+    v15, hl5 = np.zeros(n), np.full((2, n), np.nan)
+    for r in range(n):
+        c = int(it.count[r])  # type: ignore[attr-defined]
+        nums = list(range(c - 1, max(c - WINDOW, 0) - 1, -1))  # newest first, what the ring holds
+        for k, roll in enumerate(ROLLING_MINUTES):
+            hit = [j for j in nums if it.ring_m[j % WINDOW, r] <= now_min - roll * MINUTE_NS]  # type: ignore[attr-defined]
+            if hit:
+                ref[k, r] = it.ring_v[0, hit[0] % WINDOW, r]  # type: ignore[attr-defined]
+        vol, hi, lo = 0.0, np.nan, np.nan
+        for j in nums:
+            mn = it.ring_m[j % WINDOW, r]  # type: ignore[attr-defined]
+            if mn < now_min - 14 * MINUTE_NS:
+                break
+            vol += it.ring_v[3, j % WINDOW, r]  # type: ignore[attr-defined]
+            if mn >= now_min - 4 * MINUTE_NS:
+                hi = it.ring_v[1, j % WINDOW, r] if np.isnan(hi) else max(hi, it.ring_v[1, j % WINDOW, r])  # type: ignore[attr-defined]
+                lo = it.ring_v[2, j % WINDOW, r] if np.isnan(lo) else min(lo, it.ring_v[2, j % WINDOW, r])  # type: ignore[attr-defined]
+        v15[r], hl5[0, r], hl5[1, r] = vol, hi, lo
+    return ref, v15, hl5
+
+
+def test_the_cached_walk_equals_a_full_walk_as_bars_and_minutes_move() -> None:
+    """`Intraday`'s walk keeps, per rolling window, the bar its reference price came from and
+    moves it forward; it must give what a full walk over the ring gives: with gaps, rows whose
+    ring wrapped many times, several minutes passing at once, bars folded between refreshes of
+    one minute, and the clock going back (a reset of the pointers)."""
+    from scanner.indicators.intraday import Intraday
+
+    n = 40
+    rng = np.random.default_rng(21)
+    it = Intraday(n)
+    cols = {k: np.full(n, np.nan) for k in ("price", "bar_high", "bar_low", "bar_volume", "avg_daily_volume",
+                                             "volume_5m", "volume_15m", "prev_close", "day_open", "day_high",
+                                             "day_low", "high_52w", "low_52w")}
+    cols["bar_start_ns"] = np.zeros(n, np.int64)
+    cols["lod_ts_ns"] = np.zeros(n, np.int64)
+    from scanner.indicators.intraday import COLUMNS
+    for name in COLUMNS:
+        cols.setdefault(name, np.full(n, np.nan))
+    open_ns = session_bounds_ns(20131008)["open"]
+    # a warm-up's worth first: up to 200 bars per row (rings wrapped) before any walk
+    for r in range(n):
+        m = np.sort(rng.choice(np.arange(-400, -61), int(rng.integers(1, 200)), replace=False))
+        close = 10 + rng.normal(0, 0.2, len(m))
+        it.on_bars_closed(np.full(len(m), r, np.int64), open_ns + m * MINUTE_NS, close + 0.1, close - 0.1, close,
+                          rng.integers(1, 50, len(m)) * 100.0)
+    minute, went_back = -60, False
+    checks = 0
+    while minute < 300:
+        minute += int(rng.choice([1, 1, 1, 2, 7]))
+        if minute >= 200 and not went_back:
+            minute, went_back = minute - 50, True  # the clock goes back
+        now = open_ns + minute * MINUTE_NS
+        for _ in range(int(rng.integers(1, 3))):  # bars folded between refreshes of this minute
+            rows = np.flatnonzero(rng.random(n) < 0.7)
+            later = it.last_min[rows] < now - MINUTE_NS
+            rows = rows[later]
+            if len(rows):
+                gap = rng.integers(1, 4, len(rows)) * MINUTE_NS
+                mn = np.maximum(it.last_min[rows] + gap, now - 90 * MINUTE_NS)
+                mn = np.minimum(mn, now - MINUTE_NS)
+                close = 10 + rng.normal(0, 0.2, len(rows))
+                it.on_bars_closed(rows.astype(np.int64), mn.astype(np.int64), close + 0.1, close - 0.1, close,
+                                  rng.integers(1, 50, len(rows)) * 100.0)
+            it.update_live(cols, now + int(rng.integers(0, 59)) * NS, open_ns, None)
+            ref, v15, hl5 = _full_walk(it, now)
+            np.testing.assert_array_equal(it._ref, ref)
+            np.testing.assert_array_equal(it._v15, v15)
+            np.testing.assert_array_equal(it._hl5, hl5)
+            checks += 1
+    assert checks > 100 and int(it.count.max()) > 3 * 61
