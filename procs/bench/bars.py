@@ -12,7 +12,13 @@
   60 minutes and the day) closes too for every symbol: the same work as `minute_close_ms` plus
   `TimeframeBars` (fold and close) and the timeframe indicators (fold and live values), median
   over several days; `all_timeframes_vs_minute_close` is its ratio to `minute_close_ms`
-  measured in the same loop on the ordinary minutes before it;
+  measured in the same loop on the ordinary minutes before it. Those days hold five minutes of
+  bars each, every symbol trading in every minute, so each row's rolling windows are short and
+  all rows' bar counts are equal;
+- `all_timeframes_close_full_session_ms`: the same 16:00 close after whole sessions, each symbol
+  trading in a random 70% of the minutes (full rolling windows, bar counts that differ per row,
+  as on a real day), median of `full_session_days`; `minute_close_full_session_ms` the other
+  minute closes of the last hour;
 - the same work in nautilus_trader (one `TimeBarAggregator` per symbol on a `TestClock`, with
   RSI(14), SMA(20/50/200), EMA(9/20) and ATR(14) fed each bar), when it is importable:
   `nautilus_ticks_per_s`, `nautilus_minute_close_ms`, `speedup_vs_nautilus`. nautilus takes
@@ -189,6 +195,48 @@ def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
     return statistics.median(all_tf[1:]) * 1e3, statistics.median(ordinary[3:]) * 1e3
 
 
+def _full_session_close(symbols: int, days: int, trade_prob: float = 0.7) -> tuple[float, float]:
+    """(median ms of the 16:00 close, median ms of the other minute closes from 15:00) after whole
+    sessions, each symbol trading in a random `trade_prob` of the minutes: the rolling windows
+    and rings hold a full session (the 60-minute walk back, `scanner.indicators.intraday`), and
+    the rows' bar counts differ, as on a real day. The same steps as `_all_timeframes_close`."""
+    cols = _table(symbols)
+    agg = BarAggregator(cols, *new_history(symbols))
+    eng = IndicatorEngine(symbols)
+    tfb = TimeframeBars(symbols)
+    tfi = TimeframeIndicators(symbols)
+    t = np.zeros(symbols, TICK_DTYPE)
+    t["sym"] = np.arange(symbols)
+    t["size"] = 100.0
+    rng = np.random.default_rng(3)
+    helper = RefreshHelper(os.getpid())
+    closes: list[float] = []
+    ordinary: list[float] = []
+    day = BENCH_DAY
+    try:
+        for _ in range(days):
+            opn = session_bounds_ns(day)["open"]
+            for m in range(390):
+                t["ts_ns"] = opn + m * MINUTE_NS + 5 * NS
+                t["price"] = 10.0 + rng.normal(0, 0.05, symbols)
+                agg.on_ticks(t[rng.random(symbols) < trade_prob])
+                end = opn + (m + 1) * MINUTE_NS
+                t0 = time.perf_counter()
+                closed = agg.close_due(end)
+                fold_closed(helper, eng, tfb, tfi, closed)
+                tfi.on_bars_closed(tfb.close_due(end))
+                update_live(helper, eng, tfb, tfi, cols, end)
+                dt = time.perf_counter() - t0
+                if m == 389:
+                    closes.append(dt)
+                elif m >= 330 and m % 5 != 4:
+                    ordinary.append(dt)
+            day = next_day(day)
+    finally:
+        helper.close()
+    return statistics.median(closes) * 1e3, statistics.median(ordinary) * 1e3
+
+
 def _nautilus(ticks: np.ndarray, symbols: int, minutes: int) -> dict[str, Any]:
     """Throughput and minute-close time of nautilus_trader on the same ticks (raises ImportError
     when it is not installed)."""
@@ -262,7 +310,7 @@ def _nautilus(ticks: np.ndarray, symbols: int, minutes: int) -> dict[str, Any]:
 
 
 def bench_bars(symbols: int = 10_000, ticks: int = 2_000_000, seed: int = 7, *, batch: int = 50_000,
-               close_minutes: int = 12, close_days: int = 6, nautilus: bool = True,
+               close_minutes: int = 12, close_days: int = 6, full_session_days: int = 3, nautilus: bool = True,
                nautilus_ticks: int = 200_000) -> dict[str, Any]:
     """Run the benchmark; see the module docstring for the keys."""
     if symbols <= 0 or ticks <= 0 or batch <= 0:
@@ -275,12 +323,17 @@ def bench_bars(symbols: int = 10_000, ticks: int = 2_000_000, seed: int = 7, *, 
         "ticks_per_s": rate, "minute_close_ms": _ours_minute_close(symbols, close_minutes),
         "numpy_baseline_ticks_per_s": _numpy_throughput(tape, batch),
         "all_timeframes_close_ms": None, "all_timeframes_vs_minute_close": None,
+        "all_timeframes_close_full_session_ms": None, "minute_close_full_session_ms": None,
         "nautilus_ticks_per_s": None, "nautilus_minute_close_ms": None, "speedup_vs_nautilus": None,
         "nautilus_note": "",
     }
     all_ms, ordinary_ms = _all_timeframes_close(symbols, close_days)
     out["all_timeframes_close_ms"] = all_ms
     out["all_timeframes_vs_minute_close"] = all_ms / ordinary_ms
+    if full_session_days:
+        full_ms, full_ordinary_ms = _full_session_close(symbols, full_session_days)
+        out["all_timeframes_close_full_session_ms"] = full_ms
+        out["minute_close_full_session_ms"] = full_ordinary_ms
     if not nautilus:
         out["nautilus_note"] = "skipped (nautilus=False)"
         return out

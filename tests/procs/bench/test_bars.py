@@ -8,6 +8,7 @@ from procs.bench.bars import bench_bars, synthetic_ticks
 def test_bench_bars_runs_small() -> None:
     out = bench_bars(symbols=50, ticks=20_000, batch=5_000, close_minutes=4, nautilus=False)
     assert out["ticks_per_s"] > 0 and out["minute_close_ms"] > 0 and out["bars_closed"] > 0
+    assert out["all_timeframes_close_full_session_ms"] > 0 and out["minute_close_full_session_ms"] > 0
     assert out["nautilus_ticks_per_s"] is None and out["speedup_vs_nautilus"] is None
     assert "skipped" in out["nautilus_note"]
     t = synthetic_ticks(5, 100, seed=1)
