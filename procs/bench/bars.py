@@ -148,22 +148,48 @@ def _ours_minute_close(symbols: int, minutes: int) -> float:
     return statistics.median(times[2:]) * 1e3
 
 
+class _Closes:
+    """The bar and indicator steps of minute closes as the processes run them (`procs.indicators`:
+    the higher timeframes beside the 1-minute engine, on a helper thread when this process may
+    use more than one core), over `symbols` rows trading one tick a minute each."""
+
+    def __init__(self, symbols: int, seed: int) -> None:
+        self.cols = _table(symbols)
+        self.agg = BarAggregator(self.cols, *new_history(symbols))
+        self.eng = IndicatorEngine(symbols)
+        self.tfb = TimeframeBars(symbols)
+        self.tfi = TimeframeIndicators(symbols)
+        self.t = np.zeros(symbols, TICK_DTYPE)
+        self.t["sym"] = np.arange(symbols)
+        self.t["size"] = 100.0
+        self.rng = np.random.default_rng(seed)
+        self.helper = RefreshHelper(os.getpid())
+
+    def minute(self, start_ns: int, trade_prob: float = 1.0) -> tuple[float, np.ndarray, list[np.ndarray]]:
+        """Trade in minute `start_ns` (each row with probability `trade_prob`), then close it: the
+        seconds the close took, the 1-minute bars and the timeframe bars it closed."""
+        t, n = self.t, len(self.t)
+        t["ts_ns"] = start_ns + 5 * NS
+        t["price"] = 10.0 + self.rng.normal(0, 0.05, n)
+        self.agg.on_ticks(t if trade_prob >= 1.0 else t[self.rng.random(n) < trade_prob])
+        end = start_ns + MINUTE_NS
+        t0 = time.perf_counter()
+        closed = self.agg.close_due(end)
+        folded = fold_closed(self.helper, self.eng, self.tfb, self.tfi, closed)
+        parts = self.tfb.close_due(end)
+        self.tfi.on_bars_closed(parts)
+        update_live(self.helper, self.eng, self.tfb, self.tfi, self.cols, end)
+        dt = time.perf_counter() - t0
+        return dt, closed, [np.concatenate([a, b]) for a, b in zip(folded, parts, strict=True)]
+
+    def close(self) -> None:
+        self.helper.close()
+
+
 def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
     """(median ms of the 16:00 close with every timeframe, median ms of the ordinary minute
-    closes 15:56-15:59 doing the same pipeline); five minutes of ticks per day and symbol. The
-    indicators' steps as the indicators process runs them (`procs.indicators`: the higher
-    timeframes beside the 1-minute engine, on a helper thread when this process may use more
-    than one core)."""
-    cols = _table(symbols)
-    agg = BarAggregator(cols, *new_history(symbols))
-    eng = IndicatorEngine(symbols)
-    tfb = TimeframeBars(symbols)
-    tfi = TimeframeIndicators(symbols)
-    t = np.zeros(symbols, TICK_DTYPE)
-    t["sym"] = np.arange(symbols)
-    t["size"] = 100.0
-    rng = np.random.default_rng(2)
-    helper = RefreshHelper(os.getpid())
+    closes 15:56-15:59 doing the same pipeline); five minutes of ticks per day and symbol."""
+    run = _Closes(symbols, 2)
     all_tf: list[float] = []
     ordinary: list[float] = []
     day = BENCH_DAY
@@ -171,45 +197,25 @@ def _all_timeframes_close(symbols: int, days: int) -> tuple[float, float]:
         for _ in range(days):
             close = session_bounds_ns(day)["close"]
             for m in range(5, 0, -1):
-                t["ts_ns"] = close - m * MINUTE_NS + 5 * NS
-                t["price"] = 10.0 + rng.normal(0, 0.05, symbols)
-                agg.on_ticks(t)
-                end = close - (m - 1) * MINUTE_NS
-                t0 = time.perf_counter()
-                closed = agg.close_due(end)
-                folded = fold_closed(helper, eng, tfb, tfi, closed)
-                parts = tfb.close_due(end)
-                tfi.on_bars_closed(parts)
-                update_live(helper, eng, tfb, tfi, cols, end)
-                dt = time.perf_counter() - t0
+                dt, closed, parts = run.minute(close - m * MINUTE_NS)
                 assert len(closed) == symbols
                 if m == 1:  # every timeframe closed, in the fold (their last minute) or by the watermark
-                    got = [len(a) + len(b) for a, b in zip(folded, parts, strict=True)]
-                    assert got == [symbols] * len(parts), got
+                    assert [len(p) for p in parts] == [symbols] * len(parts), [len(p) for p in parts]
                     all_tf.append(dt)
                 elif m < 5:
                     ordinary.append(dt)
             day = next_day(day)
     finally:
-        helper.close()
+        run.close()
     return statistics.median(all_tf[1:]) * 1e3, statistics.median(ordinary[3:]) * 1e3
 
 
 def _full_session_close(symbols: int, days: int, trade_prob: float = 0.7) -> tuple[float, float]:
     """(median ms of the 16:00 close, median ms of the other minute closes from 15:00) after whole
     sessions, each symbol trading in a random `trade_prob` of the minutes: the rolling windows
-    and rings hold a full session (the 60-minute walk back, `scanner.indicators.intraday`), and
-    the rows' bar counts differ, as on a real day. The same steps as `_all_timeframes_close`."""
-    cols = _table(symbols)
-    agg = BarAggregator(cols, *new_history(symbols))
-    eng = IndicatorEngine(symbols)
-    tfb = TimeframeBars(symbols)
-    tfi = TimeframeIndicators(symbols)
-    t = np.zeros(symbols, TICK_DTYPE)
-    t["sym"] = np.arange(symbols)
-    t["size"] = 100.0
-    rng = np.random.default_rng(3)
-    helper = RefreshHelper(os.getpid())
+    and rings hold a full session (`scanner.indicators.intraday`), and the rows' bar counts
+    differ, as on a real day. The same steps as `_all_timeframes_close`."""
+    run = _Closes(symbols, 3)
     closes: list[float] = []
     ordinary: list[float] = []
     day = BENCH_DAY
@@ -217,23 +223,14 @@ def _full_session_close(symbols: int, days: int, trade_prob: float = 0.7) -> tup
         for _ in range(days):
             opn = session_bounds_ns(day)["open"]
             for m in range(390):
-                t["ts_ns"] = opn + m * MINUTE_NS + 5 * NS
-                t["price"] = 10.0 + rng.normal(0, 0.05, symbols)
-                agg.on_ticks(t[rng.random(symbols) < trade_prob])
-                end = opn + (m + 1) * MINUTE_NS
-                t0 = time.perf_counter()
-                closed = agg.close_due(end)
-                fold_closed(helper, eng, tfb, tfi, closed)
-                tfi.on_bars_closed(tfb.close_due(end))
-                update_live(helper, eng, tfb, tfi, cols, end)
-                dt = time.perf_counter() - t0
+                dt, _, _ = run.minute(opn + m * MINUTE_NS, trade_prob)
                 if m == 389:
                     closes.append(dt)
                 elif m >= 330 and m % 5 != 4:
                     ordinary.append(dt)
             day = next_day(day)
     finally:
-        helper.close()
+        run.close()
     return statistics.median(closes) * 1e3, statistics.median(ordinary) * 1e3
 
 
