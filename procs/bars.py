@@ -109,10 +109,13 @@ def main(ctx: Context) -> None:
         if bars is not None and len(bars):
             out.publish(bars)
             ctx.count(n_out=len(bars))
-        # after the publish: every bar this watermark closed is in the ring (higher timeframes close on it)
-        agg.meta[META_PUBLISHED] = agg.watermark_ns
-        if rows_published is not None:  # likewise the rows' states (scanner.group_rows)
+        # after the publish: the rows' states (scanner.group_rows), then the watermark, whose bars
+        # are all in the ring now (higher timeframes close on it). In this order, a reader that
+        # loads the watermark, then the states, then polls the ring, never pairs a new watermark
+        # with an old state: a row released in this pass would close a bucket its open bar is in.
+        if rows_published is not None:
             np.copyto(rows_published, agg.rows_state)
+        agg.meta[META_PUBLISHED] = agg.watermark_ns
         if agg.late_ticks != late_seen:
             log.warning("%d late ticks dropped (beyond the %d ms grace)", agg.late_ticks - late_seen,
                         ctx.settings.bar_grace_ms)

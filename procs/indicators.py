@@ -244,18 +244,23 @@ def main(ctx: Context) -> None:
     # `TimeframeBars.close_due`), as of the last bars published (`scanner.group_rows`)
     rows_published = sh.state["bars"].arrays.get("rows_published")
     rows_seen = rows_published.copy() if rows_published is not None else None
+    moved = False  # rows changed state since the last watermark close
 
     def take_closed() -> int:
+        nonlocal moved
         wm = int(published[META_PUBLISHED])  # read before the poll: all bars it closed are in the ring
-        moved = rows_published is not None and not np.array_equal(rows_published, rows_seen)
-        if moved:  # also read before the poll: a row seen live here has all its rebuilt bars in the ring
+        if rows_published is not None and not np.array_equal(rows_published, rows_seen):
+            # also before the poll (after the watermark: procs.bars stores them in the other
+            # order): a row seen live here has all its rebuilt bars in the ring
             np.copyto(rows_seen, rows_published)
             tfb.rows_changed()
+            moved = True
         closed = bars.poll(1 << 16)
         if len(closed):
             mark([closed, *fold_closed(helper, engine, tfb, tfi, closed)])
             ctx.count(n_in=len(closed))
         if (wm > tfb.watermark_ns or moved) and len(closed) < (1 << 16):
+            moved = False
             parts = tfb.close_due(wm, rows_seen)
             tfi.on_bars_closed(parts)
             mark(parts)

@@ -65,7 +65,7 @@ class GroupRows:
         for i, j in zip(firsts.tolist(), lasts.tolist(), strict=True):  # one run per partition moved
             a, b = int(marks[i]), int(marks[j]) + 1
             out.append(self._ticks(batch[pos:a]))
-            self._mark(int(kinds[i]), batch["sym"][a:b].astype(np.intp))
+            out.append(self._mark(int(kinds[i]), batch["sym"][a:b].astype(np.intp)))
             pos = b
         out.append(self._ticks(batch[pos:]))
         return _concat(out)
@@ -79,13 +79,19 @@ class GroupRows:
         return _concat([self.agg.on_rebuild_ticks(part[rebuild], self.rebuild_meta),
                         self.agg.on_ticks(part[~rebuild])])
 
-    def _mark(self, kind: int, rows: np.ndarray) -> None:
+    def _mark(self, kind: int, rows: np.ndarray) -> np.ndarray:
+        """Apply a run of marks; returns the bars it closed: at END, the rebuilt rows' last bars
+        that the live watermark has passed already. They close here, with the END, so that a
+        reader who sees the rows live (`rows_published`) finds them in the ring too."""
         if kind == TICK_MARK_BEGIN:
             self.agg.reset_rows(rows, self.rebuild_meta)
         elif kind == TICK_MARK_END:
             self.agg.set_live(rows)
+            if self.agg.day:
+                return self.agg.close_due(self.agg.watermark_ns)
         else:
             self.agg.rows_state[rows] = ROW_AWAY
+        return np.empty(0, BAR_DTYPE)
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:

@@ -32,7 +32,8 @@ class ClusterView:
         self.docs: dict[str, dict[str, Any]] = {}
         self.owner: dict[str, str] = {}  # symbol -> instance
         self._lists: dict[str, tuple[str, list[str]]] = {}  # instance -> (start_id, symbols)
-        self._owned: dict[str, list[tuple[int, int]]] = {}  # group host -> row ranges it owns now
+        self._owned: dict[str, list[tuple[int, int]]] = {}  # live group host -> row ranges it owns now
+        self._group: set[str] = set()  # every Kafka group host seen (its symbol list is the universe)
         self.updated = 0.0
 
     async def refresh(self, client: Any) -> None:
@@ -51,23 +52,31 @@ class ClusterView:
                 syms = parse_record_list(await client.get(SYMBOLS_KEY + name))
                 self._lists[name] = (start_id, syms)
                 changed = True
-            if "owned" in rec:
-                owned = owned_ranges(rec["owned"])
+            if "owned" in rec or rec.get("kafka_group"):  # a group host, before its first refresh too
+                self._group.add(name)
+                owned = owned_ranges(rec.get("owned"))
                 if self._owned.get(name) != owned:
                     self._owned[name] = owned
                     changed = True
+        for name in [n for n in self._owned if n not in live]:  # its record expired: it owns nothing now
+            del self._owned[name]
+            changed = True
         if changed:
-            self.owner = self._owners()
+            self.owner = self._owners(live)
         self.updated = time.time()
 
-    def _owners(self) -> dict[str, str]:
-        """symbol -> instance: every fixed-range host's list, then each group host's owned rows
-        (a group host's record replaces what it owned before; a symbol nobody owns now keeps its
-        last owner)."""
-        owner = {sym: name for name, (_, syms) in self._lists.items() if name not in self._owned for sym in syms}
-        for name, ranges in self._owned.items():
+    def _owners(self, live: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """symbol -> instance. A fixed-range host's symbols are its list (its record may have
+        expired: they stay its, and its state says they are stale). A group host's are the rows its
+        live record owns now, the most recently refreshed record winning a row two claim during a
+        rebalance; a symbol no live record owns keeps the owner it had, stale or missing now."""
+        owner = dict(self.owner)
+        for name, (_, syms) in self._lists.items():
+            if name not in self._group:
+                owner.update(dict.fromkeys(syms, name))
+        for name in sorted(self._owned, key=lambda n: _updated(live[n])):
             syms = self._lists.get(name, ("", []))[1]
-            for lo, hi in ranges:
+            for lo, hi in self._owned[name]:
                 owner.update(dict.fromkeys(syms[lo:hi], name))
         return owner
 
@@ -93,6 +102,14 @@ class ClusterView:
         """The registry entry (with `state` and `url`) of the host scanning `symbol`."""
         name = self.owner.get(symbol)
         return next((h for h in self.hosts if h["instance"] == name), None) if name else None
+
+
+def _updated(rec: dict[str, Any]) -> float:
+    """A record's refresh time; 0 when it is missing or not a number (a stored item never breaks the view)."""
+    try:
+        return float(rec.get("updated", 0))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def owned_ranges(value: Any) -> list[tuple[int, int]]:

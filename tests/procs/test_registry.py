@@ -147,45 +147,61 @@ def test_two_supervisors_share_the_registry(tmp_path: Path, redis_server: RedisS
 
 
 def test_a_gateway_routes_a_group_hosts_symbols_by_what_it_owns_now(reg: Registry, redis_server: RedisServer) -> None:
-    """Kafka group hosts list the whole universe; the cluster view maps each symbol to the host
-    whose record owns its row now, follows a rebalance, keeps a symbol nobody owns with its last
-    owner (reported stale, never silently missing), and still maps fixed-range hosts by range."""
+    """Kafka group hosts list the whole universe; one long-lived cluster view maps each symbol to
+    the host whose record owns its row now: a new member owns nothing before its first refresh,
+    the view follows a rebalance, the most recently refreshed record wins a row two claim, a
+    symbol no live record owns keeps its last owner (reported stale or missing, never silently
+    absent), and a fixed-range host still maps by its list."""
     import asyncio
 
     import redis.asyncio as aioredis
 
     from procs.api.cluster import SYMBOLS_KEY, ClusterView, owned_ranges
 
-    def member(name: str, owned: list[list]) -> dict:
+    def member(name: str, owned: list[list] | None) -> dict:
         r = base_record(instance=name, universe=UNIVERSE, range_start=0, range_end=100, url="", kafka_group="grp")
-        r.update(partitions=[], owned=owned)
+        if owned is not None:
+            r.update(partitions=[], owned=owned)
         return r
 
     plain = redis.Redis.from_url(redis_server.url)
-    g1 = member("g1", [[0, 40, "S0000", "S0039"], [60, 70, "S0060", "S0069"]])
-    g2 = member("g2", [[40, 60, "S0040", "S0059"], [70, 100, "S0070", "S0099"]])
-    for r in (g1, g2):
-        reg.claim(r)
-        plain.set(SYMBOLS_KEY + r["instance"], json.dumps(UNIVERSE))
+    view = ClusterView("g1", ttl_s=2.0)
 
-    async def view() -> ClusterView:
+    async def refresh() -> ClusterView:
         client = aioredis.Redis.from_url(redis_server.url)
         try:
-            v = ClusterView("g1", ttl_s=2.0)
-            await v.refresh(client)
-            return v
+            await view.refresh(client)
+            return view
         finally:
             await client.aclose()
 
-    v = asyncio.run(view())
-    assert v.host_of("S0005")["instance"] == "g1" and v.host_of("S0065")["instance"] == "g1"
-    assert v.host_of("S0045")["instance"] == "g2" and v.host_of("S0099")["instance"] == "g2"
-    # g2 died and the group gave its rows to g1; before g1's record says so, they stay g2's
+    def host(symbol: str) -> str | None:
+        h = view.host_of(symbol)
+        return h["instance"] if h else None
+
+    g1 = member("g1", [[0, 40, "S0000", "S0039"], [60, 70, "S0060", "S0069"]])
+    g2 = member("g2", [[40, 60, "S0040", "S0059"], [70, 100, "S0070", "S0099"]])
+    g3 = member("g3", None)  # claimed, not yet refreshed with what the group gave it
+    for r in (g1, g2, g3):
+        reg.claim(r)
+        plain.set(SYMBOLS_KEY + r["instance"], json.dumps(UNIVERSE))
+    asyncio.run(refresh())
+    assert host("S0005") == "g1" and host("S0065") == "g1"
+    assert host("S0045") == "g2" and host("S0099") == "g2"
+    # g2 dies: its record expires; before g1's record says it took the rows, they stay g2's
+    plain.delete(KEY + "g2")
+    asyncio.run(refresh())
+    assert host("S0045") == "g2" and next(h for h in view.hosts if h["instance"] == "g2")["state"] == "missing"
     reg.refresh(g1, {"owned": [[0, 100, "S0000", "S0099"]]})
-    v = asyncio.run(view())
-    assert v.host_of("S0045")["instance"] == "g1"
-    reg.refresh(g1, {"owned": [[0, 40, "S0000", "S0039"]]})  # a rebalance took rows from it again
-    v = asyncio.run(view())
-    assert v.host_of("S0005")["instance"] == "g1"
-    assert v.host_of("S0045")["instance"] == "g2"  # nobody owns it now: its last owner's state applies
+    asyncio.run(refresh())
+    assert host("S0045") == "g1" and host("S0099") == "g1"
+    # a rebalance gives 40:60 to g3; g1's record still claims it until its next refresh: the newer wins
+    time.sleep(0.01)
+    reg.refresh(g3, {"owned": [[40, 60, "S0040", "S0059"]]})
+    asyncio.run(refresh())
+    assert host("S0045") == "g3" and host("S0005") == "g1"
+    reg.refresh(g1, {"owned": [[0, 40, "S0000", "S0039"]]})  # and 60:100 went to nobody yet
+    asyncio.run(refresh())
+    assert host("S0045") == "g3" and host("S0065") == "g1"  # no live record owns it: its last owner
     assert owned_ranges([[0, 5, "a", "b"], [5, 5], ["x", 9], "junk", [3]]) == [(0, 5)]
+    assert owned_ranges(None) == []

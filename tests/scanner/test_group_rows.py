@@ -116,3 +116,27 @@ def test_released_rows_freeze_and_a_later_begin_starts_them_over() -> None:
     group.on_ticks(marks(np.arange(2), TICK_MARK_BEGIN))
     assert (head[:2] == 0).all() and np.isnan(hist[:, :2]).all()
     assert list(st["rows_state"][:4]) == [ROW_REBUILDING, ROW_REBUILDING, ROW_AWAY, ROW_AWAY]
+
+
+def test_an_end_mark_closes_the_rebuilt_rows_bars_the_live_watermark_has_passed() -> None:
+    """A rebuilt row's last bar is still open when its END mark arrives; if the live watermark is
+    past it, it closes with the END, in the same batch's bars, so a reader that sees the row live
+    (`rows_published`, after the publish) finds it in the ring, before it closes any higher
+    timeframe on that watermark."""
+    st = group_rows_state(N)
+    agg, _, _ = aggregator(st["rows_state"])
+    group = GroupRows(agg, st["rebuild_meta"])
+    live = market(70)
+    rows = np.array([0])
+    group.on_ticks(marks(np.arange(1, N), TICK_MARK_BEGIN))
+    group.on_ticks(marks(np.arange(1, N), TICK_MARK_END))
+    late = live[live["ts_ns"] >= OPEN + 60 * MINUTE_NS]
+    late = late[late["sym"] != 0]
+    live_run(agg, group.on_ticks, late)  # the other rows are live at 10:30+
+    day = live[(live["sym"] == 0) & (live["ts_ns"] < OPEN + 3 * MINUTE_NS)].copy()
+    day["flags"] |= TICK_REBUILD
+    batch = np.concatenate([marks(rows, TICK_MARK_BEGIN), day, marks(rows, TICK_MARK_END)])  # END last
+    closed = group.on_ticks(batch)
+    mine = closed[closed["sym"] == 0]
+    assert sorted(int(m) for m in mine["minute_ns"]) == [OPEN, OPEN + MINUTE_NS, OPEN + 2 * MINUTE_NS]
+    assert st["rows_state"][0] == ROW_LIVE
