@@ -57,7 +57,7 @@ def _fold(sym: Arr, minute_ns: Arr, open_ns: Arr, high: Arr, low: Arr, close: Ar
     """Fold closed bars (feed order) into the ring and the opening ranges; a bar not newer than
     the row's last one, or without a close, is skipped (as the indicator engine does). Rows
     that took a bar are marked `dirty` (their cached walk, `_walk`, is stale)."""
-    w = ring_m.shape[0]
+    w = WINDOW  # a constant: numba turns the modulos into multiplications (ring_m.shape[0] is WINDOW)
     for k in range(sym.shape[0]):
         r = sym[k]
         mn = minute_ns[k]
@@ -102,7 +102,7 @@ def _walk(rows: Arr, now_min: int, count: Arr, ring_m: Arr, ring_v: Arr, roll: A
     minute goes back), so each walk moves a pointer forward by the bars since (usually zero or
     one) instead of reading back 60 minutes of bars: 2.6 ms for 10,000 symbols with full rings.
     Only the last 15 minutes are read back, for `v15` and `hl5`."""
-    w = ring_m.shape[0]
+    w = WINDOW  # a constant: numba turns the modulos into multiplications (ring_m.shape[0] is WINDOW)
     n_roll = roll.shape[0]
     from15 = now_min - 14 * MINUTE_NS
     from5 = now_min - 4 * MINUTE_NS
