@@ -83,7 +83,11 @@ def test_two_hosts_behave_as_one_scanner(tmp_path: Path, redis_server: RedisServ
         a_url, b_url = f"http://127.0.0.1:{a.port}", f"http://127.0.0.1:{b.port}"
 
         # a rule change through one host reaches both, and a WebSocket client on either gateway
-        # receives the alerts of both hosts
+        # receives the alerts of both hosts. The probe's alerts are one burst per symbol ("enter"),
+        # so both gateways must be subscribed to the alerts channel before it is posted (a
+        # gateway that starts later misses what was published before; it is not the case tested)
+        r = redis.Redis.from_url(redis_server.url)
+        eventually(lambda: r.pubsub_numsub("alerts")[0][1] >= 2, 60, 0.2, "both gateways subscribed to alerts")
         asyncio.run(probe_reaches_both_gateways([a_url, b_url], [a.port, b.port], set(a_keys), set(b_keys)))
         eventually(lambda: any(r["id"] == "cluster-probe" for r in httpx.get(f"{b_url}/api/rules").json()), 30, 0.2,
                    "the rule on the other host")
