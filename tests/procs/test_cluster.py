@@ -38,14 +38,20 @@ PROBE = {"id": "cluster-probe", "name": "probe", "type": "numeric", "metric": "p
 
 async def probe_reaches_both_gateways(urls: list[str], ports: list[int], a_syms: set[str], b_syms: set[str]) -> None:
     """Clients on both gateways, then a rule (through the first host) that every traded symbol of
-    both hosts matches: each client must see alerts of both hosts' symbols."""
-    async def collect(ws: websockets.ClientConnection) -> None:
-        seen_a = seen_b = False
-        while not (seen_a and seen_b):
+    both hosts matches: each client must see alerts of both hosts' symbols. On a timeout, what
+    each client saw and what each host says it matched and published go into the failure."""
+    seen = [{"a": 0, "b": 0, "frames": 0, "other": 0} for _ in ports]
+
+    async def collect(ws: websockets.ClientConnection, mine: dict[str, int]) -> None:
+        while not (mine["a"] and mine["b"]):
             msg = json.loads(await ws.recv())
-            for a in msg.get("alerts", []) if msg.get("type") == "alerts" else []:
-                seen_a |= a["symbol"] in a_syms
-                seen_b |= a["symbol"] in b_syms
+            if msg.get("type") != "alerts":
+                mine["other"] += 1
+                continue
+            mine["frames"] += 1
+            for a in msg.get("alerts", []):
+                mine["a"] += a["symbol"] in a_syms
+                mine["b"] += a["symbol"] in b_syms
 
     conns = [await websockets.connect(f"ws://127.0.0.1:{p}/ws") for p in ports]
     try:
@@ -53,8 +59,16 @@ async def probe_reaches_both_gateways(urls: list[str], ports: list[int], a_syms:
             assert json.loads(await ws.recv())["type"] == "hello"
         async with httpx.AsyncClient() as http:
             assert (await http.post(f"{urls[0]}/api/rules", json=PROBE)).status_code in (200, 201)
-        async with asyncio.timeout(120):
-            await asyncio.gather(*(collect(ws) for ws in conns))
+            try:
+                async with asyncio.timeout(120):
+                    await asyncio.gather(*(collect(ws, mine) for ws, mine in zip(conns, seen, strict=True)))
+            except TimeoutError:
+                hosts = []
+                for url in urls:
+                    matches = (await http.get(f"{url}/api/rules/{PROBE['id']}/matches")).text[:300]
+                    recent = (await http.get(f"{url}/api/alerts/recent")).text[:300]
+                    hosts.append({"url": url, "matches": matches, "recent": recent})
+                raise AssertionError(f"clients saw {seen}; hosts: {hosts}") from None
     finally:
         for ws in conns:
             await ws.close()
