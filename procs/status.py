@@ -24,11 +24,15 @@ def children(pid: int) -> list[int]:
     """Direct children of `pid` (from /proc/<pid>/task/*/children)."""
     out: list[int] = []
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:  # a thread that ended since the listing is skipped, not the threads after it
             with open(f"/proc/{pid}/task/{task}/children") as fh:
                 out += [int(x) for x in fh.read().split()]
-    except OSError:
-        pass
+        except OSError:
+            continue
     return out
 
 

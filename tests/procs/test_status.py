@@ -35,3 +35,27 @@ def test_pidfiles(tmp_path: Path) -> None:
     assert read_pid(pidfile) == os.getpid() and live_pid(pidfile) == os.getpid()
     pidfile.write_text("0\n")
     assert live_pid(pidfile) is None
+
+
+def test_children_skip_a_thread_that_ended_and_keep_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread of the parent can end between the listing of its tasks and the read of their
+    children; the children of the other threads must still be found (the fork server's sweep
+    relies on it)."""
+    import subprocess
+    import sys
+
+    from procs import status
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        real = os.listdir
+
+        def listing(path: str) -> list[str]:
+            names = real(path)
+            return ["999999999", *names] if path.endswith("/task") else names  # a task that is gone
+
+        monkeypatch.setattr(status.os, "listdir", listing)
+        assert child.pid in status.children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
