@@ -52,6 +52,7 @@ from scanner.metrics import CATALOGUE, Owner
 from scanner.records import BAR_DTYPE
 from scanner.storage.history import StoredBars
 from scanner.timeframes import TIMEFRAMES, TimeframeBars
+from shm.records import concat
 
 log = logging.getLogger("scanner.indicators")
 HIST_CHUNK_ROWS = 256  # history rows read and folded at a time (6.5 MB at K = 400)
@@ -133,7 +134,11 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
     with the helper: the 1-minute engine, then each timeframe's bars and engine (on the 16:00
     close every timeframe closes 10,000 bars, and a timeframe's fold and engine cost about what
     the 1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`)."""
-    if not PARALLEL_FOLD_BARS <= len(closed) <= tfb.max_fold_bars:
+    if len(closed) > tfb.max_fold_bars:  # a catch-up's batch: in chunks, each shared like a minute close
+        n = tfb.n_rows
+        chunks = [fold_closed(helper, engine, tfb, tfi, closed[i:i + n]) for i in range(0, len(closed), n)]
+        return [concat([c[j] for c in chunks]) for j in range(len(TIMEFRAMES))]
+    if len(closed) < PARALLEL_FOLD_BARS:
         engine.on_bars_closed(closed)
         parts = tfb.on_bars_closed(closed)
         tfi.on_bars_closed(parts)

@@ -143,11 +143,12 @@ def test_a_shared_minute_close_folds_what_the_serial_one_does() -> None:
     helper = RefreshHelper(os.getpid())
     runs = []
     try:
-        for shared in (True, False):
+        for shared in (True, False, None):  # None: every minute's bars folded at the end, in one batch
             cols = _table(n)
             agg = BarAggregator(cols, *new_history(n, 64))
             eng, tfb, tfi = IndicatorEngine(n), TimeframeBars(n), TimeframeIndicators(n)
             got: list[list[np.ndarray]] = []
+            backlog: list[np.ndarray] = []
             rng = np.random.default_rng(5)
             for m in range(75, 0, -1):  # 14:45 to 16:00: every timeframe closes on the last one
                 t = np.zeros(2 * n, TICK_DTYPE)
@@ -157,6 +158,9 @@ def test_a_shared_minute_close_folds_what_the_serial_one_does() -> None:
                 t["size"] = 100.0 * rng.integers(1, 9, 2 * n)
                 agg.on_ticks(t)
                 closed = agg.close_due(close - (m - 1) * MINUTE_NS)
+                if shared is None:
+                    backlog.append(closed)
+                    continue
                 if shared:
                     parts = fold_closed(helper, eng, tfb, tfi, closed)
                 else:
@@ -164,11 +168,19 @@ def test_a_shared_minute_close_folds_what_the_serial_one_does() -> None:
                     parts = tfb.on_bars_closed(closed)
                     tfi.on_bars_closed(parts)
                 got.append(parts)
+            if shared is None:
+                assert sum(len(b) for b in backlog) > tfb.max_fold_bars  # folded in chunks
+                got.append(fold_closed(helper, eng, tfb, tfi, np.concatenate(backlog)))
             update_live(helper, eng, tfb, tfi, cols, close + 30 * NS)
             runs.append((got, tfb, cols))
     finally:
         helper.close()
-    (a_bars, a_tfb, a_cols), (b_bars, b_tfb, b_cols) = runs
+    (a_bars, a_tfb, a_cols), (b_bars, b_tfb, b_cols), (c_bars, c_tfb, c_cols) = runs
+    for j in range(len(TIMEFRAMES)):  # the one batch closes the same bars as the minutes did
+        assert np.concatenate([p[j] for p in b_bars]).tobytes() == c_bars[0][j].tobytes()
+        np.testing.assert_array_equal(c_tfb.hists[j], b_tfb.hists[j])
+    for name in (*INDICATOR_COLUMNS, *TF_COLUMNS):
+        np.testing.assert_array_equal(c_cols[name], b_cols[name], err_msg=name)
     assert [len(p) for p in a_bars[-1]] == [n] * len(TIMEFRAMES)
     for pa, pb in zip(a_bars, b_bars, strict=True):
         for x, y in zip(pa, pb, strict=True):
