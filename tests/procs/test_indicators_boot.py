@@ -94,13 +94,12 @@ def state(engine: IndicatorEngine, tfb: TimeframeBars) -> dict[str, np.ndarray]:
     """Every state array, as a view with the row axis first (`tf.late`: per timeframe, no rows)."""
     e, i = engine, engine.intraday
     assert i is not None
-    last_axis = {"ring": e.ring, "sma_sum": e.sma_sum, "ema": e.ema, "v5_minute": e.v5_minute,
-                 "v5_volume": e.v5_volume, "state_f": e.state_f, "state_i": e.state_i, "i.ring_m": i.ring_m,
-                 "i.ring_v": i.ring_v, "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live,
+    last_axis = {"sma_sum": e.sma_sum, "ema": e.ema, "state_f": e.state_f, "state_i": e.state_i,
+                 "i.ring": i.ring, "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live,
                  "tf.last": tfb.last}
     out = {k: np.moveaxis(a, -1, 0) for k, a in last_axis.items()}
-    out.update({"i.count": i.count, "i.last_min": i.last_min, "i.or_open": i.or_open, "tf.last_1m": tfb.last_1m,
-                "tf.late": tfb.late})
+    out.update({"ring": e.ring, "v5_minute": e.v5_minute, "v5_volume": e.v5_volume,  # [row, slot]
+                "i.last_min": i.last_min, "i.or_open": i.or_open, "tf.last_1m": tfb.last_1m, "tf.late": tfb.late})
     for j, (h, hd) in enumerate(zip(tfb.hists, tfb.heads, strict=True)):
         out[f"tf.ring{j}"], out[f"tf.head{j}"] = np.moveaxis(h, 1, 0), hd
     return out

@@ -219,40 +219,49 @@ def test_updates_within_a_minute_match_a_fresh_engine() -> None:
     assert checked > 200
 
 
-def _full_walk(it: object, now_min: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The walk by definition, in plain Python over each row's whole ring: the close of the newest
-    bar at or before the minute n back, the 15-minute volume (newest first), 5-minute high/low."""
+def _by_definition(bars: list[tuple[int, float, float, float, float]], now_min: int, price: float, bs: int,
+                   live_hlv: tuple[float, float, float]) -> list[float]:
+    """`KERNEL_OUT`'s rolling values (opening ranges left out) for one row, by definition in plain
+    Python over every bar it was given (minute, close, high, low, volume; oldest first) and its
+    live bar (start `bs`, high, low, volume): a minute `WINDOW` or more before the last bar is
+    forgotten (NaN); a NaN volume adds nothing."""
     from scanner.indicators.intraday import WINDOW
 
-    n = len(it.count)  # type: ignore[attr-defined]
-    ref = np.full((len(ROLLING_MINUTES), n), np.nan)
-    v15, hl5 = np.zeros(n), np.full((2, n), np.nan)
-    for r in range(n):
-        c = int(it.count[r])  # type: ignore[attr-defined]
-        nums = list(range(c - 1, max(c - WINDOW, 0) - 1, -1))  # newest first, what the ring holds
-        for k, roll in enumerate(ROLLING_MINUTES):
-            hit = [j for j in nums if it.ring_m[j % WINDOW, r] <= now_min - roll * MINUTE_NS]  # type: ignore[attr-defined]
-            if hit:
-                ref[k, r] = it.ring_v[0, hit[0] % WINDOW, r]  # type: ignore[attr-defined]
-        vol, hi, lo = 0.0, np.nan, np.nan
-        for j in nums:
-            mn = it.ring_m[j % WINDOW, r]  # type: ignore[attr-defined]
-            if mn < now_min - 14 * MINUTE_NS:
-                break
-            vol += it.ring_v[3, j % WINDOW, r]  # type: ignore[attr-defined]
-            if mn >= now_min - 4 * MINUTE_NS:
-                hi = it.ring_v[1, j % WINDOW, r] if np.isnan(hi) else max(hi, it.ring_v[1, j % WINDOW, r])  # type: ignore[attr-defined]
-                lo = it.ring_v[2, j % WINDOW, r] if np.isnan(lo) else min(lo, it.ring_v[2, j % WINDOW, r])  # type: ignore[attr-defined]
-        v15[r], hl5[0, r], hl5[1, r] = vol, hi, lo
-    return ref, v15, hl5
+    last = bars[-1][0] if bars else 0
+    live = bs != 0 and bs > last
+    known = last - WINDOW * MINUTE_NS  # minutes after this one are in the ring
+
+    out = []
+    for roll in ROLLING_MINUTES:
+        t = now_min - roll * MINUTE_NS
+        past = [b for b in bars if b[0] <= t]
+        x = past[-1][1] if past and (t >= last or t > known) else np.nan
+        out.append((price - x) / x * 100.0 if x > 0 else np.nan)
+    if bars and now_min - 15 * MINUTE_NS <= known:
+        v15 = np.nan
+    else:
+        v15 = 0.0
+        for b in bars:
+            if now_min - 14 * MINUTE_NS <= b[0] < now_min and b[4] == b[4]:
+                v15 += b[4]
+        if live and bs >= now_min - 14 * MINUTE_NS:
+            v15 += live_hlv[2]
+    hl = [(b[2], b[3]) for b in bars if now_min - 4 * MINUTE_NS <= b[0] < now_min and b[0] > known]
+    if live and bs >= now_min - 4 * MINUTE_NS:
+        hl.append(live_hlv[:2])
+    highs = [h for h, _ in hl if h == h]
+    lows = [lw for _, lw in hl if lw == lw]
+    hi, lo = (max(highs) if highs else np.nan), (min(lows) if lows else np.nan)
+    return [*out, v15, (hi - lo) / lo * 100.0 if lo > 0 else np.nan]
 
 
-def test_the_cached_walk_equals_a_full_walk_as_bars_and_minutes_move() -> None:
-    """`Intraday`'s walk keeps, per rolling window, the bar its reference price came from and
-    moves it forward; it must give what a full walk over the ring gives: with gaps, rows whose
-    ring wrapped many times, several minutes passing at once, bars folded between refreshes of
-    one minute, and the clock going back (a reset of the pointers)."""
-    from scanner.indicators.intraday import Intraday
+def test_the_minute_ring_equals_a_computation_by_definition() -> None:
+    """`Intraday` keeps each row's last minutes by minute number, filling the minutes a row did not
+    trade as a bar is folded; its rolling values must be what every bar folded gives by
+    definition: with gaps, rows whose ring wrapped many times, several minutes passing at
+    once, bars folded between refreshes of one minute, NaN volumes, live bars, and the clock
+    going back (behind the closed bars, to minutes the ring has forgotten)."""
+    from scanner.indicators.intraday import COLUMNS, KERNEL_OUT, Intraday
 
     n = 40
     rng = np.random.default_rng(21)
@@ -262,38 +271,52 @@ def test_the_cached_walk_equals_a_full_walk_as_bars_and_minutes_move() -> None:
                                              "day_low", "high_52w", "low_52w")}
     cols["bar_start_ns"] = np.zeros(n, np.int64)
     cols["lod_ts_ns"] = np.zeros(n, np.int64)
-    from scanner.indicators.intraday import COLUMNS
     for name in COLUMNS:
         cols.setdefault(name, np.full(n, np.nan))
     open_ns = session_bounds_ns(20131008)["open"]
-    # a warm-up's worth first: up to 200 bars per row (rings wrapped) before any walk
-    for r in range(n):
+    bars: list[list[tuple[int, float, float, float, float]]] = [[] for _ in range(n)]
+
+    def fold(rows: np.ndarray, mn: np.ndarray) -> None:
+        close = 10 + rng.normal(0, 0.2, len(rows))
+        vol = rng.integers(1, 50, len(rows)) * 100.0
+        vol[rng.random(len(rows)) < 0.03] = np.nan
+        it.on_bars_closed(rows.astype(np.int64), mn.astype(np.int64), close + 0.1, close - 0.1, close, vol)
+        for r, m, c, v in zip(rows.tolist(), mn.tolist(), close.tolist(), vol.tolist(), strict=True):
+            bars[r].append((m, c, c + 0.1, c - 0.1, v))
+
+    # a warm-up's worth first: up to 200 bars per row (rings wrapped), a few rows without any
+    for r in range(n - 3):
         m = np.sort(rng.choice(np.arange(-400, -61), int(rng.integers(1, 200)), replace=False))
-        close = 10 + rng.normal(0, 0.2, len(m))
-        it.on_bars_closed(np.full(len(m), r, np.int64), open_ns + m * MINUTE_NS, close + 0.1, close - 0.1, close,
-                          rng.integers(1, 50, len(m)) * 100.0)
+        fold(np.full(len(m), r), open_ns + m * MINUTE_NS)
     minute, went_back = -60, False
     checks = 0
+    names = [k for k in KERNEL_OUT if not k.startswith("or_")]
     while minute < 300:
         minute += int(rng.choice([1, 1, 1, 2, 7]))
         if minute >= 200 and not went_back:
-            minute, went_back = minute - 50, True  # the clock goes back
+            minute, went_back = minute - 70, True  # the clock goes back, past the ring's 64 minutes
         now = open_ns + minute * MINUTE_NS
         for _ in range(int(rng.integers(1, 3))):  # bars folded between refreshes of this minute
-            rows = np.flatnonzero(rng.random(n) < 0.7)
-            later = it.last_min[rows] < now - MINUTE_NS
-            rows = rows[later]
+            rows = np.flatnonzero(rng.random(n - 3) < 0.7)
+            last = np.array([bars[r][-1][0] if bars[r] else 0 for r in rows], np.int64)
+            rows, last = rows[last < now - MINUTE_NS], last[last < now - MINUTE_NS]
             if len(rows):
-                gap = rng.integers(1, 4, len(rows)) * MINUTE_NS
-                mn = np.maximum(it.last_min[rows] + gap, now - 90 * MINUTE_NS)
-                mn = np.minimum(mn, now - MINUTE_NS)
-                close = 10 + rng.normal(0, 0.2, len(rows))
-                it.on_bars_closed(rows.astype(np.int64), mn.astype(np.int64), close + 0.1, close - 0.1, close,
-                                  rng.integers(1, 50, len(rows)) * 100.0)
-            it.update_live(cols, now + int(rng.integers(0, 59)) * NS, open_ns, None)
-            ref, v15, hl5 = _full_walk(it, now)
-            np.testing.assert_array_equal(it._ref, ref)
-            np.testing.assert_array_equal(it._v15, v15)
-            np.testing.assert_array_equal(it._hl5, hl5)
+                mn = np.maximum(last + rng.integers(1, 4, len(rows)) * MINUTE_NS, now - 90 * MINUTE_NS)
+                fold(rows, np.minimum(mn, now - MINUTE_NS))
+            cols["price"][:] = 10 + rng.normal(0, 0.2, n)
+            live = rng.random(n) < 0.5
+            cols["bar_start_ns"][:] = np.where(live, now, 0)
+            cols["bar_start_ns"][0] = bars[0][-1][0]  # a live bar not newer than the closed ones: not live
+            cols["bar_high"][:] = cols["price"] + 0.3
+            cols["bar_low"][:] = cols["price"] - 0.3
+            cols["bar_volume"][:] = rng.integers(1, 9, n) * 100.0
+            event = now + int(rng.integers(0, 59)) * NS
+            it.update_live(cols, event, open_ns, None)
+            for r in range(n):
+                want = _by_definition(bars[r], now, float(cols["price"][r]), int(cols["bar_start_ns"][r]),
+                                      (float(cols["bar_high"][r]), float(cols["bar_low"][r]),
+                                       float(cols["bar_volume"][r])))
+                got = [float(cols[k][r]) for k in names]
+                np.testing.assert_array_equal(got, want, err_msg=f"row {r} minute {minute}")
             checks += 1
-    assert checks > 100 and int(it.count.max()) > 3 * 61
+    assert checks > 100 and max(len(b) for b in bars) > 3 * 64
