@@ -128,19 +128,22 @@ PARALLEL_FOLD_BARS = 2048  # fewer closed bars fold in turn: the helper's wake-u
 
 
 def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBars, tfi: TimeframeIndicators,
-                closed: np.ndarray) -> list[np.ndarray]:
+                closed: np.ndarray, watermark_ns: int | None = None,
+                rows_state: np.ndarray | None = None) -> list[np.ndarray]:
     """Fold closed 1-minute bars into the 1-minute engine and into the higher timeframes (their
-    bars, then their engines). For a minute close of many symbols these are five tasks shared
-    with the helper: the 1-minute engine, then each timeframe's bars and engine (on the 16:00
-    close every timeframe closes 10,000 bars, and a timeframe's fold and engine cost about what
-    the 1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`)."""
+    bars, then with `watermark_ns` their close on that watermark, `TimeframeBars.close_due`,
+    then their engines). For a minute close of many symbols these are five tasks shared with
+    the helper: the 1-minute engine, then each timeframe's bars and engine (on the 16:00 close
+    every timeframe closes 10,000 bars, and a timeframe's fold and engine cost about what the
+    1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`)."""
     if len(closed) > tfb.max_fold_bars:  # a catch-up's batch: in chunks, each shared like a minute close
         n = tfb.n_rows
-        chunks = [fold_closed(helper, engine, tfb, tfi, closed[i:i + n]) for i in range(0, len(closed), n)]
+        chunks = [fold_closed(helper, engine, tfb, tfi, closed[i:i + n], watermark_ns if i + n >= len(closed) else None,
+                              rows_state) for i in range(0, len(closed), n)]
         return [concat([c[j] for c in chunks]) for j in range(len(TIMEFRAMES))]
     if len(closed) < PARALLEL_FOLD_BARS:
         engine.on_bars_closed(closed)
-        parts = tfb.on_bars_closed(closed)
+        parts = tfb.on_bars_closed(closed, watermark_ns, rows_state)
         tfi.on_bars_closed(parts)
         return parts
     got: list[np.ndarray] = [np.empty(0, BAR_DTYPE)] * len(TIMEFRAMES)
@@ -150,7 +153,8 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
         tfi.engines[TIMEFRAMES[j]].on_bars_closed(got[j])
 
     helper.share([lambda: engine.on_bars_closed(closed),
-                  *(partial(timeframe, j, fold) for j, fold in enumerate(tfb.fold_tasks(closed)))])
+                  *(partial(timeframe, j, fold)
+                    for j, fold in enumerate(tfb.fold_tasks(closed, watermark_ns, rows_state)))])
     return got
 
 
@@ -261,11 +265,13 @@ def main(ctx: Context) -> None:
             tfb.rows_changed()
             moved = True
         closed = bars.poll(1 << 16)
-        if len(closed):
-            mark([closed, *fold_closed(helper, engine, tfb, tfi, closed)])
-            ctx.count(n_in=len(closed))
-        if (wm > tfb.watermark_ns or moved) and len(closed) < (1 << 16):
+        due = (wm > tfb.watermark_ns or moved) and len(closed) < (1 << 16)  # every bar it closed is folded
+        if due:
             moved = False
+        if len(closed):  # the watermark's close in the fold's tasks (`fold_closed`)
+            mark([closed, *fold_closed(helper, engine, tfb, tfi, closed, wm if due else None, rows_seen)])
+            ctx.count(n_in=len(closed))
+        elif due:
             parts = tfb.close_due(wm, rows_seen)
             tfi.on_bars_closed(parts)
             mark(parts)

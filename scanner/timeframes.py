@@ -170,16 +170,14 @@ def _fold(j: int, sym: np.ndarray, minute_ns: np.ndarray, dbucket: np.ndarray, o
 
 
 @njit(cache=True, nogil=True)
-def _close_due(watermark: int, period: np.ndarray, start: np.ndarray, live: np.ndarray, last: np.ndarray,
-               hists: tuple, heads: np.ndarray, out: np.ndarray, n_out: np.ndarray, rows_state: np.ndarray) -> None:
-    for j in range(period.shape[0]):
-        p = period[j] * MINUTE_NS
-        h, hd = hists[j], heads[j]  # once per timeframe: a tuple item per call costs more than the close
-        k = h.shape[0]
-        for r in range(start.shape[1]):
-            s = start[j, r]
-            if s != 0 and s + p <= watermark and rows_state[r] == ROW_LIVE:
-                _close(j, r, s, live, last, start, h, hd, k, out, n_out)
+def _close_due(j: int, watermark: int, p: int, start: np.ndarray, live: np.ndarray, last: np.ndarray,
+               h: np.ndarray, hd: np.ndarray, out: np.ndarray, n_out: np.ndarray, rows_state: np.ndarray) -> None:
+    """Close timeframe j's (bucket `p` ns) bars that ended at or before `watermark`, of ROW_LIVE rows."""
+    k = h.shape[0]
+    for r in range(start.shape[1]):
+        s = start[j, r]
+        if s != 0 and s + p <= watermark and rows_state[r] == ROW_LIVE:
+            _close(j, r, s, live, last, start, h, hd, k, out, n_out)
 
 
 class TimeframeBars:
@@ -204,7 +202,6 @@ class TimeframeBars:
                 raise ValueError(f"history of {tf} must be C-contiguous float64 (K, {n_rows}, {len(TF_FIELDS)}), "
                                  f"was {h.dtype} {h.shape}")
         self.hists, self.heads = hists, heads
-        self._hists = tuple(hists)
         self.period = np.array([TF_MINUTES[tf] for tf in TIMEFRAMES], np.int64)
         # per timeframe, field-major like the table (the indicators read whole columns of them):
         # the live bucket's start (0 = none), the live bar (LIVE_FIELDS), the last closed start
@@ -227,9 +224,6 @@ class TimeframeBars:
         self._closed_to = -1
         self._all_live = np.full(n_rows, ROW_LIVE, np.uint8)  # `close_due` without a `rows_state`
 
-    def _heads_arg(self) -> tuple:
-        return tuple(self.heads)
-
     def _result(self) -> list[np.ndarray]:
         return [self._taken(j) for j in range(len(TIMEFRAMES))]
 
@@ -244,24 +238,38 @@ class TimeframeBars:
         """The most bars `fold_tasks` takes at once."""
         return self._out.shape[1] - self.n_rows
 
-    def on_bars_closed(self, bars: np.ndarray) -> list[np.ndarray]:
+    def on_bars_closed(self, bars: np.ndarray, watermark_ns: int | None = None,
+                       rows_state: np.ndarray | None = None) -> list[np.ndarray]:
         """Fold closed 1-minute bars (feed order, each symbol's in minute order); returns the bars
-        each timeframe closed."""
+        each timeframe closed. With `watermark_ns`, then `close_due(watermark_ns, rows_state)`,
+        its bars in the same lists."""
         if len(bars) == 0:
-            return [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES]
+            return (self.close_due(watermark_ns, rows_state) if watermark_ns is not None
+                    else [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES])
         if len(bars) > self.max_fold_bars:
-            parts = [self.on_bars_closed(bars[i:i + self.n_rows]) for i in range(0, len(bars), self.n_rows)]
+            n = self.n_rows
+            parts = [self.on_bars_closed(bars[i:i + n], watermark_ns if i + n >= len(bars) else None, rows_state)
+                     for i in range(0, len(bars), n)]
             return [concat([p[j] for p in parts]) for j in range(len(TIMEFRAMES))]
-        return [task() for task in self.fold_tasks(bars)]
+        return [task() for task in self.fold_tasks(bars, watermark_ns, rows_state)]
 
-    def fold_tasks(self, bars: np.ndarray) -> list[Callable[[], np.ndarray]]:
+    def fold_tasks(self, bars: np.ndarray, watermark_ns: int | None = None,
+                   rows_state: np.ndarray | None = None) -> list[Callable[[], np.ndarray]]:
         """`on_bars_closed` in parts: marks the bars to fold here, and returns one call per
-        timeframe (TIMEFRAMES order) that folds them into it and returns the bars it closed. The
-        calls share no state, so they may run on different threads at once; each must run once,
-        before the next fold or close. At most `max_fold_bars` bars."""
+        timeframe (TIMEFRAMES order) that folds them into it (then, with `watermark_ns`, closes
+        its bars due then, as `close_due`) and returns the bars it closed. The calls share no
+        state, so they may run on different threads at once; each must run once, before the next
+        fold or close. At most `max_fold_bars` bars.
+
+        The watermark's close in the same calls: at 16:00 it closes the buckets of the rows
+        without a bar in the last minute (a third of them, every timeframe), which in a pass of
+        its own after the folds took both threads' time on one."""
         if len(bars) > self.max_fold_bars:
             raise ValueError(f"at most {self.max_fold_bars} bars at once, got {len(bars)}")
-        self._closed_to = -1  # a fold may have opened a bucket that is already due (a repaired bar)
+        # a fold may open a bucket that is already due (a repaired bar): the watermark's close
+        # must look again, unless these calls do it after their fold
+        self._closed_to = -1 if watermark_ns is None else self._due_minute(watermark_ns)
+        states = self._all_live if rows_state is None else rows_state
         sym, mn = bars["sym"].astype(np.int64), bars["minute_ns"]
         _mark_new(sym, mn, self.last_1m, self._keep)
         keep = self._keep[:len(bars)]
@@ -273,6 +281,8 @@ class TimeframeBars:
             _fold(j, sym, mn, dbucket, *cols, int(self.period[j]) * MINUTE_NS, self.start, self.live, self.last,
                   self.hists[j], self.heads[j], self._out, self._n_out, self.late, keep, self._todo_r[j],
                   self._todo_b[j])
+            if watermark_ns is not None:
+                self._close_due_tf(j, int(watermark_ns), states)
             return self._taken(j)
 
         return [lambda j=j: task(j) for j in range(len(TIMEFRAMES))]
@@ -287,14 +297,24 @@ class TimeframeBars:
         open bucket for the day it comes back (the rebuild skips the bars folded already). Call
         `rows_changed` when `rows_state` changes, so the next call looks at every row again."""
         wm = int(watermark_ns)
-        self.watermark_ns = max(self.watermark_ns, wm)
-        wm_minute = wm - wm % MINUTE_NS  # a bucket end (whole minutes) <= wm iff <= wm_minute
-        if wm_minute <= self._closed_to:
+        if self._due_minute(wm) <= self._closed_to:
             return [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES]  # nothing fell due since that pass
-        _close_due(wm, self.period, self.start, self.live, self.last, self._hists, self._heads_arg(), self._out,
-                   self._n_out, self._all_live if rows_state is None else rows_state)
-        self._closed_to = wm_minute
+        states = self._all_live if rows_state is None else rows_state
+        for j in range(len(TIMEFRAMES)):
+            self._close_due_tf(j, wm, states)
+        self._closed_to = self._due_minute(wm)
         return self._result()
+
+    def _due_minute(self, watermark_ns: int) -> int:
+        """Raise `self.watermark_ns` to `watermark_ns`; returns the minute a close at it covers (a
+        bucket end, a whole minute, is <= the watermark iff <= that minute)."""
+        wm = int(watermark_ns)
+        self.watermark_ns = max(self.watermark_ns, wm)
+        return wm - wm % MINUTE_NS
+
+    def _close_due_tf(self, j: int, watermark_ns: int, rows_state: np.ndarray) -> None:
+        _close_due(j, watermark_ns, int(self.period[j]) * MINUTE_NS, self.start, self.live, self.last, self.hists[j],
+                   self.heads[j], self._out, self._n_out, rows_state)
 
     def rows_changed(self) -> None:
         """The rows that may close on the watermark changed (`close_due`'s `rows_state`)."""

@@ -175,12 +175,10 @@ class _Closes:
         end = start_ns + MINUTE_NS
         t0 = time.perf_counter()
         closed = self.agg.close_due(end)
-        folded = fold_closed(self.helper, self.eng, self.tfb, self.tfi, closed)
-        parts = self.tfb.close_due(end)
-        self.tfi.on_bars_closed(parts)
+        parts = fold_closed(self.helper, self.eng, self.tfb, self.tfi, closed, end)  # and the watermark's close
         update_live(self.helper, self.eng, self.tfb, self.tfi, self.cols, end)
         dt = time.perf_counter() - t0
-        return dt, closed, [np.concatenate([a, b]) for a, b in zip(folded, parts, strict=True)]
+        return dt, closed, parts
 
     def close(self) -> None:
         self.helper.close()

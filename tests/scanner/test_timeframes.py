@@ -363,3 +363,52 @@ def test_a_row_being_rebuilt_closes_no_bucket_on_the_watermark_until_it_is_live(
         mine = np.concatenate([g[j] for g in got])
         assert mine.tobytes() == want[j].tobytes(), TIMEFRAMES[j]
     assert len(want[TIMEFRAMES.index("5m")]) >= 15
+
+
+def test_a_watermark_given_to_the_fold_closes_what_close_due_after_it_would() -> None:
+    """`on_bars_closed(bars, watermark, rows_state)` (each timeframe's close on the watermark in
+    its fold task, so the two threads share it) returns and leaves what the fold followed by
+    `close_due(watermark, rows_state)` does: minute by minute over a session with quiet minutes,
+    a row being rebuilt, batches larger than one fold takes, and a minute without bars."""
+    from scanner.bar_kernels import ROW_LIVE, ROW_REBUILDING
+
+    n = 30
+    open_ns = session_bounds_ns(20131008)["open"]
+    rng = np.random.default_rng(5)
+    a, b = TimeframeBars(n), TimeframeBars(n)
+    state = np.full(n, ROW_LIVE, np.uint8)
+    state[3] = ROW_REBUILDING
+    checked = 0
+    minute = -5
+    while minute < 400:
+        step = int(rng.choice([1, 1, 1, 3]))
+        if rng.random() < 0.05:  # a catch-up: many minutes of bars in one batch, more than one fold takes
+            step = 120
+        mins = np.arange(minute, minute + step)
+        minute += step
+        rows, ms = np.meshgrid(np.arange(n), mins)
+        keep = rng.random(rows.shape) < (0.0 if rng.random() < 0.1 else 0.7)
+        bars = np.zeros(int(keep.sum()), BAR_DTYPE)
+        bars["sym"] = rows[keep]
+        bars["minute_ns"] = open_ns + ms[keep] * MINUTE_NS
+        bars["close"] = 10 + rng.normal(0, 0.1, len(bars))
+        bars["open"], bars["vwap"], bars["trades"] = bars["close"], bars["close"], 2
+        bars["high"], bars["low"] = bars["close"] + 0.05, bars["close"] - 0.05
+        bars["volume"] = rng.integers(1, 9, len(bars)) * 100.0
+        if rng.random() < 0.3:
+            bars = np.concatenate([bars] * 2)  # re-delivered bars, skipped
+        wm = open_ns + minute * MINUTE_NS + int(rng.integers(0, 59)) * 10**9
+        want = [np.concatenate([x, y]) for x, y in zip(a.on_bars_closed(bars), a.close_due(wm, state), strict=True)]
+        got = b.on_bars_closed(bars, wm, state)
+        for j in range(len(TIMEFRAMES)):
+            assert got[j].tobytes() == want[j].tobytes(), (TIMEFRAMES[j], minute)
+        checked += sum(len(w) for w in want)
+        if minute > 200:
+            state[3] = ROW_LIVE
+            a.rows_changed()
+            b.rows_changed()
+    for name in ("start", "live", "last", "last_1m", "late", "watermark_ns"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for ha, hb in zip(a.hists, b.hists, strict=True):
+        np.testing.assert_array_equal(ha, hb)
+    assert checked > 1000
