@@ -63,26 +63,28 @@ _H_MIN, _H_H, _H_L, _H_C, _H_V = HIST["minute"], HIST["high"], HIST["low"], HIST
 
 @njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(ring: Arr, v5m: Arr, v5v: Arr, row: int, count: Arr, sma_p: Arr) -> None:
-    """Ask for the lines a bar of `row` reads: its ring's last close, the closes leaving the SMA
-    windows (the longest is the slot written), its volume ring."""
+    """Ask for the ring lines a bar of `row` touches: the slot it writes, the closes that leave
+    the SMA windows after it (`leave`), its volume ring."""
     r = np.uint64(row)
     c = count[r]
-    prefetch(ring, r, np.uint64((c - 1) % RING))
+    prefetch(ring, r, np.uint64(c % RING))
     for j in range(sma_p.shape[0]):
-        prefetch(ring, r, np.uint64((c - sma_p[j]) % RING))
+        if c + 1 >= sma_p[j]:  # a window not full after the bar reads nothing
+            prefetch(ring, r, np.uint64((c + 1 - sma_p[j]) % RING))
     prefetch(v5m, r, np.uint64(0))
     prefetch(v5v, r, np.uint64(0))
 
 
 @njit(cache=True, nogil=True)
 def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, st_f: Rows, st_i: Rows,
-               ring: Arr, sma_sum: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+               ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
     """Fold closed bars, in order, into the state (one loop, no call per bar: a call with this
-    many array arguments costs ten times the work). Each bar reads its row's ring at slots of
-    its own (the row's bar count), so the ring lines of the bar `PREFETCH` ahead are asked for
-    first (`scanner.prefetch`)."""
+    many array arguments costs ten times the work). The previous close (`st_f[3]`) and the
+    close each SMA window drops with the next bar (`leave`) are kept per row, so the live
+    values read no ring; the fold reads the ring at slots of the row's own (its bar count), so
+    the ring lines of the bar `PREFETCH` ahead are asked for first (`scanner.prefetch`)."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
-    gain, loss, atr = st_f[0], st_f[1], st_f[2]
+    gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
     n = sym.shape[0]
     for k in range(n):
         if k + PREFETCH < n:
@@ -93,11 +95,9 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
         if np.isnan(x) or mn <= last_min[r]:
             continue
         c = count[r]
-        prev = ring[r, np.uint64((c - 1) % RING)] if c > 0 else np.nan
+        prev = last_close[r] if c > 0 else np.nan
         for j in range(sma_p.shape[0]):
-            p = sma_p[j]
-            leaving = ring[r, np.uint64((c - p) % RING)] if c >= p else 0.0
-            sma_sum[j, r] = sma_next(sma_sum[j, r], c, p, leaving, x)
+            sma_sum[j, r] = sma_next(sma_sum[j, r], c, sma_p[j], leave[j, r], x)
         for j in range(ema_p.shape[0]):
             ema[j, r] = ema_next(ema[j, r], c, ema_p[j], x)
         gain[r], loss[r] = rsi_next(gain[r], loss[r], c, RSI_PERIOD, prev, x)
@@ -112,6 +112,10 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
             up[r] = 0
             down[r] = 0
         ring[r, np.uint64(c % RING)] = x
+        last_close[r] = x
+        for j in range(sma_p.shape[0]):  # what leaves each window with the next bar (0: not full)
+            p = sma_p[j]
+            leave[j, r] = ring[r, np.uint64((c + 1 - p) % RING)] if c + 1 >= p else 0.0
         v5m[r, np.uint64(c % VOL_BARS)] = mn
         v5v[r, np.uint64(c % VOL_BARS)] = volume[k]
         count[r] = c + 1
@@ -126,8 +130,8 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
 
 
 @njit(cache=True, nogil=True)
-def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, ema: Arr,
-                  v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr,
+                  ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
     """Fold the bars of history rows `hist[:, i]` (state row `row0 + i`), oldest first (one
     `_fold_bars` per row): the whole ring with `row0` 0, or a chunk of its rows."""
     k = hist.shape[2]
@@ -142,39 +146,34 @@ def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring:
         for i in range(m):
             mn[i] = np.int64(hist[_H_MIN, r, slots[i]]) * MINUTE_NS
         _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots],
-                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, ema, v5m, v5v, sma_p, ema_p)
+                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, ema_p)
 
 
 @njit(cache=True, nogil=True)
 def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
-          sma_sum: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, rows: Arr, bar_only: bool,
+          sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, rows: Arr, bar_only: bool,
           out: Rows) -> None:
     """Live values of the kernel columns (`_KERNEL_OUT` order) for the rows `rows`; with
     `bar_only`, the four volume and streak rows of `out` are left alone (a higher timeframe
-    discards them)."""
+    discards them). Reads no ring (`ring` is unused): the previous close and the closes that
+    leave the SMA windows are kept per row by the fold."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
-    gain, loss, atr = st_f[0], st_f[1], st_f[2]
+    gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
     n_sma = sma_p.shape[0]
     n_ema = ema_p.shape[0]
     o_atr = 1 + n_sma + n_ema
-    nq = rows.shape[0]
-    for q in range(nq):
-        if q + PREFETCH < nq:  # only a live bar reads the ring (a line asked for in vain costs a read)
-            ahead = np.uint64(rows[q + PREFETCH])
-            if bar_start[ahead] > last_min[ahead] and bar_start[ahead] != 0:
-                _prefetch_row(ring, v5m, v5v, ahead, count, sma_p)
+    for q in range(rows.shape[0]):
         r = np.uint64(rows[q])  # unsigned: numba adds no negative-index wraparound to each read (jsonbytes.at)
         c = count[r]
         x = bar_close[r]
         live = bar_start[r] != 0 and bar_start[r] > last_min[r] and not np.isnan(x)
         if live:
-            prev = ring[r, np.uint64((c - 1) % RING)] if c > 0 else np.nan
+            prev = last_close[r] if c > 0 else np.nan
             g, lo = rsi_next(gain[r], loss[r], c, RSI_PERIOD, prev, x)
             out[0][r] = rsi_value(g, lo, c + 1, RSI_PERIOD)
             for j in range(n_sma):
                 p = sma_p[j]
-                leaving = ring[r, np.uint64((c - p) % RING)] if c >= p else 0.0
-                out[1 + j][r] = sma_value(sma_next(sma_sum[j, r], c, p, leaving, x), c + 1, p)
+                out[1 + j][r] = sma_value(sma_next(sma_sum[j, r], c, p, leave[j, r], x), c + 1, p)
             for j in range(n_ema):
                 out[1 + n_sma + j][r] = ema_value(ema_next(ema[j, r], c, ema_p[j], x), c + 1, ema_p[j])
         else:
@@ -212,10 +211,11 @@ class IndicatorEngine:
         # the 16:00 close that gives every row its first daily bar
         self.ring = np.full((n_rows, RING), 0.0)
         self.sma_sum = np.zeros((len(SMA_PERIODS), n_rows))
+        self.sma_leave = np.zeros((len(SMA_PERIODS), n_rows))  # the close each window drops with the next bar
         self.ema = np.zeros((len(EMA_PERIODS), n_rows))
         self.v5_minute = np.zeros((n_rows, VOL_BARS), np.int64)
         self.v5_volume = np.zeros((n_rows, VOL_BARS))
-        self.state_f = np.zeros((3, n_rows))  # rsi avg gain, rsi avg loss, atr
+        self.state_f = np.zeros((4, n_rows))  # rsi avg gain, rsi avg loss, atr, last close
         self.state_i = np.zeros((4, n_rows), np.int64)  # closes folded, last bar minute_ns, up, down
         self.profile: np.ndarray | None = None
         self._scratch = np.zeros(n_rows)
@@ -226,7 +226,7 @@ class IndicatorEngine:
 
     def reset(self) -> None:
         """Forget every bar."""
-        for a in (self.ring, self.sma_sum, self.ema, self.v5_minute, self.v5_volume, self.state_f,
+        for a in (self.ring, self.sma_sum, self.sma_leave, self.ema, self.v5_minute, self.v5_volume, self.state_f,
                   self.state_i):
             a[:] = 0
         if self.intraday is not None:
@@ -238,8 +238,8 @@ class IndicatorEngine:
         return self.state_i[0]
 
     def _args(self) -> tuple:
-        return (tuple(self.state_f), tuple(self.state_i), self.ring, self.sma_sum, self.ema, self.v5_minute,
-                self.v5_volume, self._sma_p, self._ema_p)
+        return (tuple(self.state_f), tuple(self.state_i), self.ring, self.sma_sum, self.sma_leave, self.ema,
+                self.v5_minute, self.v5_volume, self._sma_p, self._ema_p)
 
     def warm_up(self, hist: np.ndarray, hist_head: np.ndarray) -> None:
         """Rebuild the state from the bar-history ring `hist[field, row, slot]` (HIST_FIELDS

@@ -94,8 +94,8 @@ def state(engine: IndicatorEngine, tfb: TimeframeBars) -> dict[str, np.ndarray]:
     """Every state array, as a view with the row axis first (`tf.late`: per timeframe, no rows)."""
     e, i = engine, engine.intraday
     assert i is not None
-    last_axis = {"sma_sum": e.sma_sum, "ema": e.ema, "state_f": e.state_f, "state_i": e.state_i,
-                 "i.ring": i.ring, "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live,
+    last_axis = {"sma_sum": e.sma_sum, "sma_leave": e.sma_leave, "ema": e.ema, "state_f": e.state_f,
+                 "state_i": e.state_i, "i.ring": i.ring, "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live,
                  "tf.last": tfb.last}
     out = {k: np.moveaxis(a, -1, 0) for k, a in last_axis.items()}
     out.update({"ring": e.ring, "v5_minute": e.v5_minute, "v5_volume": e.v5_volume,  # [row, slot]
