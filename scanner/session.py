@@ -23,6 +23,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from numba import njit
 
 NY = ZoneInfo("America/New_York")
 NS = 1_000_000_000
@@ -105,17 +106,38 @@ def _hour_offset_ns(hour: int) -> int:
     return int(off.total_seconds()) * NS
 
 
+@njit(cache=True, nogil=True)
+def _span(ts: np.ndarray) -> tuple[int, int]:
+    lo = hi = ts[0]
+    for i in range(1, ts.shape[0]):
+        if ts[i] < lo:
+            lo = ts[i]
+        elif ts[i] > hi:
+            hi = ts[i]
+    return lo, hi
+
+
+def _one_offset(ts_ns: np.ndarray) -> int | None:
+    """The UTC offset (ns) shared by every timestamp of a batch within a week with the same
+    offset at both ends (the usual batch: ticks, bars, a table column of live bar starts), else
+    None (also for an empty batch)."""
+    if not len(ts_ns):
+        return None
+    lo, hi = _span(np.ascontiguousarray(ts_ns))  # one signature: a column of a record batch is strided
+    lo_h, hi_h = int(lo) // HOUR_NS, int(hi) // HOUR_NS
+    if hi_h - lo_h < _SAME_OFFSET_SPAN_HOURS and _hour_offset_ns(lo_h) == _hour_offset_ns(hi_h):
+        return _hour_offset_ns(lo_h)
+    return None
+
+
 def _offsets_by_hour(ts_ns: np.ndarray) -> np.ndarray:
     """UTC offset (ns) for each timestamp; zoneinfo is asked once per distinct UTC hour
-    (US transitions fall on whole hours), so a batch costs a handful of lookups. A batch within
-    a week with the same offset at both ends (the usual one: ticks, bars, a table column of
-    live bar starts) skips the sort for the distinct hours."""
-    hours = np.floor_divide(ts_ns, HOUR_NS)
-    if len(hours):
-        lo, hi = int(hours.min()), int(hours.max())
-        if hi - lo < _SAME_OFFSET_SPAN_HOURS and _hour_offset_ns(lo) == _hour_offset_ns(hi):
-            return np.full(len(hours), _hour_offset_ns(lo), np.int64)
-    uniq, inv = np.unique(hours, return_inverse=True)
+    (US transitions fall on whole hours), so a batch costs a handful of lookups, and a batch
+    with one offset (`_one_offset`) none but its ends' and no sort for the distinct hours."""
+    off = _one_offset(ts_ns)
+    if off is not None:
+        return np.full(len(ts_ns), off, np.int64)
+    uniq, inv = np.unique(np.floor_divide(ts_ns, HOUR_NS), return_inverse=True)
     offs = np.array([_hour_offset_ns(h) for h in uniq.tolist()], np.int64)
     return offs[inv.reshape(-1)]
 
@@ -124,6 +146,34 @@ def local_ns(ts_ns: np.ndarray) -> np.ndarray:
     """New York wall-clock time as ns since 1970-01-01 local (vectorised)."""
     ts = np.asarray(ts_ns, np.int64)
     return ts + _offsets_by_hour(ts.reshape(-1)).reshape(ts.shape)
+
+
+@njit(cache=True, nogil=True)
+def _opens(ts: np.ndarray, offset: int, session_ns: int, out: np.ndarray) -> None:
+    """`out[i]`: 09:30 local of the local day of `ts[i]` (UTC offset `offset` for all); with
+    `session_ns` > 0, -1 where `ts[i]` is outside [that 09:30, + session_ns)."""
+    open_tod = OPEN_MIN * MINUTE_NS
+    for i in range(ts.shape[0]):
+        t = ts[i]
+        o = t + (open_tod - (t + offset) % DAY_NS)
+        out[i] = o if session_ns <= 0 or o <= t < o + session_ns else -1
+
+
+def session_open_ns(ts_ns: np.ndarray, regular_only: bool = False) -> np.ndarray:
+    """09:30 New York of each timestamp's local day, epoch ns (vectorised; exact for times after
+    02:00 local, as every bar of a session is). With `regular_only`, -1 where the timestamp is
+    outside that day's regular session (09:30-16:00): a 1-minute bar start's daily bucket. One
+    numba pass for a batch with one UTC offset (a minute close's bars: 0.1 instead of 0.4 ms
+    of numpy passes for 7,000 bars on a loaded box)."""
+    ts = np.ascontiguousarray(ts_ns, np.int64)
+    session = (CLOSE_MIN - OPEN_MIN) * MINUTE_NS if regular_only else 0
+    off = _one_offset(ts.reshape(-1))
+    if off is not None:
+        out = np.empty_like(ts)
+        _opens(ts.reshape(-1), off, session, out.reshape(-1))
+        return out
+    opn = ts + (OPEN_MIN * MINUTE_NS - np.mod(local_ns(ts), DAY_NS))
+    return np.where((ts >= opn) & (ts < opn + session), opn, -1) if regular_only else opn
 
 
 def minute_of_day(ts_ns: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from numba import njit
 
 from scanner.bar_kernels import ROW_LIVE
 from scanner.records import BAR_DTYPE
-from scanner.session import MINUTE_NS, local_ns, session_bounds_ns
+from scanner.session import MINUTE_NS, session_bounds_ns, session_open_ns
 from shm.records import concat, copied
 
 TIMEFRAMES: tuple[str, ...] = ("5m", "15m", "60m", "1d")
@@ -52,8 +52,6 @@ restart) and hold SMA(50); 260 daily bars hold 52 weeks and SMA(200). 6 fields x
 TF_FIELDS: tuple[str, ...] = ("minute", "open", "high", "low", "close", "volume")
 TF = {name: i for i, name in enumerate(TF_FIELDS)}
 _DAY = TIMEFRAMES.index("1d")
-_OPEN_TOD_NS = (9 * 60 + 30) * MINUTE_NS
-_DAY_NS = 86_400 * 1_000_000_000
 # live-bar state rows of `TimeframeBars.live`, per timeframe
 LIVE_FIELDS = ("open", "high", "low", "close", "volume", "pv", "trades")
 _L_O, _L_H, _L_L, _L_C, _L_V, _L_PV, _L_T = range(len(LIVE_FIELDS))
@@ -62,9 +60,7 @@ _L_O, _L_H, _L_L, _L_C, _L_V, _L_PV, _L_T = range(len(LIVE_FIELDS))
 def day_bucket(minute_ns: np.ndarray) -> np.ndarray:
     """The daily bucket (09:30 New York of the day, epoch ns) of each 1-minute bar start, or -1
     when the bar is outside the regular session (vectorised)."""
-    m = np.asarray(minute_ns, np.int64)
-    opn = m + (_OPEN_TOD_NS - np.mod(local_ns(m), _DAY_NS))
-    return np.where((m >= opn) & (m < opn + TF_MINUTES["1d"] * MINUTE_NS), opn, -1)
+    return session_open_ns(minute_ns, regular_only=True)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -39,13 +39,12 @@ from numba import njit
 from scanner.indicators import session as sm
 from scanner.indicators.volume import SESSION_MINUTES, expected_volume_profile, relative_volume
 from scanner.metrics import HIST, OPENING_RANGES, ROLLING_MINUTES
-from scanner.session import DAY_NS, MINUTE_NS, OPEN_MIN, local_ns
+from scanner.session import DAY_NS, MINUTE_NS, local_ns, session_open_ns
 
 WINDOW = 64  # minutes kept per row: >= 61, so the minute 60 back is in the ring; a power of two (`_MASK`)
 _MASK = WINDOW - 1  # a minute's slot is its number's low bits
 _ROLL = np.array(ROLLING_MINUTES, np.int64)
 _OR = np.array(OPENING_RANGES, np.int64)
-_OPEN_TOD_NS = OPEN_MIN * MINUTE_NS
 # columns the live kernel writes, in kernel order
 KERNEL_OUT = (*(f"change_{n}m_pct" for n in ROLLING_MINUTES), "volume_15m", "range_5m_pct",
               *(f"or_{s}_{n}m" for n in OPENING_RANGES for s in ("high", "low")))
@@ -54,13 +53,6 @@ COLUMNS = (*KERNEL_OUT, "rel_volume_5m", "rel_volume_15m", "velocity_5m", "minut
            "below_or_low", "gap_filled", "pct_from_high_52w", "pct_from_low_52w")
 Arr = np.ndarray
 Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
-
-
-def session_open_ns(minute_ns: np.ndarray) -> np.ndarray:
-    """09:30 New York of each timestamp's local day, epoch ns (vectorised; exact for times
-    after 02:00 local, as every bar of a regular session is)."""
-    m = np.asarray(minute_ns, np.int64)
-    return m + (_OPEN_TOD_NS - np.mod(local_ns(m), DAY_NS))
 
 
 @njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ import scanner.indicators.volatility
 import scanner.indicators.volume
 import scanner.rules.alerts
 import scanner.rules.kernel
+import scanner.session
 import scanner.ticks
 import scanner.timeframes
 import shm.history_read
@@ -53,7 +54,7 @@ MODULES = (scanner.bar_kernels, scanner.indicators.engine, scanner.indicators.av
            scanner.indicators.volatility, scanner.rules.kernel, scanner.indicators.intraday, scanner.timeframes,
            scanner.indicators.timeframes, scanner.indicators.live_rows, scanner.indicators.session,
            scanner.indicators.trading_status, scanner.indicators.volume, scanner.ticks,
-           shm.history_read, scanner.rules.alerts)
+           shm.history_read, scanner.rules.alerts, scanner.session)
 
 
 def signatures() -> dict[str, int]:

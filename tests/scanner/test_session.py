@@ -16,6 +16,7 @@ from scanner.session import (
     next_day,
     session_bounds_ns,
     session_of,
+    session_open_ns,
     trading_day,
     trading_days,
     utc_offset_ns,
@@ -92,3 +93,30 @@ def test_minute_of_day_of_a_spread_batch_matches_zoneinfo(first: tuple, last: tu
     ts[0], ts[-1] = a, b
     want = [(lambda d: d.hour * 60 + d.minute)(datetime.fromtimestamp(int(t) // NS, NY)) for t in ts.tolist()]
     assert minute_of_day(ts).tolist() == want
+
+
+@pytest.mark.parametrize("first, last", [
+    ((2024, 3, 11, 4, 0), (2024, 3, 12, 19, 59)),  # one offset: the numba pass
+    ((2024, 3, 8, 9, 30), (2024, 3, 11, 16, 0)),  # the March switch inside: numpy over zoneinfo offsets
+    ((2013, 11, 1, 12, 0), (2014, 3, 20, 12, 0)),  # the same offset at both ends, two switches between
+])
+def test_session_open_of_a_batch_matches_zoneinfo(first: tuple, last: tuple) -> None:
+    """`session_open_ns`: 09:30 New York of each stamp's local day (stamps of the extended session,
+    04:00 on); with `regular_only`, -1 outside 09:30-16:00 (minute starts on both edges
+    included), whichever path the batch takes."""
+    a, b = _ns(*first), _ns(*last)
+    ts = np.sort(np.random.default_rng(6).integers(a // MINUTE_NS, b // MINUTE_NS + 1, 4000)) * MINUTE_NS
+    ts = ts[minute_of_day(ts) >= 4 * 60]  # from 04:00 local (a switch day's 09:30 has another offset before 02:00)
+    days = sorted({datetime.fromtimestamp(int(t) // NS, NY).date() for t in ts.tolist()})
+    edges = [_ns(d.year, d.month, d.day, h, m) for d in days for h, m in ((9, 29), (9, 30), (15, 59), (16, 0))]
+    ts = np.concatenate([ts, np.array(edges, np.int64)])
+    opens, regular = [], []
+    for t in ts.tolist():
+        d = datetime.fromtimestamp(t // NS, NY)
+        o = _ns(d.year, d.month, d.day, 9, 30)
+        opens.append(o)
+        regular.append(o if o <= t < _ns(d.year, d.month, d.day, 16, 0) else -1)
+    assert session_open_ns(ts).tolist() == opens
+    assert session_open_ns(ts, regular_only=True).tolist() == regular
+    assert session_open_ns(ts[:1]).tolist() == opens[:1]
+    assert session_open_ns(np.empty(0, np.int64)).tolist() == []
