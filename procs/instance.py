@@ -15,6 +15,8 @@ import fcntl
 import json
 import logging
 import os
+import stat
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -371,6 +373,70 @@ class PidLock:
             pass
         os.close(self.fd)
         self.fd = None
+
+
+class PortLock:
+    """`scanner-<uid>/port-<port>.lock` in the system's temporary directory, held with flock for
+    the supervisor's lifetime when its gateways serve `http_port`.
+
+    The gateways listen with SO_REUSEPORT so that the processes of one instance share the port,
+    and the kernel lets any socket of the same user with that option join: a second instance
+    started on a port already served would not fail, but silently take part of the connections
+    (clients of one would talk to the other). Every instance of a user takes this lock first, so
+    the second start refuses, naming the first. (Another user's process, or one that binds
+    without SO_REUSEPORT, already makes the gateway's bind fail.)"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = settings.http_port if settings.serve and settings.http_port else 0
+        self.path = Path(tempfile.gettempdir()) / f"scanner-{os.getuid()}" / f"port-{self.port}.lock"
+        self.instance = settings.instance
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        if not self.port:  # nothing served, or an ephemeral port: nobody can share it by mistake
+            return
+        d = self.path.parent
+        try:
+            d.mkdir(mode=0o700, exist_ok=True)
+        except FileExistsError:  # something else by that name: refused below
+            pass
+        st = d.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise SupervisorError(f"{d} is not a directory of this user; remove it (it holds the port locks "
+                                  f"of this user's instances)")
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise SupervisorError(
+                        f"port {self.port} is served by another scanner instance of this user ({holder}); its "
+                        "gateways would share the port (SO_REUSEPORT) and take part of the connections: set "
+                        "another http_port"
+                    ) from None
+                raise
+            try:  # the file we locked is still the one at the path (a holder unlinks it on release)
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"instance {self.instance!r}, pid {os.getpid()}".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the file, then unlock it (`acquire` checks that the file it locked is still there)."""
+        if self.fd is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
 
 
 def remove_stale_segments(instance: str) -> None:

@@ -26,6 +26,7 @@ from procs.forkserver import ForkServer
 from procs.instance import (
     InstanceSetup,
     PidLock,
+    PortLock,
     assign_cores,
     process_names,
     remove_stale_segments,
@@ -69,6 +70,7 @@ class Supervisor:
     def __init__(self, settings: Settings, *, on_ready: object = None) -> None:
         self.s = settings
         self.lock = PidLock(settings)
+        self.port_lock = PortLock(settings)  # a second instance on our port would share it silently
         self.children: dict[str, Child] = {}
         self.by_pid: dict[int, Child] = {}
         self.stopping = False
@@ -218,8 +220,10 @@ class Supervisor:
         check_memory_model()
         self.lock.acquire()
         try:
+            self.port_lock.acquire()
             return self._run()
         finally:
+            self.port_lock.release()
             self.lock.release()
 
     def _run(self) -> int:

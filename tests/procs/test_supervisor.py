@@ -45,6 +45,12 @@ def test_lifecycle_restart_checkpoint(inst: Instance) -> None:
     # a second start of the same instance refuses, clearly
     r = inst.cli("start", "--foreground", check=False)
     assert r.returncode == 1 and "already running" in r.stderr
+    # and so does another instance on the same port (its gateways would share it: procs.instance.PortLock)
+    other = Instance(inst.data_dir.parent / "other", f"o{os.getpid()}", SCANNER_HTTP_PORT=str(inst.port))
+    r = other.cli("start", "--foreground", check=False)
+    assert r.returncode == 1 and f"port {inst.port} is served by another scanner instance" in r.stderr, r.stderr
+    assert repr(inst.name) in r.stderr
+    assert not instance_segments(other.name)
 
     # kill -9 of every child: restarted (new pid) within 2 s, restart counted
     for name in ("ingest", "bars", "indicators", "scan-1", "publisher", "gateway"):
