@@ -124,7 +124,7 @@ def run_backtest(settings: Settings, rule_list: list, out: Path, *, skipped: lis
     collector: Collector | None = None
     interrupted, error = False, None
     snap = None
-    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         with _Progress(estimate_rows(spec)) as bar:
             while True:

@@ -144,7 +144,7 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: 
     proc, log_from = launch_supervisor(settings)
     watch = None
     interrupted = False
-    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         total = estimate_rows(spec)
         with _Progress(total) as bar:
@@ -206,8 +206,19 @@ def run_replay(settings: Settings, *, bars_out: Path | None = None, alerts_out: 
     return 0
 
 
+_UNWINDING: list[int] = []  # the signal whose KeyboardInterrupt is unwinding (until `restore_signals`)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # TERM / HUP to this command stop the replay like Ctrl-C
+    """Ctrl-C, TERM or HUP to this command: stop the replay, once. Every stop signal is ignored
+    from here on (`hold_signals`), and one that was already on its way when this handler ran is
+    not raised again: a second KeyboardInterrupt raised while the first unwinds (before the
+    `finally` that stops the instance holds the signals) killed the command there, exit -2, with
+    the pipeline left running."""
+    hold_signals()
+    if not _UNWINDING:
+        _UNWINDING.append(signum)
+        raise KeyboardInterrupt
 
 
 def hold_signals() -> dict[int, Any]:
@@ -223,6 +234,7 @@ def restore_signals(held: dict[int, Any], previous: dict[int, Any]) -> None:
     what `hold_signals` found, which were the command's)."""
     for sig, handler in {**held, **previous}.items():
         signal.signal(sig, handler)
+    _UNWINDING.clear()
 
 
 def _stop(proc: subprocess.Popen, settings: Settings) -> int:
