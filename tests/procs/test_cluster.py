@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,10 +37,12 @@ def column(name: str, metric: str) -> tuple[list[str], np.ndarray]:
 PROBE = {"id": "cluster-probe", "name": "probe", "type": "numeric", "metric": "price", "operator": ">", "value": 0}
 
 
-async def probe_reaches_both_gateways(urls: list[str], ports: list[int], a_syms: set[str], b_syms: set[str]) -> None:
+async def probe_reaches_both_gateways(urls: list[str], ports: list[int], a_syms: set[str], b_syms: set[str],
+                                      counters: Callable[[], list[dict]]) -> None:
     """Clients on both gateways, then a rule (through the first host) that every traded symbol of
     both hosts matches: each client must see alerts of both hosts' symbols. On a timeout, what
-    each client saw and what each host says it matched and published go into the failure."""
+    each client saw, what each host says it matched and published, and each host's scan and
+    publisher counters (`counters`) go into the failure."""
     seen = [{"a": 0, "b": 0, "frames": 0, "other": 0} for _ in ports]
 
     async def collect(ws: websockets.ClientConnection, mine: dict[str, int]) -> None:
@@ -68,7 +71,7 @@ async def probe_reaches_both_gateways(urls: list[str], ports: list[int], a_syms:
                     matches = (await http.get(f"{url}/api/rules/{PROBE['id']}/matches")).text[:300]
                     recent = (await http.get(f"{url}/api/alerts/recent")).text[:300]
                     hosts.append({"url": url, "matches": matches, "recent": recent})
-                raise AssertionError(f"clients saw {seen}; hosts: {hosts}") from None
+                raise AssertionError(f"clients saw {seen}; hosts: {hosts}; processes: {counters()}") from None
     finally:
         for ws in conns:
             await ws.close()
@@ -102,7 +105,12 @@ def test_two_hosts_behave_as_one_scanner(tmp_path: Path, redis_server: RedisServ
         # gateway that starts later misses what was published before; it is not the case tested)
         r = redis.Redis.from_url(redis_server.url)
         eventually(lambda: r.pubsub_numsub("alerts")[0][1] >= 2, 60, 0.2, "both gateways subscribed to alerts")
-        asyncio.run(probe_reaches_both_gateways([a_url, b_url], [a.port, b.port], set(a_keys), set(b_keys)))
+        def counters() -> list[dict]:  # what each host's scan worker and publisher counted (in, out, drops ...)
+            keep = ("name", "alive", "state", "restarts", "in", "out", "drops", "errors")
+            return [{inst.name: [{k: p.get(k) for k in keep} for p in inst.status()["processes"]
+                                 if p["name"] in ("scan-0", "publisher")]} for inst in (a, b)]
+
+        asyncio.run(probe_reaches_both_gateways([a_url, b_url], [a.port, b.port], set(a_keys), set(b_keys), counters))
         eventually(lambda: any(r["id"] == "cluster-probe" for r in httpx.get(f"{b_url}/api/rules").json()), 30, 0.2,
                    "the rule on the other host")
 
