@@ -334,6 +334,20 @@ def assign_cores(names: list[str], settings: Settings) -> dict[str, int | None]:
     return out
 
 
+def try_flock(path: Path, mode: int) -> int | None:
+    """Open `path` (created with `mode`) and take an exclusive flock on it without waiting: the
+    descriptor, or None when another process holds the lock."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
 class PidLock:
     """`<instance>.lock` held with flock for the supervisor's lifetime; `<instance>.pid` written
     atomically beside it. A second start on the same instance finds the lock taken."""
@@ -346,18 +360,13 @@ class PidLock:
 
     def acquire(self) -> None:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                pid = read_pid(self.pid_path)
-                raise SupervisorError(
-                    f"instance {self.instance!r} is already running (pid {pid or '?'}); "
-                    "stop it first with `scanner stop`"
-                ) from None
-            raise
+        fd = try_flock(self.lock_path, 0o644)
+        if fd is None:
+            pid = read_pid(self.pid_path)
+            raise SupervisorError(
+                f"instance {self.instance!r} is already running (pid {pid or '?'}); "
+                "stop it first with `scanner stop`"
+            )
         self.fd = fd
         tmp = self.pid_path.with_name(self.pid_path.name + ".tmp")
         tmp.write_text(f"{os.getpid()}\n")
@@ -405,19 +414,17 @@ class PortLock:
             raise SupervisorError(f"{d} is not a directory of this user; remove it (it holds the port locks "
                                   f"of this user's instances)")
         while True:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise SupervisorError(
-                        f"port {self.port} is served by another scanner instance of this user ({holder}); its "
-                        "gateways would share the port (SO_REUSEPORT) and take part of the connections: set "
-                        "another http_port"
-                    ) from None
-                raise
+            fd = try_flock(self.path, 0o600)
+            if fd is None:
+                try:
+                    holder = self.path.read_text(errors="replace").strip() or "?"
+                except FileNotFoundError:  # released since: the holder's name is gone with its file
+                    holder = "?"
+                raise SupervisorError(
+                    f"port {self.port} is served by another scanner instance of this user ({holder}); its "
+                    "gateways would share the port (SO_REUSEPORT) and take part of the connections: set "
+                    "another http_port"
+                )
             try:  # the file we locked is still the one at the path (a holder unlinks it on release)
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
