@@ -136,10 +136,9 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
     the helper: the 1-minute engine, then each timeframe's bars and engine (on the 16:00 close
     every timeframe closes 10,000 bars, and a timeframe's fold and engine cost about what the
     1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`)."""
-    if len(closed) > tfb.max_fold_bars:  # a catch-up's batch: in chunks, each shared like a minute close
-        n = tfb.n_rows
-        chunks = [fold_closed(helper, engine, tfb, tfi, closed[i:i + n], watermark_ns if i + n >= len(closed) else None,
-                              rows_state) for i in range(0, len(closed), n)]
+    if len(closed) > tfb.max_fold_bars:  # a catch-up's batch: in pieces, each shared like a minute close
+        chunks = [fold_closed(helper, engine, tfb, tfi, piece, wm, rows_state)
+                  for piece, wm in tfb.pieces(closed, watermark_ns)]
         return [concat([c[j] for c in chunks]) for j in range(len(TIMEFRAMES))]
     if len(closed) < PARALLEL_FOLD_BARS:
         engine.on_bars_closed(closed)

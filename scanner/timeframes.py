@@ -243,11 +243,15 @@ class TimeframeBars:
             return (self.close_due(watermark_ns, rows_state) if watermark_ns is not None
                     else [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES])
         if len(bars) > self.max_fold_bars:
-            n = self.n_rows
-            parts = [self.on_bars_closed(bars[i:i + n], watermark_ns if i + n >= len(bars) else None, rows_state)
-                     for i in range(0, len(bars), n)]
+            parts = [self.on_bars_closed(piece, wm, rows_state) for piece, wm in self.pieces(bars, watermark_ns)]
             return [concat([p[j] for p in parts]) for j in range(len(TIMEFRAMES))]
         return [task() for task in self.fold_tasks(bars, watermark_ns, rows_state)]
+
+    def pieces(self, bars: np.ndarray, watermark_ns: int | None) -> list[tuple[np.ndarray, int | None]]:
+        """A batch larger than `max_fold_bars` as pieces of `n_rows` bars (each within a fold's
+        bound), the watermark given with the last piece only: its close must follow every bar."""
+        n = self.n_rows
+        return [(bars[i:i + n], watermark_ns if i + n >= len(bars) else None) for i in range(0, len(bars), n)]
 
     def fold_tasks(self, bars: np.ndarray, watermark_ns: int | None = None,
                    rows_state: np.ndarray | None = None) -> list[Callable[[], np.ndarray]]:
@@ -293,12 +297,13 @@ class TimeframeBars:
         open bucket for the day it comes back (the rebuild skips the bars folded already). Call
         `rows_changed` when `rows_state` changes, so the next call looks at every row again."""
         wm = int(watermark_ns)
-        if self._due_minute(wm) <= self._closed_to:
+        due = self._due_minute(wm)
+        if due <= self._closed_to:
             return [np.empty(0, BAR_DTYPE) for _ in TIMEFRAMES]  # nothing fell due since that pass
         states = self._all_live if rows_state is None else rows_state
         for j in range(len(TIMEFRAMES)):
             self._close_due_tf(j, wm, states)
-        self._closed_to = self._due_minute(wm)
+        self._closed_to = due
         return self._result()
 
     def _due_minute(self, watermark_ns: int) -> int:
