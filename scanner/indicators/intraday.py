@@ -102,6 +102,22 @@ def _fold(sym: Arr, minute_ns: Arr, open_ns: Arr, high: Arr, low: Arr, close: Ar
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _minute_of(last: int) -> int:
+    """The minute number of a row's last bar (`last_min`, epoch ns; 0: none) for `_at`, -1 for none."""
+    return last // MINUTE_NS if last != 0 else -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _widen(hi: float, lo: float, h: float, lw: float) -> tuple[float, float]:
+    """(hi, lo) widened by a bar's high `h` and low `lw`; a NaN on either side counts as none."""
+    if h == h and not h <= hi:
+        hi = h
+    if lw == lw and not lw >= lo:
+        lo = lw
+    return hi, lo
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _at(ring: Arr, f: int, t: int, li: int, r: np.uint64, before: float) -> float:
     """Field `f` of the ring (0 close, 3 running volume: carried) as of minute `t` for a row whose
     last bar is minute `li` (-1: none): `before` when the row has no bar yet, NaN when the ring
@@ -136,15 +152,13 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
         t = now - roll[k]
         for q in range(nq):
             r = np.uint64(rows[q])
-            last = last_min[r]
-            li = last // MINUTE_NS if last != 0 else -1
-            x = _at(ring, 0, t, li, r, np.nan)
+            x = _at(ring, 0, t, _minute_of(last_min[r]), r, np.nan)
             o[r] = (price[r] - x) / x * 100.0 if x > 0 else np.nan
     o = out[o_v15]
     for q in range(nq):
         r = np.uint64(rows[q])
         last = last_min[r]
-        li = last // MINUTE_NS if last != 0 else -1
+        li = _minute_of(last)
         v15 = _at(ring, 3, now - 1, li, r, 0.0) - _at(ring, 3, now - 15, li, r, 0.0)
         bs = bar_start[r]
         if bs != 0 and bs > last and bs >= from15:
@@ -154,23 +168,15 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
     for q in range(nq):
         r = np.uint64(rows[q])
         last = last_min[r]
-        li = last // MINUTE_NS if last != 0 else -1
+        li = _minute_of(last)
         hi = np.nan
         lo = np.nan
         for t in range(max(now - 4, li - _MASK), min(now, li + 1)):
             s = np.uint64(t & _MASK)
-            h1, l1 = ring[1, s, r], ring[2, s, r]
-            if h1 == h1 and not h1 <= hi:
-                hi = h1
-            if l1 == l1 and not l1 >= lo:
-                lo = l1
+            hi, lo = _widen(hi, lo, ring[1, s, r], ring[2, s, r])
         bs = bar_start[r]
         if bs != 0 and bs > last and bs >= from5:
-            h1, l1 = bar_high[r], bar_low[r]
-            if h1 == h1 and not h1 <= hi:
-                hi = h1
-            if l1 == l1 and not l1 >= lo:
-                lo = l1
+            hi, lo = _widen(hi, lo, bar_high[r], bar_low[r])
         o[r] = (hi - lo) / lo * 100.0 if lo > 0 else np.nan
     for j in range(or_n.shape[0]):
         end = open_ns + or_n[j] * MINUTE_NS
