@@ -13,7 +13,11 @@ live values for every indicator-owned column of the symbol table.
   is defined.
 
 Bars whose close is NaN (no price at all) are skipped. The SMA running sums are re-added from
-the ring every `RING` bars so that rounding cannot drift over long runs.
+the ring of closes (as long as the longest SMA) once per turn of it, so that rounding cannot
+drift over long runs.
+
+A higher timeframe's engine (`intraday=False`, `scanner.indicators.timeframes`) keeps only what
+its columns need: no rolling moves, no volume ring, and its own SMA periods (`sma_periods`).
 """
 
 from __future__ import annotations
@@ -38,22 +42,29 @@ from scanner.indicators.volume import (
     relative_volume,
 )
 from scanner.metrics import CATALOGUE, HIST, Owner
-from scanner.prefetch import prefetch
+from scanner.prefetch import cache_rows, prefetch
 from scanner.session import DAY_NS, MINUTE_NS, local_ns, session_bounds_ns, trading_day
 
 SMA_PERIODS = (20, 50, 200)
 EMA_PERIODS = (9, 20)
 RSI_PERIOD = 14
 ATR_PERIOD = 14
-RING = 200  # closes kept per symbol: the longest SMA
 VOL_BARS = 5  # closed bars kept for volume_5m
 PREFETCH = 8  # rows ahead whose ring lines a kernel asks for (`scanner.prefetch`)
 
 # columns the numba live kernel writes, in kernel order
 Arr = np.ndarray
 Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
-KERNEL_OUT = _KERNEL_OUT = ("rsi_14", *(f"sma_{p}" for p in SMA_PERIODS), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
-               "volume_1m", "volume_5m", "consecutive_up", "consecutive_down")
+VOLUME_OUT = ("volume_1m", "volume_5m", "consecutive_up", "consecutive_down")  # the 1-minute engine's only
+
+
+def kernel_out(sma_periods: tuple[int, ...] = SMA_PERIODS, *, volumes: bool = True) -> tuple[str, ...]:
+    """The columns `_live` writes, in its order, for an engine with these SMA periods."""
+    return ("rsi_14", *(f"sma_{p}" for p in sma_periods), *(f"ema_{p}" for p in EMA_PERIODS), "atr_14",
+            *(VOLUME_OUT if volumes else ()))
+
+
+KERNEL_OUT = _KERNEL_OUT = kernel_out()  # the 1-minute engine's (the longest)
 INDICATOR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.INDICATORS))
 # the input columns the per-row kernels of `update_live` read (`_live` here, then `Intraday`'s)
 ROW_INPUTS = tuple(dict.fromkeys(("bar_start_ns", "bar_close", "bar_volume", *intraday_inputs)))
@@ -62,12 +73,20 @@ _H_MIN, _H_H, _H_L, _H_C, _H_V = HIST["minute"], HIST["high"], HIST["low"], HIST
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _after(slot: int, back: int, length: int) -> np.uint64:
+    """The ring slot `back` before `slot` (0 <= back <= length): a subtraction, not a second
+    modulo (a division per window and bar, with a ring length known only at run time)."""
+    t = slot - back
+    return np.uint64(t + length if t < 0 else t)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr,
-                  v5v: Arr, sma_p: Arr) -> None:
+                  v5v: Arr, sma_p: Arr, vols: bool) -> None:
     """Ask for the lines a bar of `row` touches: its state (views of one row-major buffer, so
     these are the row's two lines, asked for field by field, which measured faster than two
     prefetches or none), the ring slot it writes, the closes that leave the SMA windows after it
-    (`leave`), its volume ring."""
+    (`leave`), its volume ring (`vols`)."""
     r = np.uint64(row)
     for a in st_i:
         prefetch(a, r)
@@ -79,28 +98,34 @@ def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, lea
     for j in range(ema.shape[0]):
         prefetch(ema, np.uint64(j), r)
     c = st_i[0][r]
-    prefetch(ring, r, np.uint64(c % RING))
+    n_ring = ring.shape[1]
+    slot = c % n_ring
+    prefetch(ring, r, np.uint64(slot))
     for j in range(sma_p.shape[0]):
         if c + 1 >= sma_p[j]:  # a window not full after the bar reads nothing
-            prefetch(ring, r, np.uint64((c + 1 - sma_p[j]) % RING))
-    prefetch(v5m, r, np.uint64(0))
-    prefetch(v5v, r, np.uint64(0))
+            prefetch(ring, r, _after(slot + 1, sma_p[j], n_ring))
+    if vols:
+        prefetch(v5m, r, np.uint64(0))
+        prefetch(v5v, r, np.uint64(0))
 
 
 @njit(cache=True, nogil=True)
 def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, st_f: Rows, st_i: Rows,
-               ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+               ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr,
+               vols: bool) -> None:
     """Fold closed bars, in order, into the state (one loop, no call per bar: a call with this
     many array arguments costs ten times the work). The previous close (`st_f[3]`) and the
     close each SMA window drops with the next bar (`leave`) are kept per row, so the live
-    values read no ring; the fold reads the ring at slots of the row's own (its bar count), so
-    the ring lines of the bar `PREFETCH` ahead are asked for first (`scanner.prefetch`)."""
+    values read no ring; the fold reads the ring (as long as the longest window) at slots of
+    the row's own (its bar count), so the ring lines of the bar `PREFETCH` ahead are asked for
+    first (`scanner.prefetch`). `vols`: keep the last bars' volumes (`volume_5m`)."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
     gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
     n = sym.shape[0]
+    n_ring = ring.shape[1]
     for k in range(n):
         if k + PREFETCH < n:
-            _prefetch_row(sym[k + PREFETCH], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p)
+            _prefetch_row(sym[k + PREFETCH], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, vols)
         r = np.uint64(sym[k])  # unsigned: numba adds no negative-index wraparound to each access
         x = close[k]
         mn = minute_ns[k]
@@ -123,27 +148,29 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
         else:
             up[r] = 0
             down[r] = 0
-        ring[r, np.uint64(c % RING)] = x
+        slot = c % n_ring
+        ring[r, np.uint64(slot)] = x
         last_close[r] = x
         for j in range(sma_p.shape[0]):  # what leaves each window with the next bar (0: not full)
             p = sma_p[j]
-            leave[j, r] = ring[r, np.uint64((c + 1 - p) % RING)] if c + 1 >= p else 0.0
-        v5m[r, np.uint64(c % VOL_BARS)] = mn
-        v5v[r, np.uint64(c % VOL_BARS)] = volume[k]
+            leave[j, r] = ring[r, _after(slot + 1, p, n_ring)] if c + 1 >= p else 0.0
+        if vols:
+            v5m[r, np.uint64(c % VOL_BARS)] = mn
+            v5v[r, np.uint64(c % VOL_BARS)] = volume[k]
         count[r] = c + 1
         last_min[r] = mn
-        if (c + 1) % RING == 0:  # re-add the windows exactly: no rounding drift over long runs
+        if slot == n_ring - 1:  # re-add the windows exactly: no rounding drift over long runs
             for j in range(sma_p.shape[0]):
                 p = sma_p[j]
                 s = 0.0
                 for i in range(c + 1 - p, c + 1):
-                    s += ring[r, np.uint64(i % RING)]
+                    s += ring[r, np.uint64(i % n_ring)]
                 sma_sum[j, r] = s
 
 
 @njit(cache=True, nogil=True)
 def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr,
-                  ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr) -> None:
+                  ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, vols: bool) -> None:
     """Fold the bars of history rows `hist[:, i]` (state row `row0 + i`), oldest first (one
     `_fold_bars` per row): the whole ring with `row0` 0, or a chunk of its rows."""
     k = hist.shape[2]
@@ -158,17 +185,17 @@ def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring:
         for i in range(m):
             mn[i] = np.int64(hist[_H_MIN, r, slots[i]]) * MINUTE_NS
         _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots],
-                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, ema_p)
+                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, ema_p, vols)
 
 
 @njit(cache=True, nogil=True)
 def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
-          sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, rows: Arr, bar_only: bool,
-          out: Rows) -> None:
-    """Live values of the kernel columns (`_KERNEL_OUT` order) for the rows `rows`; with
-    `bar_only`, the four volume and streak rows of `out` are left alone (a higher timeframe
-    discards them). Reads no ring (`ring` is unused): the previous close and the closes that
-    leave the SMA windows are kept per row by the fold."""
+          sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, vols: bool, rows: Arr,
+          bar_only: bool, out: Rows) -> None:
+    """Live values of the kernel columns (the engine's `kernel_out` order) for the rows `rows`;
+    with `bar_only` (always, without `vols`), the four volume and streak rows of `out` are left
+    alone (a higher timeframe has none). Reads no ring (`ring` is unused): the previous close
+    and the closes that leave the SMA windows are kept per row by the fold."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
     gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
     n_sma = sma_p.shape[0]
@@ -211,33 +238,39 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
 class IndicatorEngine:
     """Indicator state for `n_rows` symbols (private arrays: rebuilt by `warm_up` on restart)."""
 
-    def __init__(self, n_rows: int, *, intraday: bool = True) -> None:
+    def __init__(self, n_rows: int, *, intraday: bool = True, sma_periods: tuple[int, ...] = SMA_PERIODS) -> None:
+        """`intraday`: the 1-minute engine (rolling moves and landmarks, the volume and streak
+        columns); else a higher timeframe's, whose `update_kernel` writes the bar indicators only."""
         if n_rows <= 0:
             raise ValueError(f"'n_rows' must be positive, was {n_rows}")
+        if not sma_periods or min(sma_periods) <= 0 or len(sma_periods) > len(SMA_PERIODS):
+            raise ValueError(f"'sma_periods' must be 1 to {len(SMA_PERIODS)} positive periods, was {sma_periods}")
         self.n_rows = n_rows
-        self._sma_p = np.array(SMA_PERIODS, np.int64)
+        self.volumes = intraday
+        self.kernel_out = kernel_out(sma_periods, volumes=intraday)
+        self._sma_p = np.array(sma_periods, np.int64)
         self._ema_p = np.array(EMA_PERIODS, np.int64)
         # the rings are [row, slot], unlike the field-major rest: rows' bar counts differ, so a fold
         # reads each row at slots of its own, and a row's slots then share lines and pages. Written
         # now (`full`, not `zeros`): a row's first bar would fault in a page per row, 20-30 ms at
-        # the 16:00 close that gives every row its first daily bar
-        self.ring = np.full((n_rows, RING), 0.0)
-        self.v5_minute = np.zeros((n_rows, VOL_BARS), np.int64)
-        self.v5_volume = np.zeros((n_rows, VOL_BARS))
+        # the 16:00 close that gives every row its first daily bar. As long as the longest SMA:
+        # a higher timeframe's 50 closes take a quarter of the memory (and cache) of 200
+        self.ring = np.full((n_rows, max(sma_periods)), 0.0)
+        vol_rows = n_rows if intraday else 0
+        self.v5_minute = np.zeros((vol_rows, VOL_BARS), np.int64)
+        self.v5_volume = np.zeros((vol_rows, VOL_BARS))
         # the per-row state: field-major views (`state_i[f]`, `sma_sum[j]` ...) of one row-major
         # buffer, so a row's state is two cache lines that a fold or a live refresh reads together
         # (as separate arrays a fold read some twenty streams at once, more than the hardware
         # prefetchers follow)
-        n_sma, n_ema = len(SMA_PERIODS), len(EMA_PERIODS)
-        width = 8 + 2 * n_sma + n_ema
-        raw = np.zeros(n_rows * width + 8)
-        off = (-raw.ctypes.data % 64) // 8  # rows start on a cache line (width 16: two lines each)
-        self._state = raw[off:off + n_rows * width].reshape(n_rows, width)
+        n_sma, n_ema = len(sma_periods), len(EMA_PERIODS)
+        assert 8 + 2 * n_sma + n_ema <= 16
+        self._state = cache_rows((n_rows, 16))  # two whole lines a row
         self.state_i = self._state.view(np.int64)[:, 0:4].T  # closes folded, last bar minute_ns, up, down
         self.state_f = self._state[:, 4:8].T  # rsi avg gain, rsi avg loss, atr, last close
         self.sma_sum = self._state[:, 8:8 + n_sma].T
         self.sma_leave = self._state[:, 8 + n_sma:8 + 2 * n_sma].T  # the close each window drops with the next bar
-        self.ema = self._state[:, 8 + 2 * n_sma:].T
+        self.ema = self._state[:, 8 + 2 * n_sma:8 + 2 * n_sma + n_ema].T
         self.profile: np.ndarray | None = None
         self._scratch = np.zeros(n_rows)
         self._day = (0, 0)  # (trading day, open_ns) cache for update_live
@@ -259,7 +292,7 @@ class IndicatorEngine:
 
     def _args(self) -> tuple:
         return (tuple(self.state_f), tuple(self.state_i), self.ring, self.sma_sum, self.sma_leave, self.ema,
-                self.v5_minute, self.v5_volume, self._sma_p, self._ema_p)
+                self.v5_minute, self.v5_volume, self._sma_p, self._ema_p, self.volumes)
 
     def warm_up(self, hist: np.ndarray, hist_head: np.ndarray) -> None:
         """Rebuild the state from the bar-history ring `hist[field, row, slot]` (HIST_FIELDS
@@ -318,6 +351,8 @@ class IndicatorEngine:
         caller that knows nothing those kernels read changed for the other rows since its last
         call (`scanner.indicators.live_rows`): their `ROW_INPUTS`, their closed bars, the minute.
         The other columns, which move with the clock, are recomputed for every row."""
+        if not self.volumes:
+            raise ValueError("a higher timeframe's engine has no update_live; see update_kernel")
         c = columns
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
@@ -350,8 +385,8 @@ class IndicatorEngine:
 
     def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows,
                       rows: np.ndarray | None = None) -> None:
-        """Only the bar indicators (`KERNEL_OUT` order: RSI, SMAs, EMAs, ATR; the four volume and
-        streak rows of `out` are not written) for a live bar of this engine's timeframe:
+        """Only the bar indicators (`kernel_out` order: RSI, SMAs, EMAs, ATR; `out`'s further rows
+        are not written) for a live bar of this engine's timeframe:
         `bar_start` (0 = none, else newer than the last folded bar) and its close; for `rows`
         only (None = all), as in `update_live`."""
         now_min = event_ns - event_ns % MINUTE_NS

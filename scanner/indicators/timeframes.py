@@ -30,15 +30,22 @@ COLUMNS = tuple([f"{k}_{tf}" for tf in TIMEFRAMES for k in TIMEFRAME_INDICATORS]
                 + ["pct_from_sma_50_1d", "pct_from_sma_200_1d"])
 
 
-def _out_names(tf: str) -> list[str | None]:
-    """Column of each engine kernel output row for timeframe `tf` (None: discarded)."""
-    names: list[str | None] = []
-    for k in KERNEL_OUT:
-        if k in TIMEFRAME_INDICATORS or (tf == "1d" and k == "sma_200"):
-            names.append(f"{k}_{tf}")
-        else:
-            names.append(None)
-    return names
+def _has_column(tf: str, k: str) -> bool:
+    """Whether the 1-minute indicator `k` has a column for timeframe `tf`."""
+    return k in TIMEFRAME_INDICATORS or (tf == "1d" and k == "sma_200")
+
+
+def sma_periods(tf: str) -> tuple[int, ...]:
+    """The SMA periods timeframe `tf` has columns for: its engine keeps no other (a ring of 50
+    closes for the intraday timeframes, 200 for the day's)."""
+    return tuple(int(k[4:]) for k in KERNEL_OUT if k.startswith("sma_") and _has_column(tf, k))
+
+
+def _out_names(tf: str, engine: IndicatorEngine) -> list[str | None]:
+    """Column of each of `engine`'s kernel output rows for timeframe `tf` (None: discarded),
+    as many as the 1-minute engine has (one `_live` signature for every engine)."""
+    names: list[str | None] = [f"{k}_{tf}" if _has_column(tf, k) else None for k in engine.kernel_out]
+    return names + [None] * (len(KERNEL_OUT) - len(names))
 
 
 @njit(cache=True, nogil=True)
@@ -101,7 +108,8 @@ class TimeframeIndicators:
 
     def __init__(self, n_rows: int) -> None:
         self.n_rows = n_rows
-        self.engines = {tf: IndicatorEngine(n_rows, intraday=False) for tf in TIMEFRAMES}
+        self.engines = {tf: IndicatorEngine(n_rows, intraday=False, sma_periods=sma_periods(tf)) for tf in TIMEFRAMES}
+        self._names = {tf: _out_names(tf, self.engines[tf]) for tf in TIMEFRAMES}
         self._scratch = np.empty((len(KERNEL_OUT), n_rows))
         self._start = np.empty(n_rows, np.int64)
         self._close = np.empty(n_rows)
@@ -140,7 +148,7 @@ class TimeframeIndicators:
                 _buckets(bs1, bc1, TF_MINUTES[tf] * MINUTE_NS, 0, rows, b1)
             s_tf, live = tfb.start[j], tfb.live[j]
             _live_bar(b1, s_tf, bc1, live[_C], rows, self._start, self._close)
-            out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(_out_names(tf)))
+            out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(self._names[tf]))
             eng.update_kernel(self._start, self._close, event_ns, out, rows)
             if tf != "1d":
                 _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], live[_V], live[_PV], rows,

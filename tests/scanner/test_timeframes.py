@@ -12,7 +12,8 @@ import talib
 from scanner.bars import BarAggregator, new_columns, new_history
 from scanner.feeds.common import SymbolMap
 from scanner.feeds.lean import lean_tick_files, read_lean_ticks
-from scanner.indicators.engine import IndicatorEngine
+from scanner.indicators.engine import KERNEL_OUT
+from scanner.indicators.timeframes import TimeframeIndicators
 from scanner.metrics import HIST
 from scanner.records import BAR_DTYPE
 from scanner.session import MINUTE_NS, session_bounds_ns
@@ -31,22 +32,23 @@ def run() -> dict[str, object]:
     hist, head = new_history(n)
     agg = BarAggregator(new_columns(n), hist, head)
     tf = TimeframeBars(n)
-    engines = {t: IndicatorEngine(n) for t in TIMEFRAMES}
+    engines = TimeframeIndicators(n).engines  # as the indicator process has them (SMA periods, ring length)
+    outs = np.full((len(KERNEL_OUT), n), np.nan)
+    no_live_bar, no_close = np.zeros(n, np.int64), np.full(n, np.nan)
     closed: dict[str, list[np.ndarray]] = {t: [] for t in TIMEFRAMES}
     finals: dict[str, list[tuple[int, int, dict[str, float]]]] = {t: [] for t in TIMEFRAMES}
-    cols = table_columns(n)
-    cols["bar_start_ns"][:] = 0
 
     def take(parts: list[np.ndarray]) -> None:
         for t, b in zip(TIMEFRAMES, parts, strict=True):
             if len(b):
                 closed[t].append(b)
-                engines[t].on_bars_closed(b)
-                engines[t].update_live(cols, int(b["minute_ns"].max()) + MINUTE_NS)
+                eng = engines[t]
+                eng.on_bars_closed(b)
+                eng.update_kernel(no_live_bar, no_close, int(b["minute_ns"].max()) + MINUTE_NS, tuple(outs))
                 for r in np.unique(b["sym"]):
-                    finals[t].append((int(r), int(engines[t].bars_seen[r]),
-                                      {k: float(cols[k][r]) for k in ("rsi_14", "sma_20", "sma_50", "ema_9",
-                                                                       "ema_20", "atr_14")}))
+                    finals[t].append((int(r), int(eng.bars_seen[r]),
+                                      {k: float(outs[eng.kernel_out.index(k), r])
+                                       for k in ("rsi_14", "sma_20", "sma_50", "ema_9", "ema_20", "atr_14")}))
 
     for i in range(0, len(ticks), 20_000):
         take(tf.on_bars_closed(agg.on_ticks(ticks[i:i + 20_000])))
@@ -109,6 +111,8 @@ def test_timeframe_bars_equal_pandas_resample(run: dict, tf: str) -> None:
 
 @pytest.mark.parametrize("tf", ["5m", "15m"])
 def test_timeframe_indicators_equal_talib(run: dict, tf: str) -> None:
+    """The timeframe engines (a ring of 50 closes: SMA(50) is their longest) after every close,
+    over more bars than their ring holds."""
     want = _resample(run["ref1m"], tf)
     checked = 0
     for r, g in want.groupby("sym"):
