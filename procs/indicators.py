@@ -52,7 +52,7 @@ from scanner.metrics import CATALOGUE, Owner
 from scanner.records import BAR_DTYPE
 from scanner.storage.history import StoredBars
 from scanner.timeframes import TIMEFRAMES, TimeframeBars
-from shm.records import concat
+from shm.records import concat, copied
 
 log = logging.getLogger("scanner.indicators")
 HIST_CHUNK_ROWS = 256  # history rows read and folded at a time (6.5 MB at K = 400)
@@ -135,9 +135,10 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
     then their engines). For a minute close of many symbols these are five tasks shared with
     the helper: the 1-minute engine, then each timeframe's bars and engine (on the 16:00 close
     every timeframe closes 10,000 bars, and a timeframe's fold and engine cost about what the
-    1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`)."""
+    1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`),
+    for a minute close of many symbols as views valid until the next fold or close of `tfb`."""
     if len(closed) > tfb.max_fold_bars:  # a catch-up's batch: in pieces, each shared like a minute close
-        chunks = [fold_closed(helper, engine, tfb, tfi, piece, wm, rows_state)
+        chunks = [[copied(p) for p in fold_closed(helper, engine, tfb, tfi, piece, wm, rows_state)]
                   for piece, wm in tfb.pieces(closed, watermark_ns)]
         return [concat([c[j] for c in chunks]) for j in range(len(TIMEFRAMES))]
     if len(closed) < PARALLEL_FOLD_BARS:
@@ -151,17 +152,23 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
         got[j] = fold()
         tfi.engines[TIMEFRAMES[j]].on_bars_closed(got[j])
 
-    helper.share([lambda: engine.on_bars_closed(closed),
-                  *(partial(timeframe, j, fold)
-                    for j, fold in enumerate(tfb.fold_tasks(closed, watermark_ns, rows_state)))])
+    # the longest first, the 1-minute engine's two short parts last, to even out the threads' ends
+    helper.share([*(partial(timeframe, j, fold)
+                    for j, fold in enumerate(tfb.fold_tasks(closed, watermark_ns, rows_state))),
+                  *engine.fold_tasks(closed)])
     return got
 
 
 def update_live(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBars, tfi: TimeframeIndicators,
                 cols: dict[str, np.ndarray], event_ns: int, rows: np.ndarray | None = None) -> None:
     """Every indicator column of `cols` at `event_ns` (for `rows`, see `IndicatorEngine.update_live`):
-    the 1-minute part here, the higher timeframes' on the helper."""
-    helper.run(lambda: engine.update_live(cols, event_ns, rows), lambda: tfi.update_live(cols, tfb, event_ns, rows))
+    the 1-minute engine's two parts and each timeframe's shared by this thread and the helper
+    (the longest first), then what reads their columns."""
+    mine, finish_1m = engine.live_tasks(cols, event_ns, rows)
+    theirs, finish_tf = tfi.live_tasks(cols, tfb, event_ns, rows)
+    helper.share([*mine, *theirs])
+    finish_1m()
+    finish_tf()
 
 
 def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:

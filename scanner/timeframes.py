@@ -223,11 +223,12 @@ class TimeframeBars:
     def _result(self) -> list[np.ndarray]:
         return [self._taken(j) for j in range(len(TIMEFRAMES))]
 
-    def _taken(self, j: int) -> np.ndarray:
-        """A copy of the bars timeframe j closed since the last call."""
-        res = copied(self._out[j, :self._n_out[j]])
+    def _taken(self, j: int, copy: bool = True) -> np.ndarray:
+        """The bars timeframe j closed since the last call: a copy, or (not `copy`) a view valid
+        until its next fold or close."""
+        res = self._out[j, :self._n_out[j]]
         self._n_out[j] = 0
-        return res
+        return copied(res) if copy else res
 
     @property
     def max_fold_bars(self) -> int:
@@ -245,7 +246,7 @@ class TimeframeBars:
         if len(bars) > self.max_fold_bars:
             parts = [self.on_bars_closed(piece, wm, rows_state) for piece, wm in self.pieces(bars, watermark_ns)]
             return [concat([p[j] for p in parts]) for j in range(len(TIMEFRAMES))]
-        return [task() for task in self.fold_tasks(bars, watermark_ns, rows_state)]
+        return [copied(task()) for task in self.fold_tasks(bars, watermark_ns, rows_state)]
 
     def pieces(self, bars: np.ndarray, watermark_ns: int | None) -> list[tuple[np.ndarray, int | None]]:
         """A batch larger than `max_fold_bars` as pieces of `n_rows` bars (each within a fold's
@@ -257,9 +258,11 @@ class TimeframeBars:
                    rows_state: np.ndarray | None = None) -> list[Callable[[], np.ndarray]]:
         """`on_bars_closed` in parts: marks the bars to fold here, and returns one call per
         timeframe (TIMEFRAMES order) that folds them into it (then, with `watermark_ns`, closes
-        its bars due then, as `close_due`) and returns the bars it closed. The calls share no
-        state, so they may run on different threads at once; each must run once, before the next
-        fold or close. At most `max_fold_bars` bars.
+        its bars due then, as `close_due`) and returns the bars it closed, as a view valid until
+        the next fold or close (at 16:00 a copy of 10,000 bars per timeframe that the caller folds
+        into its engine and drops). The calls share no state, so they may run on different
+        threads at once; each must run once, before the next fold or close. At most
+        `max_fold_bars` bars.
 
         The watermark's close in the same calls: at 16:00 it closes the buckets of the rows
         without a bar in the last minute (a third of them, every timeframe), which in a pass of
@@ -283,7 +286,7 @@ class TimeframeBars:
                   self._todo_b[j])
             if watermark_ns is not None:
                 self._close_due_tf(j, int(watermark_ns), states)
-            return self._taken(j)
+            return self._taken(j, copy=False)
 
         return [lambda j=j: task(j) for j in range(len(TIMEFRAMES))]
 

@@ -27,16 +27,21 @@ def sma_value(total: float, count: int, period: int) -> float:
 
 
 @njit(cache=True, nogil=True)
-def ema_next(state: float, count: int, period: int, x: float) -> float:
+def ema_next(state: float, count: int, period: int, x: float, k: float) -> float:
     """EMA state after `x`, seeded like TA-Lib: the state is the running sum of the first
-    closes until the `period`-th, which turns it into their mean; then
-    ema += 2 / (period + 1) * (x - ema)."""
+    closes until the `period`-th, which turns it into their mean; then ema += k * (x - ema)
+    with k = `ema_k(period)`, computed once by the caller (a division per bar otherwise)."""
     c1 = count + 1
     if c1 < period:
         return state + x
     if c1 == period:
         return (state + x) / period
-    return state + 2.0 / (period + 1.0) * (x - state)
+    return state + k * (x - state)
+
+
+def ema_k(period: np.ndarray) -> np.ndarray:
+    """The smoothing factor of each EMA period, 2 / (period + 1) (TA-Lib's PER_TO_K)."""
+    return 2.0 / (np.asarray(period, np.float64) + 1.0)
 
 
 @njit(cache=True, nogil=True)

@@ -22,14 +22,15 @@ its columns need: no rolling moves, no volume ring, and its own SMA periods (`sm
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import numpy as np
 from numba import njit
 
 from scanner.indicators import session as sm
 from scanner.indicators import trading_status as ts
-from scanner.indicators.averages import ema_next, ema_value, sma_next, sma_value
+from scanner.indicators.averages import ema_k, ema_next, ema_value, sma_next, sma_value
 from scanner.indicators.intraday import ROW_INPUTS as intraday_inputs
 from scanner.indicators.intraday import Intraday
 from scanner.indicators.momentum import rsi_next, rsi_value
@@ -73,14 +74,6 @@ _H_MIN, _H_H, _H_L, _H_C, _H_V = HIST["minute"], HIST["high"], HIST["low"], HIST
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _after(slot: int, back: int, length: int) -> np.uint64:
-    """The ring slot `back` before `slot` (0 <= back <= length): a subtraction, not a second
-    modulo (a division per window and bar, with a ring length known only at run time)."""
-    t = slot - back
-    return np.uint64(t + length if t < 0 else t)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr,
                   v5v: Arr, sma_p: Arr, vols: bool) -> None:
     """Ask for the lines a bar of `row` touches: its state (views of one row-major buffer, so
@@ -98,12 +91,11 @@ def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, lea
     for j in range(ema.shape[0]):
         prefetch(ema, np.uint64(j), r)
     c = st_i[0][r]
-    n_ring = ring.shape[1]
-    slot = c % n_ring
-    prefetch(ring, r, np.uint64(slot))
+    mask = ring.shape[1] - 1
+    prefetch(ring, r, np.uint64(c & mask))
     for j in range(sma_p.shape[0]):
         if c + 1 >= sma_p[j]:  # a window not full after the bar reads nothing
-            prefetch(ring, r, _after(slot + 1, sma_p[j], n_ring))
+            prefetch(ring, r, np.uint64((c + 1 - sma_p[j]) & mask))
     if vols:
         prefetch(v5m, r, np.uint64(0))
         prefetch(v5v, r, np.uint64(0))
@@ -112,17 +104,19 @@ def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, lea
 @njit(cache=True, nogil=True)
 def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, st_f: Rows, st_i: Rows,
                ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr,
-               vols: bool) -> None:
+               ema_f: Arr, vols: bool) -> None:
     """Fold closed bars, in order, into the state (one loop, no call per bar: a call with this
     many array arguments costs ten times the work). The previous close (`st_f[3]`) and the
     close each SMA window drops with the next bar (`leave`) are kept per row, so the live
-    values read no ring; the fold reads the ring (as long as the longest window) at slots of
-    the row's own (its bar count), so the ring lines of the bar `PREFETCH` ahead are asked for
-    first (`scanner.prefetch`). `vols`: keep the last bars' volumes (`volume_5m`)."""
+    values read no ring; the fold reads the ring (a power of two at least as long as the
+    longest window: a slot is a mask, not a division) at slots of the row's own (its bar
+    count), so the ring lines of the bar `PREFETCH` ahead are asked for first
+    (`scanner.prefetch`). `ema_f`: each EMA's smoothing factor (`ema_k`). `vols`: keep the
+    last bars' volumes (`volume_5m`)."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
     gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
     n = sym.shape[0]
-    n_ring = ring.shape[1]
+    mask = ring.shape[1] - 1
     for k in range(n):
         if k + PREFETCH < n:
             _prefetch_row(sym[k + PREFETCH], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, vols)
@@ -136,7 +130,7 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
         for j in range(sma_p.shape[0]):
             sma_sum[j, r] = sma_next(sma_sum[j, r], c, sma_p[j], leave[j, r], x)
         for j in range(ema_p.shape[0]):
-            ema[j, r] = ema_next(ema[j, r], c, ema_p[j], x)
+            ema[j, r] = ema_next(ema[j, r], c, ema_p[j], x, ema_f[j])
         gain[r], loss[r] = rsi_next(gain[r], loss[r], c, RSI_PERIOD, prev, x)
         atr[r] = atr_next(atr[r], c, ATR_PERIOD, high[k], low[k], prev)
         if c > 0 and x > prev:
@@ -148,29 +142,29 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
         else:
             up[r] = 0
             down[r] = 0
-        slot = c % n_ring
+        slot = c & mask
         ring[r, np.uint64(slot)] = x
         last_close[r] = x
         for j in range(sma_p.shape[0]):  # what leaves each window with the next bar (0: not full)
             p = sma_p[j]
-            leave[j, r] = ring[r, _after(slot + 1, p, n_ring)] if c + 1 >= p else 0.0
+            leave[j, r] = ring[r, np.uint64((c + 1 - p) & mask)] if c + 1 >= p else 0.0
         if vols:
             v5m[r, np.uint64(c % VOL_BARS)] = mn
             v5v[r, np.uint64(c % VOL_BARS)] = volume[k]
         count[r] = c + 1
         last_min[r] = mn
-        if slot == n_ring - 1:  # re-add the windows exactly: no rounding drift over long runs
+        if slot == mask:  # re-add the windows exactly: no rounding drift over long runs
             for j in range(sma_p.shape[0]):
                 p = sma_p[j]
                 s = 0.0
                 for i in range(c + 1 - p, c + 1):
-                    s += ring[r, np.uint64(i % n_ring)]
+                    s += ring[r, np.uint64(i & mask)]
                 sma_sum[j, r] = s
 
 
 @njit(cache=True, nogil=True)
 def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr,
-                  ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, vols: bool) -> None:
+                  ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr, vols: bool) -> None:
     """Fold the bars of history rows `hist[:, i]` (state row `row0 + i`), oldest first (one
     `_fold_bars` per row): the whole ring with `row0` 0, or a chunk of its rows."""
     k = hist.shape[2]
@@ -185,13 +179,13 @@ def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring:
         for i in range(m):
             mn[i] = np.int64(hist[_H_MIN, r, slots[i]]) * MINUTE_NS
         _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots],
-                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, ema_p, vols)
+                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, ema_p, ema_f, vols)
 
 
 @njit(cache=True, nogil=True)
 def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
-          sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, vols: bool, rows: Arr,
-          bar_only: bool, out: Rows) -> None:
+          sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr, vols: bool,
+          rows: Arr, bar_only: bool, out: Rows) -> None:
     """Live values of the kernel columns (the engine's `kernel_out` order) for the rows `rows`;
     with `bar_only` (always, without `vols`), the four volume and streak rows of `out` are left
     alone (a higher timeframe has none). Reads no ring (`ring` is unused): the previous close
@@ -214,7 +208,7 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
                 p = sma_p[j]
                 out[1 + j][r] = sma_value(sma_next(sma_sum[j, r], c, p, leave[j, r], x), c + 1, p)
             for j in range(n_ema):
-                out[1 + n_sma + j][r] = ema_value(ema_next(ema[j, r], c, ema_p[j], x), c + 1, ema_p[j])
+                out[1 + n_sma + j][r] = ema_value(ema_next(ema[j, r], c, ema_p[j], x, ema_f[j]), c + 1, ema_p[j])
         else:
             out[0][r] = rsi_value(gain[r], loss[r], c, RSI_PERIOD)
             for j in range(n_sma):
@@ -250,12 +244,14 @@ class IndicatorEngine:
         self.kernel_out = kernel_out(sma_periods, volumes=intraday)
         self._sma_p = np.array(sma_periods, np.int64)
         self._ema_p = np.array(EMA_PERIODS, np.int64)
+        self._ema_k = ema_k(self._ema_p)
         # the rings are [row, slot], unlike the field-major rest: rows' bar counts differ, so a fold
         # reads each row at slots of its own, and a row's slots then share lines and pages. Written
         # now (`full`, not `zeros`): a row's first bar would fault in a page per row, 20-30 ms at
-        # the 16:00 close that gives every row its first daily bar. As long as the longest SMA:
-        # a higher timeframe's 50 closes take a quarter of the memory (and cache) of 200
-        self.ring = np.full((n_rows, max(sma_periods)), 0.0)
+        # the 16:00 close that gives every row its first daily bar. The power of two at least as
+        # long as the longest SMA (a slot is a mask): a higher timeframe's 64 closes for SMA(50)
+        # take a quarter of the memory (and cache) of 256 for SMA(200)
+        self.ring = np.full((n_rows, 1 << (max(sma_periods) - 1).bit_length()), 0.0)
         vol_rows = n_rows if intraday else 0
         self.v5_minute = np.zeros((vol_rows, VOL_BARS), np.int64)
         self.v5_volume = np.zeros((vol_rows, VOL_BARS))
@@ -292,7 +288,7 @@ class IndicatorEngine:
 
     def _args(self) -> tuple:
         return (tuple(self.state_f), tuple(self.state_i), self.ring, self.sma_sum, self.sma_leave, self.ema,
-                self.v5_minute, self.v5_volume, self._sma_p, self._ema_p, self.volumes)
+                self.v5_minute, self.v5_volume, self._sma_p, self._ema_p, self._ema_k, self.volumes)
 
     def warm_up(self, hist: np.ndarray, hist_head: np.ndarray) -> None:
         """Rebuild the state from the bar-history ring `hist[field, row, slot]` (HIST_FIELDS
@@ -316,15 +312,21 @@ class IndicatorEngine:
 
     def on_bars_closed(self, bars: np.ndarray) -> None:
         """Fold closed bars (BAR_DTYPE, feed order) into the finalised state."""
+        for task in self.fold_tasks(bars):
+            task()
+
+    def fold_tasks(self, bars: np.ndarray) -> list[Callable[[], None]]:
+        """`on_bars_closed` in parts that share no state (the bar indicators, the rolling moves),
+        so they may run on different threads at once; each must run once, in any order."""
         if len(bars) == 0:
-            return
+            return []
         if int(bars["sym"].max()) >= self.n_rows:
             raise ValueError(f"bar row {int(bars['sym'].max())} is outside the engine ({self.n_rows} rows)")
-        _fold_bars(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"],
-                   *self._args())
+        cols = (bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"])
+        tasks = [partial(_fold_bars, *cols, *self._args())]
         if self.intraday is not None:
-            self.intraday.on_bars_closed(bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"],
-                                         bars["volume"])
+            tasks.append(partial(self.intraday.on_bars_closed, *cols))
+        return tasks
 
     def load_volume_profile(self, profile: np.ndarray | None) -> None:
         """Use an intraday volume profile (see `indicators.volume.volume_profile`, shape
@@ -351,12 +353,31 @@ class IndicatorEngine:
         caller that knows nothing those kernels read changed for the other rows since its last
         call (`scanner.indicators.live_rows`): their `ROW_INPUTS`, their closed bars, the minute.
         The other columns, which move with the clock, are recomputed for every row."""
+        tasks, finish = self.live_tasks(columns, event_ns, rows)
+        for task in tasks:
+            task()
+        finish()
+
+    def live_tasks(self, columns: Mapping[str, np.ndarray], event_ns: int,
+                   rows: np.ndarray | None = None) -> tuple[list[Callable[[], None]], Callable[[], None]]:
+        """`update_live` in parts: calls that write disjoint columns (this engine's; the rolling
+        moves'), so they may run on different threads at once, and `finish`, which reads what
+        both wrote, to call after them."""
         if not self.volumes:
             raise ValueError("a higher timeframe's engine has no update_live; see update_kernel")
-        c = columns
+        rows = self._all_rows if rows is None else rows
+        open_ns = self._open_ns(event_ns)  # here: the cache is not for two threads
+        tasks = [partial(self._live_columns, columns, event_ns, open_ns, rows)]
+        if self.intraday is None:
+            return tasks, lambda: None
+        intraday = self.intraday
+        tasks.append(partial(intraday.update_kernel, columns, event_ns, open_ns, rows))
+        return tasks, partial(intraday.update_derived, columns, event_ns, open_ns, self.profile)
+
+    def _live_columns(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, rows: np.ndarray) -> None:
+        """This engine's part of `update_live` (every column but the rolling moves')."""
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
-        rows = self._all_rows if rows is None else rows
         _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), rows, False, out)
         price, high, low, day_open = c["price"], c["day_high"], c["day_low"], c["day_open"]
         sm.change_pct(price, c["prev_close"], c["change_pct"])
@@ -366,7 +387,6 @@ class IndicatorEngine:
         sm.minutes_since(event_ns, c["hod_ts_ns"], c["minutes_since_hod"])
         sm.range_pct(high, low, c["range_pct"])
         sm.range_position(price, high, low, c["range_position"])
-        open_ns = self._open_ns(event_ns)
         since_open = (event_ns - open_ns) / MINUTE_NS
         c["minutes_since_open"][:] = since_open
         ts.seconds_since_resume(event_ns, c["resume_ts_ns"], c["halted"], c["seconds_since_resume"])
@@ -380,8 +400,6 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
-        if self.intraday is not None:
-            self.intraday.update_live(c, event_ns, open_ns, self.profile, rows)
 
     def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows,
                       rows: np.ndarray | None = None) -> None:

@@ -252,9 +252,20 @@ class Intraday:
         before by the engine), prev_close, avg_daily_volume and the daily reference columns.
         `rows` (None = all): the `KERNEL_OUT` columns are written for these rows only, the
         others keep their values (see `IndicatorEngine.update_live`)."""
+        self.update_kernel(c, event_ns, open_ns, rows)
+        self.update_derived(c, event_ns, open_ns, profile)
+
+    def update_kernel(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
+                      rows: np.ndarray | None = None) -> None:
+        """The `KERNEL_OUT` part of `update_live` (reads none of the engine's columns)."""
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
               int(open_ns), self.last_min, self.ring, self.or_open, self.or_hl, _OR, _ROLL,
               self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))
+
+    def update_derived(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
+                       profile: np.ndarray | None) -> None:
+        """The rest of `update_live`, every row: from `update_kernel`'s columns and the engine's
+        `volume_5m`, so after both."""
         for n in (5, 15):
             expected = expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, n)
             relative_volume(c[f"volume_{n}m"], expected, c[f"rel_volume_{n}m"])

@@ -11,7 +11,8 @@ included. After the daily values, `pct_from_sma_50_1d` / `pct_from_sma_200_1d`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import numpy as np
 from numba import njit
@@ -36,8 +37,8 @@ def _has_column(tf: str, k: str) -> bool:
 
 
 def sma_periods(tf: str) -> tuple[int, ...]:
-    """The SMA periods timeframe `tf` has columns for: its engine keeps no other (a ring of 50
-    closes for the intraday timeframes, 200 for the day's)."""
+    """The SMA periods timeframe `tf` has columns for: its engine keeps no other (a ring of 64
+    closes for the intraday timeframes, 256 for the day's)."""
     return tuple(int(k[4:]) for k in KERNEL_OUT if k.startswith("sma_") and _has_column(tf, k))
 
 
@@ -111,9 +112,11 @@ class TimeframeIndicators:
         self.engines = {tf: IndicatorEngine(n_rows, intraday=False, sma_periods=sma_periods(tf)) for tf in TIMEFRAMES}
         self._names = {tf: _out_names(tf, self.engines[tf]) for tf in TIMEFRAMES}
         self._scratch = np.empty((len(KERNEL_OUT), n_rows))
-        self._start = np.empty(n_rows, np.int64)
-        self._close = np.empty(n_rows)
-        self._b1 = np.empty(n_rows, np.int64)  # each row's live 1-minute bar's bucket (`_buckets`)
+        # per timeframe (their live parts may run at once): the live bar's start and close, and
+        # each row's live 1-minute bar's bucket (`_buckets`)
+        self._start = np.empty((len(TIMEFRAMES), n_rows), np.int64)
+        self._close = np.empty((len(TIMEFRAMES), n_rows))
+        self._b1 = np.empty((len(TIMEFRAMES), n_rows), np.int64)
         self._day = (0, 0)  # (trading day, its 09:30) for `_day_open`
         self._all_rows = np.arange(n_rows, dtype=np.int64)
 
@@ -135,27 +138,44 @@ class TimeframeIndicators:
         kernels run for these rows only, the others keep their values; for a caller that knows
         that nothing they read changed for the other rows since its last call: their
         `ROW_INPUTS`, their timeframe bars (`tfb`, the engines), the minute."""
-        rows = self._all_rows if rows is None else rows
-        bs1, bc1 = c["bar_start_ns"], c["bar_close"]
-        b1 = self._b1
-        for j, tf in enumerate(TIMEFRAMES):
-            eng = self.engines[tf]
-            if tf == "1d":
-                if _buckets(bs1, bc1, 0, self._day_open(event_ns), rows, b1):
-                    other = rows[b1[rows] == -2]
-                    b1[other] = day_bucket(bs1[other])
-            else:
-                _buckets(bs1, bc1, TF_MINUTES[tf] * MINUTE_NS, 0, rows, b1)
-            s_tf, live = tfb.start[j], tfb.live[j]
-            _live_bar(b1, s_tf, bc1, live[_C], rows, self._start, self._close)
-            out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(self._names[tf]))
-            eng.update_kernel(self._start, self._close, event_ns, out, rows)
-            if tf != "1d":
-                _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], live[_V], live[_PV], rows,
-                           c[f"vwap_{tf}"])
-        sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
-        sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
+        tasks, finish = self.live_tasks(c, tfb, event_ns, rows)
+        for task in tasks:
+            task()
+        finish()
 
+    def live_tasks(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int,
+                   rows: np.ndarray | None = None) -> tuple[list[Callable[[], None]], Callable[[], None]]:
+        """`update_live` in parts: one call per timeframe (disjoint columns and scratch, so they
+        may run on different threads at once), and `finish` (the distances from the daily
+        SMAs) to call after them."""
+        rows = self._all_rows if rows is None else rows
+        day_open = self._day_open(event_ns)  # here: the cache is not for two threads
+        tasks = [partial(self._live_tf, j, c, tfb, event_ns, day_open, rows) for j in range(len(TIMEFRAMES))]
+
+        def finish() -> None:
+            sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
+            sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
+
+        return tasks, finish
+
+    def _live_tf(self, j: int, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int, day_open: int,
+                 rows: np.ndarray) -> None:
+        """Timeframe j's columns (`update_live`)."""
+        tf = TIMEFRAMES[j]
+        bs1, bc1 = c["bar_start_ns"], c["bar_close"]
+        b1, start, close = self._b1[j], self._start[j], self._close[j]
+        if tf == "1d":
+            if _buckets(bs1, bc1, 0, day_open, rows, b1):
+                other = rows[b1[rows] == -2]
+                b1[other] = day_bucket(bs1[other])
+        else:
+            _buckets(bs1, bc1, TF_MINUTES[tf] * MINUTE_NS, 0, rows, b1)
+        s_tf, live = tfb.start[j], tfb.live[j]
+        _live_bar(b1, s_tf, bc1, live[_C], rows, start, close)
+        out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(self._names[tf]))
+        self.engines[tf].update_kernel(start, close, event_ns, out, rows)
+        if tf != "1d":
+            _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], live[_V], live[_PV], rows, c[f"vwap_{tf}"])
 
     def _day_open(self, event_ns: int) -> int:
         """09:30 New York of the trading day of `event_ns` (cached per day): the daily bucket of

@@ -161,8 +161,8 @@ def test_a_shared_minute_close_folds_what_the_serial_one_does() -> None:
                 if shared is None:
                     backlog.append(closed)
                     continue
-                if shared:
-                    parts = fold_closed(helper, eng, tfb, tfi, closed)
+                if shared:  # views, valid until the next fold: kept, so copied
+                    parts = [p.copy() for p in fold_closed(helper, eng, tfb, tfi, closed)]
                 else:
                     eng.on_bars_closed(closed)
                     parts = tfb.on_bars_closed(closed)

@@ -111,7 +111,7 @@ def test_timeframe_bars_equal_pandas_resample(run: dict, tf: str) -> None:
 
 @pytest.mark.parametrize("tf", ["5m", "15m"])
 def test_timeframe_indicators_equal_talib(run: dict, tf: str) -> None:
-    """The timeframe engines (a ring of 50 closes: SMA(50) is their longest) after every close,
+    """The timeframe engines (a ring of 64 closes: SMA(50) is their longest) after every close,
     over more bars than their ring holds."""
     want = _resample(run["ref1m"], tf)
     checked = 0

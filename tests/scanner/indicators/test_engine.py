@@ -162,28 +162,28 @@ def test_flat_prices_give_rsi_50_and_writes_every_owned_column() -> None:
 
 
 def test_a_timeframe_engine_keeps_its_own_windows_only() -> None:
-    """A higher timeframe's engine (`intraday=False`) keeps a ring as long as its longest SMA,
+    """A higher timeframe's engine (`intraday=False`) keeps a ring for its longest SMA (64 for 50),
     no volume ring, and writes the bar indicators only; the same values as a 1-minute engine."""
     lean = IndicatorEngine(2, intraday=False, sma_periods=(20, 50))
     full = IndicatorEngine(2)
-    assert lean.ring.shape == (2, 50) and lean.v5_volume.size == 0
+    assert lean.ring.shape == (2, 64) and lean.v5_volume.size == 0
     assert lean.kernel_out == ("rsi_14", "sma_20", "sma_50", "ema_9", "ema_20", "atr_14")
     rng = np.random.default_rng(5)
-    b = np.zeros(2 * 230, BAR_DTYPE)  # past four turns of the shorter ring, one of the longer
-    b["sym"] = np.tile([0, 1], 230)
-    b["minute_ns"] = (np.repeat(np.arange(230), 2) + 1) * MINUTE_NS
+    b = np.zeros(2 * 300, BAR_DTYPE)  # past four turns of the shorter ring, one of the longer
+    b["sym"] = np.tile([0, 1], 300)
+    b["minute_ns"] = (np.repeat(np.arange(300), 2) + 1) * MINUTE_NS
     b["close"] = 10.0 + np.cumsum(rng.normal(0, 0.1, len(b)))
     b["high"], b["low"] = b["close"] + 0.05, b["close"] - 0.05
     lean.on_bars_closed(b)
     full.on_bars_closed(b)
-    start, close = np.array([231 * MINUTE_NS, 0]), np.array([11.0, np.nan])  # row 0 with a live bar
+    start, close = np.array([301 * MINUTE_NS, 0]), np.array([11.0, np.nan])  # row 0 with a live bar
     got, want = np.full((11, 2), np.nan), np.full((11, 2), np.nan)
-    lean.update_kernel(start, close, 231 * MINUTE_NS + 1, tuple(got))
-    full.update_kernel(start, close, 231 * MINUTE_NS + 1, tuple(want))
+    lean.update_kernel(start, close, 301 * MINUTE_NS + 1, tuple(got))
+    full.update_kernel(start, close, 301 * MINUTE_NS + 1, tuple(want))
     for i, k in enumerate(lean.kernel_out):
         np.testing.assert_allclose(got[i], want[full.kernel_out.index(k)], rtol=1e-12, err_msg=k)
     assert np.isnan(got[len(lean.kernel_out):]).all()  # nothing past its own columns
     with pytest.raises(ValueError, match="no update_live"):
-        lean.update_live(table_columns(2), 231 * MINUTE_NS)
+        lean.update_live(table_columns(2), 301 * MINUTE_NS)
     with pytest.raises(ValueError, match="'sma_periods'"):
         IndicatorEngine(2, sma_periods=())
