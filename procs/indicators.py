@@ -19,12 +19,13 @@ bars or minute changed since the last boundary are recomputed by the per-row ker
 (`scanner.indicators.live_rows`); the others keep the values they have in the table, which this
 process alone writes.
 
-In both modes the higher timeframes run on a helper thread beside the 1-minute engine
-(`RefreshHelper`). The live refresh is two parts, the 1-minute one here and the timeframes' on
-the helper. The fold of a minute close of many symbols is five tasks that both threads take in
-turn: the 1-minute engine, and each timeframe's bars and engine (at 16:00 each of those closes
-10,000 bars). The parts read the same inputs and write disjoint state and columns, and their
-numba kernels release the GIL, so a refresh or a close waits for about half their sum.
+In both modes a helper thread shares the work with the process's own (`RefreshHelper`). The
+live refresh is six tasks that both threads take in turn: the 1-minute engine's own columns, its
+rolling moves, and each timeframe's columns. The fold of a minute close of many symbols is six
+too: each timeframe's bars and engine (at 16:00 each of those closes 10,000 bars), then the
+1-minute engine's bar indicators and its rolling moves. The tasks read the same inputs and write
+disjoint state and columns, and their numba kernels release the GIL, so a refresh or a close
+waits for about half their sum.
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ def _float_over(cores: set[int]) -> None:
 
 
 class RefreshHelper:
-    """A thread that runs the higher timeframes' refresh while the caller runs the 1-minute one
-    (module docstring). The supervisor pins this process to one core; the thread may run on any
-    core of the instance (the supervisor's own set), or there is no helper when that is a single
-    core (`run` then calls in turn)."""
+    """A thread that shares a refresh's or a close's tasks with the caller (module docstring).
+    The supervisor pins this process to one core; the thread may run on any core of the
+    instance (the supervisor's own set), or there is no helper when that is a single core
+    (`share` then calls in turn)."""
 
     def __init__(self, supervisor_pid: int) -> None:
         try:
@@ -80,19 +81,6 @@ class RefreshHelper:
             cores = os.sched_getaffinity(0)
         self.pool = (ThreadPoolExecutor(1, "tf-refresh", initializer=_float_over, initargs=(cores,))
                      if len(cores) > 1 else None)
-
-    def run(self, mine: Callable[[], None], theirs: Callable[[], None]) -> None:
-        """`theirs` on the helper and `mine` here; returns when both are done (an exception in
-        either is raised here, after both have finished)."""
-        if self.pool is None:
-            mine()
-            theirs()
-            return
-        done = self.pool.submit(theirs)
-        try:
-            mine()
-        finally:
-            done.result()
 
     def share(self, tasks: Sequence[Callable[[], None]]) -> None:
         """Run independent `tasks` on this thread and the helper, each taking the next one as it
@@ -132,11 +120,11 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
                 rows_state: np.ndarray | None = None) -> list[np.ndarray]:
     """Fold closed 1-minute bars into the 1-minute engine and into the higher timeframes (their
     bars, then with `watermark_ns` their close on that watermark, `TimeframeBars.close_due`,
-    then their engines). For a minute close of many symbols these are five tasks shared with
-    the helper: the 1-minute engine, then each timeframe's bars and engine (on the 16:00 close
-    every timeframe closes 10,000 bars, and a timeframe's fold and engine cost about what the
-    1-minute engine does). Returns the timeframe bars this closed (`TimeframeBars.on_bars_closed`),
-    for a minute close of many symbols as views valid until the next fold or close of `tfb`."""
+    then their engines). For a minute close of many symbols these are six tasks shared with
+    the helper: each timeframe's bars and engine (on the 16:00 close every timeframe closes
+    10,000 bars), then the 1-minute engine's two parts (`IndicatorEngine.fold_tasks`). Returns
+    the timeframe bars this closed (`TimeframeBars.on_bars_closed`), for a minute close of many
+    symbols as views valid until the next fold or close of `tfb`."""
     if len(closed) > tfb.max_fold_bars:  # a catch-up's batch: in pieces, each shared like a minute close
         chunks = [[copied(p) for p in fold_closed(helper, engine, tfb, tfi, piece, wm, rows_state)]
                   for piece, wm in tfb.pieces(closed, watermark_ns)]
@@ -162,13 +150,9 @@ def fold_closed(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBa
 def update_live(helper: RefreshHelper, engine: IndicatorEngine, tfb: TimeframeBars, tfi: TimeframeIndicators,
                 cols: dict[str, np.ndarray], event_ns: int, rows: np.ndarray | None = None) -> None:
     """Every indicator column of `cols` at `event_ns` (for `rows`, see `IndicatorEngine.update_live`):
-    the 1-minute engine's two parts and each timeframe's shared by this thread and the helper
-    (the longest first), then what reads their columns."""
-    mine, finish_1m = engine.live_tasks(cols, event_ns, rows)
-    theirs, finish_tf = tfi.live_tasks(cols, tfb, event_ns, rows)
-    helper.share([*mine, *theirs])
-    finish_1m()
-    finish_tf()
+    the 1-minute engine's two parts and each timeframe's, shared by this thread and the helper
+    (the longest first)."""
+    helper.share([*engine.live_tasks(cols, event_ns, rows), *tfi.live_tasks(cols, tfb, event_ns, rows)])
 
 
 def _synthetic_history(ctx: Context, engine: IndicatorEngine, n: int) -> None:

@@ -353,29 +353,25 @@ class IndicatorEngine:
         caller that knows nothing those kernels read changed for the other rows since its last
         call (`scanner.indicators.live_rows`): their `ROW_INPUTS`, their closed bars, the minute.
         The other columns, which move with the clock, are recomputed for every row."""
-        tasks, finish = self.live_tasks(columns, event_ns, rows)
-        for task in tasks:
+        for task in self.live_tasks(columns, event_ns, rows):
             task()
-        finish()
 
     def live_tasks(self, columns: Mapping[str, np.ndarray], event_ns: int,
-                   rows: np.ndarray | None = None) -> tuple[list[Callable[[], None]], Callable[[], None]]:
-        """`update_live` in parts: calls that write disjoint columns (this engine's; the rolling
-        moves'), so they may run on different threads at once, and `finish`, which reads what
-        both wrote, to call after them."""
+                   rows: np.ndarray | None = None) -> list[Callable[[], None]]:
+        """`update_live` in parts that read no column another writes (this engine's; the rolling
+        moves', `Intraday.update_moves`), so they may run on different threads at once."""
         if not self.volumes:
             raise ValueError("a higher timeframe's engine has no update_live; see update_kernel")
         rows = self._all_rows if rows is None else rows
         open_ns = self._open_ns(event_ns)  # here: the cache is not for two threads
         tasks = [partial(self._live_columns, columns, event_ns, open_ns, rows)]
-        if self.intraday is None:
-            return tasks, lambda: None
-        intraday = self.intraday
-        tasks.append(partial(intraday.update_kernel, columns, event_ns, open_ns, rows))
-        return tasks, partial(intraday.update_derived, columns, event_ns, open_ns, self.profile)
+        if self.intraday is not None:
+            tasks.append(partial(self.intraday.update_moves, columns, event_ns, open_ns, self.profile, rows))
+        return tasks
 
     def _live_columns(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, rows: np.ndarray) -> None:
-        """This engine's part of `update_live` (every column but the rolling moves')."""
+        """This engine's part of `update_live` (every column but the rolling moves'; their
+        `rel_volume_5m` reads this part's `volume_5m`)."""
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
         _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), rows, False, out)
@@ -400,6 +396,8 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
+        if self.intraday is not None:
+            self.intraday.update_rel_volume_5m(c, event_ns, open_ns, self.profile)
 
     def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows,
                       rows: np.ndarray | None = None) -> None:

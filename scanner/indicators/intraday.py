@@ -252,23 +252,18 @@ class Intraday:
         before by the engine), prev_close, avg_daily_volume and the daily reference columns.
         `rows` (None = all): the `KERNEL_OUT` columns are written for these rows only, the
         others keep their values (see `IndicatorEngine.update_live`)."""
-        self.update_kernel(c, event_ns, open_ns, rows)
-        self.update_derived(c, event_ns, open_ns, profile)
+        self.update_moves(c, event_ns, open_ns, profile, rows)
+        self.update_rel_volume_5m(c, event_ns, open_ns, profile)
 
-    def update_kernel(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
-                      rows: np.ndarray | None = None) -> None:
-        """The `KERNEL_OUT` part of `update_live` (reads none of the engine's columns)."""
+    def update_moves(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, profile: np.ndarray | None,
+                     rows: np.ndarray | None = None) -> None:
+        """Every column of `update_live` but `rel_volume_5m`: none reads a column the engine
+        writes, so this may run beside the engine's own part."""
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
               int(open_ns), self.last_min, self.ring, self.or_open, self.or_hl, _OR, _ROLL,
               self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))
-
-    def update_derived(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
-                       profile: np.ndarray | None) -> None:
-        """The rest of `update_live`, every row: from `update_kernel`'s columns and the engine's
-        `volume_5m`, so after both."""
-        for n in (5, 15):
-            expected = expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, n)
-            relative_volume(c[f"volume_{n}m"], expected, c[f"rel_volume_{n}m"])
+        relative_volume(c["volume_15m"], expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, 15),
+                        c["rel_volume_15m"])
         np.divide(c["change_5m_pct"], 5.0, out=c["velocity_5m"])
         sm.minutes_since(event_ns, c["lod_ts_ns"], c["minutes_since_lod"])
         price = c["price"]
@@ -277,6 +272,12 @@ class Intraday:
         gap_filled(c["day_open"], c["day_high"], c["day_low"], c["prev_close"], c["gap_filled"])
         sm.change_pct(price, c["high_52w"], c["pct_from_high_52w"])
         sm.change_pct(price, c["low_52w"], c["pct_from_low_52w"])
+
+    def update_rel_volume_5m(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
+                             profile: np.ndarray | None) -> None:
+        """`rel_volume_5m`, from the engine's `volume_5m`: after the engine's part."""
+        relative_volume(c["volume_5m"], expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, 5),
+                        c["rel_volume_5m"])
 
 
 @njit(cache=True, nogil=True)

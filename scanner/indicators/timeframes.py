@@ -138,25 +138,16 @@ class TimeframeIndicators:
         kernels run for these rows only, the others keep their values; for a caller that knows
         that nothing they read changed for the other rows since its last call: their
         `ROW_INPUTS`, their timeframe bars (`tfb`, the engines), the minute."""
-        tasks, finish = self.live_tasks(c, tfb, event_ns, rows)
-        for task in tasks:
+        for task in self.live_tasks(c, tfb, event_ns, rows):
             task()
-        finish()
 
     def live_tasks(self, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int,
-                   rows: np.ndarray | None = None) -> tuple[list[Callable[[], None]], Callable[[], None]]:
-        """`update_live` in parts: one call per timeframe (disjoint columns and scratch, so they
-        may run on different threads at once), and `finish` (the distances from the daily
-        SMAs) to call after them."""
+                   rows: np.ndarray | None = None) -> list[Callable[[], None]]:
+        """`update_live` in parts, one per timeframe (disjoint columns and scratch), so they may
+        run on different threads at once."""
         rows = self._all_rows if rows is None else rows
         day_open = self._day_open(event_ns)  # here: the cache is not for two threads
-        tasks = [partial(self._live_tf, j, c, tfb, event_ns, day_open, rows) for j in range(len(TIMEFRAMES))]
-
-        def finish() -> None:
-            sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
-            sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
-
-        return tasks, finish
+        return [partial(self._live_tf, j, c, tfb, event_ns, day_open, rows) for j in range(len(TIMEFRAMES))]
 
     def _live_tf(self, j: int, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int, day_open: int,
                  rows: np.ndarray) -> None:
@@ -176,6 +167,9 @@ class TimeframeIndicators:
         self.engines[tf].update_kernel(start, close, event_ns, out, rows)
         if tf != "1d":
             _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], live[_V], live[_PV], rows, c[f"vwap_{tf}"])
+        else:  # the distances from the daily SMAs this wrote
+            sm.change_pct(c["price"], c["sma_50_1d"], c["pct_from_sma_50_1d"])
+            sm.change_pct(c["price"], c["sma_200_1d"], c["pct_from_sma_200_1d"])
 
     def _day_open(self, event_ns: int) -> int:
         """09:30 New York of the trading day of `event_ns` (cached per day): the daily bucket of
