@@ -82,6 +82,7 @@ from scanner.bar_kernels import (
 from scanner.metrics import CATALOGUE, HIST_FIELDS, Owner
 from scanner.records import BAR_DTYPE, TICK_DTYPE
 from scanner.session import MINUTE_NS, NS, next_day, session_bounds_ns, trading_day
+from shm.history import records
 from shm.records import concat, copied
 
 AGG_STATE: dict[str, np.dtype] = {
@@ -339,8 +340,11 @@ def new_columns(n_rows: int) -> dict[str, np.ndarray]:
 
 
 def new_history(n_rows: int, depth: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """Private bar-history ring (NaN) and head counts."""
-    return np.full((len(HIST_FIELDS), n_rows, depth), np.nan), np.zeros(n_rows, np.int64)
+    """Private bar-history ring (NaN; laid out as the shared one, `shm.history.records`) and
+    head counts."""
+    hist = records(len(HIST_FIELDS), n_rows, depth)
+    hist[:] = np.nan
+    return hist, np.zeros(n_rows, np.int64)
 
 
 def warm_up() -> None:

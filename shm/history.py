@@ -1,11 +1,11 @@
-"""Per-row rings of the last K records, field-major: `hist[field, row, slot]` float64.
+"""Per-row rings of the last K records, indexed `hist[field, row, slot]` float64.
 
 Layout (64-byte aligned sections):
 
 | section | dtype | shape | holds |
 | --- | --- | --- | --- |
 | header | HIST_HEADER_DTYPE | () | magic, n_fields, n_rows, depth K, block_shift |
-| hist | float64 | (n_fields, n_rows, K) | record `j` of row `r` is in slot `j % K` |
+| hist | float64 | (n_rows, K, n_fields) | record `j` of row `r` is in slot `j % K` |
 | head | int64 | (n_rows,) | records written per row (monotonic) |
 | seq | int64 | (n_blocks, 8) | one writer's seqlock counters per block of rows (see `shm.seqlock`) |
 
@@ -14,6 +14,11 @@ the blocks it touches; readers use `read()` (seqlock-consistent per block) to ge
 `bars_ago` records back for a range of rows, `snapshot()` for a copy of a range of rows, and
 `chunks()` to walk every row that way through one small buffer (the checkpoint, the indicators'
 warm-up: a whole copy would double the history's memory, 245 MB at 10,000 symbols).
+
+The memory holds a record's fields side by side (with the bars' eight fields, one 64-byte line),
+and `hist` is a view indexed field first (`records`): closing a minute writes one line per bar
+instead of one line in each of eight field planes (10,000 bars: 0.6-0.9 ms against 0.9-0.95 ms,
+same run). Every reader indexes the view and never sees the difference.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ HIST_HEADER_DTYPE = np.dtype(
 )
 assert HIST_HEADER_DTYPE.itemsize == 64
 _ONLY_WRITER = np.zeros(1, np.intp)
+
+
+def records(n_fields: int, n_rows: int, depth: int, buffer: object = None, offset: int = 0) -> np.ndarray:
+    """The `hist[field, row, slot]` view of (n_rows, depth, n_fields) float64 records: in
+    `buffer` at `offset` (a segment), or new and uninitialised. Every history array (the
+    segment's, private ones, `chunks`' buffer) has this layout, so numba compiles each kernel
+    that reads one once."""
+    shape = (n_rows, depth, n_fields)
+    a = np.empty(shape, np.float64) if buffer is None else np.ndarray(shape, np.float64, buffer, offset)
+    return a.transpose(2, 0, 1)
 _NO_KNOWN = np.zeros(0, np.int64)  # `read` without known heads
 
 
@@ -47,7 +62,7 @@ class History:
         self.n_fields, self.n_rows, self.depth, self.block_shift = nf, nr, k, shift
         self.n_blocks = max(1, ((nr - 1) >> shift) + 1)
         off = 64
-        self.hist = np.ndarray((nf, nr, k), np.float64, seg.buf, off)
+        self.hist = records(nf, nr, k, seg.buf, off)
         off = align64(off + nf * nr * k * 8)
         self.head = np.ndarray((nr,), np.int64, seg.buf, off)
         off = align64(off + nr * 8)
@@ -120,16 +135,16 @@ class History:
 
     def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Every row, `rows` at a time (rounded down to whole seqlock blocks, at least one):
-        yields (lo, hist, head), a `snapshot` of rows [lo, lo + n) as C-contiguous
-        (n_fields, n, K) and (n,) views of one reusable buffer, valid until the next step. Each
-        chunk is consistent in itself; a later chunk may hold records written after an earlier
-        one was taken."""
+        yields (lo, hist, head), a `snapshot` of rows [lo, lo + n) as (n_fields, n, K) `records`
+        and (n,) views of one reusable buffer, valid until the next step. Each chunk is
+        consistent in itself; a later chunk may hold records written after an earlier one was
+        taken."""
         step = self.chunk_rows(rows)
         buf = np.empty(self.n_fields * step * self.depth, np.float64)
         head = np.empty(step, np.int64)
         for lo in range(0, self.n_rows, step):
             n = min(step, self.n_rows - lo)
-            hist = buf[:self.n_fields * n * self.depth].reshape(self.n_fields, n, self.depth)
+            hist = records(self.n_fields, n, self.depth, buf)
             self.snapshot(hist, head[:n], lo, lo + n)
             yield lo, hist, head[:n]
 

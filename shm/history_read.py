@@ -44,7 +44,10 @@ def read_ago(hist: np.ndarray, head: np.ndarray, fields: np.ndarray, bars_ago: n
 def warm_up() -> None:
     """Compile (first time on a machine) or load the kernel with the argument kinds a scan
     worker passes (the segment's views, the compiled rules' int64 operands, its buffers)."""
-    hist, head = np.zeros((2, 3, 4)), np.array([1, 5, 0], np.int64)
+    from shm.history import records
+
+    hist, head = records(2, 3, 4), np.array([1, 5, 0], np.int64)  # the segment's layout
+    hist[:] = 0.0
     out, known = np.empty((1, 3)), np.full(3, -1, np.int64)
     for kn in (known, known[:0]):
         read_ago(hist, head, np.array([1], np.int64), np.array([1], np.int64), 0, 3, 0, out, kn, SKIP_KNOWN)

@@ -39,12 +39,17 @@ def test_snapshot_refuses_a_block_left_mid_write(hist: History) -> None:
 
 
 def test_chunks_walk_every_row_through_one_buffer(hist: History) -> None:
+    from scanner.bars import new_history
+
+    for ring in (hist.hist, new_history(2, 4)[0]):  # indexed [field, row, slot], laid out by record
+        assert ring.transpose(1, 2, 0).flags.c_contiguous
     hist.hist[:] = np.arange(hist.hist.size, dtype=np.float64).reshape(hist.hist.shape)
     hist.head[:] = np.arange(700)
     seen, buffers = [], set()
     for lo, h, head in hist.chunks(150):  # 150 rows -> two 64-row blocks a step: 5 x 128 + 60
         n = len(head)
-        assert h.shape == (3, n, 5) and h.flags.c_contiguous and head.flags.c_contiguous
+        assert h.shape == (3, n, 5) and head.flags.c_contiguous
+        assert h.transpose(1, 2, 0).flags.c_contiguous  # the segment's layout: a record's fields together
         np.testing.assert_array_equal(h, hist.hist[:, lo:lo + n])
         np.testing.assert_array_equal(head, hist.head[lo:lo + n])
         seen.append((lo, n))

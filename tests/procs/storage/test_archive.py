@@ -20,6 +20,7 @@ from procs.storage.ch import ChWriter, client
 from procs.storage.history import Progress, _from_archive, _from_postgres, past_days
 from procs.storage.pg import PgWriter
 from procs.storage.s3 import archive_day, read_archived, restore_day
+from scanner.bars import new_history
 from scanner.config import Settings, reveal
 from scanner.indicators.volume import volume_profile
 from scanner.metrics import HIST
@@ -226,8 +227,7 @@ def test_warm_start_fills_the_indicator_engine(stored: Settings) -> None:
 
     keys = ["AAPL", "NEW", "X"]
     engine = IndicatorEngine(len(keys))
-    hist = np.full((len(HIST), len(keys), 40), np.nan)
-    head = np.zeros(len(keys), np.int64)
+    hist, head = new_history(len(keys), 40)
     hist[:, 1, 0] = session_bounds_ns(20240314)["open"] // MINUTE_NS  # today's one bar of NEW, from shm
     hist[HIST["close"], 1, 0] = 5.0
     head[1] = 1

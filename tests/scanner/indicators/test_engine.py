@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import talib
 
+from scanner.bars import new_history
 from scanner.feeds.lean import read_lean_minute
 from scanner.indicators.engine import INDICATOR_COLUMNS, IndicatorEngine
 from scanner.metrics import CATALOGUE as CAT
-from scanner.metrics import HIST, HIST_FIELDS, Owner
+from scanner.metrics import HIST, Owner
 from scanner.records import BAR_DTYPE
 from scanner.session import MINUTE_NS
 from tests.scanner.helpers import data_path, table_columns
@@ -93,7 +94,7 @@ def test_warm_up_from_history_ring_matches_talib() -> None:
     b = _bars_csv("6EH4.XCME_1min_bars_20240101_20240131.csv.gz", "timestamp_utc")
     ref = _talib(b)
     k, n_hist = 400, 5000
-    hist = np.full((len(HIST_FIELDS), 1, k), np.nan)
+    hist, _ = new_history(1, k)  # the shared ring's layout
     j = np.arange(n_hist - k, n_hist)  # what the bar process leaves in the ring after n_hist bars
     for f in ("open", "high", "low", "close", "volume", "vwap", "trades"):
         hist[HIST[f], 0, j % k] = b[f][j]
