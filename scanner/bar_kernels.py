@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from scanner.metrics import HIST, HIST_FIELDS
+from scanner.prefetch import prefetch
 from scanner.records import TICK_CANCEL, TICK_NO_PRICE, TICK_NO_VOLUME
 from scanner.session import MINUTE_NS
 from scanner.ticks import MAX_PRICE, MIN_PRICE
@@ -41,6 +42,7 @@ META_CANCELS, META_CANCEL_SKIP = 7, 8  # cancels applied to a live bar / skipped
 _NO_PRICE = TICK_NO_PRICE
 _CANCEL = TICK_CANCEL
 _H_MIN, _H_O, _H_H, _H_L, _H_C, _H_V, _H_VW, _H_T = (HIST[k] for k in HIST_FIELDS)
+_AHEAD = 8  # rows ahead whose history record a close asks for (`scanner.prefetch`)
 NO_LIVE_BAR = np.iinfo(np.int64).max  # META_MIN_START when no row has a live bar
 # A row's state in Kafka group mode (`rows_state`, uint8): LIVE rows run on the aggregator's
 # watermark (every row of a fixed-range host); REBUILDING rows' day is being replayed
@@ -205,7 +207,12 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
         return n_out
     start = iv[_I_BAR_START]
     lowest = NO_LIVE_BAR
-    for r in range(start.shape[0]):
+    n = start.shape[0]
+    k = hist.shape[2]
+    for r in range(n):
+        ahead = r + _AHEAD
+        if ahead < n and start[ahead] != 0:  # its history record, at a slot of the row's own
+            prefetch(hist, np.uint64(0), np.uint64(ahead), np.uint64(head[ahead] % k))
         s = start[r]
         if s != 0 and rows_state[r] == which:
             if s + MINUTE_NS <= wm:
