@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from scanner.metrics import HIST, HIST_FIELDS
-from scanner.prefetch import prefetch
+from scanner.prefetch import prefetch, ring_slot
 from scanner.records import TICK_CANCEL, TICK_NO_PRICE, TICK_NO_VOLUME
 from scanner.session import MINUTE_NS
 from scanner.ticks import MAX_PRICE, MIN_PRICE
@@ -209,10 +209,11 @@ def _sweep(f: FCols, iv: ICols, hist: np.ndarray, head: np.ndarray, meta: np.nda
     lowest = NO_LIVE_BAR
     n = start.shape[0]
     k = hist.shape[2]
+    inv_k = 1.0 / k
     for r in range(n):
         ahead = r + _AHEAD
         if ahead < n and start[ahead] != 0:  # its history record, at a slot of the row's own
-            prefetch(hist, np.uint64(0), np.uint64(ahead), np.uint64(head[ahead] % k))
+            prefetch(hist, np.uint64(0), np.uint64(ahead), np.uint64(ring_slot(head[ahead], k, inv_k)))
         s = start[r]
         if s != 0 and rows_state[r] == which:
             if s + MINUTE_NS <= wm:

@@ -18,7 +18,7 @@ from typing import Any
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -37,6 +37,20 @@ def cache_rows(shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
     raw = np.full(size + LINE // 8, fill)
     off = (-raw.ctypes.data % LINE) // 8
     return raw[off:off + size].reshape(shape)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ring_slot(count: int, depth: int, inv_depth: float) -> int:
+    """`count % depth` (count >= 0, below 2**52) without an integer division, with `inv_depth`
+    = 1.0 / depth computed once: the float quotient is off by at most one, and corrected. For
+    the slot of a row ahead that a kernel prefetches: a division per row cost more than the
+    prefetch saved."""
+    s = count - np.int64(count * inv_depth) * depth
+    if s >= depth:
+        s -= depth
+    elif s < 0:
+        s += depth
+    return s
 
 
 @intrinsic

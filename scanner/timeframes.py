@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 
 from scanner.bar_kernels import ROW_LIVE
-from scanner.prefetch import prefetch
+from scanner.prefetch import prefetch, ring_slot
 from scanner.records import BAR_DTYPE
 from scanner.session import MINUTE_NS, session_bounds_ns, session_open_ns
 from shm.records import concat, copied
@@ -96,10 +96,11 @@ def _close_ended(j: int, n: int, rows: np.ndarray, buckets: np.ndarray, live: np
     took, unless a later bar of the same batch closed one already. A call of its own: the same
     loop inside `_fold` took 1.9 instead of 0.3 ms for the 16:00 close of 10,000 symbols."""
     k = hist.shape[0]
+    inv_k = 1.0 / k
     for i in range(n):
         if i + _AHEAD < n:  # the history record of the row ahead, at a slot of its own
             a = rows[i + _AHEAD]
-            prefetch(hist, np.uint64(head[a] % k), np.uint64(a), np.uint64(0))
+            prefetch(hist, np.uint64(ring_slot(head[a], k, inv_k)), np.uint64(a), np.uint64(0))
         r = rows[i]
         s = buckets[i]
         if start[j, r] == s:
@@ -175,11 +176,12 @@ def _close_due(j: int, watermark: int, p: int, start: np.ndarray, live: np.ndarr
                h: np.ndarray, hd: np.ndarray, out: np.ndarray, n_out: np.ndarray, rows_state: np.ndarray) -> None:
     """Close timeframe j's (bucket `p` ns) bars that ended at or before `watermark`, of ROW_LIVE rows."""
     k = h.shape[0]
+    inv_k = 1.0 / k
     n = start.shape[1]
     for r in range(n):
         a = r + _AHEAD
         if a < n and start[j, a] != 0:  # the history record of the row ahead, at a slot of its own
-            prefetch(h, np.uint64(hd[a] % k), np.uint64(a), np.uint64(0))
+            prefetch(h, np.uint64(ring_slot(hd[a], k, inv_k)), np.uint64(a), np.uint64(0))
         s = start[j, r]
         if s != 0 and s + p <= watermark and rows_state[r] == ROW_LIVE:
             _close(j, r, s, live, last, start, h, hd, k, out, n_out)

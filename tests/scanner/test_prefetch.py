@@ -43,3 +43,21 @@ def test_prefetch_rejects_a_wrong_number_of_indices() -> None:
 
     with pytest.raises(Exception, match="prefetch"):
         bad(np.zeros((2, 2)))
+
+
+def test_ring_slot_is_the_modulo_without_a_division() -> None:
+    from numba import njit
+
+    from scanner.prefetch import ring_slot
+
+    @njit
+    def slots(counts: np.ndarray, depth: int) -> np.ndarray:
+        out = np.empty_like(counts)
+        inv = 1.0 / depth
+        for i in range(counts.shape[0]):
+            out[i] = ring_slot(counts[i], depth, inv)
+        return out
+
+    counts = np.concatenate([np.arange(200_000), np.arange(2**44, 2**44 + 50_000), [2**51 - 1]]).astype(np.int64)
+    for depth in (1, 3, 7, 160, 260, 400, 4096):
+        np.testing.assert_array_equal(slots(counts, depth), counts % depth, err_msg=str(depth))
