@@ -11,13 +11,14 @@
 - `all_timeframes_close_ms`: the 16:00 minute close, on which every higher timeframe (5, 15,
   60 minutes and the day) closes too for every symbol: the same work as `minute_close_ms` plus
   `TimeframeBars` (fold and close) and the timeframe indicators (fold and live values), median
-  over several days; `all_timeframes_vs_minute_close` is its ratio to `minute_close_ms`
+  over `close_days` - 1 days (nine: on these shared machines one close varies by a third from
+  day to day); `all_timeframes_vs_minute_close` is its ratio to `minute_close_ms`
   measured in the same loop on the ordinary minutes before it. Those days hold five minutes of
   bars each, every symbol trading in every minute, so each row's rolling windows are short and
   all rows' bar counts are equal;
 - `all_timeframes_close_full_session_ms`: the same 16:00 close after whole sessions, each symbol
   trading in a random 70% of the minutes (full rolling windows, bar counts that differ per row,
-  as on a real day), median of `full_session_days`; `minute_close_full_session_ms` the other
+  as on a real day), median of `full_session_days` (five); `minute_close_full_session_ms` the other
   minute closes of the last hour;
 - the same work in nautilus_trader (one `TimeBarAggregator` per symbol on a `TestClock`, with
   RSI(14), SMA(20/50/200), EMA(9/20) and ATR(14) fed each bar), when it is importable:
@@ -305,7 +306,7 @@ def _nautilus(ticks: np.ndarray, symbols: int, minutes: int) -> dict[str, Any]:
 
 
 def bench_bars(symbols: int = 10_000, ticks: int = 2_000_000, seed: int = 7, *, batch: int = 50_000,
-               close_minutes: int = 12, close_days: int = 6, full_session_days: int = 3, nautilus: bool = True,
+               close_minutes: int = 12, close_days: int = 10, full_session_days: int = 5, nautilus: bool = True,
                nautilus_ticks: int = 200_000) -> dict[str, Any]:
     """Run the benchmark; see the module docstring for the keys."""
     if symbols <= 0 or ticks <= 0 or batch <= 0:
