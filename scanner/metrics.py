@@ -240,7 +240,8 @@ CATALOGUE = Catalogue(_COLUMNS)
 
 
 # Bar history (second segment, written by the bar process only): per symbol, a ring of the last
-# K closed 1-minute bars, field-major `hist[field, symbol, slot]`. The bar's start is stored as
-# epoch minutes so that float64 holds it exactly.
+# K closed 1-minute bars, indexed `hist[field, symbol, slot]` (in memory a bar's fields side by
+# side: `shm.history.records`). The bar's start is stored as epoch minutes so that float64
+# holds it exactly.
 HIST_FIELDS: tuple[str, ...] = ("minute", "open", "high", "low", "close", "volume", "vwap", "trades")
 HIST = {name: i for i, name in enumerate(HIST_FIELDS)}
