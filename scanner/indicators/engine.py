@@ -13,8 +13,8 @@ live values for every indicator-owned column of the symbol table.
   is defined.
 
 Bars whose close is NaN (no price at all) are skipped. The SMA running sums are re-added from
-the ring of closes (as long as the longest SMA) once per turn of it, so that rounding cannot
-drift over long runs.
+the ring of closes (the power of two at least as long as the longest SMA) once per turn of it,
+so that rounding cannot drift over long runs.
 
 A higher timeframe's engine (`intraday=False`, `scanner.indicators.timeframes`) keeps only what
 its columns need: no rolling moves, no volume ring, and its own SMA periods (`sma_periods`).

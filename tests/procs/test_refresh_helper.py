@@ -75,7 +75,7 @@ def test_shared_tasks_each_run_once_on_both_threads_and_errors_wait_for_the_othe
 
 
 def test_a_shared_minute_close_folds_what_the_serial_one_does() -> None:
-    """`fold_closed` on the 16:00 close of 3,000 symbols (five tasks on two threads) leaves the
+    """`fold_closed` on the 16:00 close of 3,000 symbols (six tasks on two threads) leaves the
     same timeframe bars, rings and indicator values as folding everything in turn."""
     import numpy as np
 
