@@ -6,7 +6,8 @@ live values for every indicator-owned column of the symbol table.
   last finalised bar is ignored, so replaying bars already seen (after `warm_up`) is harmless.
 - `update_live(columns, event_ns)` writes every Owner.INDICATORS column. RSI, SMA and EMA
   include the live bar as if it closed now (computed by the same step functions on copies);
-  ATR, the consecutive counts and `avg_volume_1m` use closed bars only.
+  ATR, the consecutive counts and `avg_volume_1m` use closed bars only. The rolling moves and
+  the day's landmarks (`volume_5m` among them) are `Intraday`'s (`scanner.indicators.intraday`).
 - `warm_up(hist, hist_head)` rebuilds the state from the bar-history ring (start / restart);
   `fold_history(hist, hist_head, row0)` does it a chunk of rows at a time after `reset`.
   With the default K = 400 bars the EMA/RSI/ATR seeds are forgotten to ~1e-12, and SMA(200)
@@ -17,7 +18,7 @@ the ring of closes (the power of two at least as long as the longest SMA) once p
 so that rounding cannot drift over long runs.
 
 A higher timeframe's engine (`intraday=False`, `scanner.indicators.timeframes`) keeps only what
-its columns need: no rolling moves, no volume ring, and its own SMA periods (`sma_periods`).
+its columns need: no rolling moves, and its own SMA periods (`sma_periods`).
 """
 
 from __future__ import annotations
@@ -50,13 +51,12 @@ SMA_PERIODS = (20, 50, 200)
 EMA_PERIODS = (9, 20)
 RSI_PERIOD = 14
 ATR_PERIOD = 14
-VOL_BARS = 5  # closed bars kept for volume_5m
 PREFETCH = 8  # rows ahead whose ring lines a kernel asks for (`scanner.prefetch`)
 
 # columns the numba live kernel writes, in kernel order
 Arr = np.ndarray
 Rows = tuple[np.ndarray, ...]  # 1-D arrays handed to a kernel as one tuple
-VOLUME_OUT = ("volume_1m", "volume_5m", "consecutive_up", "consecutive_down")  # the 1-minute engine's only
+VOLUME_OUT = ("volume_1m", "consecutive_up", "consecutive_down")  # the 1-minute engine's only
 
 
 def kernel_out(sma_periods: tuple[int, ...] = SMA_PERIODS, *, volumes: bool = True) -> tuple[str, ...]:
@@ -70,16 +70,16 @@ INDICATOR_COLUMNS = tuple(m.name for m in CATALOGUE.owned_by(Owner.INDICATORS))
 # the input columns the per-row kernels of `update_live` read (`_live` here, then `Intraday`'s)
 ROW_INPUTS = tuple(dict.fromkeys(("bar_start_ns", "bar_close", "bar_volume", *intraday_inputs)))
 assert set(_KERNEL_OUT) <= set(INDICATOR_COLUMNS)
-_H_MIN, _H_H, _H_L, _H_C, _H_V = HIST["minute"], HIST["high"], HIST["low"], HIST["close"], HIST["volume"]
+_H_MIN, _H_H, _H_L, _H_C = HIST["minute"], HIST["high"], HIST["low"], HIST["close"]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr,
-                  v5v: Arr, sma_p: Arr, vols: bool) -> None:
+def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr,
+                  sma_p: Arr) -> None:
     """Ask for the lines a bar of `row` touches: its state (views of one row-major buffer, so
     these are the row's two lines, asked for field by field, which measured faster than two
     prefetches or none), the ring slot it writes, the closes that leave the SMA windows after it
-    (`leave`), its volume ring (`vols`)."""
+    (`leave`)."""
     r = np.uint64(row)
     for a in st_i:
         prefetch(a, r)
@@ -96,30 +96,25 @@ def _prefetch_row(row: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, lea
     for j in range(sma_p.shape[0]):
         if c + 1 >= sma_p[j]:  # a window not full after the bar reads nothing
             prefetch(ring, r, np.uint64((c + 1 - sma_p[j]) & mask))
-    if vols:
-        prefetch(v5m, r, np.uint64(0))
-        prefetch(v5v, r, np.uint64(0))
 
 
 @njit(cache=True, nogil=True)
-def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume: Arr, st_f: Rows, st_i: Rows,
-               ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr,
-               ema_f: Arr, vols: bool) -> None:
+def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, st_f: Rows, st_i: Rows,
+               ring: Arr, sma_sum: Arr, leave: Arr, ema: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr) -> None:
     """Fold closed bars, in order, into the state (one loop, no call per bar: a call with this
     many array arguments costs ten times the work). The previous close (`st_f[3]`) and the
     close each SMA window drops with the next bar (`leave`) are kept per row, so the live
     values read no ring; the fold reads the ring (a power of two at least as long as the
     longest window: a slot is a mask, not a division) at slots of the row's own (its bar
     count), so the ring lines of the bar `PREFETCH` ahead are asked for first
-    (`scanner.prefetch`). `ema_f`: each EMA's smoothing factor (`ema_k`). `vols`: keep the
-    last bars' volumes (`volume_5m`)."""
+    (`scanner.prefetch`). `ema_f`: each EMA's smoothing factor (`ema_k`)."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
     gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
     n = sym.shape[0]
     mask = ring.shape[1] - 1
     for k in range(n):
         if k + PREFETCH < n:
-            _prefetch_row(sym[k + PREFETCH], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, vols)
+            _prefetch_row(sym[k + PREFETCH], st_f, st_i, ring, sma_sum, leave, ema, sma_p)
         r = np.uint64(sym[k])  # unsigned: numba adds no negative-index wraparound to each access
         x = close[k]
         mn = minute_ns[k]
@@ -148,9 +143,6 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
         for j in range(sma_p.shape[0]):  # what leaves each window with the next bar (0: not full)
             p = sma_p[j]
             leave[j, r] = ring[r, np.uint64((c + 1 - p) & mask)] if c + 1 >= p else 0.0
-        if vols:
-            v5m[r, np.uint64(c % VOL_BARS)] = mn
-            v5v[r, np.uint64(c % VOL_BARS)] = volume[k]
         count[r] = c + 1
         last_min[r] = mn
         if slot == mask:  # re-add the windows exactly: no rounding drift over long runs
@@ -164,7 +156,7 @@ def _fold_bars(sym: Arr, minute_ns: Arr, high: Arr, low: Arr, close: Arr, volume
 
 @njit(cache=True, nogil=True)
 def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring: Arr, sma_sum: Arr, leave: Arr,
-                  ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr, vols: bool) -> None:
+                  ema: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr) -> None:
     """Fold the bars of history rows `hist[:, i]` (state row `row0 + i`), oldest first (one
     `_fold_bars` per row): the whole ring with `row0` 0, or a chunk of its rows."""
     k = hist.shape[2]
@@ -178,17 +170,17 @@ def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring:
         sym[:m] = row0 + r
         for i in range(m):
             mn[i] = np.int64(hist[_H_MIN, r, slots[i]]) * MINUTE_NS
-        _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots],
-                   hist[_H_V, r][slots], st_f, st_i, ring, sma_sum, leave, ema, v5m, v5v, sma_p, ema_p, ema_f, vols)
+        _fold_bars(sym[:m], mn[:m], hist[_H_H, r][slots], hist[_H_L, r][slots], hist[_H_C, r][slots], st_f, st_i,
+                   ring, sma_sum, leave, ema, sma_p, ema_p, ema_f)
 
 
 @njit(cache=True, nogil=True)
 def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
-          sma_sum: Arr, leave: Arr, ema: Arr, v5m: Arr, v5v: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr, vols: bool,
-          rows: Arr, bar_only: bool, out: Rows) -> None:
+          sma_sum: Arr, leave: Arr, ema: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr, rows: Arr, bar_only: bool,
+          out: Rows) -> None:
     """Live values of the kernel columns (the engine's `kernel_out` order) for the rows `rows`;
-    with `bar_only` (always, without `vols`), the four volume and streak rows of `out` are left
-    alone (a higher timeframe has none). Reads no ring (`ring` is unused): the previous close
+    with `bar_only`, the volume and streak rows of `out` (`VOLUME_OUT`) are left alone (a
+    higher timeframe has none). Reads no ring (`ring` is unused): the previous close
     and the closes that leave the SMA windows are kept per row by the fold."""
     count, last_min, up, down = st_i[0], st_i[1], st_i[2], st_i[3]
     gain, loss, atr, last_close = st_f[0], st_f[1], st_f[2], st_f[3]
@@ -218,15 +210,9 @@ def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: R
         out[o_atr][r] = atr_value(atr[r], c, ATR_PERIOD)
         if bar_only:
             continue
-        v1 = bar_volume[r] if bar_start[r] != 0 else 0.0
-        out[o_atr + 1][r] = v1
-        v5 = v1 if bar_start[r] >= now_min - 4 * MINUTE_NS else 0.0
-        for j in range(min(c, VOL_BARS)):
-            if v5m[r, j] >= now_min - 4 * MINUTE_NS:
-                v5 += v5v[r, j]
-        out[o_atr + 2][r] = v5
-        out[o_atr + 3][r] = up[r]
-        out[o_atr + 4][r] = down[r]
+        out[o_atr + 1][r] = bar_volume[r] if bar_start[r] != 0 else 0.0
+        out[o_atr + 2][r] = up[r]
+        out[o_atr + 3][r] = down[r]
 
 
 class IndicatorEngine:
@@ -240,7 +226,6 @@ class IndicatorEngine:
         if not sma_periods or min(sma_periods) <= 0 or len(sma_periods) > len(SMA_PERIODS):
             raise ValueError(f"'sma_periods' must be 1 to {len(SMA_PERIODS)} positive periods, was {sma_periods}")
         self.n_rows = n_rows
-        self.volumes = intraday
         self.kernel_out = kernel_out(sma_periods, volumes=intraday)
         self._sma_p = np.array(sma_periods, np.int64)
         self._ema_p = np.array(EMA_PERIODS, np.int64)
@@ -252,9 +237,6 @@ class IndicatorEngine:
         # long as the longest SMA (a slot is a mask): a higher timeframe's 64 closes for SMA(50)
         # take a quarter of the memory (and cache) of 256 for SMA(200)
         self.ring = np.full((n_rows, 1 << (max(sma_periods) - 1).bit_length()), 0.0)
-        vol_rows = n_rows if intraday else 0
-        self.v5_minute = np.zeros((vol_rows, VOL_BARS), np.int64)
-        self.v5_volume = np.zeros((vol_rows, VOL_BARS))
         # the per-row state: field-major views (`state_i[f]`, `sma_sum[j]` ...) of one row-major
         # buffer, so a row's state is two cache lines that a fold or a live refresh reads together
         # (as separate arrays a fold read some twenty streams at once, more than the hardware
@@ -276,7 +258,7 @@ class IndicatorEngine:
 
     def reset(self) -> None:
         """Forget every bar."""
-        for a in (self.ring, self._state, self.v5_minute, self.v5_volume):
+        for a in (self.ring, self._state):
             a[:] = 0
         if self.intraday is not None:
             self.intraday.reset()
@@ -288,7 +270,7 @@ class IndicatorEngine:
 
     def _args(self) -> tuple:
         return (tuple(self.state_f), tuple(self.state_i), self.ring, self.sma_sum, self.sma_leave, self.ema,
-                self.v5_minute, self.v5_volume, self._sma_p, self._ema_p, self._ema_k, self.volumes)
+                self._sma_p, self._ema_p, self._ema_k)
 
     def warm_up(self, hist: np.ndarray, hist_head: np.ndarray) -> None:
         """Rebuild the state from the bar-history ring `hist[field, row, slot]` (HIST_FIELDS
@@ -323,7 +305,7 @@ class IndicatorEngine:
         if int(bars["sym"].max()) >= self.n_rows:
             raise ValueError(f"bar row {int(bars['sym'].max())} is outside the engine ({self.n_rows} rows)")
         cols = (bars["sym"], bars["minute_ns"], bars["high"], bars["low"], bars["close"], bars["volume"])
-        tasks = [partial(_fold_bars, *cols, *self._args())]
+        tasks = [partial(_fold_bars, *cols[:5], *self._args())]
         if self.intraday is not None:
             tasks.append(partial(self.intraday.on_bars_closed, *cols))
         return tasks
@@ -360,18 +342,15 @@ class IndicatorEngine:
                    rows: np.ndarray | None = None) -> list[Callable[[], None]]:
         """`update_live` in parts that read no column another writes (this engine's; the rolling
         moves', `Intraday.update_moves`), so they may run on different threads at once."""
-        if not self.volumes:
+        if self.intraday is None:
             raise ValueError("a higher timeframe's engine has no update_live; see update_kernel")
         rows = self._all_rows if rows is None else rows
         open_ns = self._open_ns(event_ns)  # here: the cache is not for two threads
-        tasks = [partial(self._live_columns, columns, event_ns, open_ns, rows)]
-        if self.intraday is not None:
-            tasks.append(partial(self.intraday.update_moves, columns, event_ns, open_ns, self.profile, rows))
-        return tasks
+        return [partial(self._live_columns, columns, event_ns, open_ns, rows),
+                partial(self.intraday.update_moves, columns, event_ns, open_ns, self.profile, rows)]
 
     def _live_columns(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, rows: np.ndarray) -> None:
-        """This engine's part of `update_live` (every column but the rolling moves'; their
-        `rel_volume_5m` reads this part's `volume_5m`)."""
+        """This engine's part of `update_live` (every column but the rolling moves')."""
         now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
         _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), rows, False, out)
@@ -396,8 +375,6 @@ class IndicatorEngine:
         else:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
-        if self.intraday is not None:
-            self.intraday.update_rel_volume_5m(c, event_ns, open_ns, self.profile)
 
     def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows,
                       rows: np.ndarray | None = None) -> None:

@@ -14,12 +14,13 @@ Indexed by minute, every row's value for "the minute n back" sits in the same sl
 values read a few contiguous slot rows across all symbols instead of walking each symbol's
 bars back (which cost ~300 ns per row at every new minute, in scattered reads).
 
-Live values (`update_live`) include the live 1-minute bar, like `volume_5m`:
+Live values (`update_live`) include the live 1-minute bar:
 
 - `change_<n>m_pct`: the last price against the close of the last bar that started at or
   before the live minute minus n (the price as the minute n minutes ago ended, i.e. the window
   is the live bar plus the n - 1 closed minutes before it); NaN without such a bar.
-- `volume_15m`, `range_5m_pct`: live bar plus closed bars of the previous 14 (4) minutes.
+- `volume_5m`, `volume_15m`, `range_5m_pct`: live bar plus closed bars of the previous 4 (14, 4)
+  minutes.
 - `rel_volume_5m/15m`: against the volume profile's same minutes of the day, else the average
   daily volume spread over the session minutes the window overlaps.
 - `or_<high|low>_<n>m`: NaN until the window has ended (event time), then fixed for the day.
@@ -46,7 +47,7 @@ _MASK = WINDOW - 1  # a minute's slot is its number's low bits
 _ROLL = np.array(ROLLING_MINUTES, np.int64)
 _OR = np.array(OPENING_RANGES, np.int64)
 # columns the live kernel writes, in kernel order
-KERNEL_OUT = (*(f"change_{n}m_pct" for n in ROLLING_MINUTES), "volume_15m", "range_5m_pct",
+KERNEL_OUT = (*(f"change_{n}m_pct" for n in ROLLING_MINUTES), "volume_5m", "volume_15m", "range_5m_pct",
               *(f"or_{s}_{n}m" for n in OPENING_RANGES for s in ("high", "low")))
 ROW_INPUTS = ("price", "bar_start_ns", "bar_high", "bar_low", "bar_volume")  # what `_live` reads per row
 COLUMNS = (*KERNEL_OUT, "rel_volume_5m", "rel_volume_15m", "velocity_5m", "minutes_since_lod", "above_or_high",
@@ -136,12 +137,12 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
           last_min: Arr, ring: Arr, or_open: Arr, or_hl: Arr, or_n: Arr, roll: Arr, rows: Arr, out: Rows) -> None:
     """Live values of `KERNEL_OUT` (the columns `out`, in that order) for the rows `rows`, from
     the minute ring and the live bar. They depend on the minute of `event_ns` only, not on the
-    seconds in it. `volume_15m` is a difference of running totals plus the live bar's volume
-    (exact for whole-share volumes). One pass over the rows per output column: a pass reads a
+    seconds in it. `volume_5m` and `volume_15m` are differences of running totals plus the
+    live bar's volume (exact for whole-share volumes). One pass over the rows per output column: a pass reads a
     few arrays in step, which the prefetcher follows (all columns in one pass over the rows read
     some 30 arrays at once and took twice as long at a minute close, its data out of cache)."""
     n_roll = roll.shape[0]
-    o_v15, o_r5, o_or = n_roll, n_roll + 1, n_roll + 2
+    o_v5, o_v15, o_r5, o_or = n_roll, n_roll + 1, n_roll + 2, n_roll + 3
     now_min = event_ns - event_ns % MINUTE_NS
     now = now_min // MINUTE_NS
     from15 = now_min - 14 * MINUTE_NS
@@ -154,16 +155,20 @@ def _live(price: Arr, bar_start: Arr, bar_high: Arr, bar_low: Arr, bar_volume: A
             r = np.uint64(rows[q])
             x = _at(ring, 0, t, _minute_of(last_min[r]), r, np.nan)
             o[r] = (price[r] - x) / x * 100.0 if x > 0 else np.nan
-    o = out[o_v15]
+    o5, o15 = out[o_v5], out[o_v15]  # one pass: both read the same inputs
     for q in range(nq):
         r = np.uint64(rows[q])
         last = last_min[r]
         li = _minute_of(last)
-        v15 = _at(ring, 3, now - 1, li, r, 0.0) - _at(ring, 3, now - 15, li, r, 0.0)
+        to = _at(ring, 3, now - 1, li, r, 0.0)
+        v5 = to - _at(ring, 3, now - 5, li, r, 0.0)
+        v15 = to - _at(ring, 3, now - 15, li, r, 0.0)
         bs = bar_start[r]
-        if bs != 0 and bs > last and bs >= from15:
-            v15 += bar_volume[r]
-        o[r] = v15
+        if bs != 0 and bs > last:
+            v5 += bar_volume[r] if bs >= from5 else 0.0
+            v15 += bar_volume[r] if bs >= from15 else 0.0
+        o5[r] = v5
+        o15[r] = v15
     o = out[o_r5]
     for q in range(nq):
         r = np.uint64(rows[q])
@@ -248,22 +253,22 @@ class Intraday:
     def update_live(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
                     profile: np.ndarray | None, rows: np.ndarray | None = None) -> None:
         """Write every column of `COLUMNS` into `c` for event time `event_ns` (the day's 09:30 is
-        `open_ns`). Reads price, the live bar, day_open/high/low, lod_ts_ns, volume_5m (written
-        before by the engine), prev_close, avg_daily_volume and the daily reference columns.
+        `open_ns`). Reads price, the live bar, day_open/high/low, lod_ts_ns, prev_close,
+        avg_daily_volume and the daily reference columns.
         `rows` (None = all): the `KERNEL_OUT` columns are written for these rows only, the
         others keep their values (see `IndicatorEngine.update_live`)."""
         self.update_moves(c, event_ns, open_ns, profile, rows)
-        self.update_rel_volume_5m(c, event_ns, open_ns, profile)
 
     def update_moves(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, profile: np.ndarray | None,
                      rows: np.ndarray | None = None) -> None:
-        """Every column of `update_live` but `rel_volume_5m`: none reads a column the engine
-        writes, so this may run beside the engine's own part."""
+        """`update_live`'s work: it reads no column the engine writes, so it may run beside the
+        engine's own part."""
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
               int(open_ns), self.last_min, self.ring, self.or_open, self.or_hl, _OR, _ROLL,
               self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))
-        relative_volume(c["volume_15m"], expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, 15),
-                        c["rel_volume_15m"])
+        for n in (5, 15):
+            expected = expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, n)
+            relative_volume(c[f"volume_{n}m"], expected, c[f"rel_volume_{n}m"])
         np.divide(c["change_5m_pct"], 5.0, out=c["velocity_5m"])
         sm.minutes_since(event_ns, c["lod_ts_ns"], c["minutes_since_lod"])
         price = c["price"]
@@ -272,12 +277,6 @@ class Intraday:
         gap_filled(c["day_open"], c["day_high"], c["day_low"], c["prev_close"], c["gap_filled"])
         sm.change_pct(price, c["high_52w"], c["pct_from_high_52w"])
         sm.change_pct(price, c["low_52w"], c["pct_from_low_52w"])
-
-    def update_rel_volume_5m(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int,
-                             profile: np.ndarray | None) -> None:
-        """`rel_volume_5m`, from the engine's `volume_5m`: after the engine's part."""
-        relative_volume(c["volume_5m"], expected_window_volume(c["avg_daily_volume"], profile, event_ns, open_ns, 5),
-                        c["rel_volume_5m"])
 
 
 @njit(cache=True, nogil=True)

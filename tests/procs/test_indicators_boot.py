@@ -98,7 +98,7 @@ def state(engine: IndicatorEngine, tfb: TimeframeBars) -> dict[str, np.ndarray]:
                  "state_i": e.state_i, "i.ring": i.ring, "i.or_hl": i.or_hl, "tf.start": tfb.start, "tf.live": tfb.live,
                  "tf.last": tfb.last}
     out = {k: np.moveaxis(a, -1, 0) for k, a in last_axis.items()}
-    out.update({"ring": e.ring, "v5_minute": e.v5_minute, "v5_volume": e.v5_volume,  # [row, slot]
+    out.update({"ring": e.ring,  # [row, slot]
                 "i.last_min": i.last_min, "i.or_open": i.or_open, "tf.last_1m": tfb.last_1m, "tf.late": tfb.late})
     for j, (h, hd) in enumerate(zip(tfb.hists, tfb.heads, strict=True)):
         out[f"tf.ring{j}"], out[f"tf.head{j}"] = np.moveaxis(h, 1, 0), hd

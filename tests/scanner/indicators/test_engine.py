@@ -164,10 +164,10 @@ def test_flat_prices_give_rsi_50_and_writes_every_owned_column() -> None:
 
 def test_a_timeframe_engine_keeps_its_own_windows_only() -> None:
     """A higher timeframe's engine (`intraday=False`) keeps a ring for its longest SMA (64 for 50),
-    no volume ring, and writes the bar indicators only; the same values as a 1-minute engine."""
+    and writes the bar indicators only; the same values as a 1-minute engine."""
     lean = IndicatorEngine(2, intraday=False, sma_periods=(20, 50))
     full = IndicatorEngine(2)
-    assert lean.ring.shape == (2, 64) and lean.v5_volume.size == 0
+    assert lean.ring.shape == (2, 64) and lean.intraday is None
     assert lean.kernel_out == ("rsi_14", "sma_20", "sma_50", "ema_9", "ema_20", "atr_14")
     rng = np.random.default_rng(5)
     b = np.zeros(2 * 300, BAR_DTYPE)  # past four turns of the shorter ring, one of the longer

@@ -237,22 +237,25 @@ def _by_definition(bars: list[tuple[int, float, float, float, float]], now_min: 
         past = [b for b in bars if b[0] <= t]
         x = past[-1][1] if past and (t >= last or t > known) else np.nan
         out.append((price - x) / x * 100.0 if x > 0 else np.nan)
-    if bars and now_min - 15 * MINUTE_NS <= known:
-        v15 = np.nan
-    else:
-        v15 = 0.0
-        for b in bars:
-            if now_min - 14 * MINUTE_NS <= b[0] < now_min and b[4] == b[4]:
-                v15 += b[4]
-        if live and bs >= now_min - 14 * MINUTE_NS:
-            v15 += live_hlv[2]
+    vols = []
+    for n in (5, 15):  # volume_5m, volume_15m
+        if bars and now_min - n * MINUTE_NS <= known:
+            v = np.nan
+        else:
+            v = 0.0
+            for b in bars:
+                if now_min - (n - 1) * MINUTE_NS <= b[0] < now_min and b[4] == b[4]:
+                    v += b[4]
+            if live and bs >= now_min - (n - 1) * MINUTE_NS:
+                v += live_hlv[2]
+        vols.append(v)
     hl = [(b[2], b[3]) for b in bars if now_min - 4 * MINUTE_NS <= b[0] < now_min and b[0] > known]
     if live and bs >= now_min - 4 * MINUTE_NS:
         hl.append(live_hlv[:2])
     highs = [h for h, _ in hl if h == h]
     lows = [lw for _, lw in hl if lw == lw]
     hi, lo = (max(highs) if highs else np.nan), (min(lows) if lows else np.nan)
-    return [*out, v15, (hi - lo) / lo * 100.0 if lo > 0 else np.nan]
+    return [*out, *vols, (hi - lo) / lo * 100.0 if lo > 0 else np.nan]
 
 
 def test_the_minute_ring_equals_a_computation_by_definition() -> None:
