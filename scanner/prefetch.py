@@ -29,12 +29,13 @@ _NAME = "llvm.prefetch.p0" if llvm.llvm_version_info[0] >= 17 else "llvm.prefetc
 LINE = 64  # bytes in a cache line
 
 
-def cache_rows(shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
-    """A float64 array of `shape`, filled with `fill`, whose first element is on a cache line
+def cache_rows(shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array of `shape`, zeros written now (its pages are faulted in here, not at a
+    row's first use, as calloc's would be), whose first element is on a cache line
     (with a last axis of 8 or 16 values, each row is one or two whole lines): a kernel that
     reads one row's state touches that row's lines and no neighbour's."""
     size = int(np.prod(shape))
-    raw = np.full(size + LINE // 8, fill)
+    raw = np.full(size + LINE // 8, 0.0)
     off = (-raw.ctypes.data % LINE) // 8
     return raw[off:off + size].reshape(shape)
 

@@ -175,7 +175,7 @@ def _fold_history(hist: Arr, head: Arr, row0: int, st_f: Rows, st_i: Rows, ring:
 
 
 @njit(cache=True, nogil=True)
-def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, now_min: int, st_f: Rows, st_i: Rows, ring: Arr,
+def _live(bar_start: Arr, bar_close: Arr, bar_volume: Arr, st_f: Rows, st_i: Rows, ring: Arr,
           sma_sum: Arr, leave: Arr, ema: Arr, sma_p: Arr, ema_p: Arr, ema_f: Arr, rows: Arr, bar_only: bool,
           out: Rows) -> None:
     """Live values of the kernel columns (the engine's `kernel_out` order) for the rows `rows`;
@@ -341,19 +341,18 @@ class IndicatorEngine:
     def live_tasks(self, columns: Mapping[str, np.ndarray], event_ns: int,
                    rows: np.ndarray | None = None) -> list[Callable[[], None]]:
         """`update_live` in parts that read no column another writes (this engine's; the rolling
-        moves', `Intraday.update_moves`), so they may run on different threads at once."""
+        moves', `Intraday.update_live`), so they may run on different threads at once."""
         if self.intraday is None:
             raise ValueError("a higher timeframe's engine has no update_live; see update_kernel")
         rows = self._all_rows if rows is None else rows
         open_ns = self._open_ns(event_ns)  # here: the cache is not for two threads
         return [partial(self._live_columns, columns, event_ns, open_ns, rows),
-                partial(self.intraday.update_moves, columns, event_ns, open_ns, self.profile, rows)]
+                partial(self.intraday.update_live, columns, event_ns, open_ns, self.profile, rows)]
 
     def _live_columns(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, rows: np.ndarray) -> None:
         """This engine's part of `update_live` (every column but the rolling moves')."""
-        now_min = event_ns - event_ns % MINUTE_NS
         out = tuple(c[k] for k in _KERNEL_OUT)
-        _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], now_min, *self._args(), rows, False, out)
+        _live(c["bar_start_ns"], c["bar_close"], c["bar_volume"], *self._args(), rows, False, out)
         price, high, low, day_open = c["price"], c["day_high"], c["day_low"], c["day_open"]
         sm.change_pct(price, c["prev_close"], c["change_pct"])
         sm.change_pct(price, day_open, c["change_from_open_pct"])
@@ -376,15 +375,14 @@ class IndicatorEngine:
             expected = expected_volume_flat(c["avg_daily_volume"], since_open)
         relative_volume(c["day_volume"], expected, c["relative_volume"])
 
-    def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, event_ns: int, out: Rows,
+    def update_kernel(self, bar_start: np.ndarray, bar_close: np.ndarray, out: Rows,
                       rows: np.ndarray | None = None) -> None:
         """Only the bar indicators (`kernel_out` order: RSI, SMAs, EMAs, ATR; `out`'s further rows
         are not written) for a live bar of this engine's timeframe:
         `bar_start` (0 = none, else newer than the last folded bar) and its close; for `rows`
         only (None = all), as in `update_live`."""
-        now_min = event_ns - event_ns % MINUTE_NS
         rows = self._all_rows if rows is None else rows
-        _live(bar_start, bar_close, self._scratch, now_min, *self._args(), rows, True, out)
+        _live(bar_start, bar_close, self._scratch, *self._args(), rows, True, out)
 
 
 def warm_kernels() -> None:

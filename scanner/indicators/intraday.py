@@ -256,13 +256,8 @@ class Intraday:
         `open_ns`). Reads price, the live bar, day_open/high/low, lod_ts_ns, prev_close,
         avg_daily_volume and the daily reference columns.
         `rows` (None = all): the `KERNEL_OUT` columns are written for these rows only, the
-        others keep their values (see `IndicatorEngine.update_live`)."""
-        self.update_moves(c, event_ns, open_ns, profile, rows)
-
-    def update_moves(self, c: Mapping[str, np.ndarray], event_ns: int, open_ns: int, profile: np.ndarray | None,
-                     rows: np.ndarray | None = None) -> None:
-        """`update_live`'s work: it reads no column the engine writes, so it may run beside the
-        engine's own part."""
+        others keep their values (see `IndicatorEngine.update_live`). It reads no column the
+        engine writes, so it may run beside the engine's own part."""
         _live(c["price"], c["bar_start_ns"], c["bar_high"], c["bar_low"], c["bar_volume"], int(event_ns),
               int(open_ns), self.last_min, self.ring, self.or_open, self.or_hl, _OR, _ROLL,
               self._all_rows if rows is None else rows, tuple(c[k] for k in KERNEL_OUT))

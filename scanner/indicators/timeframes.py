@@ -147,9 +147,9 @@ class TimeframeIndicators:
         run on different threads at once."""
         rows = self._all_rows if rows is None else rows
         day_open = self._day_open(event_ns)  # here: the cache is not for two threads
-        return [partial(self._live_tf, j, c, tfb, event_ns, day_open, rows) for j in range(len(TIMEFRAMES))]
+        return [partial(self._live_tf, j, c, tfb, day_open, rows) for j in range(len(TIMEFRAMES))]
 
-    def _live_tf(self, j: int, c: Mapping[str, np.ndarray], tfb: TimeframeBars, event_ns: int, day_open: int,
+    def _live_tf(self, j: int, c: Mapping[str, np.ndarray], tfb: TimeframeBars, day_open: int,
                  rows: np.ndarray) -> None:
         """Timeframe j's columns (`update_live`)."""
         tf = TIMEFRAMES[j]
@@ -164,7 +164,7 @@ class TimeframeIndicators:
         s_tf, live = tfb.start[j], tfb.live[j]
         _live_bar(b1, s_tf, bc1, live[_C], rows, start, close)
         out = tuple(c[n] if n is not None else self._scratch[i] for i, n in enumerate(self._names[tf]))
-        self.engines[tf].update_kernel(start, close, event_ns, out, rows)
+        self.engines[tf].update_kernel(start, close, out, rows)
         if tf != "1d":
             _live_vwap(b1, s_tf, c["bar_volume"], c["bar_vwap"], live[_V], live[_PV], rows, c[f"vwap_{tf}"])
         else:  # the distances from the daily SMAs this wrote

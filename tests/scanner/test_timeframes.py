@@ -44,7 +44,7 @@ def run() -> dict[str, object]:
                 closed[t].append(b)
                 eng = engines[t]
                 eng.on_bars_closed(b)
-                eng.update_kernel(no_live_bar, no_close, int(b["minute_ns"].max()) + MINUTE_NS, tuple(outs))
+                eng.update_kernel(no_live_bar, no_close, tuple(outs))
                 for r in np.unique(b["sym"]):
                     finals[t].append((int(r), int(eng.bars_seen[r]),
                                       {k: float(outs[eng.kernel_out.index(k), r])

@@ -179,8 +179,8 @@ def test_a_timeframe_engine_keeps_its_own_windows_only() -> None:
     full.on_bars_closed(b)
     start, close = np.array([301 * MINUTE_NS, 0]), np.array([11.0, np.nan])  # row 0 with a live bar
     got, want = np.full((11, 2), np.nan), np.full((11, 2), np.nan)
-    lean.update_kernel(start, close, 301 * MINUTE_NS + 1, tuple(got))
-    full.update_kernel(start, close, 301 * MINUTE_NS + 1, tuple(want))
+    lean.update_kernel(start, close, tuple(got))
+    full.update_kernel(start, close, tuple(want))
     for i, k in enumerate(lean.kernel_out):
         np.testing.assert_allclose(got[i], want[full.kernel_out.index(k)], rtol=1e-12, err_msg=k)
     assert np.isnan(got[len(lean.kernel_out):]).all()  # nothing past its own columns
