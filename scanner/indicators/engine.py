@@ -390,14 +390,12 @@ def warm_kernels() -> None:
     with the argument kinds the indicator process passes (rows of its column buffers, a
     BAR_DTYPE batch's fields, chunks of the history ring as `shm.history.History.chunks`
     gives them), before its first heartbeat (issue 10.1)."""
+    from scanner.bars import new_history
     from scanner.records import BAR_DTYPE
-    from shm.history import records
 
     n = 2
     e = IndicatorEngine(n)
-    hist = records(len(HIST), n, 4)  # the history's layout (`History.chunks`, the segment)
-    hist[:] = np.nan
-    e.warm_up(hist, np.zeros(n, np.int64))
+    e.warm_up(*new_history(n, 4))  # the history's layout (`History.chunks`, the segment)
     open_ns = session_bounds_ns(20260105)["open"]
     bars = np.zeros(2, BAR_DTYPE)
     bars["sym"], bars["minute_ns"] = [0, 1], open_ns
